@@ -1,0 +1,34 @@
+"""The floor every layer stands on: append-only facts, the log that holds them, and pure analysis.
+
+This package imports no other sdeilab layer.
+"""
+
+from sdeilab.trace.log import TraceLog
+from sdeilab.trace.records import (
+    FACT_KINDS,
+    ExceptionTaken,
+    Fact,
+    GuestFault,
+    IrqAcknowledged,
+    IrqAsserted,
+    IrqCompleted,
+    MachineStopped,
+    PowerTransition,
+    SmcccCall,
+    SmcccReturn,
+)
+
+__all__ = [
+    "FACT_KINDS",
+    "ExceptionTaken",
+    "Fact",
+    "GuestFault",
+    "IrqAcknowledged",
+    "IrqAsserted",
+    "IrqCompleted",
+    "MachineStopped",
+    "PowerTransition",
+    "SmcccCall",
+    "SmcccReturn",
+    "TraceLog",
+]

@@ -1,0 +1,137 @@
+"""Trace facts: immutable records stamped with (seq, cpu, vtime).
+
+A fact says what happened, never what it means; intervals (a CPU's power state, a handler
+running) are derived from facts by pure functions. ``vtime`` counts instructions retired in
+virtual time (1 instruction = 1 ns), so the same guest gives the same facts byte for byte.
+
+Each kind is a frozen, slotted dataclass. The log stores facts column-wise and builds these
+objects only when asked (see ``TraceLog``), so recording stays cheap on the hypercall path.
+Later layers (SDEI, the hypervisor model) add their kinds with ``@fact_kind``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TypeVar
+
+FACT_KINDS: list[type[Fact]] = []
+"""Every registered kind; a kind's index in this list is its compact code in the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """What every fact carries: its place in the log, the CPU it concerns (-1: the machine) and when."""
+
+    seq: int
+    cpu: int
+    vtime: int
+
+    CODE = -1
+
+    @classmethod
+    def payload_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))[3:]
+
+    def payload(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.payload_names()}
+
+
+K = TypeVar("K", bound=type[Fact])
+
+
+def fact_kind(cls: K) -> K:
+    """Register a fact kind so the log can store it by code and rebuild it by name."""
+    cls.CODE = len(FACT_KINDS)
+    FACT_KINDS.append(cls)
+    return cls
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class SmcccCall(Fact):
+    """A guest issued an SMCCC call (SMCCC v1.4 section 2): function ID in x0, arguments in x1..x17."""
+
+    conduit: str  # "hvc" or "smc"
+    fid: int
+    name: str
+    args: tuple[int, ...]
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class SmcccReturn(Fact):
+    """The call returned to the guest with ``results`` in x0..x3; ``layer`` is who answered it."""
+
+    fid: int
+    name: str
+    results: tuple[int, ...]
+    layer: str
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class PowerTransition(Fact):
+    """A vCPU changed power or run state (OFF, ON_PENDING, ON, STANDBY, SUSPENDED)."""
+
+    old: str
+    new: str
+    cause: str
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class IrqAsserted(Fact):
+    """An interrupt became pending for ``cpu`` (for an SPI: the CPU it is routed to)."""
+
+    intid: int
+    source: str
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class IrqAcknowledged(Fact):
+    """The CPU read ICC_IAR{0,1}_EL1 and got ``intid`` (pending to active)."""
+
+    intid: int
+    group: int
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class IrqCompleted(Fact):
+    """The CPU wrote ICC_EOIR{0,1}_EL1 (priority drop) or ICC_DIR_EL1 (deactivation) for ``intid``."""
+
+    intid: int
+    how: str  # "eoi" or "dir"
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class ExceptionTaken(Fact):
+    """The lab performed an exception entry into the guest's EL1 vectors (ARM ARM D1.10)."""
+
+    kind: str  # "sync", "irq", "fiq", "serror"
+    reason: str
+    vector: int
+    esr: int
+    elr: int
+    far: int
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class GuestFault(Fact):
+    """The guest faulted where it had no handler: the run stops (exit status 3)."""
+
+    reason: str
+    pc: int
+    esr: int
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class MachineStopped(Fact):
+    """The run ended: ``reason`` is one of the machine's stop reasons."""
+
+    reason: str
+    detail: str
