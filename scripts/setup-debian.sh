@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages sdeilab needs that PyPI does not provide:
+#   qemu-system-arm  - qemu-system-aarch64, the reference the guests are compared against
+set -euo pipefail
+packages=(qemu-system-arm)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,92 @@
+"""The CPU backend contract: what the machine needs from an AArch64 CPU engine.
+
+The machine drives each vCPU in time slices (``run(budget)``) and is called back, during a
+slice, for the events it emulates: exceptions the guest raises (HVC, SMC, UNDEF, ...),
+system-register accesses (the GIC CPU interface, the generic timer) and cache maintenance.
+Between slices it reads and writes registers to inject exceptions. Nothing here imports an
+engine: ``sdeilab.cpu.unicorn_backend`` is the one implementation, and the only module that
+imports unicorn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+SysregKey = tuple[int, int, int, int, int]
+"""A system register or system instruction by encoding: (op0, op1, CRn, CRm, op2)."""
+
+
+class Trap(Enum):
+    """Why the guest left straight-line execution (an exception it caused, ARM ARM D1.10)."""
+
+    HVC = "hvc"  # PC already past the instruction
+    SMC = "smc"  # PC already past the instruction
+    UNDEFINED = "undefined"  # PC at the instruction
+    SVC = "svc"  # PC already past the instruction
+    BRK = "brk"  # PC at the instruction
+    PREFETCH_ABORT = "prefetch-abort"
+    DATA_ABORT = "data-abort"
+    OTHER = "other"
+
+
+class Stop(Enum):
+    """Why a time slice ended."""
+
+    BUDGET = "budget"  # the slice ran its full instruction budget
+    WFI = "wfi"  # the guest executed WFI
+    REQUESTED = "requested"  # the machine asked (``request_stop``) from inside a callback
+    UNMAPPED = "unmapped"  # an access to an address with no RAM or device behind it
+
+
+@dataclass(frozen=True, slots=True)
+class SliceResult:
+    executed: int
+    stop: Stop
+    access: str = ""  # for UNMAPPED: "read", "write" or "fetch"
+    address: int = 0  # for UNMAPPED: the faulting address
+
+
+class VcpuHost(Protocol):
+    """What the machine does for a vCPU during a slice. ``cpu`` is the vCPU's index."""
+
+    def trap(self, cpu: int, trap: Trap, pc: int) -> None: ...
+
+    def sysreg_read(self, cpu: int, key: SysregKey) -> int | None:
+        """The value an MRS of ``key`` reads, or None to let the CPU model answer."""
+        ...
+
+    def sysreg_write(self, cpu: int, key: SysregKey, value: int) -> bool:
+        """True if the machine emulated this MSR; False to let the CPU model execute it."""
+        ...
+
+    def system_instruction(self, cpu: int, key: SysregKey, value: int) -> None:
+        """A SYS instruction (DC, IC, TLBI, AT) is about to execute; the CPU model still executes it."""
+        ...
+
+
+class CpuBackend(Protocol):
+    """One vCPU of an engine. Registers are read and written between slices or from callbacks."""
+
+    index: int
+
+    def run(self, budget: int) -> SliceResult: ...
+    def executed(self) -> int:
+        """Instructions retired so far in the current slice (valid inside callbacks)."""
+        ...
+    def request_stop(self) -> None: ...
+    def x(self, n: int) -> int: ...
+    def set_x(self, n: int, value: int) -> None: ...
+    def xs(self, count: int) -> list[int]: ...
+    def set_xs(self, values: list[int]) -> None: ...
+    @property
+    def pc(self) -> int: ...
+    @pc.setter
+    def pc(self, value: int) -> None: ...
+    def read(self, name: str) -> int: ...
+    def write(self, name: str, value: int) -> None: ...
+    def snapshot(self) -> object: ...
+    def restore(self, snapshot: object) -> None: ...
+    def reset(self, mpidr: int) -> None: ...
+    def invalidate_code(self, begin: int | None = None, end: int | None = None) -> None: ...

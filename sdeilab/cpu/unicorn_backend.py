@@ -1,0 +1,297 @@
+"""The Unicorn 2.1 adapter: one ``Uc`` per vCPU, RAM shared through one host buffer.
+
+This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.4, see
+../shared/reference/unicorn-and-qemu-facts.md section 2):
+
+* The CPU resets at Secure EL1 with SCR_EL3 = 0, where HVC is UNDEF and ERET to EL1 is illegal.
+  With SCR_EL3 = NS|HCE|RW and HCR_EL2.RW = 1 the guest runs at Non-secure EL1: HVC raises
+  interrupt 11 with PC advanced, SMC 13, and MPIDR_EL1 reads VMPIDR_EL2, set per vCPU.
+* With an interrupt hook installed Unicorn performs no architectural exception entry; the
+  machine does it (ELR, SPSR, ESR, PSTATE, PC = VBAR_EL1 + offset).
+* ``emu_start(count=N)`` is implemented by an internal per-instruction hook that keeps its
+  count in ``uc_struct.emu_counter``. Reading that counter gives the exact number of
+  instructions retired at any hook, which is what makes virtual time exact. Its offset is
+  found once by experiment (``_counter_index``) rather than assumed.
+* MRS/MSR hooks fire for every system register; for registers the CPU model lacks (all ICC_*)
+  the hook must advance PC itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
+
+from unicorn import UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM, Uc, UcError
+from unicorn import arm64_const as a64
+from unicorn.unicorn_const import (
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_UNMAPPED,
+    UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_WRITE_UNMAPPED,
+)
+from unicorn.unicorn_py3.arch.arm64 import UcRegCP64
+from unicorn.unicorn_py3.unicorn import uclib
+
+from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, Trap, VcpuHost
+
+_X_IDS = [a64.UC_ARM64_REG_X0 + n for n in range(29)] + [a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30]
+
+# QEMU's EXCP_* numbers as Unicorn reports them to an interrupt hook (target/arm/cpu.h).
+_TRAPS = {1: Trap.UNDEFINED, 2: Trap.SVC, 3: Trap.PREFETCH_ABORT, 4: Trap.DATA_ABORT, 7: Trap.BRK,
+          11: Trap.HVC, 13: Trap.SMC}
+
+# Registers by name. Unicorn has dedicated IDs for some; the rest go through CP_REG with the
+# (op0, op1, CRn, CRm, op2) encoding (ARM ARM C5.3).
+_REG_IDS = {
+    "PC": a64.UC_ARM64_REG_PC, "SP": a64.UC_ARM64_REG_SP, "PSTATE": a64.UC_ARM64_REG_PSTATE,
+    "NZCV": a64.UC_ARM64_REG_NZCV, "SP_EL0": a64.UC_ARM64_REG_SP_EL0, "SP_EL1": a64.UC_ARM64_REG_SP_EL1,
+    "ELR_EL1": a64.UC_ARM64_REG_ELR_EL1, "ESR_EL1": a64.UC_ARM64_REG_ESR_EL1,
+    "FAR_EL1": a64.UC_ARM64_REG_FAR_EL1, "VBAR_EL1": a64.UC_ARM64_REG_VBAR_EL1,
+    "TTBR0_EL1": a64.UC_ARM64_REG_TTBR0_EL1,
+}
+_CP_REGS: dict[str, SysregKey] = {
+    "SPSR_EL1": (3, 0, 4, 0, 0),
+    "SCTLR_EL1": (3, 0, 1, 0, 0),
+    "MPIDR_EL1": (3, 0, 0, 0, 5),
+    "TCR_EL1": (3, 0, 2, 0, 2),
+    "MAIR_EL1": (3, 0, 10, 2, 0),
+    "TPIDR_EL1": (3, 0, 13, 0, 4),
+    "SCR_EL3": (3, 6, 1, 1, 0),
+    "HCR_EL2": (3, 4, 1, 1, 0),
+    "VMPIDR_EL2": (3, 4, 0, 0, 5),
+}
+
+SCR_EL3_NS_HCE_RW = 0x501  # NS (bit 0), HCE (bit 8), RW (bit 10): run the guest at Non-secure EL1
+HCR_EL2_RW = 1 << 31  # EL1 is AArch64
+PSTATE_EL1H_DAIF = 0x3C5  # EL1h with D, A, I, F masked: the state PSCI CPU_ON and reset give
+_NEVER = 0xFFFF_FFFF_FFFF_FFFC  # an ``until`` address no guest reaches
+
+_INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+
+
+@cache
+def _counter_index() -> int:
+    """Find ``uc_struct.emu_counter`` (in 64-bit words from the handle) by running known counts.
+
+    With ``count=K`` Unicorn stops when its counter exceeds K, so afterwards the counter holds
+    K + 1 and the saved limit beside it K. Two different K must agree on one place.
+    """
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, b"\x1f\x20\x03\xd5" * 1024)  # NOP sled
+    words = (ctypes.c_uint64 * 1024).from_address(uc._uch.value)
+    places: set[int] | None = None
+    for k in (37, 101):
+        uc.emu_start(0x1000, _NEVER, count=k)
+        found = {i for i in range(1023) if words[i] == k + 1 and words[i + 1] == k}
+        places = found if places is None else places & found
+    if not places or len(places) != 1:
+        raise RuntimeError("cannot locate Unicorn's instruction counter: sdeilab needs unicorn 2.1.4")
+    return places.pop()
+
+
+class UnicornVcpu:
+    """One AArch64 vCPU on its own ``Uc``, at Non-secure EL1, RAM shared with the other vCPUs."""
+
+    def __init__(self, index: int, host: VcpuHost, *, ram_base: int, ram: Any,
+                 mmio: Iterable[tuple[int, int, Callable[[int, int, int], int], Callable[[int, int, int, int], None]]],
+                 unmodelled_sysregs: frozenset[SysregKey] = frozenset()) -> None:
+        self.index = index
+        self._host = host
+        self._unmodelled = unmodelled_sysregs
+        uc = self._uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
+        self._uch = uc._uch
+        ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(ram))
+        uc.mem_map_ptr(ram_base, len(ram), 7, ram_ptr)
+        for base, size, read, write in mmio:
+            uc.mmio_map(base, size, self._mmio_reader(read), None, self._mmio_writer(write), None)
+        self._counter = ctypes.c_uint64.from_address(self._uch.value + 8 * _counter_index())
+        self._val = ctypes.c_uint64()
+        self._pval = ctypes.c_void_p(ctypes.addressof(self._val))
+        self._batch_ids = (ctypes.c_int32 * 31)(*_X_IDS)
+        self._batch_vals = (ctypes.c_uint64 * 31)()
+        self._batch_ptrs = (ctypes.c_void_p * 31)(*[ctypes.addressof(self._batch_vals) + 8 * i for i in range(31)])
+        self._hook_error: BaseException | None = None
+        self._stop_requested = False
+        self._unmapped: tuple[str, int] | None = None
+        self._budget = 0
+        self._install_hooks()
+        self.write("SCR_EL3", SCR_EL3_NS_HCE_RW)
+        self.write("HCR_EL2", HCR_EL2_RW)
+        self.write("PSTATE", PSTATE_EL1H_DAIF)
+        self._pristine = uc.context_save()
+
+    # --- hooks -------------------------------------------------------------------------
+    def _install_hooks(self) -> None:
+        uc = self._uc
+        handle = ctypes.c_size_t()
+        # The interrupt hook is on the hypercall path, so it is registered through raw ctypes:
+        # the binding's wrapper costs about 2 µs a call (reference 2.2).
+        self._intr_cb = _INTR_CFUNC(self._on_interrupt)
+        callback = ctypes.cast(self._intr_cb, ctypes.c_void_p)
+        err = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INTR, callback, None,
+                                ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if err:
+            raise UcError(err)
+        uc.hook_add(UC_HOOK_INSN, self._on_mrs, None, 1, 0, a64.UC_ARM64_INS_MRS)
+        uc.hook_add(UC_HOOK_INSN, self._on_msr, None, 1, 0, a64.UC_ARM64_INS_MSR)
+        uc.hook_add(UC_HOOK_INSN, self._on_sys, None, 1, 0, a64.UC_ARM64_INS_SYS)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+
+    def _on_interrupt(self, _uch: int, intno: int, _user: int) -> None:
+        try:
+            uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
+            self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self._val.value)
+        except BaseException as error:  # a ctypes callback must not raise: hand it to run()
+            self._hook_error = self._hook_error or error
+            self.request_stop()
+
+    def _on_mrs(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
+        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+        value = self._host.sysreg_read(self.index, key)
+        if value is None:
+            return False
+        if reg != a64.UC_ARM64_REG_XZR:
+            self._val.value = value & 0xFFFF_FFFF_FFFF_FFFF
+            uclib.uc_reg_write(self._uch, reg, self._pval)
+        if key in self._unmodelled:
+            self.pc = self.pc + 4
+        return True
+
+    def _on_msr(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
+        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+        if not self._host.sysreg_write(self.index, key, cp.val):
+            return False
+        if key in self._unmodelled:
+            self.pc = self.pc + 4
+        return True
+
+    def _on_sys(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
+        self._host.system_instruction(self.index, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val)
+        return False
+
+    def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int, _user: object) -> bool:
+        kind = {UC_MEM_WRITE_UNMAPPED: "write", UC_MEM_FETCH_UNMAPPED: "fetch"}.get(access, "read")
+        self._unmapped = (kind, address)
+        return False
+
+    def _mmio_reader(self, read: Callable[[int, int, int], int]) -> Callable[..., int]:
+        def on_read(uc: Uc, offset: int, size: int, _user: object) -> int:
+            return read(self.index, offset, size)
+        return on_read
+
+    def _mmio_writer(self, write: Callable[[int, int, int, int], None]) -> Callable[..., None]:
+        def on_write(uc: Uc, offset: int, size: int, value: int, _user: object) -> None:
+            write(self.index, offset, size, value)
+        return on_write
+
+    # --- running -----------------------------------------------------------------------
+    def run(self, budget: int) -> SliceResult:
+        """Run at most ``budget`` instructions from the current PC."""
+        self._stop_requested = False
+        self._unmapped = None
+        self._budget = budget
+        self._counter.value = 0
+        uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
+        err = uclib.uc_emu_start(self._uch, self._val.value, _NEVER, 0, budget)
+        executed = self.executed()
+        hook_error = self._hook_error or getattr(self._uc, "_hook_exception", None)
+        if hook_error is not None:
+            self._hook_error = None
+            self._uc._hook_exception = None
+            raise hook_error
+        if err in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED) and self._unmapped:
+            access, address = self._unmapped
+            return SliceResult(executed, Stop.UNMAPPED, access, address)
+        if err:
+            raise UcError(err)
+        if self._stop_requested:
+            return SliceResult(executed, Stop.REQUESTED)
+        if executed >= budget:
+            return SliceResult(budget, Stop.BUDGET)
+        return SliceResult(executed, Stop.WFI)  # the only other way emu_start returns early
+
+    def executed(self) -> int:
+        count = self._counter.value
+        return count if count <= self._budget else self._budget
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        uclib.uc_emu_stop(self._uch)
+
+    # --- registers ---------------------------------------------------------------------
+    def x(self, n: int) -> int:
+        uclib.uc_reg_read(self._uch, _X_IDS[n], self._pval)
+        return self._val.value
+
+    def set_x(self, n: int, value: int) -> None:
+        self._val.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        uclib.uc_reg_write(self._uch, _X_IDS[n], self._pval)
+
+    def xs(self, count: int) -> list[int]:
+        """x0 .. x(count-1) in one engine call."""
+        uclib.uc_reg_read_batch(self._uch, self._batch_ids, self._batch_ptrs, count)
+        return self._batch_vals[:count]
+
+    def set_xs(self, values: list[int]) -> None:
+        for i, value in enumerate(values):
+            self._batch_vals[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+        uclib.uc_reg_write_batch(self._uch, self._batch_ids, self._batch_ptrs, len(values))
+
+    @property
+    def pc(self) -> int:
+        uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
+        return self._val.value
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self._val.value = value
+        uclib.uc_reg_write(self._uch, a64.UC_ARM64_REG_PC, self._pval)
+
+    def read(self, name: str) -> int:
+        reg_id = _REG_IDS.get(name)
+        if reg_id is not None:
+            uclib.uc_reg_read(self._uch, reg_id, self._pval)
+            return self._val.value
+        return self._cp_access(_CP_REGS[name])
+
+    def write(self, name: str, value: int) -> None:
+        reg_id = _REG_IDS.get(name)
+        if reg_id is not None:
+            self._val.value = value & 0xFFFF_FFFF_FFFF_FFFF
+            uclib.uc_reg_write(self._uch, reg_id, self._pval)
+        else:
+            self._cp_access(_CP_REGS[name], value)
+
+    def _cp_access(self, key: SysregKey, value: int | None = None) -> int:
+        op0, op1, crn, crm, op2 = key
+        reg = UcRegCP64(crn, crm, op0, op1, op2, 0 if value is None else value)
+        call = uclib.uc_reg_read if value is None else uclib.uc_reg_write
+        err = call(self._uch, a64.UC_ARM64_REG_CP_REG, ctypes.byref(reg))
+        if err:
+            raise UcError(err)
+        return reg.val
+
+    # --- state -------------------------------------------------------------------------
+    def snapshot(self) -> object:
+        return self._uc.context_save()
+
+    def restore(self, snapshot: object) -> None:
+        self._uc.context_restore(snapshot)  # type: ignore[arg-type]
+
+    def reset(self, mpidr: int) -> None:
+        """Architectural reset into Non-secure EL1h, DAIF masked, MMU off, with this MPIDR."""
+        self._uc.context_restore(self._pristine)
+        self.write("VMPIDR_EL2", mpidr)
+        self.set_xs([0] * 31)
+
+    def invalidate_code(self, begin: int | None = None, end: int | None = None) -> None:
+        """Drop translated code: Unicorn keeps a translation cache per ``Uc`` (reference 2.1)."""
+        if begin is None or end is None:
+            self._uc.ctl_flush_tb()
+        else:
+            self._uc.ctl_remove_cache(begin, end)

@@ -1,0 +1,468 @@
+"""The virtual machine: RAM, devices, vCPUs, and the deterministic scheduler that runs them.
+
+Scheduling (DESIGN.md section 1, "Determinism"). Virtual time advances in rounds of
+``quantum`` instructions; in each round every CPU, in index order, runs from the round's start
+to its end on its own clock (a CPU that idles or starts late begins later in the round). The
+clock of the running CPU is exact to the instruction, read from the engine's retired-instruction
+counter, so a fact is stamped with the vtime at which it happened. An event one CPU causes for
+another (an SGI, an SPI, CPU_ON) is stamped with the sender's time, and the target does not act
+on it before that time: the target's ``not_before`` clock. No wall clock is ever read, so the
+same guest and options give the same trace byte for byte.
+
+A CPU's slice ends early at the next deadline of its own timers, so a timer interrupt is raised
+at the exact counter value it was programmed for.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, Trap
+from sdeilab.cpu.disasm import disassemble_one
+from sdeilab.cpu.unicorn_backend import UnicornVcpu
+from sdeilab.machine import exceptions as exc
+from sdeilab.machine.gic import ICC_ENCODINGS, GicV3
+from sdeilab.machine.loader import GuestImage, load_elf
+from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, VIRT_MEMMAP, MemMapEntry, Region, mpidr_of, spi_intid
+from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
+from sdeilab.machine.timer import TIMER_ENCODINGS, GenericTimer
+from sdeilab.machine.uart import Pl011
+from sdeilab.machine.vcpu import Vcpu, VcpuState
+from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, MachineStopped, PowerTransition, TraceLog
+
+NS_PER_COUNT = 16  # the counter runs at 62.5 MHz and the CPU retires one instruction per ns
+MASKED_IRQ_POLL = 1000  # slice length while an interrupt waits behind PSTATE.I/F (DAIF writes are not hooked)
+DEFAULT_QUANTUM = 100_000
+
+# Cache maintenance that makes code written by one CPU visible to the others (ARM ARM B2.4.4):
+# each Unicorn instance keeps its own translations, so these drop them everywhere.
+_IC_IALLUIS: SysregKey = (1, 0, 7, 1, 0)
+_IC_IALLU: SysregKey = (1, 0, 7, 5, 0)
+_IC_IVAU: SysregKey = (1, 3, 7, 5, 1)
+
+PowerListener = Callable[[int, VcpuState, VcpuState, str], None]
+
+
+class Firmware(Protocol):
+    """What sits on the HVC and SMC conduits. It lives in a higher layer (sdeilab.firmware)."""
+
+    def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str) -> bool:
+        """Handle a call from ``vcpu`` on ``conduit`` ("hvc" or "smc"); False: the instruction is UNDEFINED."""
+        ...
+
+
+class Machine:
+    """A QEMU-virt-like machine with ``cpus`` vCPUs; CPU 0 starts at the guest's entry point."""
+
+    def __init__(self, cpus: int = 1, *, ram_size: int = VIRT_MEMMAP[Region.RAM].size,
+                 quantum: int = DEFAULT_QUANTUM, trace: TraceLog | None = None) -> None:
+        if not 1 <= cpus <= MAX_CPUS:
+            raise ValueError(f"cpus must be between 1 and {MAX_CPUS}")
+        self.trace = trace if trace is not None else TraceLog()
+        self.quantum = quantum
+        self.ram_region = MemMapEntry(VIRT_MEMMAP[Region.RAM].base, ram_size)
+        self.ram = mmap.mmap(-1, ram_size)
+        self.firmware: Firmware | None = None
+        self.power_listeners: list[PowerListener] = []
+        self.uart_sinks: list[Callable[[int], None]] = []
+        self.slice_hooks: list[Callable[[Vcpu], None]] = []  # run before each slice (firmware dispatch)
+        self.image: GuestImage | None = None
+
+        self.gic = GicV3(cpus, self.record, cpu_online=lambda cpu: self.vcpus[cpu].state.powered)
+        uart_intid = spi_intid(Region.UART0)
+        self.uart = Pl011(lambda level: self.gic.set_level(uart_intid, level, source="uart0"), self._uart_tx)
+        self.timers = [GenericTimer(cpu, self._timer_line(cpu)) for cpu in range(cpus)]
+        self._sysregs: dict[SysregKey, tuple[Callable[[int], int], Callable[[int, int], None]]] = {}
+        for key, reg in ICC_ENCODINGS.items():
+            self._sysregs[key] = (lambda cpu, r=reg: self.gic.icc_read(cpu, r), self._icc_writer(reg))
+        for key, treg in TIMER_ENCODINGS.items():
+            self._sysregs[key] = (lambda cpu, r=treg: self.timers[cpu].read(r, self.counter()),
+                                  self._timer_writer(treg))
+        gicr = VIRT_MEMMAP[Region.GIC_REDIST]
+        mmio = [
+            (VIRT_MEMMAP[Region.GIC_DIST].base, VIRT_MEMMAP[Region.GIC_DIST].size,
+             self.gic.dist_read, self._gic_writer(self.gic.dist_write)),
+            (gicr.base, min(gicr.size, cpus * GICR_FRAME_SIZE), self.gic.redist_read,
+             self._gic_writer(self.gic.redist_write)),
+            (VIRT_MEMMAP[Region.UART0].base, VIRT_MEMMAP[Region.UART0].size,
+             lambda cpu, offset, size: self.uart.read(offset, size),
+             lambda cpu, offset, size, value: self.uart.write(offset, size, value)),
+        ]
+        unmodelled = frozenset(ICC_ENCODINGS)
+        self.vcpus = [Vcpu(i, mpidr_of(i), UnicornVcpu(i, self, ram_base=self.ram_region.base, ram=self.ram,
+                                                        mmio=mmio, unmodelled_sysregs=unmodelled),
+                           self._on_transition)
+                      for i in range(cpus)]
+        for vcpu in self.vcpus:
+            vcpu.backend.reset(vcpu.mpidr)
+        self.uart_output = bytearray()
+        self._current: Vcpu | None = None
+        self._clock = 0  # vtime of the running CPU at the start of its current slice, or the loop's time
+        self._local = [0] * cpus  # each CPU's own clock
+        self._not_before = [0] * cpus
+        self._round_start = 0
+        self.retired = 0
+        self._outcome: RunOutcome | None = None
+        self._budget_end: int | None = None
+
+    # --- time ---------------------------------------------------------------------------
+    def now(self) -> int:
+        """The current vtime: the running CPU's clock, exact to the instruction."""
+        current = self._current
+        return self._clock + current.backend.executed() if current is not None else self._clock
+
+    def counter(self) -> int:
+        return self.now() // NS_PER_COUNT
+
+    def record(self, kind: type[Fact], cpu: int, *payload: object) -> None:
+        """Append a fact stamped now; an interrupt made pending for another CPU sets its not-before clock."""
+        now = self.now()
+        self.trace.add(kind, cpu, now, *payload)
+        if kind is IrqAsserted and cpu >= 0:
+            if now > self._not_before[cpu]:
+                self._not_before[cpu] = now
+            current = self._current
+            if current is not None and current.index == cpu:
+                current.backend.request_stop()  # let the slice loop deliver it now
+
+    # --- loading -----------------------------------------------------------------------
+    def load(self, path: Path) -> GuestImage:
+        image = load_elf(path, self.ram_region)
+        self.load_image(image)
+        return image
+
+    def load_image(self, image: GuestImage) -> None:
+        base = self.ram_region.base
+        for segment in image.segments:
+            start = segment.address - base
+            self.ram[start:start + len(segment.data)] = segment.data
+            self.ram[start + len(segment.data):start + segment.memsize] = bytes(segment.memsize - len(segment.data))
+        for vcpu in self.vcpus:
+            vcpu.backend.invalidate_code()
+        self.image = image
+        boot = self.vcpus[0]
+        boot.entry = (image.entry, 0)
+        self._start(boot, "boot")
+
+    # --- memory ------------------------------------------------------------------------
+    def read_ram(self, address: int, size: int) -> bytes | None:
+        if not self.ram_region.contains(address, size):
+            return None
+        start = address - self.ram_region.base
+        return self.ram[start:start + size]
+
+    def write_ram(self, address: int, data: bytes) -> None:
+        if not self.ram_region.contains(address, len(data)):
+            raise ValueError(f"0x{address:x}+{len(data)} is not RAM")
+        start = address - self.ram_region.base
+        self.ram[start:start + len(data)] = data
+        for vcpu in self.vcpus:
+            vcpu.backend.invalidate_code(address, address + len(data))
+
+    def read_u32(self, address: int) -> int | None:
+        data = self.read_ram(address, 4)
+        return None if data is None else int.from_bytes(data, "little")
+
+    def is_valid_entry(self, address: int) -> bool:
+        """An address a CPU can start at: in RAM and 4-byte aligned (A64 instructions, ARM ARM B2.2)."""
+        return address % 4 == 0 and self.ram_region.contains(address, 4)
+
+    # --- power mechanism (PSCI is the policy, in sdeilab.firmware) ------------------------------
+    def power_on(self, target: Vcpu, entry: int, context_id: int) -> None:
+        """OFF -> ON_PENDING; the target starts at ``entry`` with x0 = ``context_id`` no earlier than now."""
+        target.entry = (entry, context_id)
+        self._not_before[target.index] = max(self._not_before[target.index], self.now())
+        target.transition(VcpuState.ON_PENDING, "cpu-on")
+
+    def power_off(self, vcpu: Vcpu, cause: str = "cpu-off") -> None:
+        vcpu.transition(VcpuState.OFF, cause)
+        self._stop_if_current(vcpu)
+
+    def suspend(self, vcpu: Vcpu, powerdown: bool, entry: int = 0, context_id: int = 0) -> None:
+        """Standby (resume after the call) or power-down (resume at ``entry``) until a wake-up event."""
+        if powerdown:
+            vcpu.entry = (entry, context_id)
+            vcpu.transition(VcpuState.POWERDOWN, "cpu-suspend")
+        else:
+            vcpu.transition(VcpuState.STANDBY, "cpu-suspend")
+        self._stop_if_current(vcpu)
+
+    def halt(self, reason: StopReason, detail: str, fault: FaultReport | None = None) -> None:
+        """End the run after the current instruction."""
+        if self._outcome is None:
+            self._outcome = RunOutcome(reason, detail, self.retired + self._executing(), fault)
+            cpu = self._current.index if self._current is not None else -1
+            self.record(MachineStopped, cpu, reason.value, detail)
+        if self._current is not None:
+            self._current.backend.request_stop()
+
+    def _executing(self) -> int:
+        return self._current.backend.executed() if self._current is not None else 0
+
+    def _stop_if_current(self, vcpu: Vcpu) -> None:
+        if self._current is vcpu:
+            vcpu.backend.request_stop()
+
+    def _start(self, vcpu: Vcpu, cause: str) -> None:
+        """Bring a CPU out of reset at its entry point: EL1h, DAIF masked, MMU off, x0 = context id."""
+        assert vcpu.entry is not None
+        entry, context_id = vcpu.entry
+        vcpu.backend.reset(vcpu.mpidr)
+        vcpu.backend.invalidate_code()  # code for it may have been written through other CPUs' caches
+        vcpu.backend.pc = entry
+        vcpu.backend.set_x(0, context_id)
+        vcpu.entry = None
+        vcpu.transition(VcpuState.ON, cause)
+
+    def _on_transition(self, vcpu: Vcpu, old: VcpuState, new: VcpuState, cause: str) -> None:
+        self.record(PowerTransition, vcpu.index, old.value, new.value, cause)
+        for listener in self.power_listeners:
+            listener(vcpu.index, old, new, cause)
+
+    # --- devices -----------------------------------------------------------------------
+    def _uart_tx(self, byte: int) -> None:
+        self.uart_output.append(byte)
+        for sink in self.uart_sinks:
+            sink(byte)
+
+    def _timer_line(self, cpu: int) -> Callable[[int, bool], None]:
+        return lambda intid, level: self.gic.set_level(intid, level, cpu, "timer")
+
+    def _timer_writer(self, reg: object) -> Callable[[int, int], None]:
+        def write(cpu: int, value: int) -> None:
+            self.timers[cpu].write(reg, value, self.counter())  # type: ignore[arg-type]
+            self._stop_if_current(self.vcpus[cpu])  # its deadline moved: recompute the slice
+        return write
+
+    def _icc_writer(self, reg: object) -> Callable[[int, int], None]:
+        def write(cpu: int, value: int) -> None:
+            self.gic.icc_write(cpu, reg, value)  # type: ignore[arg-type]
+            if self.gic.irq_line(cpu) or self.gic.fiq_line(cpu):
+                self._stop_if_current(self.vcpus[cpu])  # PMR, EOI or an enable may have let one through
+        return write
+
+    def _gic_writer(self, write: Callable[[int, int, int, int], None]) -> Callable[[int, int, int, int], None]:
+        return write  # lines raised for the writing CPU stop its slice through record(IrqAsserted)
+
+    # --- VcpuHost: called by the engine during a slice -------------------------------------
+    def trap(self, cpu: int, trap: Trap, pc: int) -> None:
+        vcpu = self.vcpus[cpu]
+        if trap is Trap.HVC or trap is Trap.SMC:
+            firmware = self.firmware
+            if firmware is not None and firmware.hypercall(self, vcpu, trap.value):
+                return
+            # No firmware answers this conduit here: the instruction is UNDEFINED at EL1
+            # (ARM ARM D1.19: HVC with HCR_EL2.HCD/no EL2, SMC with no EL3), ELR = the instruction.
+            self.guest_exception(vcpu, exc.esr_undefined(), pc - 4, f"{trap.value.upper()} is undefined here")
+        elif trap is Trap.UNDEFINED:
+            self.guest_exception(vcpu, exc.esr_undefined(), pc, "undefined instruction")
+        elif trap is Trap.SVC:
+            word = self.read_u32(pc - 4) or 0
+            self.guest_exception(vcpu, exc.esr(exc.EC_SVC64, (word >> 5) & 0xFFFF), pc, "svc", elr_is_next=True)
+        elif trap is Trap.BRK:
+            word = self.read_u32(pc) or 0
+            self.guest_exception(vcpu, exc.esr(exc.EC_BRK64, (word >> 5) & 0xFFFF), pc, "brk")
+        else:
+            self.fault(vcpu, f"unhandled exception {trap.value}", pc)
+
+    def sysreg_read(self, cpu: int, key: SysregKey) -> int | None:
+        entry = self._sysregs.get(key)
+        return None if entry is None else entry[0](cpu)
+
+    def sysreg_write(self, cpu: int, key: SysregKey, value: int) -> bool:
+        entry = self._sysregs.get(key)
+        if entry is None:
+            return False
+        entry[1](cpu, value)
+        return True
+
+    def system_instruction(self, cpu: int, key: SysregKey, value: int) -> None:
+        if key in (_IC_IALLUIS, _IC_IALLU):
+            for vcpu in self.vcpus:
+                if vcpu.index != cpu:
+                    vcpu.backend.invalidate_code()
+        elif key == _IC_IVAU:
+            line = value & ~63
+            for vcpu in self.vcpus:
+                if vcpu.index != cpu:
+                    vcpu.backend.invalidate_code(line, line + 64)
+
+    # --- exceptions --------------------------------------------------------------------
+    def has_vectors(self, vcpu: Vcpu) -> bool:
+        return self.ram_region.contains(vcpu.backend.read("VBAR_EL1"), 0x800)
+
+    def guest_exception(self, vcpu: Vcpu, esr_value: int, pc: int, reason: str, *,
+                        far: int | None = None, elr_is_next: bool = False) -> None:
+        """Deliver a synchronous exception to the guest's vectors, or stop with a fault report."""
+        backend = vcpu.backend
+        if not self.has_vectors(vcpu):
+            self.fault(vcpu, f"{reason} (ESR 0x{esr_value:08x}) and no exception vectors (VBAR_EL1 not set)", pc)
+            return
+        target = exc.vector_for(backend.read("PSTATE"), "sync", backend.read("VBAR_EL1"))
+        if target <= pc < target + 0x80:
+            self.fault(vcpu, f"{reason} (ESR 0x{esr_value:08x}) inside its own exception vector", pc)
+            return
+        entry = exc.take_exception(backend, "sync", elr=pc, esr_value=esr_value, far=far)
+        self.record(ExceptionTaken, vcpu.index, "sync", reason, entry.vector, esr_value, pc, far or 0)
+
+    def take_interrupt(self, vcpu: Vcpu, kind: str) -> None:
+        backend = vcpu.backend
+        pc = backend.pc
+        entry = exc.take_exception(backend, kind, elr=pc)
+        self.record(ExceptionTaken, vcpu.index, kind, "interrupt", entry.vector, 0, pc, 0)
+
+    def fault(self, vcpu: Vcpu, reason: str, pc: int, esr_value: int = 0) -> None:
+        self.record(GuestFault, vcpu.index, reason, pc, esr_value)
+        self.halt(StopReason.FAULT, reason, self.fault_report(vcpu, reason, pc))
+
+    def fault_report(self, vcpu: Vcpu, reason: str, pc: int) -> FaultReport:
+        backend = vcpu.backend
+        word = self.read_ram(pc, 4)
+        instruction = disassemble_one(word, pc) if word is not None else "(not in RAM)"
+        registers = {f"x{n}": value for n, value in enumerate(backend.xs(31))}
+        for name in ("SP", "PSTATE", "ELR_EL1", "ESR_EL1", "FAR_EL1", "VBAR_EL1", "SPSR_EL1", "SCTLR_EL1"):
+            registers[name] = backend.read(name)
+        symbol = self.image.symbolize(pc) if self.image else ""
+        return FaultReport(vcpu.index, pc, instruction, symbol, reason, registers)
+
+    # --- the scheduler -----------------------------------------------------------------
+    def run(self, max_instructions: int | None = None) -> RunOutcome:
+        """Run until the guest stops the machine, faults, deadlocks or retires ``max_instructions`` more."""
+        self._outcome = None
+        self._budget_end = None if max_instructions is None else self.retired + max_instructions
+        while self._outcome is None:
+            if not any(v.state in (VcpuState.ON, VcpuState.ON_PENDING) for v in self.vcpus):
+                self._skip_idle_time()
+                if self._outcome is not None:
+                    break
+            end = self._round_start + self.quantum
+            for vcpu in self.vcpus:
+                self._run_cpu(vcpu, end)
+                if self._outcome is not None:
+                    break
+            else:
+                self._round_start = end
+        return self._outcome
+
+    def _skip_idle_time(self) -> None:
+        """Nobody runs: jump virtual time to the first wake-up, or stop if nothing can come."""
+        wakes = [self._wake_time(v) for v in self.vcpus]
+        times = [t for t in wakes if t is not None]
+        if not times:
+            waiting = ", ".join(f"CPU {v.index} {v.state.value} at pc 0x{v.backend.pc:x}"
+                                for v in self.vcpus if v.state is not VcpuState.OFF) or "all CPUs off"
+            self.halt(StopReason.DEADLOCK, f"every CPU waits with nothing that could wake it ({waiting})")
+            return
+        self._round_start = max(self._round_start, min(times))
+
+    def _wake_time(self, vcpu: Vcpu) -> int | None:
+        if vcpu.state not in (VcpuState.STANDBY, VcpuState.POWERDOWN):
+            return None
+        cpu = vcpu.index
+        if self.gic.irq_line(cpu) or self.gic.fiq_line(cpu):
+            return max(self._local[cpu], self._not_before[cpu])
+        deadline = self.timers[cpu].next_deadline()
+        return None if deadline is None else max(self._local[cpu], deadline * NS_PER_COUNT)
+
+    def _run_cpu(self, vcpu: Vcpu, end: int) -> None:
+        cpu = vcpu.index
+        t = max(self._local[cpu], self._round_start)
+        gic = self.gic
+        timer = self.timers[cpu]
+        while t < end and self._outcome is None:
+            self._clock = t
+            timer.update(t // NS_PER_COUNT)
+            state = vcpu.state
+            if state is VcpuState.ON_PENDING:
+                t = max(t, self._not_before[cpu])
+                if t >= end:
+                    break
+                self._clock = t
+                self._start(vcpu, "cpu-on")
+                continue
+            if state is not VcpuState.ON:
+                if state is VcpuState.OFF:
+                    t = end
+                    break
+                wake = self._wake_time(vcpu)  # STANDBY or POWERDOWN
+                if wake is None or wake >= end:
+                    t = end
+                    break
+                t = max(t, wake)
+                self._clock = t
+                timer.update(t // NS_PER_COUNT)
+                if gic.irq_line(cpu) or gic.fiq_line(cpu):
+                    if state is VcpuState.POWERDOWN:
+                        self._start(vcpu, "wake")
+                    else:
+                        vcpu.transition(VcpuState.ON, "wake")
+                continue
+            budget = end - t
+            irq, fiq = gic.irq_line(cpu), gic.fiq_line(cpu)
+            if (irq or fiq) and t >= self._not_before[cpu]:
+                if self._deliver_interrupt(vcpu, irq, fiq):
+                    budget = min(budget, MASKED_IRQ_POLL)
+            elif irq or fiq:
+                budget = min(budget, self._not_before[cpu] - t)
+            for hook in self.slice_hooks:
+                hook(vcpu)
+            if self._outcome is not None or vcpu.state is not VcpuState.ON:
+                continue
+            deadline = timer.next_deadline()
+            if deadline is not None:
+                due = deadline * NS_PER_COUNT - t
+                if 0 < due < budget:
+                    budget = due
+            if self._budget_end is not None:
+                left = self._budget_end - self.retired
+                if left <= 0:
+                    self._out_of_budget()
+                    break
+                budget = min(budget, left)
+            self._current = vcpu
+            try:
+                result = vcpu.backend.run(budget)
+            finally:
+                self._current = None
+            t += result.executed
+            self.retired += result.executed
+            self._clock = t
+            self._after_slice(vcpu, result)
+        self._local[cpu] = max(t, self._local[cpu])
+        self._clock = self._local[cpu]
+
+    def _deliver_interrupt(self, vcpu: Vcpu, irq: bool, fiq: bool) -> bool:
+        """Take a pending FIQ or IRQ if PSTATE lets it in; True if one stays masked."""
+        pstate = vcpu.backend.read("PSTATE")
+        if fiq and not pstate & 0x40:
+            self.take_interrupt(vcpu, "fiq")
+            return False
+        if irq and not pstate & 0x80:
+            self.take_interrupt(vcpu, "irq")
+            return False
+        return True
+
+    def _after_slice(self, vcpu: Vcpu, result: SliceResult) -> None:
+        if result.stop is Stop.WFI:
+            cpu = vcpu.index
+            # WFI completes at once if an interrupt is signalled, whatever PSTATE masks (ARM ARM D1.16.2).
+            if vcpu.state is VcpuState.ON and not (self.gic.irq_line(cpu) or self.gic.fiq_line(cpu)):
+                vcpu.transition(VcpuState.STANDBY, "wfi")
+        elif result.stop is Stop.UNMAPPED:
+            pc = vcpu.backend.pc
+            fetch = result.access == "fetch"
+            el0 = exc.current_el(vcpu.backend.read("PSTATE")) == 0
+            reason = f"{result.access} of unmapped address 0x{result.address:x}"
+            esr_value = exc.esr_abort(fetch, result.access == "write", el0)
+            self.guest_exception(vcpu, esr_value, pc, reason, far=result.address)
+        if self._budget_end is not None and self.retired >= self._budget_end and self._outcome is None:
+            self._out_of_budget()
+
+    def _out_of_budget(self) -> None:
+        where = ", ".join(f"CPU {v.index} {v.state.value} at pc 0x{v.backend.pc:x}"
+                          + (f" <{self.image.symbolize(v.backend.pc)}>" if self.image else "")
+                          for v in self.vcpus if v.state is not VcpuState.OFF)
+        self.halt(StopReason.BUDGET, f"instruction budget exhausted after {self.retired} instructions ({where})")
