@@ -1,0 +1,73 @@
+/*
+ * smccc.c - firmware calls through the SMC Calling Convention (Arm DEN0028).
+ *
+ * The caller puts the function ID in x0 and arguments in x1..x3; the result comes back
+ * in x0.  SMCCC 1.1 (section 2.6) lets the callee clobber only x0..x3, and later versions
+ * x0..x17; we declare x4..x17 clobbered too so the code is correct for any version.
+ */
+#include "guest.h"
+
+int64_t smccc_call(uint64_t fid, uint64_t a1, uint64_t a2, uint64_t a3)
+{
+    register uint64_t x0 __asm__("x0") = fid;
+    register uint64_t x1 __asm__("x1") = a1;
+    register uint64_t x2 __asm__("x2") = a2;
+    register uint64_t x3 __asm__("x3") = a3;
+    __asm__ volatile(
+#ifdef CONDUIT_SMC
+        ".inst 0xd4000003   /* smc #0 */"
+#else
+        "hvc #0"
+#endif
+        : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3)
+        :
+        : "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16",
+          "x17", "memory");
+    return (int64_t)x0;
+}
+
+/* PSCI (Arm DEN0022).  The SMC64 forms pass 64-bit addresses and context IDs. */
+int64_t psci_version(void) { return smccc_call(PSCI_VERSION, 0, 0, 0); }
+int64_t psci_features(uint64_t fid) { return smccc_call(PSCI_FEATURES, fid, 0, 0); }
+int64_t psci_migrate_info_type(void) { return smccc_call(PSCI_MIGRATE_INFO_TYPE, 0, 0, 0); }
+
+int64_t psci_cpu_on(uint64_t target_mpidr, uint64_t entry, uint64_t context_id)
+{
+    return smccc_call(PSCI_CPU_ON64, target_mpidr, entry, context_id);
+}
+
+int64_t psci_affinity_info(uint64_t target_affinity, uint64_t lowest_level)
+{
+    return smccc_call(PSCI_AFFINITY_INFO64, target_affinity, lowest_level, 0);
+}
+
+void psci_cpu_off(void)
+{
+    smccc_call(PSCI_CPU_OFF, 0, 0, 0);
+    for (;;)            /* CPU_OFF returns only on failure (DENIED) */
+        wfi();
+}
+
+void psci_system_off(void)
+{
+    smccc_call(PSCI_SYSTEM_OFF, 0, 0, 0);
+    for (;;)
+        wfi();
+}
+
+void psci_system_reset(void)
+{
+    smccc_call(PSCI_SYSTEM_RESET, 0, 0, 0);
+    for (;;)
+        wfi();
+}
+
+int64_t cpu_start(unsigned index, secondary_fn_t fn, uint64_t context_id)
+{
+    if (index >= MAX_CPUS)
+        return PSCI_RET_INVALID_PARAMETERS;
+    /* Publish the slot before the CPU can run: the store-release orders it before the
+     * CPU_ON call, and secondary_entry reads it with a load-acquire. */
+    __atomic_store_n(&secondary_fn[index], fn, __ATOMIC_RELEASE);
+    return psci_cpu_on(cpu_mpidr(index), (uint64_t)(uintptr_t)secondary_entry, context_id);
+}
