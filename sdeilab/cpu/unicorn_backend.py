@@ -14,6 +14,11 @@ This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.
   found once by experiment (``_counter_index``) rather than assumed.
 * MRS/MSR hooks fire for every system register; for registers the CPU model lacks (all ICC_*)
   the hook must advance PC itself.
+* A ``uc_reg_read`` through ctypes costs over 1 µs, more than the rest of a hypercall. QEMU keeps
+  the general registers and PC in ``CPUARMState.xregs[0..31]`` and ``.pc``, plain memory, which
+  ``uc_reg_read`` and ``uc_reg_write`` merely copy. ``_xregs_locator`` finds that array once by
+  experiment and every instance is checked against the API before it is used directly; where the
+  check fails (another Unicorn build, no /proc), the adapter keeps to the API.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ SCR_EL3_NS_HCE_RW = 0x501  # NS (bit 0), HCE (bit 8), RW (bit 10): run the guest
 HCR_EL2_RW = 1 << 31  # EL1 is AArch64
 PSTATE_EL1H_DAIF = 0x3C5  # EL1h with D, A, I, F masked: the state PSCI CPU_ON and reset give
 _NEVER = 0xFFFF_FFFF_FFFF_FFFC  # an ``until`` address no guest reaches
+MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 
 _INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 
@@ -93,6 +99,56 @@ def _counter_index() -> int:
     return places.pop()
 
 
+def _writable_ranges() -> list[tuple[int, int]]:
+    try:
+        with open("/proc/self/maps", encoding="ascii") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        span, perms = line.split()[:2]
+        if perms.startswith("rw"):
+            first, last = (int(x, 16) for x in span.split("-"))
+            ranges.append((first, last))
+    return ranges
+
+
+_PROBE = [0x5DE1_AB00_0000_0000 + i for i in range(4)]
+
+
+def _find_pattern(uc: Uc) -> list[int]:
+    for i, value in enumerate(_PROBE):
+        uc.reg_write(a64.UC_ARM64_REG_X0 + i, value)
+    pattern = b"".join(v.to_bytes(8, "little") for v in _PROBE)
+    hits = []
+    for first, last in _writable_ranges():
+        if last - first > 256 << 20:
+            continue  # guest RAM and other large buffers cannot hold the CPU state
+        data = ctypes.string_at(first, last - first)
+        at = data.find(pattern)
+        while at >= 0:
+            hits.append(first + at)
+            at = data.find(pattern, at + 8)
+    for i in range(4):
+        uc.reg_write(a64.UC_ARM64_REG_X0 + i, 0)
+    return hits
+
+
+@cache
+def _xregs_locator() -> tuple[int, int] | None:
+    """(word index in uc_struct, byte delta) such that ``uc_struct[index] + delta`` is ``env->xregs``."""
+    common: set[tuple[int, int]] | None = None
+    for _ in range(2):
+        uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        words = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)
+        found = set()
+        for hit in _find_pattern(uc):
+            found |= {(k, hit - words[k]) for k in range(2048) if 0 <= hit - words[k] < 1 << 20}
+        common = found if common is None else common & found
+    return min(common) if common else None
+
+
 class UnicornVcpu:
     """One AArch64 vCPU on its own ``Uc``, at Non-secure EL1, RAM shared with the other vCPUs."""
 
@@ -110,6 +166,7 @@ class UnicornVcpu:
         for base, size, read, write in mmio:
             uc.mmio_map(base, size, self._mmio_reader(read), None, self._mmio_writer(write), None)
         self._counter = ctypes.c_uint64.from_address(self._uch.value + 8 * _counter_index())
+        self._xregs = self._direct_registers()
         self._val = ctypes.c_uint64()
         self._pval = ctypes.c_void_p(ctypes.addressof(self._val))
         self._batch_ids = (ctypes.c_int32 * 31)(*_X_IDS)
@@ -124,6 +181,26 @@ class UnicornVcpu:
         self.write("HCR_EL2", HCR_EL2_RW)
         self.write("PSTATE", PSTATE_EL1H_DAIF)
         self._pristine = uc.context_save()
+
+    def _direct_registers(self) -> Any:
+        """``env->xregs[0..31]`` followed by ``env->pc`` as a ctypes array, or None to use the API."""
+        locator = _xregs_locator()
+        if locator is None:
+            return None
+        index, delta = locator
+        address = (ctypes.c_uint64 * 2048).from_address(self._uch.value)[index] + delta
+        if not any(first <= address and address + 33 * 8 <= last for first, last in _writable_ranges()):
+            return None
+        view = (ctypes.c_uint64 * 33).from_address(address)
+        for i, value in enumerate(_PROBE):
+            self._uc.reg_write(a64.UC_ARM64_REG_X0 + i, value)
+        self._uc.reg_write(a64.UC_ARM64_REG_PC, 0x1000)
+        ok = list(view[:4]) == _PROBE and view[32] == 0x1000
+        view[5] = 0x5DE1
+        ok = ok and self._uc.reg_read(a64.UC_ARM64_REG_X5) == 0x5DE1
+        for i in range(6):
+            self._uc.reg_write(a64.UC_ARM64_REG_X0 + i, 0)
+        return view if ok else None
 
     # --- hooks -------------------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -144,8 +221,7 @@ class UnicornVcpu:
 
     def _on_interrupt(self, _uch: int, intno: int, _user: int) -> None:
         try:
-            uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
-            self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self._val.value)
+            self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self.pc)
         except BaseException as error:  # a ctypes callback must not raise: hand it to run()
             self._hook_error = self._hook_error or error
             self.request_stop()
@@ -225,30 +301,49 @@ class UnicornVcpu:
 
     # --- registers ---------------------------------------------------------------------
     def x(self, n: int) -> int:
+        view = self._xregs
+        if view is not None:
+            return view[n]  # type: ignore[no-any-return]
         uclib.uc_reg_read(self._uch, _X_IDS[n], self._pval)
         return self._val.value
 
     def set_x(self, n: int, value: int) -> None:
-        self._val.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        view = self._xregs
+        if view is not None:
+            view[n] = value & MASK64
+            return
+        self._val.value = value & MASK64
         uclib.uc_reg_write(self._uch, _X_IDS[n], self._pval)
 
     def xs(self, count: int) -> list[int]:
-        """x0 .. x(count-1) in one engine call."""
+        """x0 .. x(count-1)."""
+        view = self._xregs
+        if view is not None:
+            return view[:count]  # type: ignore[no-any-return]
         uclib.uc_reg_read_batch(self._uch, self._batch_ids, self._batch_ptrs, count)
         return self._batch_vals[:count]
 
     def set_xs(self, values: list[int]) -> None:
+        view = self._xregs
+        if view is not None:
+            for i, value in enumerate(values):
+                view[i] = value & MASK64
+            return
         for i, value in enumerate(values):
-            self._batch_vals[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+            self._batch_vals[i] = value & MASK64
         uclib.uc_reg_write_batch(self._uch, self._batch_ids, self._batch_ptrs, len(values))
 
     @property
     def pc(self) -> int:
+        view = self._xregs
+        if view is not None:
+            return view[32]  # type: ignore[no-any-return]
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
         return self._val.value
 
     @pc.setter
     def pc(self, value: int) -> None:
+        # Always through the API: inside a hook Unicorn must learn that execution moves elsewhere.
         self._val.value = value
         uclib.uc_reg_write(self._uch, a64.UC_ARM64_REG_PC, self._pval)
 

@@ -98,6 +98,8 @@ class SmcccDispatcher:
         self.default_layer = default_layer
         self._routes: dict[int, Route] = {}
         self._ranges: list[tuple[int, int, str]] = []
+        self._immediates: dict[int, int] = {}  # PC after the call -> its HVC/SMC immediate
+        self._code_generation = -1
 
     def register(self, service: Service, layer: str) -> None:
         for function in service.functions():
@@ -125,45 +127,51 @@ class SmcccDispatcher:
         if conduit not in self.conduits:
             return False
         cpu = vcpu.backend
-        word = machine.read_u32(cpu.pc - 4)
-        if word is not None and (word >> 5) & 0xFFFF:
+        pc = cpu.pc
+        if self._code_generation != machine.code_generation:
+            self._immediates.clear()
+            self._code_generation = machine.code_generation
+        imm = self._immediates.get(pc)
+        if imm is None:
+            word = machine.read_u32(pc - 4)
+            imm = self._immediates[pc] = 0 if word is None else (word >> 5) & 0xFFFF
+        fid = cpu.x(0) & 0xFFFF_FFFF
+        if imm:
             # DEN0028 2.9: a non-zero immediate is not an SMCCC call; KVM answers such an SMC with -1.
-            fid = cpu.x(0) & 0xFFFF_FFFF
+            name = f"{conduit} #{imm:#x}"
             now = machine.now()
-            imm = (word >> 5) & 0xFFFF
-            machine.trace.add(SmcccCall, vcpu.index, now, conduit, fid, f"{conduit} #{imm:#x}", ())
+            machine.trace.add(SmcccCall, vcpu.index, now, conduit, fid, name, ())
             cpu.set_x(0, NOT_SUPPORTED)
-            machine.trace.add(SmcccReturn, vcpu.index, now, fid, f"{conduit} #{imm:#x}", (NOT_SUPPORTED,),
-                              self.default_layer)
+            machine.trace.add(SmcccReturn, vcpu.index, now, fid, name, (NOT_SUPPORTED,), self.default_layer)
             return True
-        self.call(machine, vcpu, conduit, cpu.x(0) & 0xFFFF_FFFF)
+        self.call(machine, vcpu, conduit, fid)
         return True
 
     def call(self, machine: Machine, vcpu: Vcpu, conduit: str, fid: int) -> None:
+        """Route one call, record it and its return, and write the results to x0..x3."""
         route = self._routes.get(fid) or self.route(fid)
         function = route.function
         cpu = vcpu.backend
-        trace = machine.trace
+        add = machine.trace.add
         index = vcpu.index
         if function is None:
-            trace.add(SmcccCall, index, machine.now(), conduit, fid, route.name, ())
+            add(SmcccCall, index, machine.now(), conduit, fid, route.name, ())
             cpu.set_x(0, NOT_SUPPORTED)
-            trace.add(SmcccReturn, index, machine.now(), fid, route.name, (NOT_SUPPORTED,), route.layer)
+            add(SmcccReturn, index, machine.now(), fid, route.name, (NOT_SUPPORTED,), route.layer)
             return
-        if function.nargs:
-            args = cpu.xs(function.nargs + 1)[1:]
+        nargs = function.nargs
+        if nargs:
+            args = cpu.xs(nargs + 1)[1:]
             if not fid & SMC64:  # SMC32/HVC32: arguments are the W registers (DEN0028 2.6)
                 args = [a & 0xFFFF_FFFF for a in args]
+            add(SmcccCall, index, machine.now(), conduit, fid, route.name, tuple(args))
+            result = function.handler(vcpu, *args)
         else:
-            args = []
-        trace.add(SmcccCall, index, machine.now(), conduit, fid, route.name, tuple(args))
-        result = function.handler(vcpu, *args)
-        if isinstance(result, NoReturn):
-            return
-        if isinstance(result, int):
-            cpu.set_x(0, result)
-            results: tuple[int, ...] = (result,)
-        else:
-            cpu.set_xs(list(result))
-            results = result
-        trace.add(SmcccReturn, index, machine.now(), fid, route.name, results, route.layer)
+            add(SmcccCall, index, machine.now(), conduit, fid, route.name, ())
+            result = function.handler(vcpu)
+        if result.__class__ is int:
+            cpu.set_x(0, result)  # type: ignore[arg-type]
+            add(SmcccReturn, index, machine.now(), fid, route.name, (result,), route.layer)
+        elif not isinstance(result, NoReturn):
+            cpu.set_xs(list(result))  # type: ignore[arg-type]
+            add(SmcccReturn, index, machine.now(), fid, route.name, result, route.layer)

@@ -24,11 +24,11 @@ from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, Trap
 from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.cpu.unicorn_backend import UnicornVcpu
 from sdeilab.machine import exceptions as exc
-from sdeilab.machine.gic import ICC_ENCODINGS, GicV3
+from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3
 from sdeilab.machine.loader import GuestImage, load_elf
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, VIRT_MEMMAP, MemMapEntry, Region, mpidr_of, spi_intid
 from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
-from sdeilab.machine.timer import TIMER_ENCODINGS, GenericTimer
+from sdeilab.machine.timer import TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
 from sdeilab.machine.uart import Pl011
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, MachineStopped, PowerTransition, TraceLog
@@ -42,6 +42,8 @@ DEFAULT_QUANTUM = 100_000
 _IC_IALLUIS: SysregKey = (1, 0, 7, 1, 0)
 _IC_IALLU: SysregKey = (1, 0, 7, 5, 0)
 _IC_IVAU: SysregKey = (1, 3, 7, 5, 1)
+
+_CONDUITS = {Trap.HVC: "hvc", Trap.SMC: "smc"}
 
 PowerListener = Callable[[int, VcpuState, VcpuState, str], None]
 
@@ -75,12 +77,19 @@ class Machine:
         uart_intid = spi_intid(Region.UART0)
         self.uart = Pl011(lambda level: self.gic.set_level(uart_intid, level, source="uart0"), self._uart_tx)
         self.timers = [GenericTimer(cpu, self._timer_line(cpu)) for cpu in range(cpus)]
-        self._sysregs: dict[SysregKey, tuple[Callable[[int], int], Callable[[int, int], None]]] = {}
+        # Emulated system registers. A read of a write-only one (or the reverse) is left to the
+        # CPU model, which makes it UNDEFINED as the architecture says (ARM ARM C5.3).
+        self._sysreg_reads: dict[SysregKey, Callable[[int], int]] = {}
+        self._sysreg_writes: dict[SysregKey, Callable[[int, int], None]] = {}
         for key, reg in ICC_ENCODINGS.items():
-            self._sysregs[key] = (lambda cpu, r=reg: self.gic.icc_read(cpu, r), self._icc_writer(reg))
+            if reg not in ICC_WRITE_ONLY:
+                self._sysreg_reads[key] = lambda cpu, r=reg: self.gic.icc_read(cpu, r)
+            if reg not in ICC_READ_ONLY:
+                self._sysreg_writes[key] = self._icc_writer(reg)
         for key, treg in TIMER_ENCODINGS.items():
-            self._sysregs[key] = (lambda cpu, r=treg: self.timers[cpu].read(r, self.counter()),
-                                  self._timer_writer(treg))
+            self._sysreg_reads[key] = lambda cpu, r=treg: self.timers[cpu].read(r, self.counter())
+            if treg not in TIMER_READ_ONLY:
+                self._sysreg_writes[key] = self._timer_writer(treg)
         gicr = VIRT_MEMMAP[Region.GIC_REDIST]
         mmio = [
             (VIRT_MEMMAP[Region.GIC_DIST].base, VIRT_MEMMAP[Region.GIC_DIST].size,
@@ -105,6 +114,7 @@ class Machine:
         self._not_before = [0] * cpus
         self._round_start = 0
         self.retired = 0
+        self.code_generation = 0  # bumped whenever guest code may have changed (caches of decoded code)
         self._outcome: RunOutcome | None = None
         self._budget_end: int | None = None
 
@@ -140,8 +150,7 @@ class Machine:
             start = segment.address - base
             self.ram[start:start + len(segment.data)] = segment.data
             self.ram[start + len(segment.data):start + segment.memsize] = bytes(segment.memsize - len(segment.data))
-        for vcpu in self.vcpus:
-            vcpu.backend.invalidate_code()
+        self._invalidate_code()
         self.image = image
         boot = self.vcpus[0]
         boot.entry = (image.entry, 0)
@@ -159,8 +168,13 @@ class Machine:
             raise ValueError(f"0x{address:x}+{len(data)} is not RAM")
         start = address - self.ram_region.base
         self.ram[start:start + len(data)] = data
+        self._invalidate_code(address, address + len(data))
+
+    def _invalidate_code(self, begin: int | None = None, end: int | None = None, *, but: int = -1) -> None:
+        self.code_generation += 1
         for vcpu in self.vcpus:
-            vcpu.backend.invalidate_code(address, address + len(data))
+            if vcpu.index != but:
+                vcpu.backend.invalidate_code(begin, end)
 
     def read_u32(self, address: int) -> int | None:
         data = self.read_ram(address, 4)
@@ -218,6 +232,8 @@ class Machine:
         vcpu.transition(VcpuState.ON, cause)
 
     def _on_transition(self, vcpu: Vcpu, old: VcpuState, new: VcpuState, cause: str) -> None:
+        if old.powered != new.powered:
+            self.gic.refresh()  # 1-of-N SPI routing considers only powered CPUs
         self.record(PowerTransition, vcpu.index, old.value, new.value, cause)
         for listener in self.power_listeners:
             listener(vcpu.index, old, new, cause)
@@ -250,9 +266,10 @@ class Machine:
     # --- VcpuHost: called by the engine during a slice -------------------------------------
     def trap(self, cpu: int, trap: Trap, pc: int) -> None:
         vcpu = self.vcpus[cpu]
-        if trap is Trap.HVC or trap is Trap.SMC:
+        conduit = _CONDUITS.get(trap)
+        if conduit is not None:
             firmware = self.firmware
-            if firmware is not None and firmware.hypercall(self, vcpu, trap.value):
+            if firmware is not None and firmware.hypercall(self, vcpu, conduit):
                 return
             # No firmware answers this conduit here: the instruction is UNDEFINED at EL1
             # (ARM ARM D1.19: HVC with HCR_EL2.HCD/no EL2, SMC with no EL3), ELR = the instruction.
@@ -269,26 +286,22 @@ class Machine:
             self.fault(vcpu, f"unhandled exception {trap.value}", pc)
 
     def sysreg_read(self, cpu: int, key: SysregKey) -> int | None:
-        entry = self._sysregs.get(key)
-        return None if entry is None else entry[0](cpu)
+        read = self._sysreg_reads.get(key)
+        return None if read is None else read(cpu)
 
     def sysreg_write(self, cpu: int, key: SysregKey, value: int) -> bool:
-        entry = self._sysregs.get(key)
-        if entry is None:
+        write = self._sysreg_writes.get(key)
+        if write is None:
             return False
-        entry[1](cpu, value)
+        write(cpu, value)
         return True
 
     def system_instruction(self, cpu: int, key: SysregKey, value: int) -> None:
         if key in (_IC_IALLUIS, _IC_IALLU):
-            for vcpu in self.vcpus:
-                if vcpu.index != cpu:
-                    vcpu.backend.invalidate_code()
+            self._invalidate_code(but=cpu)
         elif key == _IC_IVAU:
             line = value & ~63
-            for vcpu in self.vcpus:
-                if vcpu.index != cpu:
-                    vcpu.backend.invalidate_code(line, line + 64)
+            self._invalidate_code(line, line + 64, but=cpu)
 
     # --- exceptions --------------------------------------------------------------------
     def has_vectors(self, vcpu: Vcpu) -> bool:
