@@ -24,9 +24,10 @@ from sdeilab.trace import SmcccCall, SmcccReturn
 CPUS = 4
 CPU_ON, CPU_OFF, AFFINITY_INFO, PSCI_FEATURES = 0xC400_0003, 0x8400_0002, 0xC400_0004, 0x8400_000A
 PARK = """
-    .global main, park
+    .global main, psci_test_spin
 main:
-park:
+    b psci_test_spin
+psci_test_spin:
 1:  b 1b
 """
 
@@ -42,7 +43,7 @@ def psci_machine(elf: Path) -> type[RuleBasedStateMachine]:
             super().__init__()
             self.platform = make_platform(CPUS)
             image = self.platform.machine.load(elf)
-            self.park = min(a for a, n in image.symbols.items() if n == "park")
+            self.park = min(a for a, n in image.symbols.items() if n == "psci_test_spin")
             self.model = ["on"] + ["off"] * (CPUS - 1)
 
         def call(self, caller: int, fid: int, *args: int) -> int:

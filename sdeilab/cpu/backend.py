@@ -51,7 +51,13 @@ class SliceResult:
 class VcpuHost(Protocol):
     """What the machine does for a vCPU during a slice. ``cpu`` is the vCPU's index."""
 
-    def trap(self, cpu: int, trap: Trap, pc: int) -> None: ...
+    def conduit(self, cpu: int, conduit: str) -> None:
+        """The guest executed HVC ("hvc") or SMC ("smc"); PC is already past the instruction."""
+        ...
+
+    def trap(self, cpu: int, trap: Trap, pc: int) -> None:
+        """Any other exception the guest raised."""
+        ...
 
     def sysreg_read(self, cpu: int, key: SysregKey) -> int | None:
         """The value an MRS of ``key`` reads, or None to let the CPU model answer."""

@@ -221,7 +221,10 @@ class UnicornVcpu:
 
     def _on_interrupt(self, _uch: int, intno: int, _user: int) -> None:
         try:
-            self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self.pc)
+            if intno == 11 or intno == 13:  # EXCP_HVC, EXCP_SMC: the hypercall path, kept short
+                self._host.conduit(self.index, "hvc" if intno == 11 else "smc")
+            else:
+                self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self.pc)
         except BaseException as error:  # a ctypes callback must not raise: hand it to run()
             self._hook_error = self._hook_error or error
             self.request_stop()

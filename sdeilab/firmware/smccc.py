@@ -154,24 +154,25 @@ class SmcccDispatcher:
         cpu = vcpu.backend
         add = machine.trace.add
         index = vcpu.index
+        now = machine.now()  # a call takes no virtual time: it and its return share one stamp
         if function is None:
-            add(SmcccCall, index, machine.now(), conduit, fid, route.name, ())
+            add(SmcccCall, index, now, conduit, fid, route.name, ())
             cpu.set_x(0, NOT_SUPPORTED)
-            add(SmcccReturn, index, machine.now(), fid, route.name, (NOT_SUPPORTED,), route.layer)
+            add(SmcccReturn, index, now, fid, route.name, (NOT_SUPPORTED,), route.layer)
             return
         nargs = function.nargs
         if nargs:
             args = cpu.xs(nargs + 1)[1:]
             if not fid & SMC64:  # SMC32/HVC32: arguments are the W registers (DEN0028 2.6)
                 args = [a & 0xFFFF_FFFF for a in args]
-            add(SmcccCall, index, machine.now(), conduit, fid, route.name, tuple(args))
+            add(SmcccCall, index, now, conduit, fid, route.name, tuple(args))
             result = function.handler(vcpu, *args)
         else:
-            add(SmcccCall, index, machine.now(), conduit, fid, route.name, ())
+            add(SmcccCall, index, now, conduit, fid, route.name, ())
             result = function.handler(vcpu)
         if result.__class__ is int:
             cpu.set_x(0, result)  # type: ignore[arg-type]
-            add(SmcccReturn, index, machine.now(), fid, route.name, (result,), route.layer)
+            add(SmcccReturn, index, now, fid, route.name, (result,), route.layer)
         elif not isinstance(result, NoReturn):
             cpu.set_xs(list(result))  # type: ignore[arg-type]
-            add(SmcccReturn, index, machine.now(), fid, route.name, result, route.layer)
+            add(SmcccReturn, index, now, fid, route.name, result, route.layer)

@@ -43,8 +43,6 @@ _IC_IALLUIS: SysregKey = (1, 0, 7, 1, 0)
 _IC_IALLU: SysregKey = (1, 0, 7, 5, 0)
 _IC_IVAU: SysregKey = (1, 3, 7, 5, 1)
 
-_CONDUITS = {Trap.HVC: "hvc", Trap.SMC: "smc"}
-
 PowerListener = Callable[[int, VcpuState, VcpuState, str], None]
 
 
@@ -264,16 +262,20 @@ class Machine:
         return write  # lines raised for the writing CPU stop its slice through record(IrqAsserted)
 
     # --- VcpuHost: called by the engine during a slice -------------------------------------
+    def conduit(self, cpu: int, conduit: str) -> None:
+        vcpu = self.vcpus[cpu]
+        firmware = self.firmware
+        if firmware is not None and firmware.hypercall(self, vcpu, conduit):
+            return
+        # No firmware answers this conduit here: the instruction is UNDEFINED at EL1 (ARM ARM:
+        # HVC with no EL2, SMC with no EL3), reported at the instruction itself.
+        pc = vcpu.backend.pc - 4
+        self.guest_exception(vcpu, exc.esr_undefined(), pc, f"{conduit.upper()} is undefined here")
+
     def trap(self, cpu: int, trap: Trap, pc: int) -> None:
         vcpu = self.vcpus[cpu]
-        conduit = _CONDUITS.get(trap)
-        if conduit is not None:
-            firmware = self.firmware
-            if firmware is not None and firmware.hypercall(self, vcpu, conduit):
-                return
-            # No firmware answers this conduit here: the instruction is UNDEFINED at EL1
-            # (ARM ARM D1.19: HVC with HCR_EL2.HCD/no EL2, SMC with no EL3), ELR = the instruction.
-            self.guest_exception(vcpu, exc.esr_undefined(), pc - 4, f"{trap.value.upper()} is undefined here")
+        if trap is Trap.HVC or trap is Trap.SMC:
+            self.conduit(cpu, trap.value)
         elif trap is Trap.UNDEFINED:
             self.guest_exception(vcpu, exc.esr_undefined(), pc, "undefined instruction")
         elif trap is Trap.SVC:
