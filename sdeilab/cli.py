@@ -9,6 +9,7 @@ deadlock, 5 SYSTEM_RESET.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -139,7 +140,10 @@ def _lab(args: argparse.Namespace) -> int:
         return _fail(f"no notebook folder at {notebooks}")
     if shutil.which("jupyter") is None and not _has_module("jupyterlab"):
         return _fail("JupyterLab is not installed: run the README's set-up command (pip install -e '.[lab]')")
+    # Loopback only, and the server keeps its token: authentication is never switched off here.
     command = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={notebooks}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # Jupyter refuses root without it (containers, CI machines)
     return subprocess.call(command)
 
 
