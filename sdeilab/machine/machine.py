@@ -28,12 +28,14 @@ from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, Gi
 from sdeilab.machine.loader import GuestImage, load_elf
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, VIRT_MEMMAP, MemMapEntry, Region, mpidr_of, spi_intid
 from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
+from sdeilab.machine.sp804 import Sp804
 from sdeilab.machine.timer import TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
 from sdeilab.machine.uart import Pl011
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, MachineStopped, PowerTransition, TraceLog
 
 NS_PER_COUNT = 16  # the counter runs at 62.5 MHz and the CPU retires one instruction per ns
+IDLE_LIMIT_NS = 10 * 10**9  # virtual time every CPU may sleep while only devices tick
 MASKED_IRQ_POLL = 1000  # slice length while an interrupt waits behind PSTATE.I/F (DAIF writes are not hooked)
 DEFAULT_QUANTUM = 100_000
 
@@ -75,6 +77,10 @@ class Machine:
         uart_intid = spi_intid(Region.UART0)
         self.uart = Pl011(lambda level: self.gic.set_level(uart_intid, level, source="uart0"), self._uart_tx)
         self.timers = [GenericTimer(cpu, self._timer_line(cpu)) for cpu in range(cpus)]
+        timer0_intid = spi_intid(Region.TIMER0)
+        self.sp804 = Sp804(lambda level: self.gic.set_level(timer0_intid, level, source="sp804"))
+        self._next_device_deadline: int | None = None
+        self._last_activity = 0  # vtime at which some CPU last retired an instruction
         # Emulated system registers. A read of a write-only one (or the reverse) is left to the
         # CPU model, which makes it UNDEFINED as the architecture says (ARM ARM C5.3).
         self._sysreg_reads: dict[SysregKey, Callable[[int], int]] = {}
@@ -97,6 +103,9 @@ class Machine:
             (VIRT_MEMMAP[Region.UART0].base, VIRT_MEMMAP[Region.UART0].size,
              lambda cpu, offset, size: self.uart.read(offset, size),
              lambda cpu, offset, size, value: self.uart.write(offset, size, value)),
+            (VIRT_MEMMAP[Region.TIMER0].base, VIRT_MEMMAP[Region.TIMER0].size,
+             lambda cpu, offset, size: self.sp804.read(offset, size, self.now()),
+             self._sp804_write),
         ]
         unmodelled = frozenset(ICC_ENCODINGS)
         self.vcpus = [Vcpu(i, mpidr_of(i), UnicornVcpu(i, self, ram_base=self.ram_region.base, ram=self.ram,
@@ -242,6 +251,18 @@ class Machine:
         for sink in self.uart_sinks:
             sink(byte)
 
+    def _sp804_write(self, cpu: int, offset: int, size: int, value: int) -> None:
+        self.sp804.write(offset, size, value, self.now())
+        self._next_device_deadline = self.sp804.next_deadline()
+        self._stop_if_current(self.vcpus[cpu])  # the device deadline moved: recompute the slice
+
+    def _advance_devices(self, now: int) -> None:
+        """Machine-wide clocked devices (the SP804) catch up to ``now``, whichever CPU gets there first."""
+        deadline = self._next_device_deadline
+        if deadline is not None and deadline <= now:
+            self.sp804.advance(now)
+            self._next_device_deadline = self.sp804.next_deadline()
+
     def _timer_line(self, cpu: int) -> Callable[[int, bool], None]:
         return lambda intid, level: self.gic.set_level(intid, level, cpu, "timer")
 
@@ -364,12 +385,16 @@ class Machine:
 
     def _skip_idle_time(self) -> None:
         """Nobody runs: jump virtual time to the first wake-up, or stop if nothing can come."""
-        wakes = [self._wake_time(v) for v in self.vcpus]
+        sleeping = [v for v in self.vcpus if v.state in (VcpuState.STANDBY, VcpuState.POWERDOWN)]
+        wakes = [self._wake_time(v) for v in sleeping] + [self._next_device_deadline]
         times = [t for t in wakes if t is not None]
-        if not times:
-            waiting = ", ".join(f"CPU {v.index} {v.state.value} at pc 0x{v.backend.pc:x}"
-                                for v in self.vcpus if v.state is not VcpuState.OFF) or "all CPUs off"
-            self.halt(StopReason.DEADLOCK, f"every CPU waits with nothing that could wake it ({waiting})")
+        waiting = ", ".join(f"CPU {v.index} {v.state.value} at pc 0x{v.backend.pc:x}" for v in sleeping)
+        if not sleeping or not times:
+            self.halt(StopReason.DEADLOCK, f"every CPU waits with nothing that could wake it ({waiting or 'all off'})")
+            return
+        if min(times) - self._last_activity > IDLE_LIMIT_NS:
+            # Only a device keeps ticking and its interrupts wake nobody: stop rather than spin forever.
+            self.halt(StopReason.DEADLOCK, f"no CPU has run for {IDLE_LIMIT_NS // 10**9} s of virtual time ({waiting})")
             return
         self._round_start = max(self._round_start, min(times))
 
@@ -389,6 +414,7 @@ class Machine:
         timer = self.timers[cpu]
         while t < end and self._outcome is None:
             self._clock = t
+            self._advance_devices(t)
             timer.update(t // NS_PER_COUNT)
             state = vcpu.state
             if state is VcpuState.ON_PENDING:
@@ -431,6 +457,9 @@ class Machine:
                 due = deadline * NS_PER_COUNT - t
                 if 0 < due < budget:
                     budget = due
+            device_deadline = self._next_device_deadline
+            if device_deadline is not None and 0 < device_deadline - t < budget:
+                budget = device_deadline - t
             if self._budget_end is not None:
                 left = self._budget_end - self.retired
                 if left <= 0:
@@ -444,6 +473,8 @@ class Machine:
                 self._current = None
             t += result.executed
             self.retired += result.executed
+            if result.executed:
+                self._last_activity = t
             self._clock = t
             self._after_slice(vcpu, result)
         self._local[cpu] = max(t, self._local[cpu])
