@@ -71,6 +71,7 @@ class Machine:
         self.power_listeners: list[PowerListener] = []
         self.uart_sinks: list[Callable[[int], None]] = []
         self.slice_hooks: list[Callable[[Vcpu], None]] = []  # run before each slice (firmware dispatch)
+        self.wake_checks: list[Callable[[int], bool]] = []  # firmware events that end a WFI, like an interrupt
         self.image: GuestImage | None = None
 
         self.gic = GicV3(cpus, self.record, cpu_online=lambda cpu: self.vcpus[cpu].state.powered)
@@ -219,6 +220,21 @@ class Machine:
             self.record(MachineStopped, cpu, reason.value, detail)
         if self._current is not None:
             self._current.backend.request_stop()
+
+    def poke(self, cpu: int) -> None:
+        """Something now waits for ``cpu`` (an SDEI signal, a completed handler): it acts no earlier than now."""
+        now = self.now()
+        if now > self._not_before[cpu]:
+            self._not_before[cpu] = now
+        current = self._current
+        if current is not None and current.index == cpu:
+            current.backend.request_stop()
+
+    def _wakeable(self, cpu: int) -> bool:
+        """A wake-up event for WFI: an interrupt signalled, whatever PSTATE masks (ARM ARM D1.16.2)."""
+        if self.gic.irq_line(cpu) or self.gic.fiq_line(cpu):
+            return True
+        return any(check(cpu) for check in self.wake_checks)
 
     def _executing(self) -> int:
         return self._current.backend.executed() if self._current is not None else 0
@@ -402,7 +418,7 @@ class Machine:
         if vcpu.state not in (VcpuState.STANDBY, VcpuState.POWERDOWN):
             return None
         cpu = vcpu.index
-        if self.gic.irq_line(cpu) or self.gic.fiq_line(cpu):
+        if self._wakeable(cpu):
             return max(self._local[cpu], self._not_before[cpu])
         deadline = self.timers[cpu].next_deadline()
         return None if deadline is None else max(self._local[cpu], deadline * NS_PER_COUNT)
@@ -435,23 +451,25 @@ class Machine:
                 t = max(t, wake)
                 self._clock = t
                 timer.update(t // NS_PER_COUNT)
-                if gic.irq_line(cpu) or gic.fiq_line(cpu):
+                if self._wakeable(cpu):
                     if state is VcpuState.POWERDOWN:
                         self._start(vcpu, "wake")
                     else:
                         vcpu.transition(VcpuState.ON, "wake")
                 continue
             budget = end - t
-            irq, fiq = gic.irq_line(cpu), gic.fiq_line(cpu)
-            if (irq or fiq) and t >= self._not_before[cpu]:
-                if self._deliver_interrupt(vcpu, irq, fiq):
-                    budget = min(budget, MASKED_IRQ_POLL)
-            elif irq or fiq:
+            if t < self._not_before[cpu]:
+                # Something was sent to this CPU at a later time than its clock shows: run up to
+                # that moment first, so that no effect is seen before its cause.
                 budget = min(budget, self._not_before[cpu] - t)
-            for hook in self.slice_hooks:
-                hook(vcpu)
-            if self._outcome is not None or vcpu.state is not VcpuState.ON:
-                continue
+            else:
+                for hook in self.slice_hooks:  # firmware first: SDEI events outrank guest IRQs
+                    hook(vcpu)
+                if self._outcome is not None or vcpu.state is not VcpuState.ON:
+                    continue
+                irq, fiq = gic.irq_line(cpu), gic.fiq_line(cpu)
+                if (irq or fiq) and self._deliver_interrupt(vcpu, irq, fiq):
+                    budget = min(budget, MASKED_IRQ_POLL)
             deadline = timer.next_deadline()
             if deadline is not None:
                 due = deadline * NS_PER_COUNT - t
@@ -494,8 +512,8 @@ class Machine:
     def _after_slice(self, vcpu: Vcpu, result: SliceResult) -> None:
         if result.stop is Stop.WFI:
             cpu = vcpu.index
-            # WFI completes at once if an interrupt is signalled, whatever PSTATE masks (ARM ARM D1.16.2).
-            if vcpu.state is VcpuState.ON and not (self.gic.irq_line(cpu) or self.gic.fiq_line(cpu)):
+            # WFI completes at once if a wake-up event is already there (ARM ARM D1.16.2).
+            if vcpu.state is VcpuState.ON and not self._wakeable(cpu):
                 vcpu.transition(VcpuState.STANDBY, "wfi")
         elif result.stop is Stop.UNMAPPED:
             pc = vcpu.backend.pc

@@ -135,3 +135,63 @@ class MachineStopped(Fact):
 
     reason: str
     detail: str
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class SdeiTransition(Fact):
+    """An SDEI event's state machine took (or refused) ``action`` on ``cpu``'s view of ``event``.
+
+    States are DEN0054's: "unregistered", "registered", "enabled", "registered-running",
+    "enabled-running", "unregister-pending". ``result`` is the SDEI return code (0, or the
+    refusal: -3 DENIED, -5 PENDING, ...); a refused action leaves ``new == old``.
+    """
+
+    event: int
+    action: str
+    old: str
+    new: str
+    result: int
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class SdeiDispatch(Fact):
+    """The dispatcher entered ``event``'s handler on ``cpu`` (DEN0054 5.1.14 / TF-A sdei_intr_mgmt)."""
+
+    event: int
+    critical: bool
+    handler: int
+    interrupted_pc: int
+    interrupted_pstate: int
+    depth: int  # 1: nothing was running; 2: a critical event pre-empted a normal handler
+    source: str  # "interrupt 42", "signal", "hypervisor"
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class SdeiComplete(Fact):
+    """The handler of ``event`` finished: ``how`` is "complete" or "complete-and-resume"."""
+
+    event: int
+    how: str
+    resume_pc: int  # where execution continued: the interrupted PC, or the resume address
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class SdeiMask(Fact):
+    """The PE's SDEI mask changed: ``cause`` is "call", "boot", "cpu-on", "wake" or "reset"."""
+
+    masked: bool
+    cause: str
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class SdeiBinding(Fact):
+    """INTERRUPT_BIND tied ``intid`` to ``event`` (``bound``) or INTERRUPT_RELEASE undid it."""
+
+    event: int
+    intid: int
+    bound: bool
