@@ -7,7 +7,10 @@ Everything runs through the LLVM (clang + lld) that the ``ziglang`` wheel ships,
 - ``.c`` files are compiled freestanding at -O2 with general registers only (no FP/SIMD, so
   exception handlers need not save vector registers and CPACR_EL1 need not be touched);
 - every program is linked with the guest library in ``guests/lib`` (start-up code, exception
-  vectors, UART, SMCCC/PSCI wrappers, spinlock, GIC helpers) by ``ld.lld -T guests/lib/virt.ld``.
+  vectors, UART, SMCCC/PSCI wrappers, spinlock, GIC helpers) by ``ld.lld -T guests/lib/virt.ld``;
+- programs in a lab-only folder (``guests/sdei/``: SDEI, which QEMU lacks) also get that
+  folder's library ``guests/lib/sdei/``, and ship in every conduit variant (``NAME.elf`` with
+  HVC #0, ``NAME-smc.elf`` built with ``-DCONDUIT_SMC``), see :func:`shipped_builds`.
 
 Builds are reproducible: identical inputs give byte-identical ELF files wherever the
 repository lives (no build ID, no timestamps, source paths rewritten to ``guests/...``).
@@ -28,18 +31,25 @@ import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 __all__ = [
+    "CONDUIT_VARIANTS",
+    "LAB_GUEST_DIRS",
     "BuildError",
+    "ShippedBuild",
     "build",
     "build_source_text",
     "guests_dir",
+    "lab_guests",
     "lib_dir",
     "lib_sources",
     "linker_script",
+    "rebuild_build",
     "rebuild_shipped",
+    "shipped_builds",
     "shipped_elf",
     "shipped_guests",
     "shipped_toolchain_version",
@@ -82,6 +92,14 @@ TOOL_TIMEOUT_S = 120
 Language = Literal["asm", "c"]
 _SUFFIX: dict[str, str] = {"asm": ".S", "c": ".c"}
 
+LAB_GUEST_DIRS: tuple[str, ...] = ("sdei",)
+"""Folders of ``guests/`` holding lab-only programs (they need what QEMU lacks: SDEI, the SP804).
+Each source file or sub-folder there is one program; it is linked with ``guests/lib/<folder>/``
+as well as ``guests/lib`` and ships in every variant of :data:`CONDUIT_VARIANTS`."""
+
+CONDUIT_VARIANTS: dict[str, dict[str, str]] = {"": {}, "-smc": {"CONDUIT_SMC": ""}}
+"""ELF name suffix -> preprocessor defines: HVC #0 (the ``virt`` profile) and SMC #0 (``firmware``)."""
+
 
 class BuildError(Exception):
     """A guest did not build; ``message`` is the compiler's, assembler's or linker's own output."""
@@ -120,13 +138,57 @@ def lib_sources() -> list[Path]:
 
 
 def shipped_guests() -> list[Path]:
-    """The shipped guest programs: one source file (``name.S``/``name.c``) or folder per program."""
+    """The shipped guest programs that also run on QEMU: one source file (``name.S``/``name.c``)
+    or folder per program, directly in ``guests/`` (the lab-only folders are :func:`lab_guests`)."""
+    return _programs_in(guests_dir(), exclude=("lib", *LAB_GUEST_DIRS))
+
+
+def lab_guests() -> list[Path]:
+    """The lab-only guest programs (``guests/sdei/NAME.c`` or ``guests/sdei/NAME/``), in name order."""
     out: list[Path] = []
-    for p in sorted(guests_dir().iterdir()):
-        is_source = p.is_file() and p.suffix in (".S", ".c")
-        if is_source or (p.is_dir() and p.name != "lib" and _folder_sources(p)):
-            out.append(p)
+    for name in LAB_GUEST_DIRS:
+        folder = guests_dir() / name
+        if folder.is_dir():
+            out.extend(_programs_in(folder, exclude=()))
     return out
+
+
+@dataclass(frozen=True)
+class ShippedBuild:
+    """One committed ELF: a program (a path from :func:`shipped_guests` or :func:`lab_guests`)
+    built in one conduit variant (a key of :data:`CONDUIT_VARIANTS`)."""
+
+    guest: Path
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        return _guest_name(self.guest) + self.variant
+
+    @property
+    def elf(self) -> Path:
+        """Where the committed ELF is: beside the program's source (``guests/sdei/NAME-smc.elf``)."""
+        return self.guest.parent / f"{self.name}.elf"
+
+    @property
+    def defines(self) -> dict[str, str]:
+        return dict(CONDUIT_VARIANTS[self.variant])
+
+    @property
+    def sources(self) -> list[Path]:
+        return _folder_sources(self.guest) if self.guest.is_dir() else [self.guest]
+
+
+def shipped_builds() -> list[ShippedBuild]:
+    """Every committed guest ELF: each QEMU guest once (HVC), each lab-only guest in every conduit variant."""
+    builds = [ShippedBuild(g) for g in shipped_guests()]
+    builds += [ShippedBuild(g, v) for g in lab_guests() for v in CONDUIT_VARIANTS]
+    return builds
+
+
+def rebuild_build(shipped: ShippedBuild, out_dir: Path) -> Path:
+    """Build one committed ELF afresh into ``out_dir/<name>.elf``; compare it with ``shipped.elf``."""
+    return build(shipped.sources, Path(out_dir) / f"{shipped.name}.elf", defines=shipped.defines)
 
 
 def shipped_elf(guest: Path) -> Path:
@@ -168,6 +230,7 @@ def build(
             raise BuildError(f"{s}: not a .S or .c source file")
         if not s.is_file():
             raise BuildError(f"{s}: no such file")
+    srcs = [*_folder_library(srcs), *srcs]
     script = Path(linker_script).resolve() if linker_script is not None else _default_linker_script()
     output = Path(output).resolve()
     with tempfile.TemporaryDirectory(prefix="sdeilab-build-") as tmp:
@@ -211,6 +274,28 @@ def _guest_name(guest: Path) -> str:
 
 def _folder_sources(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".S", ".c"))
+
+
+def _programs_in(folder: Path, exclude: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in sorted(folder.iterdir()):
+        is_source = p.is_file() and p.suffix in (".S", ".c")
+        if is_source or (p.is_dir() and p.name not in exclude and _folder_sources(p)):
+            out.append(p)
+    return out
+
+
+def _folder_library(sources: Sequence[Path]) -> list[Path]:
+    """``guests/lib/<folder>/`` sources for programs in a lab-only folder (unless already given)."""
+    gdir = guests_dir()
+    extra: list[Path] = []
+    for name in LAB_GUEST_DIRS:
+        folder = gdir / name
+        if any(folder in s.parents for s in sources):
+            lib = lib_dir() / name
+            if lib.is_dir():
+                extra += [p for p in _folder_sources(lib) if p not in sources and p not in extra]
+    return extra
 
 
 def _zig(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -337,8 +422,8 @@ def shipped_toolchain_version() -> str | None:
 
 
 def update_shipped() -> list[Path]:
-    """Rebuild every shipped guest's committed ELF in place and record the ziglang version."""
-    built = [rebuild_shipped(g, guests_dir()) for g in shipped_guests()]
+    """Rebuild every committed guest ELF in place (:func:`shipped_builds`) and record the ziglang version."""
+    built = [rebuild_build(b, b.elf.parent) for b in shipped_builds()]
     (guests_dir() / SHIPPED_TOOLCHAIN_FILE).write_text(zig_version() + "\n", encoding="utf-8")
     return built
 
@@ -348,7 +433,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m sdeilab.toolchain",
-        description="Rebuild the committed guest ELF files (guests/*.elf) with the installed ziglang.",
+        description="Rebuild the committed guest ELF files (guests/*.elf, guests/sdei/*.elf) "
+        "with the installed ziglang.",
     )
     parser.add_argument("command", choices=["update-shipped"])
     parser.parse_args(argv)

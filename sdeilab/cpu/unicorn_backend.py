@@ -238,7 +238,7 @@ class UnicornVcpu:
             self._val.value = value & 0xFFFF_FFFF_FFFF_FFFF
             uclib.uc_reg_write(self._uch, reg, self._pval)
         if key in self._unmodelled:
-            self.pc = self.pc + 4
+            self._set_pc_api(self.pc + 4)
         return True
 
     def _on_msr(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
@@ -246,7 +246,7 @@ class UnicornVcpu:
         if not self._host.sysreg_write(self.index, key, cp.val):
             return False
         if key in self._unmodelled:
-            self.pc = self.pc + 4
+            self._set_pc_api(self.pc + 4)
         return True
 
     def _on_sys(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
@@ -346,7 +346,19 @@ class UnicornVcpu:
 
     @pc.setter
     def pc(self, value: int) -> None:
-        # Always through the API: inside a hook Unicorn must learn that execution moves elsewhere.
+        """Set PC between slices or from an exception hook (HVC, SMC, UNDEF, ...).
+
+        After an exception hook QEMU's loop looks the next block up from ``env->pc``, so the
+        direct write is exact there and saves the API's forced exit from the translation loop
+        (about 4 µs). A hook in the middle of a block (MRS, MSR) must use ``_set_pc_api``.
+        """
+        view = self._xregs
+        if view is not None:
+            view[32] = value
+            return
+        self._set_pc_api(value)
+
+    def _set_pc_api(self, value: int) -> None:
         self._val.value = value
         uclib.uc_reg_write(self._uch, a64.UC_ARM64_REG_PC, self._pval)
 

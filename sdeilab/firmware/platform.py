@@ -42,7 +42,7 @@ def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: in
     psci = Psci(machine, dispatcher)
     dispatcher.register(arch, prof.lowest_layer)
     dispatcher.register(psci, prof.lowest_layer)
-    sdei = Sdei(machine, psci, sdei_platform, quirks)
+    sdei = Sdei(machine, psci, dispatcher, sdei_platform, quirks)
     dispatcher.register(sdei, prof.lowest_layer)
     for first, count in (*ARCH_RANGES, *PSCI_RANGES, SDEI_RANGE):
         dispatcher.register_range(first, count, prof.lowest_layer)

@@ -99,6 +99,9 @@ class SmcccDispatcher:
         self._routes: dict[int, Route] = {}
         self._ranges: list[tuple[int, int, str]] = []
         self._immediates: dict[int, int] = {}  # PC after the call -> its HVC/SMC immediate
+        # Run once a call has written its results (or not returned): like TF-A taking a pending
+        # EL3 interrupt on the way out of an SMC, the SDEI dispatcher enters a handler here.
+        self.after_call: list[Callable[[Vcpu, int], None]] = []
         self._code_generation = -1
 
     def register(self, service: Service, layer: str) -> None:
@@ -176,3 +179,5 @@ class SmcccDispatcher:
         elif not isinstance(result, NoReturn):
             cpu.set_xs(list(result))  # type: ignore[arg-type]
             add(SmcccReturn, index, now, fid, route.name, result, route.layer)
+        for hook in self.after_call:
+            hook(vcpu, fid)

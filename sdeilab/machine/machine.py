@@ -45,6 +45,8 @@ _IC_IALLUIS: SysregKey = (1, 0, 7, 1, 0)
 _IC_IALLU: SysregKey = (1, 0, 7, 5, 0)
 _IC_IVAU: SysregKey = (1, 3, 7, 5, 1)
 
+_FINAL = frozenset({StopReason.SYSTEM_OFF, StopReason.SYSTEM_RESET, StopReason.FAULT})
+
 PowerListener = Callable[[int, VcpuState, VcpuState, str], None]
 
 
@@ -160,6 +162,7 @@ class Machine:
             self.ram[start + len(segment.data):start + segment.memsize] = bytes(segment.memsize - len(segment.data))
         self._invalidate_code()
         self.image = image
+        self._outcome = None
         boot = self.vcpus[0]
         boot.entry = (image.entry, 0)
         self._start(boot, "boot")
@@ -382,7 +385,13 @@ class Machine:
 
     # --- the scheduler -----------------------------------------------------------------
     def run(self, max_instructions: int | None = None) -> RunOutcome:
-        """Run until the guest stops the machine, faults, deadlocks or retires ``max_instructions`` more."""
+        """Run until the guest stops the machine, faults, deadlocks or retires ``max_instructions`` more.
+
+        After SYSTEM_OFF, SYSTEM_RESET or a fault the machine stays stopped: running it again
+        returns the same outcome (load a guest again to start over).
+        """
+        if self._outcome is not None and self._outcome.reason in _FINAL:
+            return self._outcome
         self._outcome = None
         self._budget_end = None if max_instructions is None else self.retired + max_instructions
         while self._outcome is None:

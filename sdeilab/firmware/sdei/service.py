@@ -18,13 +18,14 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.table import (
     DENIED,
     INVALID_PARAMETERS,
+    LABELS,
     OUT_OF_RESOURCE,
     SUCCESS,
+    TABLE,
     Action,
     EventState,
-    lookup,
 )
-from sdeilab.firmware.smccc import NO_RETURN, Function, Result, Service
+from sdeilab.firmware.smccc import NO_RETURN, Function, Result, Service, SmcccDispatcher
 from sdeilab.machine.exceptions import PSTATE_DAIF, PSTATE_EL1H, PSTATE_NZCV
 from sdeilab.machine.machine import Machine
 from sdeilab.machine.memmap import NUM_SPIS, cpu_affinity, cpu_of_mpidr
@@ -52,6 +53,7 @@ SDEI_FUNCTIONS = (
     ("SDEI_PRIVATE_RESET", 0xC400_0031), ("SDEI_SHARED_RESET", 0xC400_0032),
 )
 SDEI_RANGE = (0xC400_0020, 0x20)
+_ACTION_NAMES = {action: action.value for action in Action}
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class SdeiPlatform:
 class Sdei(Service):
     name = "sdei"
 
-    def __init__(self, machine: Machine, psci: Psci, platform: SdeiPlatform | None = None,
+    def __init__(self, machine: Machine, psci: Psci, dispatcher: SmcccDispatcher, platform: SdeiPlatform | None = None,
                  quirks: Quirks | None = None) -> None:
         self.machine = machine
         self.platform = platform or SdeiPlatform()
@@ -93,11 +95,13 @@ class Sdei(Service):
         self.leaked_counts: dict[int, int] = {}  # tfa_reg_count_leak: registrations CPU_ON forgot
         self.pes = [Pe() for _ in range(cpus)]
         self._last_taker = -1  # RM_ANY round-robin
+        self._routing_any = False  # some shared event is registered with RM_ANY
         psci.subscribe(PowerEvent.CPU_ON_FINISH, self._on_cpu_on)
         psci.subscribe(PowerEvent.WAKE, self._on_wake)
         psci.subscribe(PowerEvent.SYSTEM_RESET, lambda cpu: self.reset())
         psci.cpu_off_vetoes.append(self._veto_cpu_off)
         machine.slice_hooks.append(self._deliver)
+        dispatcher.after_call.append(self._after_call)
         machine.wake_checks.append(self._has_deliverable)
         machine.power_listeners.append(lambda cpu, old, new, cause: self._route_any())
 
@@ -136,10 +140,12 @@ class Sdei(Service):
     def _transition(self, cpu: int, event: Event, reg: Registration, action: Action) -> int:
         """The one place an event changes state: look the action up in the table, apply, record."""
         old = reg.state
-        cell = lookup(old, action)
+        cell = TABLE[old][action]
         if cell.next is not None:
             reg.state = cell.next
-        self.machine.record(SdeiTransition, cpu, event.number, action.value, old.label, reg.state.label, cell.result)
+        machine = self.machine
+        machine.trace.add(SdeiTransition, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old],
+                          LABELS[reg.state], cell.result)
         return cell.result
 
     def _refuse(self, cpu: int, number: int, action: Action, result: int) -> int:
@@ -208,6 +214,8 @@ class Sdei(Service):
     def _unregistered(self, event: Event, reg: Registration, cpu: int) -> None:
         """UNREGISTER took effect: the interrupt goes back to the guest, disabled (TF-A sdei_event_unregister)."""
         reg.clear()
+        if event.shared:
+            self._update_routing_any()
         if event.intid is not None:
             target = None if event.shared else cpu
             gic = self.machine.gic
@@ -312,7 +320,8 @@ class Sdei(Service):
         if not self.private[target][0].state & 0b010:  # event 0 must be registered and enabled there
             return INVALID_PARAMETERS
         self.pes[target].pending.add(0)  # edge-like: at most one pending signal (DEN0054 5.1.16.1)
-        self.machine.poke(target)
+        if target != vcpu.index:
+            self.machine.poke(target)  # the caller's own PE takes it on the way out of this call
         return SUCCESS
 
     def features(self, vcpu: Vcpu, feature: int) -> Result:
@@ -328,8 +337,6 @@ class Sdei(Service):
         if changed:
             self.machine.record(SdeiMask, cpu, masked, cause)
             self._route_any()
-            if not masked:
-                self.machine.poke(cpu)  # triggers held while masked can be taken now
         return int(changed and masked)
 
     def pe_unmask(self, vcpu: Vcpu) -> Result:
@@ -385,7 +392,8 @@ class Sdei(Service):
         backend = vcpu.backend
         backend.set_xs(top.saved_x)
         if resume is None:
-            backend.write("PSTATE", top.pstate)
+            if backend.read("PSTATE") != top.pstate:
+                backend.write("PSTATE", top.pstate)
             backend.pc = top.pc
         else:
             # DEN0054 5.2.2 "Event Resume Context": as if a synchronous exception had been taken
@@ -400,8 +408,7 @@ class Sdei(Service):
             self._unregistered(top.event, top.registration, cpu)  # the pending unregistration lands
         self.machine.record(SdeiComplete, cpu, top.event.number, action.value, top.pc if resume is None else resume)
         self._route_any()
-        self.machine.poke(cpu)  # something may have waited for this handler to finish
-        return NO_RETURN
+        return NO_RETURN  # an event that waited for this handler is entered by _after_call
 
     def raise_event(self, number: int, cpu: int) -> None:
         """The host side raises a hypervisor-originated event for PE ``cpu`` (TF-A explicit dispatch)."""
@@ -436,6 +443,11 @@ class Sdei(Service):
     def _has_deliverable(self, cpu: int) -> bool:
         return any(self._dispatchable(cpu, event) for event, _, _ in self._candidates(cpu))
 
+    def _after_call(self, vcpu: Vcpu, fid: int) -> None:
+        """After an SDEI call (SIGNAL to self, UNMASK, ENABLE, COMPLETE...) a handler may be due now."""
+        if SDEI_RANGE[0] <= fid < SDEI_RANGE[0] + SDEI_RANGE[1]:
+            self._deliver(vcpu)
+
     def _deliver(self, vcpu: Vcpu) -> None:
         """At a slice boundary: enter the most urgent event this PE can take now, if any."""
         cpu = vcpu.index
@@ -466,7 +478,9 @@ class Sdei(Service):
         rest = [0] * 14 if self.quirks.zero_x4_x17 else saved[4:]
         backend.set_xs([event.number, reg.argument, pc, pstate, *rest])
         # PSTATE as TakeException to EL1h: D, A, I, F set; NZCV kept (TF-A create_spsr).
-        backend.write("PSTATE", (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H)
+        entry_pstate = (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H
+        if entry_pstate != pstate:
+            backend.write("PSTATE", entry_pstate)
         backend.pc = reg.entry
         if event.shared:
             self._last_taker = cpu
@@ -482,12 +496,17 @@ class Sdei(Service):
 
     def _route(self, event: Event) -> None:
         reg = self.shared[event.number]
+        self._update_routing_any()
         if event.intid is None:
             return
         if reg.routing_pe and reg.state is not EventState.UNREGISTERED:
             self.machine.gic.route_spi(event.intid, self._cpu_of(reg.affinity))
         else:
             self.machine.gic.route_spi(event.intid, self._any_target(event))
+
+    def _update_routing_any(self) -> None:
+        self._routing_any = any(not r.routing_pe and r.state is not EventState.UNREGISTERED
+                                for r in self.shared.values())
 
     def _any_target(self, event: Event) -> int | None:
         """RM_ANY: the next PE, round-robin after the last taker, that could take it now."""
@@ -501,6 +520,8 @@ class Sdei(Service):
         return None
 
     def _route_any(self) -> None:
+        if not self._routing_any:
+            return
         for number, reg in self.shared.items():
             event = self.events[number]
             if event.intid is not None and not reg.routing_pe and reg.state is not EventState.UNREGISTERED:

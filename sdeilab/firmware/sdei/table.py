@@ -33,7 +33,7 @@ class EventState(IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower().replace("_", "-")
+        return LABELS[self]
 
     @property
     def running(self) -> bool:
@@ -119,6 +119,9 @@ TABLE: dict[EventState, dict[Action, Cell]] = {
         A.COMPLETE: Cell(S.ENABLED), A.COMPLETE_AND_RESUME: Cell(S.ENABLED), A.DISPATCH: _NO,
     },
 }
+
+
+LABELS: dict[EventState, str] = {state: state.name.lower().replace("_", "-") for state in EventState}
 
 
 def lookup(state: EventState, action: Action) -> Cell:
