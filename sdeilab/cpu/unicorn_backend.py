@@ -329,8 +329,7 @@ class UnicornVcpu:
     def set_xs(self, values: list[int]) -> None:
         view = self._xregs
         if view is not None:
-            for i, value in enumerate(values):
-                view[i] = value & MASK64
+            view[:len(values)] = [value & MASK64 for value in values]
             return
         for i, value in enumerate(values):
             self._batch_vals[i] = value & MASK64

@@ -406,7 +406,9 @@ class Sdei(Service):
             self.machine.gic.firmware_complete(cpu, top.intid)
         if top.registration.state is EventState.UNREGISTERED:
             self._unregistered(top.event, top.registration, cpu)  # the pending unregistration lands
-        self.machine.record(SdeiComplete, cpu, top.event.number, action.value, top.pc if resume is None else resume)
+        machine = self.machine
+        machine.trace.add(SdeiComplete, cpu, machine.now(), top.event.number, _ACTION_NAMES[action],
+                          top.pc if resume is None else resume)
         self._route_any()
         return NO_RETURN  # an event that waited for this handler is entered by _after_call
 
@@ -452,8 +454,8 @@ class Sdei(Service):
         """At a slice boundary: enter the most urgent event this PE can take now, if any."""
         cpu = vcpu.index
         pe = self.pes[cpu]
-        if pe.masked and not pe.pending:
-            return
+        if pe.masked or (not pe.pending and self.machine.gic.firmware_pending(cpu) is None):
+            return  # the common case, kept cheap: it runs after every SDEI call and every slice
         for event, intid, source in self._candidates(cpu):
             reg = self.registration(cpu, event.number)
             if intid is None and reg.state not in (EventState.ENABLED, EventState.ENABLED_RUNNING):
@@ -468,7 +470,7 @@ class Sdei(Service):
         """Save the interrupted context and enter the handler (DEN0054 5.1.14, TF-A setup_ns_dispatch)."""
         cpu = vcpu.index
         backend = vcpu.backend
-        saved = list(backend.xs(SAVED_REGISTERS))
+        saved = backend.xs(SAVED_REGISTERS)
         pc, pstate = backend.pc, backend.read("PSTATE")
         self._transition(cpu, event, reg, Action.DISPATCH)
         if intid is not None:
@@ -484,8 +486,9 @@ class Sdei(Service):
         backend.pc = reg.entry
         if event.shared:
             self._last_taker = cpu
-        self.machine.record(SdeiDispatch, cpu, event.number, event.critical, reg.entry, pc, pstate,
-                            len(pe.stack), source)
+        machine = self.machine
+        machine.trace.add(SdeiDispatch, cpu, machine.now(), event.number, event.critical, reg.entry, pc, pstate,
+                          len(pe.stack), source)
         self._route_any()
 
     # --- routing of shared events -------------------------------------------------------
