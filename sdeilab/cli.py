@@ -39,6 +39,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from sdeilab.firmware.profiles import PROFILES
+    from sdeilab.firmware.sdei.quirks import Quirks
 
     parser = _Parser(prog="sdeilab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"instruction budget over all CPUs (default {DEFAULT_MAX_INSTRUCTIONS:,})")
     run.add_argument("--trace", type=Path, help="write the trace: .json (Trace Event, for Perfetto) or .jsonl")
     run.add_argument("--quantum", type=_positive, default=None, help="scheduling quantum in instructions")
+    run.add_argument("--quirk", action="append", default=[], choices=Quirks.names(), metavar="NAME",
+                     help=f"switch on an SDEI quirk (repeatable): {', '.join(Quirks.names())}")
     build = sub.add_parser("build", help="build a guest from .S/.c sources with the guest toolchain")
     build.add_argument("sources", type=Path, nargs="+")
     build.add_argument("-o", "--output", type=Path)
@@ -110,8 +113,11 @@ def _run(args: argparse.Namespace) -> int:
                 guest = build([guest], Path(scratch) / (guest.stem + ".elf"))
             except BuildError as error:
                 return _fail(f"cannot build {args.guest}:\n{error}")
+        from sdeilab.firmware.sdei.quirks import Quirks
+
         kwargs = {"quantum": args.quantum} if args.quantum else {}
-        platform = make_platform(args.cpus, args.profile, **kwargs)
+        quirks = Quirks(**{name: True for name in args.quirk})
+        platform = make_platform(args.cpus, args.profile, quirks=quirks, **kwargs)
         try:
             platform.load(guest)
         except GuestLoadError as error:
