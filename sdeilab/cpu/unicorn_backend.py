@@ -174,6 +174,9 @@ class UnicornVcpu:
         self._batch_ptrs = (ctypes.c_void_p * 31)(*[ctypes.addressof(self._batch_vals) + 8 * i for i in range(31)])
         self._hook_error: BaseException | None = None
         self._stop_requested = False
+        self._in_store = False  # inside an MMIO write callback
+        self._store_interrupted = False  # a stop was requested there: the store must be finished
+        self._replaying_store = False
         self._unmapped: tuple[str, int] | None = None
         self._budget = 0
         self._install_hooks()
@@ -265,7 +268,15 @@ class UnicornVcpu:
 
     def _mmio_writer(self, write: Callable[[int, int, int, int], None]) -> Callable[..., None]:
         def on_write(uc: Uc, offset: int, size: int, value: int, _user: object) -> None:
-            write(self.index, offset, size, value)
+            if self._replaying_store:
+                # The store that a stop interrupted is being finished: its write was done already.
+                self._replaying_store = False
+                return
+            self._in_store = True
+            try:
+                write(self.index, offset, size, value)
+            finally:
+                self._in_store = False
         return on_write
 
     # --- running -----------------------------------------------------------------------
@@ -278,6 +289,8 @@ class UnicornVcpu:
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
         err = uclib.uc_emu_start(self._uch, self._val.value, _NEVER, 0, budget)
         executed = self.executed()
+        if self._store_interrupted and not err:
+            executed = self._finish_store(executed)
         hook_error = self._hook_error or getattr(self._uc, "_hook_exception", None)
         if hook_error is not None:
             self._hook_error = None
@@ -294,12 +307,33 @@ class UnicornVcpu:
             return SliceResult(budget, Stop.BUDGET)
         return SliceResult(executed, Stop.WFI)  # the only other way emu_start returns early
 
+    def _finish_store(self, executed: int) -> int:
+        """Complete the store instruction a stop interrupted, without repeating its device write.
+
+        Unicorn stops inside an MMIO write with PC still at the store, which would run again on
+        the next slice (reference: unicorn-and-qemu-facts, "emu_stop for preemption"). A Device
+        write must happen once, so the store is re-run here for one instruction with its write
+        swallowed; that also completes any base-register write-back. The counter already counted
+        the store when it started, so the replay adds nothing to ``executed`` (checked by
+        tests/test_machine_mmio.py).
+        """
+        self._store_interrupted = False
+        self._replaying_store = True
+        uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
+        saved = self._counter.value
+        uclib.uc_emu_start(self._uch, self._val.value, _NEVER, 0, 1)
+        self._counter.value = saved
+        self._replaying_store = False
+        return executed
+
     def executed(self) -> int:
         count = self._counter.value
         return count if count <= self._budget else self._budget
 
     def request_stop(self) -> None:
         self._stop_requested = True
+        if self._in_store:
+            self._store_interrupted = True
         uclib.uc_emu_stop(self._uch)
 
     # --- registers ---------------------------------------------------------------------
