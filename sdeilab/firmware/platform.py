@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdeilab.firmware.arch import ARCH_RANGES, ArchService
+from sdeilab.firmware.arch import ArchService
 from sdeilab.firmware.profiles import Profile, profile_named
-from sdeilab.firmware.psci import PSCI_RANGES, Psci
+from sdeilab.firmware.psci import PowerEvent, PowerFeed, Psci
 from sdeilab.firmware.sdei.quirks import Quirks
-from sdeilab.firmware.sdei.service import SDEI_RANGE, Sdei, SdeiPlatform
+from sdeilab.firmware.sdei.service import Sdei, SdeiPlatform
 from sdeilab.firmware.smccc import SmcccDispatcher
+from sdeilab.firmware.smccc_filter import SmcccFilter
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
 from sdeilab.machine.outcome import RunOutcome
 from sdeilab.trace import TraceLog
@@ -23,7 +24,7 @@ class Platform:
     dispatcher: SmcccDispatcher
     arch: ArchService
     psci: Psci
-    sdei: Sdei
+    sdei: Sdei | None  # None where the profile offers no SDEI (upstream KVM)
 
     def load(self, guest: Path) -> None:
         self.machine.load(guest)
@@ -35,16 +36,29 @@ class Platform:
 def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: int = DEFAULT_QUANTUM,
                   trace: TraceLog | None = None, quirks: Quirks | None = None,
                   sdei_platform: SdeiPlatform | None = None) -> Platform:
+    """A machine with the profile's services placed in their layers and the VMM's SMCCC filter installed."""
     prof = profile_named(profile) if isinstance(profile, str) else profile
     machine = Machine(cpus, quantum=quantum, trace=trace)
-    dispatcher = SmcccDispatcher(prof.conduits, prof.lowest_layer)
+    smccc_filter = SmcccFilter(vm_has_run=lambda: machine.retired > 0)
+    for entry in prof.smccc_filter:
+        smccc_filter.install(entry.base, entry.nr_functions, entry.action)
+    dispatcher = SmcccDispatcher(prof.conduits, smccc_filter)
     arch = ArchService(prof.smccc_version)
     psci = Psci(machine, dispatcher)
-    dispatcher.register(arch, prof.lowest_layer)
-    dispatcher.register(psci, prof.lowest_layer)
-    sdei = Sdei(machine, psci, dispatcher, sdei_platform, quirks)
-    dispatcher.register(sdei, prof.lowest_layer)
-    for first, count in (*ARCH_RANGES, *PSCI_RANGES, SDEI_RANGE):
-        dispatcher.register_range(first, count, prof.lowest_layer)
+    for service in (arch, psci):
+        layer = prof.services.get(service.name)
+        if layer is None:
+            dispatcher.know(service)
+        else:
+            dispatcher.register(service, layer)
+    sdei: Sdei | None = None
+    sdei_layer = prof.services.get("sdei")
+    if sdei_layer is not None:
+        seen = prof.power_events_seen_by("sdei")
+        feed = PowerFeed(psci, seen, can_veto=PowerEvent.CPU_OFF in seen)
+        sdei = Sdei(machine, feed, dispatcher, sdei_platform or prof.sdei, quirks)
+        dispatcher.register(sdei, sdei_layer, exclude=prof.sdei_not_supported)
+    else:
+        dispatcher.know(Sdei.names())
     machine.firmware = dispatcher
     return Platform(machine, prof, dispatcher, arch, psci, sdei)

@@ -87,6 +87,23 @@ PowerSubscriber = Callable[[int], None]
 CpuOffVeto = Callable[[int], int | None]
 
 
+class PowerFeed:
+    """What a service sees of PSCI's power events from where it lives (reference section 3.4).
+
+    A service in PSCI's own layer sees every event and may veto CPU_OFF; one in another layer
+    sees only the events that cross into it (``visible``), and the kernel cannot ask it first.
+    """
+
+    def __init__(self, psci: Psci, visible: frozenset[PowerEvent], *, can_veto: bool) -> None:
+        self._psci = psci
+        self.visible = visible
+        self.cpu_off_vetoes: list[CpuOffVeto] = psci.cpu_off_vetoes if can_veto else []
+
+    def subscribe(self, event: PowerEvent, callback: PowerSubscriber) -> None:
+        if event in self.visible:
+            self._psci.subscribe(event, callback)
+
+
 class Psci(Service):
     name = "psci"
 

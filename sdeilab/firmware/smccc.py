@@ -8,12 +8,13 @@ an SMCCC call. Every call and its return become trace facts, with the layer that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from sdeilab.trace import SmcccCall, SmcccReturn
+from sdeilab.firmware.smccc_filter import FilterAction, SmcccFilter
+from sdeilab.trace import LayerExit, SmcccCall, SmcccReturn
 
 if TYPE_CHECKING:
     from sdeilab.machine.machine import Machine
@@ -80,51 +81,96 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """Where a function ID goes from one conduit: the answering layer, and its implementation if any.
+
+    ``exit`` is the exit a KVM profile takes to reach the VMM (KVM_EXIT_HYPERCALL), or "".
+    """
+
     function: Function | None
     name: str
     layer: str
+    exit: str = ""
+
+
+KERNEL, VMM, EL3 = "kvm", "vmm", "el3"
+"""The layers that can answer a call: the host kernel, the VMM in its userspace, EL3 firmware."""
+
+KVM_EXIT_HYPERCALL = "KVM_EXIT_HYPERCALL"
+KVM_HYPERCALL_EXIT_SMC = 1  # run->hypercall.flags bit 0: the call came by SMC
 
 
 class SmcccDispatcher:
-    """The machine's firmware: decodes a conduit call, routes it by function ID, records it.
+    """The machine's firmware: decodes a conduit call, routes it by function ID to a layer, records it.
 
-    ``conduits`` are the instructions that are firmware calls on this platform; the other one
-    is UNDEFINED (the machine delivers the exception). ``ranges`` give, for IDs no service
-    implements, the layer that answers NOT_SUPPORTED; ``default_layer`` answers the rest.
+    ``conduits`` maps each instruction that is a firmware call on this platform to the layer it
+    traps to ("kvm" under a hypervisor, "el3" with EL3 firmware); an instruction not listed is
+    UNDEFINED (the machine delivers the exception). Under KVM the SMCCC filter decides, per
+    function ID, whether the kernel answers or the call exits to the VMM (reference section 6):
+    a service answers only in the layer where the profile placed it, anything else is
+    NOT_SUPPORTED from the layer the call reached.
     """
 
-    def __init__(self, conduits: Iterable[str], default_layer: str) -> None:
-        self.conduits = frozenset(conduits)
-        self.default_layer = default_layer
-        self._routes: dict[int, Route] = {}
-        self._ranges: list[tuple[int, int, str]] = []
+    def __init__(self, conduits: Mapping[str, str], smccc_filter: SmcccFilter | None = None) -> None:
+        self.conduits = dict(conduits)
+        self.filter = smccc_filter if smccc_filter is not None else SmcccFilter()
+        self._functions: dict[str, dict[int, Function]] = {}  # layer -> function ID -> implementation
+        self._names: dict[int, str] = {}  # every ID some service knows, implemented here or not
+        self._routes: dict[str, dict[int, Route]] = {conduit: {} for conduit in self.conduits}
         self._immediates: dict[int, int] = {}  # PC after the call -> its HVC/SMC immediate
         # Run once a call has written its results (or not returned): like TF-A taking a pending
         # EL3 interrupt on the way out of an SMC, the SDEI dispatcher enters a handler here.
         self.after_call: list[Callable[[Vcpu, int], None]] = []
         self._code_generation = -1
 
-    def register(self, service: Service, layer: str) -> None:
-        for function in service.functions():
-            if function.fid in self._routes:
-                raise ValueError(f"function ID 0x{function.fid:08x} ({function.name}) is registered twice")
-            self._routes[function.fid] = Route(function, function.name, layer)
+    @property
+    def default_layer(self) -> str:
+        """The layer the first conduit traps to: it answers what nobody else does."""
+        return next(iter(self.conduits.values()), EL3)
 
-    def register_range(self, first: int, count: int, layer: str) -> None:
-        """Unimplemented IDs in [first, first + count) are answered (NOT_SUPPORTED) by ``layer``."""
-        self._ranges.append((first, first + count, layer))
+    def register(self, service: Service, layer: str, *, exclude: Iterable[str] = ()) -> None:
+        """Place ``service`` in ``layer``; calls named in ``exclude`` stay unimplemented (NOT_SUPPORTED)."""
+        skip = frozenset(exclude)
+        table = self._functions.setdefault(layer, {})
+        for function in service.functions():
+            self._names.setdefault(function.fid, function.name)
+            if function.name in skip or function.name.removesuffix("64") in skip:
+                continue
+            if any(function.fid in other for other in self._functions.values()):
+                raise ValueError(f"function ID 0x{function.fid:08x} ({function.name}) is registered twice")
+            table[function.fid] = function
+        self._clear_routes()
+
+    def know(self, service: Service) -> None:
+        """Learn a service's function names without placing it (its calls are NOT_SUPPORTED here)."""
+        for function in service.functions():
+            self._names.setdefault(function.fid, function.name)
+
+    def _clear_routes(self) -> None:
+        for routes in self._routes.values():
+            routes.clear()
 
     def implemented(self, fid: int) -> bool:
-        return fid in self._routes
+        """Whether a call from the guest's first conduit reaches an implementation (PSCI_FEATURES' view)."""
+        return self.route(fid).function is not None
 
-    def route(self, fid: int) -> Route:
-        route = self._routes.get(fid)
-        if route is not None:
-            return route
-        for first, end, layer in self._ranges:
-            if first <= fid < end:
-                return Route(None, f"0x{fid:08x}", layer)
-        return Route(None, f"0x{fid:08x}", self.default_layer)
+    def route(self, fid: int, conduit: str | None = None) -> Route:
+        conduit = conduit or next(iter(self.conduits), "hvc")
+        routes = self._routes.setdefault(conduit, {})
+        route = routes.get(fid)
+        if route is None:
+            route = routes[fid] = self._resolve(fid, self.conduits.get(conduit, EL3))
+        return route
+
+    def _resolve(self, fid: int, entry: str) -> Route:
+        name = self._names.get(fid, f"0x{fid:08x}")
+        layer, exit_ = entry, ""
+        if entry == KERNEL and not self.filter.reserved(fid):
+            action = self.filter.action(fid)
+            if action is FilterAction.DENY:
+                return Route(None, name, KERNEL)
+            if action is FilterAction.FWD_TO_USER:
+                layer, exit_ = VMM, KVM_EXIT_HYPERCALL
+        return Route(self._functions.get(layer, {}).get(fid), name, layer, exit_)
 
     def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str) -> bool:
         if conduit not in self.conduits:
@@ -152,7 +198,7 @@ class SmcccDispatcher:
 
     def call(self, machine: Machine, vcpu: Vcpu, conduit: str, fid: int) -> None:
         """Route one call, record it and its return, and write the results to x0..x3."""
-        route = self._routes.get(fid) or self.route(fid)
+        route = self._routes.get(conduit, {}).get(fid) or self.route(fid, conduit)
         function = route.function
         cpu = vcpu.backend
         add = machine.trace.add
@@ -160,6 +206,8 @@ class SmcccDispatcher:
         now = machine.now()  # a call takes no virtual time: it and its return share one stamp
         if function is None:
             add(SmcccCall, index, now, conduit, fid, route.name, ())
+            if route.exit:
+                self._record_exit(add, index, now, fid, route, conduit)
             cpu.set_x(0, NOT_SUPPORTED)
             add(SmcccReturn, index, now, fid, route.name, (NOT_SUPPORTED,), route.layer)
             return
@@ -169,9 +217,13 @@ class SmcccDispatcher:
             if not fid & SMC64:  # SMC32/HVC32: arguments are the W registers (DEN0028 2.6)
                 args = [a & 0xFFFF_FFFF for a in args]
             add(SmcccCall, index, now, conduit, fid, route.name, tuple(args))
+            if route.exit:
+                self._record_exit(add, index, now, fid, route, conduit)
             result = function.handler(vcpu, *args)
         else:
             add(SmcccCall, index, now, conduit, fid, route.name, ())
+            if route.exit:
+                self._record_exit(add, index, now, fid, route, conduit)
             result = function.handler(vcpu)
         if result.__class__ is int:
             cpu.set_x(0, result)  # type: ignore[arg-type]
@@ -181,3 +233,10 @@ class SmcccDispatcher:
             add(SmcccReturn, index, now, fid, route.name, result, route.layer)
         for hook in self.after_call:
             hook(vcpu, fid)
+
+    @staticmethod
+    def _record_exit(add: Callable[..., None], cpu: int, now: int, fid: int, route: Route, conduit: str) -> None:
+        # KVM_EXIT_HYPERCALL carries the function ID and the conduit flag, never the immediate;
+        # the VMM reads x1..x17 with KVM_GET_ONE_REG (reference section 6, "The exit").
+        flags = KVM_HYPERCALL_EXIT_SMC if conduit == "smc" else 0
+        add(LayerExit, cpu, now, fid, route.name, KERNEL, route.layer, route.exit, flags)

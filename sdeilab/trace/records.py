@@ -195,3 +195,20 @@ class SdeiBinding(Fact):
     event: int
     intid: int
     bound: bool
+
+
+@fact_kind
+@dataclass(frozen=True, slots=True)
+class LayerExit(Fact):
+    """A call left the layer it trapped to for another: under KVM, ``KVM_EXIT_HYPERCALL`` to the VMM.
+
+    Like the real exit it carries the function ID and the conduit flag (bit 0: SMC), not the
+    immediate (reference section 6). The return to the guest is the call's SmcccReturn.
+    """
+
+    fid: int
+    name: str
+    source: str  # the layer the conduit trapped to ("kvm")
+    target: str  # the layer that answers ("vmm")
+    reason: str  # "KVM_EXIT_HYPERCALL"
+    flags: int

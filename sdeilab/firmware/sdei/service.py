@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sdeilab.firmware.psci import DENIED as PSCI_DENIED
-from sdeilab.firmware.psci import PowerEvent, Psci
+from sdeilab.firmware.psci import PowerEvent, PowerFeed, Psci
 from sdeilab.firmware.sdei.model import Dispatch, Event, Pe, Registration, Source
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.table import (
@@ -72,8 +72,8 @@ class SdeiPlatform:
 class Sdei(Service):
     name = "sdei"
 
-    def __init__(self, machine: Machine, psci: Psci, dispatcher: SmcccDispatcher, platform: SdeiPlatform | None = None,
-                 quirks: Quirks | None = None) -> None:
+    def __init__(self, machine: Machine, psci: Psci | PowerFeed, dispatcher: SmcccDispatcher,
+                 platform: SdeiPlatform | None = None, quirks: Quirks | None = None) -> None:
         self.machine = machine
         self.platform = platform or SdeiPlatform()
         self.quirks = quirks or Quirks()
@@ -131,6 +131,16 @@ class Sdei(Service):
         for name, fid in SDEI_FUNCTIONS:
             handler, nargs = handlers[name]
             yield Function(fid, name, handler, nargs)
+
+    @staticmethod
+    def names() -> Service:
+        """The SDEI function names, for a platform that offers no SDEI (its trace still names the calls)."""
+        class Names(Service):
+            name = "sdei"
+
+            def functions(self) -> Iterable[Function]:
+                return (Function(fid, name, lambda vcpu: -1) for name, fid in SDEI_FUNCTIONS)
+        return Names()
 
     # --- state ---------------------------------------------------------------------------
     def registration(self, cpu: int, number: int) -> Registration:
