@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.firmware.profiles import profile_named
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import ShippedBuild, lab_guests
 from sdeilab.trace.log import TraceLog
@@ -22,7 +23,9 @@ _BY_NAME = {g.stem if g.is_file() else g.name: g for g in lab_guests()}
 
 
 def sdei_elf(name: str, profile: str = "virt") -> Path:
-    return ShippedBuild(_BY_NAME[name], PROFILES[profile]).elf
+    """The build whose conduit the profile answers: HVC where it can, else SMC."""
+    variant = "" if "hvc" in profile_named(profile).conduits else "-smc"
+    return ShippedBuild(_BY_NAME[name], variant).elf
 
 
 def expected(name: str) -> bytes:
