@@ -36,6 +36,10 @@ POWER_EVENT_PATHS: dict[tuple[str, str], frozenset[PowerEvent]] = {
 # Gavin Shan's in-kernel SDEI, v7 (reference sections 5 and 7.3): private events only (event 0 and
 # KVM-injected ones), no binding, no ROUTING_SET, no critical priority.
 GAVIN_V7_SDEI = SdeiPlatform(private_slots=0, shared_slots=0, hypervisor_events=((5000, False),))
+# SDEI in the VMM can bind only what the VMM emulates: the SPIs of its own devices (the UART, the
+# SP804). Every PPI (the timers, the PMU, the GIC maintenance interrupt) is KVM's, in-kernel:
+# "an interrupt KVM owns cannot be turned into an event" (reference section 6, hard part (a)).
+VMM_SDEI = SdeiPlatform(private_slots=0, reserved_intids=frozenset(range(16, 32)))
 GAVIN_V7_NOT_SUPPORTED = frozenset({"SDEI_INTERRUPT_BIND", "SDEI_INTERRUPT_RELEASE", "SDEI_EVENT_ROUTING_SET"})
 
 
@@ -76,18 +80,20 @@ class Profile:
 
     @property
     def features(self) -> frozenset[str]:
-        """What a guest may rely on here: ``sdei``, ``signal``, ``bind``, ``shared``, ``routing``,
-        ``critical``, ``cpu-on-masks`` (a PE comes out of CPU_ON masked, its private events reset)."""
+        """What a guest may rely on here: ``sdei``, ``signal``, ``bind-ppi`` (a private event from a
+        PPI), ``bind-spi`` (a shared event from an SPI), ``routing``, ``critical``, ``cpu-on-masks``
+        (a PE comes out of CPU_ON masked, its private events reset)."""
         if not self.reaches("sdei"):
             return frozenset()
         lacks, sdei = self.sdei_not_supported, self.sdei
         found = {"sdei"}
         if "SDEI_EVENT_SIGNAL" not in lacks:
             found.add("signal")
-        if "SDEI_INTERRUPT_BIND" not in lacks and (sdei.private_slots or sdei.shared_slots):
-            found.add("bind")
-        if sdei.shared_slots and "bind" in found:
-            found.add("shared")
+        if "SDEI_INTERRUPT_BIND" not in lacks:
+            if sdei.private_slots and not set(range(16, 32)) <= sdei.reserved_intids:
+                found.add("bind-ppi")
+            if sdei.shared_slots:
+                found.add("bind-spi")
         if "SDEI_EVENT_ROUTING_SET" not in lacks:
             found.add("routing")
         if any(critical for _, critical in sdei.hypervisor_events):
@@ -117,11 +123,11 @@ PROFILES: dict[str, Profile] = {
     "kvm-vmm-sdei": Profile(
         "kvm-vmm-sdei", "SDEI forwarded to the VMM, PSCI kept in the kernel: the VMM never hears of CPU_ON, "
         "so a PE keeps the mask and private registrations of its previous life",
-        {"hvc": KERNEL}, {**_KVM_BASE, "sdei": VMM}, SDEI_FORWARD),
+        {"hvc": KERNEL}, {**_KVM_BASE, "sdei": VMM}, SDEI_FORWARD, sdei=VMM_SDEI),
     "kvm-vmm-psci-sdei": Profile(
         "kvm-vmm-psci-sdei", "PSCI and SDEI both forwarded to the VMM (the 2019 thread's fix); the architecture "
         "calls and the Spectre workarounds stay in the kernel",
-        {"hvc": KERNEL}, {"arch": KERNEL, "psci": VMM, "sdei": VMM}, PSCI_FORWARD + SDEI_FORWARD),
+        {"hvc": KERNEL}, {"arch": KERNEL, "psci": VMM, "sdei": VMM}, PSCI_FORWARD + SDEI_FORWARD, sdei=VMM_SDEI),
     "kvm-sdei": Profile(
         "kvm-sdei", "in-kernel SDEI as Gavin Shan's series (v7) did it: private events only, no binding, "
         "no ROUTING_SET, no critical events",
