@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages sdeilab needs that PyPI does not provide:
-#   qemu-system-arm  - qemu-system-aarch64, the reference the guests are compared against
+#   qemu-system-arm   - qemu-system-aarch64, the reference the guests are compared against
+#   chromium          - the browser the real-browser tests (tests/test_browser.py) drive through the
+#                       Playwright Python package at /usr/bin/chromium; Playwright never downloads one
+#   fonts-liberation  - metric-compatible fonts so that headless screenshots show readable text
 set -euo pipefail
-packages=(qemu-system-arm)
+packages=(qemu-system-arm chromium fonts-liberation)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,4 @@
-"""The command line (DESIGN.md section 3): ``sdeilab run``, ``sdeilab build``, ``sdeilab lab``.
+"""The command line (DESIGN.md section 3): ``sdeilab run``, ``build``, ``lab`` and ``dashboard``.
 
 Standard output carries exactly the bytes the guest wrote to the UART; every diagnostic goes to
 standard error. A user's or a guest's mistake gets one clear message and an exit status, never a
@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 EXIT_USAGE = 2
+# Jupyter's and Voila's own defaults; an explicit --port must be free (no silent move to another).
+DEFAULT_PORTS = {"lab": 8888, "dashboard": 8866}
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000_000
 SOURCE_SUFFIXES = (".S", ".s", ".c")
 
@@ -34,6 +40,13 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
     return value
 
 
@@ -58,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", type=Path)
     lab = sub.add_parser("lab", help="open JupyterLab on the notebooks (loopback only, token kept)")
     lab.add_argument("notebook_dir", type=Path, nargs="?")
+    dashboard = sub.add_parser("dashboard", help="serve one notebook as a Voila app, e.g. for a projector "
+                                                 "(loopback only, with a token)")
+    dashboard.add_argument("notebook", type=Path, help="a .ipynb file, or the name of one in notebooks/")
+    for server in (lab, dashboard):
+        default = DEFAULT_PORTS[server.prog.split()[-1]]
+        server.add_argument("--port", type=_port, help=f"port on 127.0.0.1 (default: {default} or a free one near it)")
+        server.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
     return parser
 
 
@@ -68,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "build":
             return _build(args)
+        if args.command == "dashboard":
+            return _dashboard(args)
         return _lab(args)
     except KeyboardInterrupt:
         print("sdeilab: interrupted", file=sys.stderr)
@@ -140,17 +162,117 @@ def _run(args: argparse.Namespace) -> int:
     return outcome.exit_status
 
 
+def _notebooks_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
 def _lab(args: argparse.Namespace) -> int:
-    notebooks = args.notebook_dir or Path(__file__).resolve().parent.parent / "notebooks"
+    notebooks = args.notebook_dir or _notebooks_dir()
     if not notebooks.is_dir():
         return _fail(f"no notebook folder at {notebooks}")
     if shutil.which("jupyter") is None and not _has_module("jupyterlab"):
         return _fail("JupyterLab is not installed: run the README's set-up command (pip install -e '.[lab]')")
-    # Loopback only, and the server keeps its token: authentication is never switched off here.
+    # Loopback only, and the server keeps its token (a random one, or JUPYTER_TOKEN when set; a configured
+    # password works too): authentication is never switched off here. Only tests pass a known token.
     command = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={notebooks}"]
+    if args.port is not None:
+        command += [f"--ServerApp.port={args.port}", "--ServerApp.port_retries=0"]
+    if args.no_browser:
+        command.append("--ServerApp.open_browser=False")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # Jupyter refuses root without it (containers, CI machines)
-    return subprocess.call(command)
+    return _serve(command)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    notebook = _find_notebook(args.notebook)
+    if notebook is None:
+        return _fail(f"no such notebook: {args.notebook} (give a .ipynb file or the name of one in notebooks/)")
+    if not _has_module("voila"):
+        return _fail("Voila is not installed: run the README's set-up command (pip install -e '.[lab]')")
+    port = args.port or _free_port(DEFAULT_PORTS["dashboard"])
+    if port is None:
+        return _fail(f"no free port on 127.0.0.1 from {DEFAULT_PORTS['dashboard']}")
+    # Voila alone serves without any authentication unless told otherwise, and the browser it opens
+    # gets no token; so the token is chosen here (JUPYTER_TOKEN when set, tests use that), handed to
+    # Voila through the environment (never on the command line, where `ps` shows it) and put into
+    # the address this command opens or prints.
+    token = os.environ.get("JUPYTER_TOKEN") or secrets.token_urlsafe(24)
+    env = {**os.environ, "JUPYTER_TOKEN": token}
+    command = [sys.executable, "-m", "voila", str(notebook), "--Voila.ip=127.0.0.1", f"--port={port}",
+               "--Voila.port_retries=0", "--token", "--no-browser",
+               # A speaker debugging a guest on the projector wants the message, not "there was an error".
+               "--show_tracebacks=True",
+               # jupytext's front end edits paired notebooks: nothing to do in an app, and it fails to
+               # load in Voila's page (an error in the browser console on every load).
+               "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext"]
+    url = f"http://127.0.0.1:{port}/?token={token}"
+
+    def announce(process: subprocess.Popen[bytes]) -> None:
+        if _wait_for_port(port, process):
+            print(f"sdeilab: dashboard for {notebook.name} at {url}", file=sys.stderr)
+            if not args.no_browser:
+                import webbrowser
+
+                webbrowser.open(url)
+
+    return _serve(command, env, announce)
+
+
+def _serve(command: list[str], env: dict[str, str] | None = None,
+           started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> int:
+    """Run a Jupyter server in the foreground until it exits; Ctrl-C or SIGTERM here stops it too.
+
+    The server gets SIGTERM, on which JupyterLab and Voila shut their kernels down; a SIGKILL (what
+    ``subprocess.call`` sends when interrupted) would leave the kernels running.
+    """
+    process = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        if started is not None:
+            started(process)
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _find_notebook(path: Path) -> Path | None:
+    candidates = [path, path.with_suffix(".ipynb")]
+    if not path.is_absolute() and len(path.parts) == 1:
+        candidates += [_notebooks_dir() / path, _notebooks_dir() / path.with_suffix(".ipynb")]
+    return next((c.resolve() for c in candidates if c.suffix == ".ipynb" and c.is_file()), None)
+
+
+def _free_port(first: int, tries: int = 50) -> int | None:
+    for port in range(first, first + tries):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return None
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
+    """True once something accepts connections on 127.0.0.1:port; False if the server exited first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def _has_module(name: str) -> bool:

@@ -1,0 +1,133 @@
+"""Tier 3 of the widget tests (issue 4 item 6): JupyterLab and the Voila dashboard in a real browser.
+
+``sdeilab lab`` and ``sdeilab dashboard`` are started as a user starts them (loopback, token kept)
+and Debian's chromium, driven by Playwright, runs a notebook, checks that the ipywidgets rendered
+with no error, clicks, and checks that the page changed. The harness is tests/browser.py; the
+notebooks here are small self-contained fixtures in tests/notebooks/, so a failure points at the
+browser tier itself rather than at the lab's widgets. Screenshots: see tests/browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+
+pytest_plugins = ("tests.browser",)
+
+TEST_NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+COUNTER = TEST_NOTEBOOKS / "counter.ipynb"
+
+
+# --- the commands' contract, without a browser -------------------------------------------------------------
+
+
+def test_dashboard_names_a_missing_notebook(tmp_path: Path) -> None:
+    result = run_cli("dashboard", tmp_path / "nope.ipynb")
+    assert result.returncode == 2
+    assert "no such notebook" in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+
+
+def test_lab_names_a_missing_folder(tmp_path: Path) -> None:
+    result = run_cli("lab", tmp_path / "nowhere", "--no-browser")
+    assert result.returncode == 2
+    assert "no notebook folder" in result.stderr.decode()
+
+
+# --- servers keep their token ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_lab_keeps_its_token(lab_server) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_server(TEST_NOTEBOOKS)
+    assert lab.get("api/contents") == 200
+    assert lab.get("api/contents", token=False) == 403
+
+
+@pytest.mark.browser
+def test_dashboard_keeps_its_token(voila_server) -> None:  # type: ignore[no-untyped-def]
+    voila = voila_server(COUNTER)
+    # Without the token Voila sends the browser to its login page instead of running the notebook.
+    status = voila.get("", token=False)
+    assert status in (302, 403), status
+
+
+# --- widgets in JupyterLab ---------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_widgets_render_and_respond_in_jupyterlab(lab_server, widget_page) -> None:  # type: ignore[no-untyped-def]
+    widget_page.open_notebook(lab_server(TEST_NOTEBOOKS), "counter.ipynb")
+    widget_page.expect_widgets_ok(buttons=["Increment"])
+    label = widget_page.page.locator(".widget-label")
+    picture = widget_page.images().first
+    assert label.inner_text() == "count = 0"
+    widget_page.shot("rendered")
+    src, pixels = picture.get_attribute("src"), widget_page.snapshot(picture)
+
+    widget_page.click("Increment")
+    # The kernel ran the handler and the page shows its three effects: label, new image, new pixels.
+    from playwright.sync_api import expect
+
+    expect(label).to_have_text("count = 1")
+    pixels = widget_page.expect_changed(picture, pixels)
+    assert picture.get_attribute("src") != src
+    widget_page.shot("clicked")
+
+    widget_page.click("Increment")
+    expect(label).to_have_text("count = 2")
+    widget_page.expect_changed(picture, pixels)
+    widget_page.expect_widgets_ok()
+
+
+@pytest.mark.browser
+def test_the_harness_sees_a_widget_error(lab_server, widget_page) -> None:  # type: ignore[no-untyped-def]
+    # A widget whose JavaScript is missing shows an error box; the check every test relies on must fail.
+    widget_page.open_notebook(lab_server(TEST_NOTEBOOKS), "broken_widget.ipynb")
+    with pytest.raises(AssertionError, match=r"a widget shows an error.*Failed to load model class"):
+        widget_page.expect_widgets_ok(buttons=["Fine"])
+
+
+@pytest.mark.browser
+def test_the_harness_fails_when_widgets_do_not_render(lab_server, widget_page) -> None:  # type: ignore[no-untyped-def]
+    # ipywidgets' front end (the widget manager's JavaScript) cannot be loaded: the kernel still sends
+    # widgets, but the page shows only their text form, as on a machine whose front end is missing.
+    widget_page.block_widget_manager()
+    widget_page.open_notebook(lab_server(TEST_NOTEBOOKS), "counter.ipynb")
+    with pytest.raises(AssertionError, match="widgets did not render"):
+        widget_page.expect_widgets_ok(buttons=["Increment"], timeout_ms=3_000)
+    assert widget_page.page.get_by_text("VBox(children=").count() >= 1
+
+
+# --- the Voila dashboard -----------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_widgets_render_and_respond_in_the_dashboard(voila_server, widget_page) -> None:  # type: ignore[no-untyped-def]
+    widget_page.open_dashboard(voila_server(COUNTER))
+    widget_page.expect_widgets_ok(buttons=["Increment"])
+    from playwright.sync_api import expect
+
+    label = widget_page.page.locator(".widget-label")
+    picture = widget_page.images().first
+    expect(label).to_have_text("count = 0")
+    widget_page.shot("rendered")
+    pixels = widget_page.snapshot(picture)
+    widget_page.click("Increment")
+    expect(label).to_have_text("count = 1")
+    widget_page.expect_changed(picture, pixels)
+    widget_page.shot("clicked")
+    widget_page.expect_widgets_ok()
+    # Voila hides the sources: a projector shows the app, not the code.
+    assert widget_page.page.get_by_text("button.on_click(increment)").count() == 0
+
+
+def test_the_fixture_notebooks_are_stored_without_outputs() -> None:
+    paths = sorted(TEST_NOTEBOOKS.glob("*.ipynb"))
+    assert COUNTER in paths
+    for path in paths:
+        cells = json.loads(path.read_text())["cells"]
+        assert all(not cell.get("outputs") for cell in cells if cell["cell_type"] == "code"), path
