@@ -138,6 +138,7 @@ NEEDS: dict[str, set[str]] = {  # what each guest relies on (Profile.features' v
     "tftf_bind_failure": {"bind-ppi"},
     "linux_client": {"bind-ppi"},
     "cpu_on_masking": {"signal", "cpu-on-masks"},
+    "vmm_watchdog": {"bind-spi"},
 }
 
 

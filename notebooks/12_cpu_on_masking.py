@@ -1,0 +1,169 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The CPU_ON masking hazard: reproduced, explained, fixed
+#
+# **Question:** why did the 2019 thread conclude that a userspace SDEI must also own PSCI?
+#
+# SDEI requires that a PE come out of PSCI `CPU_ON` **masked**, with its private events reset
+# (reference section 3.1; TF-A does it in `sdei_cpu_on_init`). Whoever implements SDEI must
+# therefore *see* every `CPU_ON`. Dave Martin raised it in the 2019 thread ("after CPU_ON the new
+# CPU must have SDEs masked", `<20190715134059.GJ2790@e103592.cambridge.arm.com>`) and James
+# Morse's answer was to let userspace provide PSCI too (reference sections 3.4 and 7.1); the
+# SMCCC filter made that possible in Linux 6.4 by forwarding the PSCI ranges (section 6).
+#
+# The guest is `guests/sdei/cpu_on_masking.c`. CPU 1's first life registers event 0 with
+# `stale_handler`, enables it, unmasks, and powers off without masking (as TFTF's
+# `test_sdei_state` does, relying on CPU_ON to re-mask). CPU 0 then starts CPU 1 again at
+# `secondary_entry` and at once signals event 0 to it. The first cell runs it where the hazard
+# is (`kvm-vmm-sdei`: SDEI in the VMM, PSCI in the kernel), where it is fixed
+# (`kvm-vmm-psci-sdei`: both in the VMM), and on `virt` with and without the quirk
+# `cpu_on_keeps_pe_state`, which makes an in-kernel SDEI behave as if it missed CPU_ON.
+
+# %%
+from sdeilab.firmware.compare import run_on
+from sdeilab.firmware.platform import make_platform
+from sdeilab.firmware.profiles import POWER_EVENT_PATHS, PROFILES
+from sdeilab.firmware.sdei.quirks import Quirks
+from sdeilab.machine.outcome import StopReason
+from sdeilab.toolchain import guests_dir
+from sdeilab.trace import PowerTransition, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition, TraceLog
+
+GUEST = guests_dir() / "sdei" / "cpu_on_masking.elf"
+
+hazard = run_on(GUEST, "kvm-vmm-sdei")
+fixed = run_on(GUEST, "kvm-vmm-psci-sdei")
+virt = run_on(GUEST, "virt")
+
+# The quirk is a platform option rather than a profile: build that platform directly.
+quirk_trace = TraceLog()
+quirk_platform = make_platform(4, "virt", trace=quirk_trace, quirks=Quirks(cpu_on_keeps_pe_state=True))
+quirk_platform.load(GUEST)
+quirk_outcome = quirk_platform.run(2_000_000_000)
+quirk_output = bytes(quirk_platform.machine.uart_output).decode()
+
+symbols = {name: address for address, name in hazard.platform.machine.image.symbols.items()}
+for label, verdict in (("kvm-vmm-sdei", hazard.verdict), ("kvm-vmm-psci-sdei", fixed.verdict),
+                       ("virt", virt.verdict), ("virt + cpu_on_keeps_pe_state", quirk_output.splitlines()[-1])):
+    print(f"{label:<30} {verdict}")
+
+# %% [markdown]
+# ## 1. The hazard on `kvm-vmm-sdei`
+#
+# Life 2's very first instruction never runs as life 2: the signal is dispatched to life 1's
+# handler at `secondary_entry`, with `SP = 0` and `VBAR_EL1 = 0` (the architectural reset state
+# `CPU_ON` gives a vCPU, reference section 3.4). `stale_handler` touches no stack, so it can
+# record what it found and COMPLETE; a real handler would push to address 0 and fault. After
+# that, life 2 finds event 0 still registered and enabled (`EVENT_STATUS = 3`) and the PE still
+# unmasked (`PE_MASK = 1`): everything from the previous life survived.
+
+# %%
+print(hazard.output)
+
+# %% [markdown]
+# ## 2. What the trace shows
+#
+# The facts of CPU 1, from the second `CPU_ON` on. CPU 1 turns `on` and, at that same virtual
+# time, `SdeiDispatch` enters the handler registered in life 1, interrupting `secondary_entry`.
+# There is no `SdeiMask` with cause `cpu-on` anywhere in the run: the VMM's SDEI was never told.
+
+# %%
+ons = [f for f in hazard.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"]
+second_on = ons[1]
+kinds = (PowerTransition, SdeiTransition, SdeiDispatch, SdeiComplete, SdeiMask)
+for fact in hazard.trace.of_kind(*kinds, cpu=1):
+    if fact.vtime >= second_on.vtime - 100:
+        print(fact)
+(dispatch,) = hazard.trace.of_kind(SdeiDispatch, cpu=1)
+image = hazard.platform.machine.image
+print(f"\nhandler: <{image.symbolize(dispatch.handler)}>, interrupted PC: <{image.symbolize(dispatch.interrupted_pc)}>")
+print("SdeiMask facts of CPU 1:", [(m.vtime, m.masked, m.cause) for m in hazard.trace.of_kind(SdeiMask, cpu=1)])
+
+# %% [markdown]
+# ## 3. Why: who hears of CPU_ON
+#
+# Where PSCI and SDEI live in the same layer, SDEI sees every power event. Across a boundary it
+# sees only what really crosses it: the kernel's PSCI tells the VMM of `SYSTEM_OFF` and
+# `SYSTEM_RESET` (`KVM_EXIT_SYSTEM_EVENT`), but `CPU_ON`, `CPU_OFF` and suspend stay inside KVM
+# (reference section 6, "Userspace PSCI"). The profiles encode exactly that
+# (`POWER_EVENT_PATHS`), and the `cpu-on-masks` feature follows from it.
+
+# %%
+print("POWER_EVENT_PATHS:", {k: sorted(e.name for e in v) for k, v in POWER_EVENT_PATHS.items()})
+for name in ("kvm-vmm-sdei", "kvm-vmm-psci-sdei", "virt"):
+    profile = PROFILES[name]
+    seen = sorted(e.name for e in profile.power_events_seen_by("sdei"))
+    print(f"{name:<18} PSCI in {profile.services['psci']}, SDEI in {profile.services['sdei']}: SDEI sees {seen}; "
+          f"cpu-on-masks: {'cpu-on-masks' in profile.features}")
+
+# %% [markdown]
+# ## 4. Fixed on `kvm-vmm-psci-sdei`
+#
+# Forward PSCI to the VMM as well (filter ranges `[0x84000000, +0x20)` and `[0xC4000000, +0x20)`)
+# and the VMM's SDEI sees the `CPU_ON` it must act on: when CPU 1 turns on, its private event 0
+# goes back to unregistered (`cpu-on-reset`, which also drops the signal CPU 0 had just sent)
+# and the PE is masked (`SdeiMask`, cause `cpu-on`). No handler runs; life 2 finds event 0
+# unregistered and `PE_MASK` returns 0 (nothing to mask). The price is every PSCI call exiting
+# to the VMM (notebook 11 counts them).
+
+# %%
+print(fixed.output)
+f_second_on = [f for f in fixed.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"][1]
+for fact in fixed.trace.of_kind(*kinds, cpu=1):
+    if fact.vtime >= f_second_on.vtime - 100:
+        print(fact)
+for run in (hazard, fixed):
+    layers = sorted(layer for (call, layer) in run.summary.by_name if call == "CPU_ON64")
+    print(f"{run.profile.name}: CPU_ON answered by {layers}, {run.summary.exits} exits in all")
+
+# %% [markdown]
+# ## 5. The same failure on `virt`, by quirk
+#
+# The hazard is not about the VMM as such: it is about an SDEI that misses `CPU_ON`. On `virt`
+# SDEI lives beside PSCI in the kernel and the guest passes; with
+# `Quirks(cpu_on_keeps_pe_state=True)` the PE keeps its mask and private registrations through
+# `CPU_ON`, and the run fails in exactly the same way, at the same virtual time and PC.
+
+# %%
+print(quirk_output)
+(q_dispatch,) = quirk_trace.of_kind(SdeiDispatch, cpu=1)
+print(f"kvm-vmm-sdei:     dispatch at {dispatch.vtime} ns, PC <{image.symbolize(dispatch.interrupted_pc)}>")
+print(f"virt with quirk:  dispatch at {q_dispatch.vtime} ns, "
+      f"PC <{quirk_platform.machine.image.symbolize(q_dispatch.interrupted_pc)}>")
+
+# %% [markdown]
+# ## Check yourself
+#
+# On `kvm-vmm-sdei` the stale handler was entered at `secondary_entry` at the vtime of CPU 1's
+# second power-on, with no `cpu-on` mask anywhere; on `kvm-vmm-psci-sdei` and `virt` no handler
+# ran and CPU 1 was masked by `CPU_ON` at that vtime; the quirk reproduces the failure.
+
+# %%
+assert hazard.outcome.reason is StopReason.SYSTEM_OFF and hazard.verdict == "FAIL"
+assert len(ons) == 2 and dispatch.vtime == second_on.vtime
+assert dispatch.interrupted_pc == symbols["secondary_entry"] and dispatch.handler == symbols["stale_handler"]
+assert dispatch.source == "signal" and dispatch.event == 0
+assert not [m for m in hazard.trace.of_kind(SdeiMask) if m.cause == "cpu-on"]
+assert "SP 0x0, VBAR_EL1 0x0" in hazard.output
+
+for run in (fixed, virt):
+    assert run.verdict == "PASS" and run.trace.count(SdeiDispatch) == 0, run.profile.name
+    second = [f for f in run.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"][1]
+    assert [m.vtime for m in run.trace.of_kind(SdeiMask, cpu=1) if m.cause == "cpu-on"][-1] == second.vtime
+assert ("CPU_ON64", "vmm") in fixed.summary.by_name and ("CPU_ON64", "kvm") in hazard.summary.by_name
+
+assert quirk_outcome.reason is StopReason.SYSTEM_OFF
+assert quirk_output.splitlines()[-1].startswith("cpu_on_masking: FAIL")
+assert (q_dispatch.vtime, q_dispatch.interrupted_pc) == (dispatch.vtime, dispatch.interrupted_pc)
+print("all checks passed")
