@@ -318,6 +318,13 @@ void sdei_complete_returned(int64_t ret, uint64_t fid)
 
 void handle_sync(uint64_t esr, uint64_t elr, uint64_t far)
 {
+    /* A second fault while reporting the first (e.g. an SMC build on a platform where SMC is
+     * UNDEFINED: SYSTEM_OFF is an SMC too) must not recurse: park this CPU, and the machine
+     * ends the run (every CPU waiting) instead of spinning until the instruction budget. */
+    static volatile uint32_t reporting[MAX_CPUS];
+    if (reporting[cpu_index()]++)
+        for (;;)
+            __asm__ volatile("msr daifset, #0xf\n wfi");
     print_lock();
     puts("  unexpected synchronous exception: ESR_EL1 = ");
     put_hex(esr);
