@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -130,8 +132,10 @@ for label, run in (("SMC build", smc_run), ("HVC build", hvc_run)):
 # forwards SDEI to a VMM that implements it: the VMM never sees the call, because KVM never
 # does. Plain `kvm` is the same. The guest takes the undefined-instruction exception at its
 # very first call (`SDEI_VERSION`, in `test_begin`); its library handler prints the fault and
-# ends the test with PSCI `SYSTEM_OFF`, which is itself an SMC, so it faults again, and again:
-# the guest cannot even stop itself. The trace holds no firmware call at all, only exceptions.
+# ends the test with PSCI `SYSTEM_OFF`, which is itself an SMC, so it faults again: the guest
+# cannot even stop itself. Its library parks the CPU on that second fault, and the machine ends
+# the run because every CPU waits with nothing to wake it (`sdeilab run` would exit 4). The
+# trace holds no firmware call at all, only exceptions.
 
 # %%
 for key in ("SMC guest, KVM without EL3", "SMC guest on kvm (HVC only)"):
@@ -184,7 +188,7 @@ assert all(e.flags & 1 for e in smc_exits) and not any(e.flags & 1 for e in hvc_
 
 for key in ("SMC guest, KVM without EL3", "SMC guest on kvm (HVC only)"):
     run = runs[key]
-    assert run.outcome.reason is StopReason.BUDGET, run.outcome
+    assert run.outcome.reason is StopReason.DEADLOCK, run.outcome
     assert run.trace.count(SmcccCall) == 0 and run.trace.count(LayerExit) == 0
     excs = run.trace.of_kind(ExceptionTaken)
     assert excs and all(e.esr == ESR_UNDEFINED for e in excs)
