@@ -268,8 +268,8 @@ class Sdei(Service):
             if not event.shared:
                 return INVALID_PARAMETERS
             reg = self.shared[number]
-            if reg.state is EventState.UNREGISTERED:
-                return DENIED
+            if not reg.state & EventState.REGISTERED:
+                return DENIED  # unregistered or unregister-pending: TF-A tests the registered bit
             if info == INFO_ROUTING_MODE:
                 return int(reg.routing_pe)
             return reg.affinity if reg.routing_pe else INVALID_PARAMETERS
@@ -364,15 +364,18 @@ class Sdei(Service):
 
     def shared_reset(self, cpu: int) -> int:
         vcpu = self.machine.vcpus[cpu]
+        result = SUCCESS
         for number, reg in self.shared.items():
             if reg.state is not EventState.UNREGISTERED and self._simple(vcpu, number, Action.UNREGISTER) != SUCCESS:
-                return DENIED
+                result = DENIED  # it was running: its unregistration is pending; the others still go (TF-A)
+        if result != SUCCESS:
+            return result
         for event in list(self.events.values()):
             if event.source is Source.DYNAMIC and event.bound:
-                result = self.release(vcpu, event.number)
-                if result != SUCCESS:
-                    return result
-        return SUCCESS
+                released = self.release(vcpu, event.number)
+                if released != SUCCESS and result == SUCCESS:
+                    result = released  # the first error is the answer; every other binding is still released
+        return result
 
     # --- dispatch ------------------------------------------------------------------------
     def context(self, vcpu: Vcpu, index: int) -> Result:
@@ -439,10 +442,12 @@ class Sdei(Service):
             for event in self.events.values():
                 if event.intid == intid:
                     found.append((event, intid, f"interrupt {intid}"))
-        for number in sorted(pe.pending):
+        pending = pe.pending
+        for number in (sorted(pending) if len(pending) > 1 else pending):
             event = self.events[number]
             found.append((event, None, event.source.value))
-        found.sort(key=lambda item: not item[0].critical)
+        if len(found) > 1:
+            found.sort(key=lambda item: not item[0].critical)
         return found
 
     def _dispatchable(self, cpu: int, event: Event) -> bool:
