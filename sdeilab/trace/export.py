@@ -2,8 +2,21 @@
 
 The Trace Event format (``{"traceEvents": [...]}`` with ``ph`` "X" complete events and "i"
 instants, ``ts`` in microseconds) is what ui.perfetto.dev and chrome://tracing open. vtime
-counts instructions at a nominal 1 GHz, so ``ts = vtime / 1000``. Each CPU is one thread
-(``tid``) of process 0, the virtual machine.
+counts instructions at a nominal 1 GHz, so ``ts = vtime / 1000``.
+
+Each CPU is one process ("CPU n", ``pid = n + 1``), so Perfetto shows one track group per CPU,
+and within it one thread per kind of slice, because complete events on one thread must nest
+(the Trace Event format's rule) and a masked interval, say, crosses power-state changes:
+
+  ``tid = 10 * pid``      execution: SDEI handlers (critical nested in normal), firmware calls
+                          (named, with the answering layer; they take no virtual time), and the
+                          other facts as instants;
+  ``tid = 10 * pid + 1``  power state (off, on-pending, on, standby, powerdown);
+  ``tid = 10 * pid + 2``  SDEI masked;
+  ``tid = 10 * pid + 3``  interrupt handling (acknowledge to EOI).
+
+Facts of no CPU (``cpu == -1``) go to a "machine" process. Every slice is derived by the pure
+functions of ``sdeilab.trace.intervals``, so the file agrees with the lab's own timeline.
 """
 
 from __future__ import annotations
@@ -13,10 +26,34 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sdeilab.trace.intervals import (
+    Interval,
+    firmware_calls,
+    handler_intervals,
+    irq_intervals,
+    masked_intervals,
+    power_intervals,
+)
 from sdeilab.trace.log import TraceLog
-from sdeilab.trace.records import Fact, PowerTransition, SmcccCall, SmcccReturn
+from sdeilab.trace.records import (
+    FACT_KINDS,
+    Fact,
+    IrqAcknowledged,
+    IrqCompleted,
+    PowerTransition,
+    SdeiComplete,
+    SdeiDispatch,
+    SdeiMask,
+    SmcccCall,
+    SmcccReturn,
+)
 
 NS_PER_US = 1000
+MACHINE_PID = 1000  # facts about no CPU
+EXECUTION, POWER, MASKED, IRQ = range(4)  # a CPU's threads: tid = 10 * pid + one of these
+_THREADS = {EXECUTION: "execution", POWER: "power", MASKED: "SDEI masked", IRQ: "interrupts"}
+_AS_SLICES = (SmcccCall, SmcccReturn, SdeiDispatch, SdeiComplete, PowerTransition, SdeiMask, IrqAcknowledged,
+              IrqCompleted)  # facts shown as slices, not again as instants
 
 
 def fact_to_dict(fact: Fact) -> dict[str, Any]:
@@ -33,47 +70,55 @@ def write_jsonl(log: TraceLog, path: Path) -> None:
 
 
 def trace_events(log: TraceLog) -> list[dict[str, Any]]:
-    """Trace Event records: SMCCC calls as complete events, power states as spans, the rest as instants."""
-    events: list[dict[str, Any]] = [
-        {"ph": "M", "pid": 0, "name": "process_name", "args": {"name": "sdeilab virtual machine"}}
-    ]
-    cpus = sorted({f.cpu for f in log if f.cpu >= 0})
+    """Trace Event records: one process per CPU, one thread per kind of slice (see the module docstring)."""
+    end = log.max_vtime()
+    cpus = log.cpus()
+    events: list[dict[str, Any]] = []
     for cpu in cpus:
-        events.append({"ph": "M", "pid": 0, "tid": cpu, "name": "thread_name", "args": {"name": f"CPU {cpu}"}})
-    open_calls: dict[int, list[Fact]] = {}
-    power_since: dict[int, tuple[str, int]] = {}
-    end = log.last_vtime()
-    for fact in log:
-        ts = fact.vtime / NS_PER_US
-        tid = max(fact.cpu, 0)
-        if isinstance(fact, SmcccCall):
-            open_calls.setdefault(fact.cpu, []).append(fact)
-        elif isinstance(fact, SmcccReturn) and open_calls.get(fact.cpu):
-            call = open_calls[fact.cpu].pop()
-            events.append(_complete(call.vtime, fact.vtime, tid, fact.name, "smccc",
-                                    {"fid": hex(fact.fid), "args": [hex(a) for a in call.args],  # type: ignore[attr-defined]
-                                     "results": [hex(r & (2**64 - 1)) for r in fact.results],
-                                     "layer": fact.layer}))
-        elif isinstance(fact, PowerTransition):
-            if fact.cpu in power_since:
-                state, since = power_since[fact.cpu]
-                events.append(_complete(since, fact.vtime, tid, state, "power", {}))
-            power_since[fact.cpu] = (fact.new, fact.vtime)
+        pid = cpu + 1
+        events.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": f"CPU {cpu}"}})
+        for kind, name in _THREADS.items():
+            events.append({"ph": "M", "pid": pid, "tid": 10 * pid + kind, "name": "thread_name",
+                           "args": {"name": name}})
+    if log.seqs(cpu=-1):
+        events.append({"ph": "M", "pid": MACHINE_PID, "name": "process_name", "args": {"name": "machine"}})
+        events.append({"ph": "M", "pid": MACHINE_PID, "tid": 10 * MACHINE_PID, "name": "thread_name",
+                       "args": {"name": "machine"}})
+    slices: list[dict[str, Any]] = []
+    for power in power_intervals(log):
+        slices.append(_slice(power, end, POWER, power.label, "power", {}))
+    for masked in masked_intervals(log):
+        slices.append(_slice(masked, end, MASKED, "SDEI masked", "sdei", {}))
+    for irq in irq_intervals(log):
+        slices.append(_slice(irq, end, IRQ, irq.label, "irq",
+                             {"intid": irq.intid, "group": irq.group, "depth": irq.depth}))
+    for handler in handler_intervals(log):
+        name = f"SDEI event {handler.event}" + (" (critical)" if handler.critical else "")
+        slices.append(_slice(handler, end, EXECUTION, name, "sdei",
+                             {"event": handler.event, "critical": handler.critical, "depth": handler.depth,
+                              "interrupted_pc": hex(handler.interrupted_pc), "how": handler.how or "running"}))
+    for call in firmware_calls(log):
+        args: dict[str, Any] = {"fid": hex(call.fid), "conduit": call.conduit, "args": [hex(a) for a in call.args]}
+        if call.returned:
+            args |= {"results": [hex(r & (2**64 - 1)) for r in call.results], "layer": call.layer}
         else:
-            events.append({"ph": "i", "s": "t", "pid": 0, "tid": tid, "ts": ts, "cat": "fact",
-                           "name": type(fact).__name__, "args": _jsonable(fact.payload())})
-    for cpu, calls in open_calls.items():
-        for call in calls:  # calls that never returned (CPU_OFF, SYSTEM_OFF, ...)
-            events.append(_complete(call.vtime, end, max(cpu, 0), call.name, "smccc",  # type: ignore[attr-defined]
-                                    {"returned": False}))
-    for cpu, (state, since) in power_since.items():
-        events.append(_complete(since, end, cpu, state, "power", {}))
-    return events
+            args["returned"] = False
+        slices.append(_slice(call, end, EXECUTION, call.label, "smccc", args))
+    for fact in log.select(*(k for k in FACT_KINDS if k not in _AS_SLICES)):
+        pid = fact.cpu + 1 if fact.cpu >= 0 else MACHINE_PID
+        slices.append({"ph": "i", "s": "t", "pid": pid, "tid": 10 * pid + EXECUTION, "ts": fact.vtime / NS_PER_US,
+                       "cat": "fact", "name": type(fact).__name__, "args": _jsonable(fact.payload())})
+    # Per thread in time order, an enclosing slice before what it encloses: how nesting reads best.
+    slices.sort(key=lambda e: (e["pid"], e["tid"], e["ts"], -e.get("dur", 0)))
+    return events + slices
 
 
-def _complete(start: int, stop: int, tid: int, name: str, cat: str, args: dict[str, Any]) -> dict[str, Any]:
-    return {"ph": "X", "pid": 0, "tid": tid, "ts": start / NS_PER_US, "dur": (stop - start) / NS_PER_US,
-            "name": name, "cat": cat, "args": args}
+def _slice(interval: Interval, trace_end: int, thread: int, name: str, cat: str,
+           args: dict[str, Any]) -> dict[str, Any]:
+    stop = interval.end if interval.end is not None else max(trace_end, interval.start)
+    pid = interval.cpu + 1 if interval.cpu >= 0 else MACHINE_PID
+    return {"ph": "X", "pid": pid, "tid": 10 * pid + thread, "ts": interval.start / NS_PER_US,
+            "dur": (stop - interval.start) / NS_PER_US, "name": name, "cat": cat, "args": args}
 
 
 def _jsonable(payload: dict[str, object]) -> dict[str, object]:

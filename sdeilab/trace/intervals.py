@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sdeilab.trace.log import TraceLog
-from sdeilab.trace.records import PowerTransition, SdeiComplete, SdeiDispatch, SdeiMask
+from sdeilab.trace.records import (
+    IrqAcknowledged,
+    IrqCompleted,
+    PowerTransition,
+    SdeiComplete,
+    SdeiDispatch,
+    SdeiMask,
+    SmcccCall,
+    SmcccReturn,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +98,75 @@ def handler_intervals(log: TraceLog) -> list[HandlerInterval]:
 def _handler(start: SdeiDispatch, end: int | None, how: str) -> HandlerInterval:
     return HandlerInterval(start.cpu, start.vtime, end, str(start.event), start.event, start.critical, start.depth,
                            start.interrupted_pc, how)
+
+
+@dataclass(frozen=True, slots=True)
+class IrqInterval(Interval):
+    intid: int = 0
+    group: int = 1  # 0: acknowledged by the firmware (an interrupt bound to an SDEI event)
+    depth: int = 1  # 2 and more: taken while another interrupt of this CPU was active
+
+
+def irq_intervals(log: TraceLog) -> list[IrqInterval]:
+    """Each interrupt a CPU handled: from acknowledge to its first completion.
+
+    Acknowledge is the ICC_IAR read that makes it active. The first IrqCompleted is the
+    ICC_EOIR write, the priority drop that ends the handling; with ICC_CTLR_EL1.EOImode set
+    (GICv3, IHI 0069) a later ICC_DIR write only deactivates, so it closes nothing here. An
+    interrupt bound to an SDEI event is acknowledged by the dispatcher at dispatch and completed
+    at COMPLETE, so its interval is the handler's.
+    """
+    open_irqs: dict[int, dict[int, IrqAcknowledged]] = {}
+    out: list[IrqInterval] = []
+    for fact in log.of_kind(IrqAcknowledged, IrqCompleted):
+        active = open_irqs.setdefault(fact.cpu, {})
+        if isinstance(fact, IrqAcknowledged):
+            active[fact.intid] = fact
+        elif isinstance(fact, IrqCompleted) and fact.intid in active:
+            depth = len(active)
+            ack = active.pop(fact.intid)
+            out.append(IrqInterval(ack.cpu, ack.vtime, fact.vtime, f"IRQ {ack.intid}", ack.intid, ack.group, depth))
+    for active in open_irqs.values():
+        for depth, ack in enumerate(active.values(), 1):
+            out.append(IrqInterval(ack.cpu, ack.vtime, None, f"IRQ {ack.intid}", ack.intid, ack.group, depth))
+    return sorted(out, key=lambda i: (i.cpu, i.start, i.depth))
+
+
+@dataclass(frozen=True, slots=True)
+class CallInterval(Interval):
+    fid: int = 0
+    conduit: str = ""  # "hvc" or "smc"
+    layer: str = ""  # who answered ("kvm", "vmm", "el3"); "" when the call never returned
+    returned: bool = False
+    args: tuple[int, ...] = ()
+    results: tuple[int, ...] = ()
+
+
+def firmware_calls(log: TraceLog) -> list[CallInterval]:
+    """Every SMCCC call, its results, and the layer that answered it (SmcccReturn.layer).
+
+    A call takes no virtual time (its return carries the same stamp), so ``end == start``. Some
+    calls never return to their caller: CPU_OFF, SYSTEM_OFF, and SDEI_EVENT_COMPLETE(_AND_RESUME),
+    which resumes the interrupted context instead (DEN0054C 5.2.2, reference 2.6); they are the calls a CPU's
+    next call finds still open, and have ``returned = False``. ``label`` is the function's name.
+    """
+    pending: dict[int, SmcccCall] = {}
+    out: list[CallInterval] = []
+    for fact in log.of_kind(SmcccCall, SmcccReturn):
+        if isinstance(fact, SmcccCall):
+            if fact.cpu in pending:
+                out.append(_call(pending.pop(fact.cpu), None))
+            pending[fact.cpu] = fact
+        elif isinstance(fact, SmcccReturn):
+            call = pending.get(fact.cpu)
+            if call is not None and call.fid == fact.fid:
+                out.append(_call(pending.pop(fact.cpu), fact))
+    out.extend(_call(call, None) for call in pending.values())
+    return sorted(out, key=lambda i: (i.cpu, i.start))
+
+
+def _call(call: SmcccCall, ret: SmcccReturn | None) -> CallInterval:
+    if ret is None:
+        return CallInterval(call.cpu, call.vtime, call.vtime, call.name, call.fid, call.conduit, "", False, call.args)
+    return CallInterval(call.cpu, call.vtime, ret.vtime, call.name, call.fid, call.conduit, ret.layer, True, call.args,
+                        ret.results)

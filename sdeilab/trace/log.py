@@ -2,22 +2,58 @@
 
 Recording happens on the emulator's hot paths (every hypercall), so ``add`` appends four
 columns and builds no object; ``Fact`` objects are made when a reader asks for them.
-Indexes by CPU and by kind grow with the log, so queries never rescan everything.
+
+Indexes by kind, by CPU and by SDEI event grow with the log, brought up to date by the first
+query after an append (from where they stopped), so queries never rescan everything. vtime is
+not monotonic in ``seq`` order (in a scheduling round each CPU runs the same stretch of virtual
+time in turn, and a fact one CPU causes for another carries the sender's time), so a vtime
+window is found through the running maximum of vtime, sampled every ``BLOCK`` facts, and the
+largest lag behind that maximum seen so far: together they bound which seqs can fall in a
+window, then each candidate's vtime is checked exactly.
+
+The same index pass shares equal payload tuples among facts of one kind (long runs repeat the
+same calls with the same arguments), which is what keeps a record near 30 bytes instead of 160.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cache
 from typing import overload
 
 from sdeilab.trace.records import FACT_KINDS, Fact
+
+BLOCK = 64
+"""Facts per sample of the running vtime maximum: a window query scans at most this many extra."""
+
+_INTERN_LIMIT = 1 << 14
+"""Distinct payloads remembered per kind; past this the memory is restarted (sharing is a cache)."""
+
+
+def _count(index: Sequence[int], lo: int, hi: int) -> int:
+    """How many seqs of a sorted index lie in [lo, hi)."""
+    return bisect_left(index, hi) - bisect_left(index, lo)
+
+
+@cache
+def _position(kind: type[Fact], name: str) -> int:
+    """Where a kind's field ``name`` sits in its payload, or -1."""
+    names = kind.payload_names()
+    return names.index(name) if name in names else -1
+
+
+def _event_position(kind: type[Fact]) -> int:
+    """Where a kind's ``event`` field sits in its payload, or -1: the SDEI facts are indexed by event."""
+    return _position(kind, "event")
 
 
 class TraceLog:
     """Facts in ``seq`` order; ``log[i]`` is the fact with ``seq == i``."""
 
-    __slots__ = ("_by_kind", "_cpu", "_indexed", "_kind", "_payload", "_vtime")
+    __slots__ = ("_block_max", "_by_cpu", "_by_event", "_by_kind", "_cpu", "_indexed", "_interned", "_kind",
+                 "_lag", "_payload", "_run_max", "_vtime")
 
     def __init__(self) -> None:
         self._kind = array("h")
@@ -25,13 +61,19 @@ class TraceLog:
         self._vtime = array("q")
         self._payload: list[tuple[object, ...]] = []
         self._by_kind: dict[int, array[int]] = {}
-        self._indexed = 0  # facts before this seq are in ``_by_kind``
+        self._by_cpu: dict[int, array[int]] = {}
+        self._by_event: dict[int, array[int]] = {}
+        self._block_max = array("q")  # [b]: the largest vtime among seqs < (b + 1) * BLOCK
+        self._run_max = -(1 << 63)  # the largest vtime indexed so far
+        self._lag = 0  # the most any indexed fact's vtime lies below the running maximum before it
+        self._interned: dict[int, dict[tuple[object, ...], tuple[object, ...]]] = {}
+        self._indexed = 0  # facts before this seq are in the indexes
 
     def add(self, kind: type[Fact], cpu: int, vtime: int, *payload: object) -> None:
         """Append a fact of ``kind``; ``payload`` holds its fields after (seq, cpu, vtime).
 
-        This is on the hypercall path: four appends, nothing else. The per-kind index is
-        brought up to date by the first query that needs it, from where it stopped.
+        This is on the hypercall path: four appends, nothing else. The indexes are brought up
+        to date by the first query that needs them, from where they stopped.
         """
         self._kind.append(kind.CODE)
         self._cpu.append(cpu)
@@ -39,16 +81,63 @@ class TraceLog:
         self._payload.append(payload)
 
     def _index(self) -> dict[int, array[int]]:
-        by_kind = self._by_kind
-        kinds = self._kind
-        for seq in range(self._indexed, len(kinds)):
+        """Bring every index up to the end of the log; returns the per-kind index."""
+        start, end = self._indexed, len(self._payload)
+        if start == end:
+            return self._by_kind
+        by_kind, by_cpu, by_event = self._by_kind, self._by_cpu, self._by_event
+        kinds, cpus, vtimes, payloads = self._kind, self._cpu, self._vtime, self._payload
+        block_max, run_max, lag = self._block_max, self._run_max, self._lag
+        next_block = (len(block_max) + 1) * BLOCK - 1  # the seq that completes the next block
+        # Per kind code: its index's append, where its ``event`` field is (-1: none), its shared payloads.
+        per_kind: list[tuple[Callable[[int], None], int, dict[tuple[object, ...], tuple[object, ...]]] | None]
+        per_kind = [None] * len(FACT_KINDS)
+        per_cpu: dict[int, Callable[[int], None]] = {cpu: index.append for cpu, index in by_cpu.items()}
+        for seq in range(start, end):
             code = kinds[seq]
-            index = by_kind.get(code)
-            if index is None:
-                index = by_kind[code] = array("q")
-            index.append(seq)
-        self._indexed = len(kinds)
+            slot = per_kind[code]
+            if slot is None:
+                slot = per_kind[code] = (by_kind.setdefault(code, array("I")).append,
+                                         _event_position(FACT_KINDS[code]), self._interned.setdefault(code, {}))
+            add_kind, position, shared = slot
+            add_kind(seq)
+            cpu = cpus[seq]
+            add_cpu = per_cpu.get(cpu)
+            if add_cpu is None:
+                add_cpu = per_cpu[cpu] = by_cpu.setdefault(cpu, array("I")).append
+            add_cpu(seq)
+            vtime = vtimes[seq]
+            if vtime > run_max:
+                run_max = vtime
+            elif run_max - vtime > lag:
+                lag = run_max - vtime
+            if seq == next_block:
+                block_max.append(run_max)
+                next_block += BLOCK
+            payload = payloads[seq]
+            if position >= 0:
+                event: int = payload[position]  # type: ignore[assignment]
+                index = by_event.get(event)
+                if index is None:
+                    index = by_event[event] = array("I")
+                index.append(seq)
+            try:
+                same = shared.get(payload)
+            except TypeError:  # an unhashable payload field: keep the record's own tuple
+                continue
+            if same is None:
+                if len(shared) >= _INTERN_LIMIT:
+                    shared.clear()
+                shared[payload] = payload
+            else:
+                payloads[seq] = same
+        self._run_max, self._lag, self._indexed = run_max, lag, end
         return by_kind
+
+    def compact(self) -> None:
+        """Index what was appended since the last query, sharing equal payloads: a long run that
+        queries nothing can call this now and then to keep its facts near 30 bytes each."""
+        self._index()
 
     def __len__(self) -> int:
         return len(self._payload)
@@ -73,13 +162,140 @@ class TraceLog:
 
     def of_kind(self, *kinds: type[Fact], cpu: int | None = None) -> list[Fact]:
         """Facts of the given kinds in ``seq`` order, optionally only those of one CPU."""
-        seqs: Iterable[int]
-        by_kind = self._index()
-        if len(kinds) == 1:
-            seqs = by_kind.get(kinds[0].CODE, ())
-        else:
-            seqs = sorted(s for k in kinds for s in by_kind.get(k.CODE, ()))
-        return [self._make(s) for s in seqs if cpu is None or self._cpu[s] == cpu]
+        return self.select(*kinds, cpu=cpu)
+
+    # --- queries ---------------------------------------------------------------------------
+    def select(self, *kinds: type[Fact], cpu: int | None = None, event: int | None = None,
+               start: int | None = None, end: int | None = None) -> list[Fact]:
+        """Facts matching every filter given, in ``seq`` order; see ``seqs``."""
+        make = self._make
+        return [make(s) for s in self.seqs(*kinds, cpu=cpu, event=event, start=start, end=end)]
+
+    def seqs(self, *kinds: type[Fact], cpu: int | None = None, event: int | None = None,
+             start: int | None = None, end: int | None = None) -> list[int]:
+        """The seqs of facts of any of ``kinds`` (all kinds if none), of ``cpu``, about SDEI ``event``,
+        with ``start <= vtime < end``, in ``seq`` order.
+
+        The smallest of the matching indexes (per kind, per CPU, per event) drives the walk,
+        narrowed to the seq range the window allows; the other filters are checked per candidate.
+        """
+        self._index()
+        lo, hi = self.seq_range(start, end)
+        # Per filter, its index (or indexes, for several kinds), counted in [lo, hi) by bisection;
+        # the smallest drives the walk and is the only one copied, and needs no second look.
+        indexes: dict[str, list[Sequence[int]]] = {}
+        if kinds:
+            indexes["kind"] = [self._by_kind.get(k.CODE, ()) for k in kinds]
+        if cpu is not None:
+            indexes["cpu"] = [self._by_cpu.get(cpu, ())]
+        if event is not None:
+            indexes["event"] = [self._by_event.get(event, ())]
+        driver: Sequence[int] = range(lo, hi)
+        if indexes:
+            drove = min(indexes, key=lambda name: sum(_count(i, lo, hi) for i in indexes[name]))
+            driver = self._union(indexes.pop(drove), lo, hi)
+        codes = {k.CODE for k in kinds}
+        check_kind, check_cpu, check_event = "kind" in indexes, "cpu" in indexes, "event" in indexes
+        windowed = start is not None or end is not None
+        if not (check_kind or check_cpu or check_event or windowed):
+            return list(driver)
+        kind_col, cpu_col, vtime_col, payloads = self._kind, self._cpu, self._vtime, self._payload
+        positions = [_event_position(k) for k in FACT_KINDS] if check_event else []
+        low = start if start is not None else -(1 << 63)
+        high = end if end is not None else 1 << 63
+        out: list[int] = []
+        for seq in driver:
+            if check_kind and kind_col[seq] not in codes:
+                continue
+            if check_cpu and cpu_col[seq] != cpu:
+                continue
+            if check_event:
+                position = positions[kind_col[seq]]
+                if position < 0 or payloads[seq][position] != event:
+                    continue
+            if windowed and not low <= vtime_col[seq] < high:
+                continue
+            out.append(seq)
+        return out
+
+    def seq_range(self, start: int | None = None, end: int | None = None) -> tuple[int, int]:
+        """A range of seqs holding every fact with ``start <= vtime < end`` (maybe a few more)."""
+        self._index()
+        lo, hi = 0, len(self._payload)
+        full = len(self._block_max)
+        if start is not None:
+            # Blocks whose running maximum is below ``start`` hold only earlier facts.
+            lo = bisect_left(self._block_max, start) * BLOCK
+        if end is not None:
+            # Past the first block whose maximum reaches end + lag, every fact is at least ``end``.
+            block = bisect_left(self._block_max, end + self._lag)
+            if block < full:
+                hi = min(hi, (block + 1) * BLOCK)
+        return min(lo, hi), hi
+
+    @staticmethod
+    def _slice(index: Sequence[int], lo: int, hi: int) -> Sequence[int]:
+        if not index or (lo == 0 and hi > index[-1]):
+            return index
+        return index[bisect_left(index, lo):bisect_left(index, hi)]
+
+    def _union(self, indexes: list[Sequence[int]], lo: int, hi: int) -> Sequence[int]:
+        parts = [part for part in (self._slice(i, lo, hi) for i in indexes) if part]
+        if len(parts) <= 1:
+            return parts[0] if parts else ()
+        return sorted(s for part in parts for s in part)
+
+    def cpus(self) -> list[int]:
+        """The CPUs facts were recorded for (-1, the machine itself, excluded)."""
+        self._index()
+        return sorted(c for c in self._by_cpu if c >= 0)
+
+    def events(self) -> list[int]:
+        """The SDEI event numbers that some fact concerns (-1, a call naming no valid event, excluded)."""
+        self._index()
+        return sorted(e for e in self._by_event if e >= 0)
+
+    def vtime_at(self, seq: int) -> int:
+        """The vtime of fact ``seq``, without building the fact."""
+        return self._vtime[seq]
+
+    def cpu_at(self, seq: int) -> int:
+        return self._cpu[seq]
+
+    def kind_at(self, seq: int) -> type[Fact]:
+        return FACT_KINDS[self._kind[seq]]
+
+    def field_at(self, seq: int, name: str) -> object:
+        """One payload field of fact ``seq`` (``log.field_at(s, "layer")``), without building the fact."""
+        kind = FACT_KINDS[self._kind[seq]]
+        position = _position(kind, name)
+        if position < 0:
+            raise AttributeError(f"{kind.__name__} has no field {name!r}")
+        return self._payload[seq][position]
+
+    def column(self, name: str, seqs: Iterable[int]) -> list[object]:
+        """``name`` ("kind", "cpu", "vtime" or a payload field) of each fact in ``seqs``, building no fact.
+
+        The bulk form of ``field_at``, for views that need one number from each of many facts.
+        """
+        if name in ("kind", "cpu", "vtime"):
+            col = {"kind": self._kind, "cpu": self._cpu, "vtime": self._vtime}[name]
+            values = [col[s] for s in seqs]
+            return [FACT_KINDS[k] for k in values] if name == "kind" else values  # type: ignore[misc]
+        positions = [_position(k, name) for k in FACT_KINDS]
+        kinds, payloads = self._kind, self._payload
+        out: list[object] = []
+        for seq in seqs:
+            position = positions[kinds[seq]]
+            if position < 0:
+                raise AttributeError(f"{FACT_KINDS[kinds[seq]].__name__} has no field {name!r}")
+            out.append(payloads[seq][position])
+        return out
+
+    def max_vtime(self) -> int:
+        """The latest vtime of any fact (``last_vtime`` is the vtime of the last fact appended)."""
+        self._index()
+        return max(self._run_max, 0)
 
     def count(self, kind: type[Fact]) -> int:
         return len(self._index().get(kind.CODE, ()))

@@ -1,0 +1,193 @@
+"""One SDEI event's life as a sequence diagram: a lifeline per CPU and one for the firmware.
+
+Time runs down, one row per fact in ``seq`` order (the order the firmware saw them), each row
+labelled with its vtime. Calls go from a CPU to the firmware (dashed and red when refused),
+dispatches and resumptions come back, CPU_ON is drawn from the caller to the firmware and on
+to the CPU it powers up (which comes up SDEI-masked: reference/sdei-psci-smccc.md 2.3 and 3),
+and each handler run is an activation bar on its CPU's lifeline. The rows come from
+``messages``, a pure function, so a test can compare them with the facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from sdeilab.firmware.sdei.table import TABLE, Action, EventState
+from sdeilab.trace.log import TraceLog
+from sdeilab.trace.records import (
+    Fact,
+    IrqAsserted,
+    PowerTransition,
+    SdeiBinding,
+    SdeiComplete,
+    SdeiDispatch,
+    SdeiMask,
+    SdeiTransition,
+    SmcccCall,
+)
+from sdeilab.viz import style
+
+FIRMWARE = -1  # the firmware's lifeline, in Message.src / Message.dst
+RESULT_NAMES = {-1: "NOT_SUPPORTED", -2: "INVALID_PARAMETERS", -3: "DENIED", -5: "PENDING", -10: "OUT_OF_RESOURCE"}
+_STATES = {state.name.lower().replace("_", "-"): state for state in EventState}
+_STYLE = {  # kind: (colour, line style, line width)
+    "call": (style.BLACK, "-", 1.6), "refused": (style.REFUSED, "--", 1.6), "dispatch": (style.BLUE, "-", 3.0),
+    "resume": (style.BLUE, "--", 1.6), "power": (style.GREEN, "-", 2.4), "mask": (style.PURPLE, "-", 1.6),
+    "reset": (style.PURPLE, "--", 1.6), "note": (style.BLACK, "-", 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One row: ``src`` to ``dst`` (a CPU number, or FIRMWARE); ``src == dst`` is a note on a lifeline."""
+
+    seq: int
+    vtime: int
+    src: int
+    dst: int
+    text: str
+    kind: str  # a key of _STYLE
+
+
+def messages(log: TraceLog, event: int, window: tuple[int, int] | None = None) -> list[Message]:
+    """The rows of ``event``'s sequence diagram: its own facts, and around them (from its first fact
+    to its last) the CPU_ON/CPU_OFF, masking, signals and bound-interrupt assertions that shaped it."""
+    start, end = window if window is not None else (None, None)
+    own = log.select(event=event, start=start, end=end)
+    if not own:
+        return []
+    first, last = own[0].seq, own[-1].seq
+    intids = {f.intid for f in own if isinstance(f, SdeiBinding)}
+    stamps = [f.vtime for f in own]  # vtime is not monotonic in seq order: bound it both ways
+    around = [f for f in log.select(PowerTransition, SdeiMask, SmcccCall, IrqAsserted, start=min(stamps),
+                                    end=max(stamps) + 1) if first <= f.seq <= last]
+    return [m for f in sorted(own + around, key=lambda f: f.seq) for m in _rows(f, event, intids)]
+
+
+def _rows(fact: Fact, event: int, intids: set[int]) -> list[Message]:
+    def to_fw(text: str, kind: str = "call") -> list[Message]:
+        return [Message(fact.seq, fact.vtime, fact.cpu, FIRMWARE, text, kind)]
+
+    def from_fw(text: str, kind: str) -> list[Message]:
+        return [Message(fact.seq, fact.vtime, FIRMWARE, fact.cpu, text, kind)]
+
+    if isinstance(fact, SdeiTransition):
+        if fact.action == "dispatch":
+            return []  # drawn from the SdeiDispatch fact, which says why
+        if fact.action == "cpu-on-reset":
+            return from_fw(f"CPU_ON reset: {fact.old} → {fact.new}", "reset")
+        result = RESULT_NAMES.get(fact.result, str(fact.result))
+        if fact.old != fact.new:
+            return to_fw(f"{fact.action}: {fact.old} → {fact.new}" + (f", returns {result}" if fact.result else ""))
+        if fact.old not in _STATES:  # refused before the table: no such event, bad parameters, no dispatch
+            return to_fw(f"{fact.action} ✗ {result} (before the state table)", "refused")
+        if _accepted(fact.old, fact.action):
+            return to_fw(f"{fact.action} ✓ in {fact.old}")
+        return to_fw(f"{fact.action} ✗ {result} in {fact.old}", "refused")
+    if isinstance(fact, SdeiDispatch):
+        kind = "critical " if fact.critical else ""
+        return from_fw(f"dispatch {kind}handler ({fact.source}), depth {fact.depth}", "dispatch")
+    if isinstance(fact, SdeiComplete):
+        return from_fw(f"{fact.how}: resume at {fact.resume_pc:#x}", "resume")
+    if isinstance(fact, SdeiBinding):
+        return to_fw(f"INTERRUPT_BIND({fact.intid}) → event {fact.event}" if fact.bound
+                     else f"INTERRUPT_RELEASE(event {fact.event}) frees INTID {fact.intid}")
+    if isinstance(fact, SmcccCall):
+        if fact.name == "SDEI_EVENT_SIGNAL" and fact.args[:1] == (event,):
+            target = f", PE {fact.args[1]:#x}" if len(fact.args) > 1 else ""
+            return to_fw(f"EVENT_SIGNAL({event}{target})")
+        if fact.name.startswith("CPU_ON"):
+            return to_fw(f"{fact.name}(MPIDR {fact.args[0]:#x})" if fact.args else fact.name, "power")
+        return []
+    if isinstance(fact, PowerTransition):
+        if fact.cause == "cpu-on" and fact.old == "off":
+            return from_fw("powered on by CPU_ON: SDEI-masked, private events reset", "power")
+        if fact.new == "off":
+            return to_fw(f"power off ({fact.cause})", "power")
+        return []
+    if isinstance(fact, SdeiMask):
+        if fact.cause == "call":
+            return to_fw("PE_MASK" if fact.masked else "PE_UNMASK", "mask")
+        return from_fw(f"{'masked' if fact.masked else 'unmasked'} ({fact.cause})", "mask")
+    if isinstance(fact, IrqAsserted) and fact.intid in intids:
+        return [Message(fact.seq, fact.vtime, FIRMWARE, FIRMWARE, f"INTID {fact.intid} pending for CPU {fact.cpu}",
+                        "note")]
+    return []
+
+
+def _accepted(state: str, action: str) -> bool:
+    try:
+        return TABLE[_STATES[state]][Action(action)].allowed
+    except ValueError:
+        return True
+
+
+def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Sequence[int] | None = None,
+             window: tuple[int, int] | None = None) -> list[Artist]:
+    """Draw ``event``'s sequence diagram on ``ax``; returns the artists drawn.
+
+    ``trace`` is a TraceLog or the rows ``messages`` computed; ``cpus`` fixes the CPU lifelines
+    (default: every CPU that appears in a row); ``window`` keeps the facts in a vtime range.
+    Give the figure about 0.3 inch of height per row. Gids: "lifeline:CPU n", "lifeline:firmware",
+    "msg:KIND" per row (KIND: call, refused, dispatch, resume, power, mask, reset, note), "activation".
+    """
+    rows = list(trace) if not isinstance(trace, TraceLog) else messages(trace, event, window)
+    shown = sorted({c for m in rows for c in (m.src, m.dst) if c != FIRMWARE}) if cpus is None else list(cpus)
+    column = {cpu: i for i, cpu in enumerate(shown)}
+    column[FIRMWARE] = len(shown)
+    rows = [m for m in rows if m.src in column and m.dst in column]
+    artists: list[Artist] = []
+    height = max(len(rows), 1)
+
+    for who, x in column.items():
+        name = "firmware" if who == FIRMWARE else f"CPU {who}"
+        artists.append(ax.add_line(_line([x, x], [-0.6, height], style.GREY, "-", 1.5, f"lifeline:{name}")))
+        artists.append(ax.text(x, -1.0, name, ha="center", va="bottom", fontsize=style.FONT, fontweight="bold",
+                               bbox={"boxstyle": "round,pad=0.3", "facecolor": "#EEEEEE", "edgecolor": style.BLACK}))
+
+    running: dict[int, list[int]] = {}  # cpu -> rows where a handler of this event started, still running
+    for y, m in enumerate(rows):
+        colour, linestyle, width = _STYLE[m.kind]
+        x0, x1 = column[m.src], column[m.dst]
+        if m.src == m.dst:
+            artists.append(ax.text(x0, y, m.text, ha="center", va="center", fontsize=style.SMALL - 1,
+                                   gid=f"msg:{m.kind}", bbox={"boxstyle": "round,pad=0.2", "facecolor": "#FFF6D5",
+                                                              "edgecolor": style.GREY}))
+            continue
+        arrow = ax.annotate("", xy=(x1, y), xytext=(x0, y), annotation_clip=False,
+                            arrowprops={"arrowstyle": "-|>", "color": colour, "linestyle": linestyle,
+                                        "linewidth": width, "shrinkA": 0, "shrinkB": 0, "mutation_scale": 16})
+        arrow.set_gid(f"msg:{m.kind}")
+        artists.append(arrow)
+        artists.append(ax.text((x0 + x1) / 2, y - 0.12, m.text, ha="center", va="bottom", fontsize=style.SMALL - 1,
+                               color=colour))
+        if m.kind == "dispatch":
+            running.setdefault(m.dst, []).append(y)
+        elif m.kind == "resume" and running.get(m.dst):
+            top = running[m.dst].pop()
+            artists.append(ax.add_patch(Rectangle((column[m.dst] - 0.06, top), 0.12, y - top, facecolor=style.BLUE,
+                                                  edgecolor=style.BLACK, zorder=1, gid="activation")))
+
+    ax.set_xlim(-0.7, len(shown) + 0.7)
+    ax.set_ylim(height + 0.2, -2.4)
+    ax.set_yticks(range(len(rows)), labels=[_micro(m.vtime) for m in rows], fontsize=style.SMALL - 3)
+    ax.set_xticks([])
+    ax.set_ylabel("virtual time (one row per fact)", fontsize=style.FONT)
+    ax.set_title(f"SDEI event {event}: its life across CPUs", fontsize=style.TITLE)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    return artists
+
+
+def _micro(vtime: int) -> str:
+    return f"{vtime / 1000:,.3f} µs"
+
+
+def _line(xs: list[float], ys: list[float], colour: str, linestyle: str, width: float, gid: str) -> Line2D:
+    return Line2D(xs, ys, color=colour, linestyle=linestyle, linewidth=width, zorder=0, gid=gid)

@@ -1,0 +1,194 @@
+"""An SDEI event's state machine, drawn from the very table the firmware enforces.
+
+States and arrows come from ``sdeilab.firmware.sdei.table.TABLE`` (DEN0054A section 6.1, as
+TF-A's sdei_state.c has it): an arrow for every action that moves an event to another state,
+and inside each state's box the actions it accepts without moving (↻) and, given a trace, the
+ones it refused (✗) with how often. Given a trace, each arrow's label counts the SdeiTransition
+facts that took it, and the event's current state (the last transition's ``new``) is
+highlighted. The layout is fixed by hand: idle states on top, running ones below, registration
+flowing left to right, so the picture never moves between two runs.
+
+Drawn in data units on an equal-aspect axes: give it a figure of about 12 x 8 inches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.path import Path
+
+from sdeilab.firmware.sdei.table import DENIED, LABELS, PENDING, TABLE, Action, EventState
+from sdeilab.trace.log import TraceLog
+from sdeilab.trace.records import SdeiTransition
+from sdeilab.viz import style
+
+S = EventState
+POSITIONS: dict[EventState, tuple[float, float]] = {
+    S.UNREGISTERED: (0.0, 5.4), S.REGISTERED: (7.5, 5.4), S.ENABLED: (15.0, 5.4),
+    S.UNREGISTER_PENDING: (0.0, 0.0), S.REGISTERED_RUNNING: (7.5, 0.0), S.ENABLED_RUNNING: (15.0, 0.0),
+}
+BOX = (4.8, 2.4)  # a state's box, width and height
+BEND = 0.1  # how far an arrow bows to its left, as a fraction of its length (two directions: two sides)
+BENDS = {(S.ENABLED, S.UNREGISTERED): -0.22,  # over the top, clear of REGISTERED
+         (S.ENABLED_RUNNING, S.UNREGISTER_PENDING): 0.22}  # under the bottom, clear of REGISTERED_RUNNING
+RESULT_NAMES = {DENIED: "DENIED", PENDING: "PENDING", -1: "NOT_SUPPORTED", -2: "INVALID_PARAMETERS",
+                -10: "OUT_OF_RESOURCE"}
+_BY_LABEL = {label: state for state, label in LABELS.items()}
+TIMES = "\u00d7"  # the multiplication sign: "enable" TIMES "3" reads "taken three times"
+
+
+@dataclass
+class Tally:
+    """How often each kind of SdeiTransition fact occurred, keyed as the drawing needs them."""
+
+    moves: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (old, new, action), old != new
+    stays: Counter[tuple[str, str]] = field(default_factory=Counter)  # (state, action): accepted, no move
+    refused: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (state, action, result)
+    early: Counter[tuple[str, int]] = field(default_factory=Counter)  # (action, result): refused before the table
+    current: str | None = None  # the last transition's new state
+
+    @classmethod
+    def of(cls, log: TraceLog, event: int | None, cpu: int | None) -> Tally:
+        tally = cls()
+        for fact in log.select(SdeiTransition, cpu=cpu, event=event):
+            assert isinstance(fact, SdeiTransition)
+            if fact.old not in _BY_LABEL:  # "-": refused before the table (no such event, bad parameters)
+                tally.early[(fact.action, fact.result)] += 1
+                continue
+            tally.current = fact.new
+            if fact.old != fact.new:
+                tally.moves[(fact.old, fact.new, fact.action)] += 1
+            elif _accepts(fact.old, fact.action):
+                tally.stays[(fact.old, fact.action)] += 1
+            else:
+                tally.refused[(fact.old, fact.action, fact.result)] += 1
+        return tally
+
+
+def _accepts(state: str, action: str) -> bool:
+    try:
+        return TABLE[_BY_LABEL[state]][Action(action)].allowed
+    except ValueError:  # an action the table does not know (the dispatcher's own, like cpu-on-reset)
+        return True
+
+
+def state_machine(ax: Axes, trace: TraceLog | None = None, event: int | None = None,
+                  cpu: int | None = None) -> list[Artist]:
+    """Draw the SDEI state machine on ``ax``; with a trace, count and highlight ``event`` (on ``cpu``).
+
+    ``cpu`` keeps only the transitions that CPU made: a private event's state is per PE (for a
+    shared event the highlight is then where that CPU's last call left it). Without ``event``
+    the counts add up every event's transitions and nothing is highlighted. Gids:
+    "state:LABEL" for each state's box, "current:LABEL" for the highlight, "edge:OLD->NEW" and
+    "edge-label:OLD->NEW" for the arrows from the table, "extra:OLD->NEW" and
+    "extra-label:OLD->NEW" for transitions the trace shows outside it, "refused-early".
+    """
+    tally = Tally.of(trace, event, cpu) if trace is not None else None
+    if tally is not None and event is None:
+        tally.current = None  # counts over every event, but no single event's state to highlight
+    artists: list[Artist] = []
+
+    for state, (x, y) in POSITIONS.items():
+        label = LABELS[state]
+        is_current = tally is not None and tally.current == label
+        box = FancyBboxPatch((x - BOX[0] / 2, y - BOX[1] / 2), BOX[0], BOX[1], boxstyle="round,pad=0.1",
+                             facecolor="#FDEBC8" if is_current else "white", edgecolor=style.BLACK,
+                             linewidth=1.5, zorder=2, gid=f"state:{label}")
+        artists.append(ax.add_patch(box))
+        if is_current:
+            halo = FancyBboxPatch((x - BOX[0] / 2, y - BOX[1] / 2), BOX[0], BOX[1], boxstyle="round,pad=0.22",
+                                  facecolor="none", edgecolor=style.CURRENT, linewidth=5, zorder=1,
+                                  gid=f"current:{label}")
+            artists.append(ax.add_patch(halo))
+        artists.append(ax.text(x, y + 0.75, label, ha="center", va="center", fontsize=style.FONT,
+                               fontweight="bold", zorder=3))
+        artists.append(ax.text(x, y + 0.35, f"status 0b{int(state):03b}", ha="center", va="center",
+                               fontsize=style.SMALL - 2, color="#555555", zorder=3))
+        stays = [a.value for a, cell in TABLE[state].items() if cell.next is state]
+        if stays:
+            counts = [f"{a} {TIMES}{tally.stays[(label, a)]}" if tally else a for a in stays]
+            artists.append(ax.text(x, y - 0.05, "↻ " + ", ".join(counts), ha="center", va="center",
+                                   fontsize=style.SMALL - 1, zorder=3, gid=f"stays:{label}"))
+        if tally is not None:
+            refused = sorted((a, r, n) for (s, a, r), n in tally.refused.items() if s == label)
+            if refused:
+                lines = _wrap([f"{a} {TIMES}{n}" + (f" ({RESULT_NAMES.get(r, r)})" if r != DENIED else "")
+                               for a, r, n in refused], 3)
+                artists.append(ax.text(x, y - 0.35, "✗ " + "\n   ".join(lines), ha="center", va="top",
+                                       fontsize=style.SMALL - 1, color=style.REFUSED, zorder=3,
+                                       gid=f"refused:{label}"))
+
+    edges: dict[tuple[EventState, EventState], list[str]] = {}
+    for state, row in TABLE.items():
+        for action, cell in row.items():
+            if cell.next is not None and cell.next is not state:
+                edges.setdefault((state, cell.next), []).append(action.value)
+    for (src, dst), actions in edges.items():
+        name = f"{LABELS[src]}->{LABELS[dst]}"
+        counts = [tally.moves[(LABELS[src], LABELS[dst], a)] for a in actions] if tally else []
+        text = "\n".join(f"{a} {TIMES}{n}" for a, n in zip(actions, counts, strict=True)) if tally else \
+            "\n".join(actions)
+        taken = tally is None or sum(counts) > 0
+        artists += _arrow(ax, src, dst, BENDS.get((src, dst), BEND), text, style.BLACK if taken else style.GREY,
+                          "-", f"edge:{name}", f"edge-label:{name}")
+
+    if tally is not None:
+        extra: dict[tuple[str, str], list[str]] = {}
+        for (old, new, action), n in sorted(tally.moves.items()):
+            # A move the table does not list (the dispatcher's cpu-on-reset, or a quirk's deviation).
+            if new in _BY_LABEL and action not in edges.get((_BY_LABEL[old], _BY_LABEL[new]), []):
+                extra.setdefault((old, new), []).append(f"{action} {TIMES}{n}")
+        for (old, new), texts in extra.items():
+            name = f"{old}->{new}"
+            artists += _arrow(ax, _BY_LABEL[old], _BY_LABEL[new], -BEND * 2, "\n".join(texts), style.PURPLE, "--",
+                              f"extra:{name}", f"extra-label:{name}")
+        if tally.early:
+            early = [f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})" for (a, r), n in sorted(tally.early.items())]
+            artists.append(ax.text(7.5, -3.6, "✗ refused before the table (no such event, no dispatch, bad "
+                                   "parameters):\n" + ", ".join(early), ha="center", va="top",
+                                   fontsize=style.SMALL - 1, color=style.REFUSED, gid="refused-early"))
+
+    where = f" on CPU {cpu}" if cpu is not None else ""
+    title = f"SDEI event {event}{where}" if event is not None else "SDEI event states (DEN0054 6.1)"
+    ax.set_title(title, fontsize=style.TITLE)
+    ax.set_xlim(-2.8, 17.8)
+    ax.set_ylim(-5.0, 9.0)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_axis_off()
+    return artists
+
+
+def _wrap(items: list[str], per_line: int) -> list[str]:
+    return [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+
+
+def _arrow(ax: Axes, src: EventState, dst: EventState, bend: float, text: str, colour: str, linestyle: str,
+           gid: str, label_gid: str) -> list[Artist]:
+    """A quadratic Bézier arrow between two boxes, bowing ``bend`` to its left, labelled at its middle."""
+    (x0, y0), (x1, y1) = POSITIONS[src], POSITIONS[dst]
+    ctrl = ((x0 + x1) / 2 - bend * (y1 - y0), (y0 + y1) / 2 + bend * (x1 - x0))
+    start, end = _leave(POSITIONS[src], ctrl), _leave(POSITIONS[dst], ctrl)
+    path = Path([start, ctrl, end], [Path.MOVETO, Path.CURVE3, Path.CURVE3])
+    arrow = FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=22, linewidth=2.0, color=colour,
+                            linestyle=linestyle, zorder=1, gid=gid)
+    mid = (0.25 * start[0] + 0.5 * ctrl[0] + 0.25 * end[0], 0.25 * start[1] + 0.5 * ctrl[1] + 0.25 * end[1])
+    # The label sits on the outer side of the bow, so the two arrows of a pair keep theirs apart.
+    out_x, out_y = -bend * (y1 - y0), bend * (x1 - x0)
+    ha = "center" if abs(out_x) < 1e-9 else ("left" if out_x > 0 else "right")
+    va = "center" if abs(out_y) < 1e-9 else ("bottom" if out_y > 0 else "top")
+    label = ax.text(*mid, text, ha=ha, va=va, fontsize=style.SMALL, color=colour, zorder=4, gid=label_gid,
+                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    return [ax.add_patch(arrow), label]
+
+
+def _leave(centre: tuple[float, float], toward: tuple[float, float]) -> tuple[float, float]:
+    """Where the line from a box's centre toward ``toward`` crosses the box's edge (plus a small gap)."""
+    dx, dy = toward[0] - centre[0], toward[1] - centre[1]
+    half_w, half_h = BOX[0] / 2 + 0.25, BOX[1] / 2 + 0.25
+    t = min(half_w / abs(dx) if dx else math.inf, half_h / abs(dy) if dy else math.inf)
+    return centre[0] + t * dx, centre[1] + t * dy
