@@ -38,6 +38,10 @@ class Stop(Enum):
     WFI = "wfi"  # the guest executed WFI
     REQUESTED = "requested"  # the machine asked (``request_stop``) from inside a callback
     UNMAPPED = "unmapped"  # an access to an address with no RAM or device behind it
+    # The two below are debugger stops (sdeilab.firmware.session): the slice was cut short, not
+    # ended, and the machine runs the rest of it later as if nothing had happened.
+    BREAKPOINT = "breakpoint"  # PC reached a breakpoint (``address``); that instruction has not executed
+    INTERRUPTED = "interrupted"  # ``interrupt`` was called: the slice stopped after the current instruction
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,7 @@ class SliceResult:
     executed: int
     stop: Stop
     access: str = ""  # for UNMAPPED: "read", "write" or "fetch"
-    address: int = 0  # for UNMAPPED: the faulting address
+    address: int = 0  # for UNMAPPED: the faulting address; for BREAKPOINT: the breakpoint
 
 
 class VcpuHost(Protocol):
@@ -82,6 +86,20 @@ class CpuBackend(Protocol):
         """Instructions retired so far in the current slice (valid inside callbacks)."""
         ...
     def request_stop(self) -> None: ...
+    def interrupt(self) -> None:
+        """Cut the slice after the current instruction for a debugger (``Stop.INTERRUPTED``).
+
+        Unlike ``request_stop`` (the machine has something to do: the slice ends), the machine
+        resumes the rest of the slice later. A ``request_stop`` in the same slice wins.
+        """
+        ...
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        """Stop (``Stop.BREAKPOINT``) before executing an instruction at any of ``addresses``.
+
+        With none set no instruction pays for breakpoints. A slice that starts at the breakpoint
+        it last stopped at executes that instruction (the breakpoint is skipped once).
+        """
+        ...
     def x(self, n: int) -> int: ...
     def set_x(self, n: int, value: int) -> None: ...
     def xs(self, count: int) -> list[int]: ...

@@ -19,16 +19,32 @@ This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.
   ``uc_reg_read`` and ``uc_reg_write`` merely copy. ``_xregs_locator`` finds that array once by
   experiment and every instance is checked against the API before it is used directly; where the
   check fails (another Unicorn build, no /proc), the adapter keeps to the API.
+* Debugger breakpoints are one ``UC_HOOK_CODE`` per address, bounded to that address, so no other
+  instruction pays for them. A hook added after code was translated is not called until that
+  code is translated again, so adding or removing one drops the translations of its address.
+  ``uc_emu_stop`` in a code hook stops *before* the instruction executes, but Unicorn's own
+  count hook (inserted first) has already counted it: a slice stopped at a breakpoint retired
+  one instruction fewer than the counter says.
 """
 
 from __future__ import annotations
 
 import ctypes
+from array import array
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
-from unicorn import UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM, Uc, UcError
+from unicorn import (
+    UC_ARCH_ARM64,
+    UC_HOOK_CODE,
+    UC_HOOK_INSN,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_UNMAPPED,
+    UC_MODE_ARM,
+    Uc,
+    UcError,
+)
 from unicorn import arm64_const as a64
 from unicorn.unicorn_const import (
     UC_ERR_FETCH_UNMAPPED,
@@ -167,6 +183,8 @@ class UnicornVcpu:
             uc.mmio_map(base, size, self._mmio_reader(read), None, self._mmio_writer(write), None)
         self._counter = ctypes.c_uint64.from_address(self._uch.value + 8 * _counter_index())
         self._xregs = self._direct_registers()
+        self._xq = memoryview(self._xregs).cast("B").cast("Q") if self._xregs is not None else None
+        self._pstate = self._direct_pstate()
         self._val = ctypes.c_uint64()
         self._pval = ctypes.c_void_p(ctypes.addressof(self._val))
         self._batch_ids = (ctypes.c_int32 * 31)(*_X_IDS)
@@ -179,6 +197,11 @@ class UnicornVcpu:
         self._replaying_store = False
         self._unmapped: tuple[str, int] | None = None
         self._budget = 0
+        self._interrupted = False  # a debugger cut (``interrupt``), as opposed to ``_stop_requested``
+        self._breakpoints: dict[int, int] = {}  # address -> hook handle
+        self._break_hit: int | None = None  # the breakpoint this slice stopped at
+        self._last_break: int | None = None  # where the previous slice stopped at a breakpoint
+        self._skip_at: int | None = None  # the breakpoint to step over once, at the slice's start
         self._install_hooks()
         self.write("SCR_EL3", SCR_EL3_NS_HCE_RW)
         self.write("HCR_EL2", HCR_EL2_RW)
@@ -204,6 +227,48 @@ class UnicornVcpu:
         for i in range(6):
             self._uc.reg_write(a64.UC_ARM64_REG_X0 + i, 0)
         return view if ok else None
+
+    def _direct_pstate(self) -> tuple[Any, int, int, int, int, int, int] | None:
+        """Where QEMU keeps PSTATE, so the SDEI path can read it without the API (about 1 µs a read).
+
+        QEMU splits PSTATE across CPUARMState (pstate_write): NF = the value (N is bit 31), ZF is
+        zero when Z is set, CF = C, VF holds V in bit 31, ``daif`` the DAIF bits, ``pstate`` the
+        rest. Their places after ``env->pc`` are found by writing known values through the API,
+        and the composition is verified against the API's reads; any doubt and the API is used.
+        Writes always go through the API, which also refreshes QEMU's cached flags.
+        """
+        if self._xregs is None:
+            return None
+        words = (ctypes.c_uint32 * 512).from_address(ctypes.addressof(self._xregs) + 33 * 8)
+        probes = [0x3C5, 0x004, 0x8000_0005, 0x4000_0184, 0x2000_0245, 0x1000_0304, 0xF000_03C4, 0x5000_0085,
+                  0xA000_0004]
+        snaps = []
+        for value in probes:
+            self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, value)
+            snaps.append(list(words))
+        fields = (lambda v: v, lambda v: ~v & 0x4000_0000, lambda v: (v >> 29) & 1,
+                  lambda v: (v << 3) & 0x8000_0000, lambda v: v & 0x0FFF_F03F, lambda v: v & 0x3C0)
+        places = []
+        for expect in fields:  # NF, ZF, CF, VF, pstate, daif
+            found = [i for i in range(len(words))
+                     if all(snap[i] == expect(v) for v, snap in zip(probes, snaps, strict=True))]
+            if len(found) != 1:
+                self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
+                return None
+            places.append(found[0])
+        located = (words, *places)
+        ok = True
+        for value in (0x3C5, 0x6000_0005, 0x9000_0144, 0x0000_0085, 0xF000_0005):
+            self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, value)
+            ok = ok and self._compose(located) == self._uc.reg_read(a64.UC_ARM64_REG_PSTATE) == value
+        self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
+        return located if ok else None  # type: ignore[return-value]
+
+    @staticmethod
+    def _compose(located: tuple[Any, int, int, int, int, int, int]) -> int:
+        words, nf, zf, cf, vf, pstate, daif = located
+        return ((words[nf] & 0x8000_0000) | ((words[zf] == 0) << 30) | (words[cf] << 29)
+                | ((words[vf] & 0x8000_0000) >> 3) | words[pstate] | words[daif])
 
     # --- hooks -------------------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -256,6 +321,16 @@ class UnicornVcpu:
         self._host.system_instruction(self.index, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val)
         return False
 
+    def _on_breakpoint(self, uc: Uc, address: int, size: int, _user: object) -> None:
+        if self._counter.value > self._budget:
+            return  # the budget ended the slice just before this instruction: that is no hit
+        if address == self._skip_at:
+            self._skip_at = None  # resuming from this very breakpoint: execute it this once
+            return
+        if self._break_hit is None:
+            self._break_hit = address
+        uclib.uc_emu_stop(self._uch)
+
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int, _user: object) -> bool:
         kind = {UC_MEM_WRITE_UNMAPPED: "write", UC_MEM_FETCH_UNMAPPED: "fetch"}.get(access, "read")
         self._unmapped = (kind, address)
@@ -283,12 +358,22 @@ class UnicornVcpu:
     def run(self, budget: int) -> SliceResult:
         """Run at most ``budget`` instructions from the current PC."""
         self._stop_requested = False
+        self._interrupted = False
         self._unmapped = None
         self._budget = budget
         self._counter.value = 0
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
-        err = uclib.uc_emu_start(self._uch, self._val.value, _NEVER, 0, budget)
+        start = self._val.value
+        if self._breakpoints:
+            self._skip_at = start if start == self._last_break else None
+        self._last_break = None
+        err = uclib.uc_emu_start(self._uch, start, _NEVER, 0, budget)
         executed = self.executed()
+        hit = self._break_hit
+        if hit is not None:
+            self._break_hit = None
+            executed = min(self._counter.value - 1, budget)  # counted, not executed (module docstring)
+        self._skip_at = None
         if self._store_interrupted and not err:
             executed = self._finish_store(executed)
         hook_error = self._hook_error or getattr(self._uc, "_hook_exception", None)
@@ -303,6 +388,11 @@ class UnicornVcpu:
             raise UcError(err)
         if self._stop_requested:
             return SliceResult(executed, Stop.REQUESTED)
+        if hit is not None:
+            self._last_break = hit
+            return SliceResult(executed, Stop.BREAKPOINT, address=hit)
+        if self._interrupted:
+            return SliceResult(executed, Stop.INTERRUPTED)
         if executed >= budget:
             return SliceResult(budget, Stop.BUDGET)
         return SliceResult(executed, Stop.WFI)  # the only other way emu_start returns early
@@ -320,10 +410,12 @@ class UnicornVcpu:
         self._store_interrupted = False
         self._replaying_store = True
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
+        self._skip_at = self._val.value  # a breakpoint on the store must not stop its completion
         saved = self._counter.value
         uclib.uc_emu_start(self._uch, self._val.value, _NEVER, 0, 1)
         self._counter.value = saved
         self._replaying_store = False
+        self._skip_at = None
         return executed
 
     def executed(self) -> int:
@@ -335,6 +427,21 @@ class UnicornVcpu:
         if self._in_store:
             self._store_interrupted = True
         uclib.uc_emu_stop(self._uch)
+
+    def interrupt(self) -> None:
+        """A debugger stop after the current instruction; the machine resumes the slice later."""
+        self._interrupted = True
+        if self._in_store:
+            self._store_interrupted = True
+        uclib.uc_emu_stop(self._uch)
+
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        for address in set(self._breakpoints) - addresses:
+            self._uc.hook_del(self._breakpoints.pop(address))
+            self._uc.ctl_remove_cache(address, address + 4)
+        for address in addresses - set(self._breakpoints):
+            self._breakpoints[address] = self._uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None, address, address)
+            self._uc.ctl_remove_cache(address, address + 4)
 
     # --- registers ---------------------------------------------------------------------
     def x(self, n: int) -> int:
@@ -361,9 +468,12 @@ class UnicornVcpu:
         return self._batch_vals[:count]
 
     def set_xs(self, values: list[int]) -> None:
-        view = self._xregs
+        view = self._xq
         if view is not None:
-            view[:len(values)] = [value & MASK64 for value in values]
+            try:
+                view[:len(values)] = array("Q", values)  # one copy; fails only for a negative value
+            except OverflowError:
+                view[:len(values)] = array("Q", [value & MASK64 for value in values])
             return
         for i, value in enumerate(values):
             self._batch_vals[i] = value & MASK64
@@ -396,6 +506,8 @@ class UnicornVcpu:
         uclib.uc_reg_write(self._uch, a64.UC_ARM64_REG_PC, self._pval)
 
     def read(self, name: str) -> int:
+        if name == "PSTATE" and self._pstate is not None:
+            return self._compose(self._pstate)
         reg_id = _REG_IDS.get(name)
         if reg_id is not None:
             uclib.uc_reg_read(self._uch, reg_id, self._pval)
@@ -429,6 +541,7 @@ class UnicornVcpu:
     def reset(self, mpidr: int) -> None:
         """Architectural reset into Non-secure EL1h, DAIF masked, MMU off, with this MPIDR."""
         self._uc.context_restore(self._pristine)
+        self._last_break = None  # a CPU coming out of reset has stopped at no breakpoint
         self.write("VMPIDR_EL2", mpidr)
         self.set_xs([0] * 31)
 

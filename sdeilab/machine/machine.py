@@ -11,6 +11,14 @@ same guest and options give the same trace byte for byte.
 
 A CPU's slice ends early at the next deadline of its own timers, so a timer interrupt is raised
 at the exact counter value it was programmed for.
+
+Debugger stops (an instruction budget, a breakpoint, a pause, a watched fact) must not change
+what the guest does, or stepping back by replay (sdeilab.firmware.session) would land somewhere
+else. Where a slice starts matters (interrupts are delivered, SDEI events dispatched and the
+masked-interrupt poll counted from there), so a debugger stop never starts a new one: a slice it
+cuts short is kept (``_pending``) and its rest runs on resume without the start-of-slice work,
+and a stop between slices resumes at the point it left. A run stopped and resumed anywhere
+leaves the same trace as one run (tests/test_session.py).
 """
 
 from __future__ import annotations
@@ -127,6 +135,13 @@ class Machine:
         self.code_generation = 0  # bumped whenever guest code may have changed (caches of decoded code)
         self._outcome: RunOutcome | None = None
         self._budget_end: int | None = None
+        # The debugger's stops (see the module docstring).
+        self._break: tuple[StopReason, str] | None = None  # a stop asked for, taken at the next safe point
+        self._pending: tuple[int, int] | None = None  # (cpu, instructions left) of a slice cut short
+        self._round_open = False  # a run stopped in the middle of a round
+        self._debugger = False  # budget stops leave no MachineStopped fact
+        self.last_cpu: int | None = None  # the CPU that ran the last slice
+        self.cpu_retired = [0] * cpus  # instructions each CPU retired
 
     # --- time ---------------------------------------------------------------------------
     def now(self) -> int:
@@ -163,6 +178,7 @@ class Machine:
         self._invalidate_code()
         self.image = image
         self._outcome = None
+        self._pending = None
         boot = self.vcpus[0]
         boot.entry = (image.entry, 0)
         self._start(boot, "boot")
@@ -223,6 +239,42 @@ class Machine:
             self.record(MachineStopped, cpu, reason.value, detail)
         if self._current is not None:
             self._current.backend.request_stop()
+
+    # --- the debugger's stops (sdeilab.firmware.session) ----------------------------------
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        """Stop (``StopReason.BREAKPOINT``) before any CPU executes an instruction at one of ``addresses``."""
+        for vcpu in self.vcpus:
+            vcpu.backend.set_breakpoints(addresses)
+
+    def request_break(self, reason: StopReason, detail: str) -> None:
+        """From inside a run (a trace watcher): stop after the current instruction, resumably.
+
+        Outside a slice (an SDEI dispatch, a CPU coming on) the run stops before the next slice.
+        No fact is recorded: a debugger stop is not something the guest did.
+        """
+        if self._break is None:
+            self._break = (reason, detail)
+        current = self._current
+        if current is not None:
+            current.backend.interrupt()
+
+    def request_pause(self, detail: str = "paused") -> None:
+        """From any thread: stop at the end of the slice that is running (at most ``quantum`` instructions).
+
+        Only a flag is set; the engine is not touched from the other thread, so a pause cannot
+        land in the middle of a device access or a firmware call, and the stop is a slice
+        boundary that a replay reproduces exactly.
+        """
+        self._break = (StopReason.PAUSED, detail)
+
+    def cancel_break(self) -> None:
+        self._break = None
+
+    def _take_break(self) -> None:
+        assert self._break is not None
+        reason, detail = self._break
+        self._break = None
+        self._outcome = RunOutcome(reason, detail, self.retired)
 
     def poke(self, cpu: int) -> None:
         """Something now waits for ``cpu`` (an SDEI signal, a completed handler): it acts no earlier than now."""
@@ -384,28 +436,35 @@ class Machine:
         return FaultReport(vcpu.index, pc, instruction, symbol, reason, registers)
 
     # --- the scheduler -----------------------------------------------------------------
-    def run(self, max_instructions: int | None = None) -> RunOutcome:
+    def run(self, max_instructions: int | None = None, *, debugger: bool = False) -> RunOutcome:
         """Run until the guest stops the machine, faults, deadlocks or retires ``max_instructions`` more.
 
         After SYSTEM_OFF, SYSTEM_RESET or a fault the machine stays stopped: running it again
-        returns the same outcome (load a guest again to start over).
+        returns the same outcome (load a guest again to start over). A run that stopped for its
+        budget, a breakpoint or a pause continues where it stopped. With ``debugger`` such stops
+        record no MachineStopped fact, so the trace does not depend on where a debugger stopped.
         """
         if self._outcome is not None and self._outcome.reason in _FINAL:
             return self._outcome
         self._outcome = None
+        self._debugger = debugger
         self._budget_end = None if max_instructions is None else self.retired + max_instructions
         while self._outcome is None:
-            if not any(v.state in (VcpuState.ON, VcpuState.ON_PENDING) for v in self.vcpus):
+            # A round a debugger stop interrupted goes on: idle time is skipped at round starts only.
+            if not self._round_open and not any(v.state in (VcpuState.ON, VcpuState.ON_PENDING)
+                                                for v in self.vcpus):
                 self._skip_idle_time()
                 if self._outcome is not None:
                     break
             end = self._round_start + self.quantum
+            self._round_open = True
             for vcpu in self.vcpus:
                 self._run_cpu(vcpu, end)
                 if self._outcome is not None:
                     break
             else:
                 self._round_start = end
+                self._round_open = False
         return self._outcome
 
     def _skip_idle_time(self) -> None:
@@ -438,6 +497,17 @@ class Machine:
         gic = self.gic
         timer = self.timers[cpu]
         while t < end and self._outcome is None:
+            if self._break is not None:
+                self._take_break()
+                break
+            pending = self._pending
+            if pending is not None and pending[0] == cpu:
+                # The rest of a slice a debugger stop cut short: no start-of-slice work, as if
+                # the slice had never stopped (module docstring).
+                self._pending = None
+                self._clock = t
+                t = self._run_slice(vcpu, t, pending[1])
+                continue
             self._clock = t
             self._advance_devices(t)
             timer.update(t // NS_PER_COUNT)
@@ -487,25 +557,56 @@ class Machine:
             device_deadline = self._next_device_deadline
             if device_deadline is not None and 0 < device_deadline - t < budget:
                 budget = device_deadline - t
-            if self._budget_end is not None:
-                left = self._budget_end - self.retired
-                if left <= 0:
-                    self._out_of_budget()
-                    break
-                budget = min(budget, left)
-            self._current = vcpu
-            try:
-                result = vcpu.backend.run(budget)
-            finally:
-                self._current = None
-            t += result.executed
-            self.retired += result.executed
-            if result.executed:
-                self._last_activity = t
-            self._clock = t
-            self._after_slice(vcpu, result)
+            if self._break is not None:  # a fact just recorded (an SDEI dispatch, an IRQ taken) stops here
+                self._pending = (cpu, budget)
+                self._take_break()
+                break
+            t = self._run_slice(vcpu, t, budget)
         self._local[cpu] = max(t, self._local[cpu])
         self._clock = self._local[cpu]
+
+    def _run_slice(self, vcpu: Vcpu, t: int, budget: int) -> int:
+        """Run ``vcpu`` for a slice of ``budget`` instructions from vtime ``t``; returns the new vtime.
+
+        The caller's instruction budget, a breakpoint or a watched fact may cut the slice short:
+        its rest is kept in ``_pending`` for the next run.
+        """
+        cpu = vcpu.index
+        chunk = budget
+        if self._budget_end is not None:
+            left = self._budget_end - self.retired
+            if left <= 0:
+                self._pending = (cpu, budget)
+                self._out_of_budget()
+                return t
+            chunk = min(budget, left)
+        self._current = vcpu
+        try:
+            result = vcpu.backend.run(chunk)
+        finally:
+            self._current = None
+        executed = result.executed
+        t += executed
+        self.retired += executed
+        self.cpu_retired[cpu] += executed
+        self.last_cpu = cpu
+        if executed:
+            self._last_activity = t
+        self._clock = t
+        stop = result.stop
+        cut = stop is Stop.BREAKPOINT or stop is Stop.INTERRUPTED or (stop is Stop.BUDGET and chunk < budget)
+        if cut and executed < budget:
+            self._pending = (cpu, budget - executed)
+        else:
+            self._after_slice(vcpu, result)
+        if stop is Stop.BREAKPOINT:  # it wins over a watched fact: the engine will skip it once on resume
+            self._break = (StopReason.BREAKPOINT, f"breakpoint at 0x{result.address:x} on CPU {cpu}")
+        if self._outcome is None:
+            if self._break is not None:
+                self._take_break()
+            elif self._budget_end is not None and self.retired >= self._budget_end:
+                self._out_of_budget()
+        return t
 
     def _deliver_interrupt(self, vcpu: Vcpu, irq: bool, fiq: bool) -> bool:
         """Take a pending FIQ or IRQ if PSTATE lets it in; True if one stays masked."""
@@ -531,10 +632,11 @@ class Machine:
             reason = f"{result.access} of unmapped address 0x{result.address:x}"
             esr_value = exc.esr_abort(fetch, result.access == "write", el0)
             self.guest_exception(vcpu, esr_value, pc, reason, far=result.address)
-        if self._budget_end is not None and self.retired >= self._budget_end and self._outcome is None:
-            self._out_of_budget()
 
     def _out_of_budget(self) -> None:
+        if self._debugger:
+            self._outcome = RunOutcome(StopReason.BUDGET, f"{self.retired} instructions retired", self.retired)
+            return
         where = ", ".join(f"CPU {v.index} {v.state.value} at pc 0x{v.backend.pc:x}"
                           + (f" <{self.image.symbolize(v.backend.pc)}>" if self.image else "")
                           for v in self.vcpus if v.state is not VcpuState.OFF)

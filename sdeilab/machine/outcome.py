@@ -13,6 +13,10 @@ class StopReason(Enum):
     DEADLOCK = "deadlock"  # every CPU waits with nothing left that could wake it
     SYSTEM_RESET = "system-reset"  # PSCI SYSTEM_RESET or SYSTEM_RESET2
     BREAK = "break"  # a breakpoint or a caller's condition (the lab's debugger)
+    # Debugger stops (sdeilab.firmware.session); the command line never produces them, so its
+    # exit statuses are unchanged. A run stopped for one of them resumes as if never stopped.
+    BREAKPOINT = "breakpoint"  # PC reached an address breakpoint; that instruction has not executed
+    PAUSED = "paused"  # someone asked (``Machine.request_pause``, possibly from another thread)
 
     @property
     def exit_status(self) -> int:
@@ -26,6 +30,8 @@ _EXIT_STATUS = {
     StopReason.DEADLOCK: 4,
     StopReason.SYSTEM_RESET: 5,
     StopReason.BREAK: 0,
+    StopReason.BREAKPOINT: 0,
+    StopReason.PAUSED: 0,
 }
 
 

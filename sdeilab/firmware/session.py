@@ -1,0 +1,612 @@
+"""The lab's debugger: one guest on one platform, driven by methods that notebooks, tests and the
+dashboard's buttons all call (sdeilab.widgets.Lab is a thin view over a ``Session``).
+
+Every control method (``run``, ``step``, ``step_firmware``, ``run_until``, ``reset``,
+``step_back``) returns a :class:`StopInfo` and every view (``cpu_view``, ``disassembly``,
+``memory``, ``uart``) returns data, never text, so the same core serves a notebook, a test and
+the widgets (reference: jupyter-ecosystem-and-code-anchors B3 and B6: commands in, typed results
+out; the engine never prints).
+
+How the stops work, and why stepping back is exact:
+
+* The machine stops for the debugger without changing what the guest does (the module docstring
+  of sdeilab.machine.machine): a run stopped and resumed anywhere leaves the same trace as one
+  run. So the guest's history is a function of one number, the instructions retired since the
+  guest was loaded, and ``step_back(n)`` loads the guest again and runs it to that count minus
+  ``n``. Cost: one replay from the start at full emulation speed (no per-instruction hooks), so
+  stepping back late in a long run takes as long as running there did (about 0.1 s per million
+  instructions for the SDEI scenarios here, more for guests that spin in WFI loops). There are no
+  checkpoints: a machine snapshot would have to copy RAM and every device and firmware object.
+* Address breakpoints are engine hooks on those addresses only (nothing else slows down); a CPU
+  stopped at one steps over it when the run resumes.
+* Firmware-event stops (``break_on``, ``step_firmware``, ``run_until`` with a fact predicate)
+  watch the trace as facts are appended and stop the machine right after the instruction that
+  caused the fact (a hypercall has then returned, or entered an SDEI handler), or before the
+  next slice for facts recorded between slices (an SDEI dispatch, a CPU coming on).
+* ``pause()`` may be called from any thread (the dashboard's Pause button while a run goes on in
+  a background thread); the run stops at the end of the slice that is running (at most one
+  quantum, 100,000 instructions) with reason ``paused``. Ctrl-C (a Jupyter kernel interrupt)
+  during a run in the main thread is turned into the same pause, so an interrupted run never
+  leaves a firmware call half done and loses nothing of the trace.
+
+Positions: a stop is at an instruction count. Several stops can share one count (the firmware
+dispatches an SDEI event between two instructions); ``step_back`` always lands before such
+firmware work, so stepping forward again shows the state right after the instruction.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sdeilab.cpu.disasm import disassemble
+from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.firmware.profiles import PROFILES, Profile, profile_named
+from sdeilab.firmware.sdei.quirks import Quirks
+from sdeilab.machine.loader import GuestImage
+from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
+from sdeilab.machine.outcome import RunOutcome, StopReason
+from sdeilab.machine.vcpu import VcpuState
+from sdeilab.trace import FACT_KINDS, Fact, SdeiDispatch, SmcccCall, TraceLog
+
+GENERAL = tuple(f"x{n}" for n in range(31))
+SPECIAL = ("SP", "PC", "PSTATE")
+SYSREGS = ("SP_EL0", "ELR_EL1", "SPSR_EL1", "ESR_EL1", "FAR_EL1", "VBAR_EL1", "SCTLR_EL1", "TPIDR_EL1")
+REGISTERS = GENERAL + SPECIAL + SYSREGS
+"""What a CPU view shows: x0-x30, SP (the one PSTATE selects), PC, PSTATE, and the EL1 system
+registers exception handling and SDEI handlers touch (ARM ARM D1.10)."""
+
+CHUNK = 250_000
+"""Instructions per machine run inside a long run: progress is reported and a pause is noticed
+between chunks. Chunks do not change what the guest does."""
+
+_FINAL = frozenset({StopReason.SYSTEM_OFF, StopReason.SYSTEM_RESET, StopReason.FAULT, StopReason.DEADLOCK})
+
+
+class SessionBusy(RuntimeError):
+    """A control method was called while another one runs the machine (pause it first)."""
+
+
+@dataclass(frozen=True)
+class StopInfo:
+    """Why and where the machine stopped.
+
+    ``reason`` is a :class:`StopReason` value ("budget", "breakpoint", "paused", "break" for a
+    firmware event or condition, "system-off", "fault", "deadlock", "system-reset") or "reset" /
+    "step-back" for those commands. ``cpu`` is the CPU that ran last (or hit the breakpoint),
+    ``fact`` the fact that stopped a firmware-event run.
+    """
+
+    reason: str
+    detail: str
+    retired: int
+    cpu: int | None = None
+    fact: Fact | None = None
+    executed: int = 0  # instructions this command retired (negative for step_back)
+
+    @property
+    def final(self) -> bool:
+        """The run cannot go on (SYSTEM_OFF, SYSTEM_RESET, a fault, every CPU waiting for nothing):
+        only reset or step back do anything."""
+        return self.reason in {r.value for r in _FINAL}
+
+
+@dataclass(frozen=True)
+class CpuView:
+    """One CPU at the last stop: power state, registers, and which of them changed since the stop before."""
+
+    cpu: int
+    state: str
+    registers: dict[str, int]
+    changed: frozenset[str]
+    retired: int  # instructions this CPU has retired
+
+    @property
+    def pc(self) -> int:
+        return self.registers["PC"]
+
+
+@dataclass(frozen=True)
+class DisasmLine:
+    address: int
+    text: str
+    label: str  # the symbol at this exact address, or ""
+    current: bool  # PC is here
+    breakpoint: bool
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """An address breakpoint; ``cpu`` None stops on every CPU."""
+
+    address: int
+    cpu: int | None = None
+    label: str = ""
+
+    def __str__(self) -> str:
+        where = f" <{self.label}>" if self.label else ""
+        return f"0x{self.address:x}{where}" + ("" if self.cpu is None else f" on CPU {self.cpu}")
+
+
+@dataclass(frozen=True)
+class EventBreak:
+    """A firmware-event breakpoint: an SMCCC function by name, or a fact kind by class name."""
+
+    name: str
+    cpu: int | None = None
+    _calls: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    _kind: type[Fact] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def kinds(self) -> frozenset[type[Fact]]:
+        """The fact kinds this can match: the session looks at no other."""
+        return frozenset({self._kind or SmcccCall})
+
+    def matches(self, fact: Fact) -> bool:
+        if self.cpu is not None and fact.cpu != self.cpu:
+            return False
+        if self._kind is not None:
+            return type(fact) is self._kind
+        return type(fact) is SmcccCall and fact.name in self._calls  # type: ignore[attr-defined]
+
+    def __str__(self) -> str:
+        return self.name + ("" if self.cpu is None else f" on CPU {self.cpu}")
+
+
+class _WatchedLog(TraceLog):
+    """The trace, telling the session about each fact as it is appended (only while it watches)."""
+
+    __slots__ = ("watch",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watch: Callable[[type[Fact]], None] | None = None
+
+    def add(self, kind: type[Fact], cpu: int, vtime: int, *payload: object) -> None:
+        TraceLog.add(self, kind, cpu, vtime, *payload)
+        watch = self.watch
+        if watch is not None:
+            watch(kind)
+
+
+def pstate_text(pstate: int) -> str:
+    """PSTATE as an engineer reads it: ``EL1h nZCv DAIF`` (capital = set; ARM ARM C5.2.18)."""
+    el, sp = (pstate >> 2) & 3, pstate & 1
+    flags = "".join(c.upper() if pstate >> bit & 1 else c for c, bit in zip("nzcv", (31, 30, 29, 28), strict=True))
+    daif = "".join(c if pstate >> bit & 1 else "-" for c, bit in zip("DAIF", (9, 8, 7, 6), strict=True))
+    return f"EL{el}{'h' if sp else 't'} {flags} {daif}"
+
+
+class Session:
+    """A guest on a platform, with the debugger's controls and views.
+
+    ``guest`` is an ELF file. Where the profile's conduit is SMC and a ``NAME-smc.elf`` lies
+    beside ``NAME.elf`` (the shipped SDEI scenarios' SMC build), that one is loaded, and the
+    other way round, so switching profiles keeps a runnable guest.
+    """
+
+    def __init__(self, guest: str | Path, cpus: int = 4, profile: str | Profile = "virt",
+                 quirks: Quirks | Iterable[str] | None = None, *, quantum: int = DEFAULT_QUANTUM) -> None:
+        self.guest = Path(guest)
+        self.cpus = cpus
+        self.quantum = quantum
+        self.profile = profile_named(profile) if isinstance(profile, str) else profile
+        self.quirks = _quirks(quirks)
+        self._breakpoints: dict[int, Breakpoint] = {}
+        self._event_breaks: list[EventBreak] = []
+        self._lock = threading.Lock()
+        self._pause = threading.Event()
+        self._conditions: list[Callable[[Fact], bool]] = []
+        self._watch_kinds: frozenset[type[Fact]] | None = None  # None: every kind
+        self._stop_fact: Fact | None = None
+        self.platform: Platform
+        self._image: GuestImage | None = None  # what was loaded: a replay must not see a rebuilt file
+        self._regs: list[dict[str, int]] = []
+        self._changed: list[frozenset[str]] = []
+        self.last_stop = StopInfo("reset", "loaded", 0)
+        self._load()
+        self._stopped(self.last_stop, previous=None)
+
+    # --- the platform ------------------------------------------------------------------
+    @property
+    def machine(self) -> Machine:
+        return self.platform.machine
+
+    @property
+    def trace(self) -> TraceLog:
+        return self.platform.machine.trace
+
+    @property
+    def retired(self) -> int:
+        """Instructions retired by all CPUs since the guest was loaded: the session's position."""
+        return self.machine.retired
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    @property
+    def guest_file(self) -> Path:
+        """The ELF actually loaded: ``guest``, or its other-conduit build (see the class docstring)."""
+        smc_only = "smc" in self.profile.conduits and "hvc" not in self.profile.conduits
+        stem = self.guest.stem.removesuffix("-smc")
+        wanted = self.guest.with_name(f"{stem}-smc.elf" if smc_only else f"{stem}.elf")
+        return wanted if wanted.exists() else self.guest
+
+    def _load(self, *, replay: bool = False) -> None:
+        """A fresh platform with the guest loaded: read from its file again, or (for a replay) the
+        very image the history being replayed started from."""
+        self.platform = make_platform(self.cpus, self.profile, quantum=self.quantum, trace=_WatchedLog(),
+                                      quirks=self.quirks)
+        if replay and self._image is not None:
+            self.machine.load_image(self._image)
+        else:
+            self._image = self.machine.load(self.guest_file)
+        self.machine.set_breakpoints(frozenset(self._breakpoints))
+
+    def configure(self, *, profile: str | Profile | None = None, quirks: Quirks | Iterable[str] | None = None,
+                  cpus: int | None = None) -> StopInfo:
+        """Change the platform profile, the SDEI quirks or the CPU count; the guest starts over."""
+        if profile is not None:
+            self.profile = profile_named(profile) if isinstance(profile, str) else profile
+        if quirks is not None:
+            self.quirks = _quirks(quirks)
+        if cpus is not None:
+            self.cpus = cpus
+        return self.reset()
+
+    @staticmethod
+    def profiles() -> list[str]:
+        return list(PROFILES)
+
+    # --- controls ----------------------------------------------------------------------
+    def run(self, max_instructions: int | None = None, *,
+            progress: Callable[[int, int | None], None] | None = None) -> StopInfo:
+        """Run until a breakpoint, a pause, the guest's end, or ``max_instructions`` more instructions.
+
+        ``progress(done, total)`` is called between chunks of :data:`CHUNK` instructions.
+        """
+        return self._go(max_instructions, [], progress=progress)
+
+    def step(self, count: int = 1) -> StopInfo:
+        """Exactly ``count`` instructions (machine-wide, on whichever CPU the scheduler runs), unless
+        a breakpoint, a watched event or the guest's end comes first."""
+        return self._go(count, [])
+
+    def step_firmware(self, cpu: int | None = None, max_instructions: int | None = None) -> StopInfo:
+        """Run to just after the next SMCCC call or SDEI handler entry (of ``cpu``, if given)."""
+        def firmware(fact: Fact) -> bool:
+            return type(fact) in (SmcccCall, SdeiDispatch) and (cpu is None or fact.cpu == cpu)
+        return self._go(max_instructions, [firmware], kinds=frozenset({SmcccCall, SdeiDispatch}))
+
+    def run_until(self, predicate: Callable[..., bool] | EventBreak, max_instructions: int | None = None, *,
+                  every: int | None = None) -> StopInfo:
+        """Run until ``predicate`` holds, or ``max_instructions`` more instructions.
+
+        ``predicate`` may be an :class:`EventBreak` from ``event_matcher("CPU_ON")``: the run stops
+        as ``break_on`` would, once.
+
+        By default ``predicate(fact)`` is asked about each fact as it is recorded, and the run
+        stops right after the instruction that caused the first one it accepts. With ``every=N``
+        it is ``predicate(session)``, asked every N instructions (N = 1 is exact and slow, about
+        20 µs an instruction), for conditions on registers or memory.
+        """
+        if isinstance(predicate, EventBreak):  # a firmware event (``event_matcher``): only its kinds are read
+            return self._go(max_instructions, [predicate.matches], kinds=predicate.kinds)
+        if every is None:
+            return self._go(max_instructions, [predicate], kinds=None)
+        if every < 1:
+            raise ValueError("every must be at least 1")
+        return self._go(max_instructions, [], every=every, state_check=predicate)
+
+    def pause(self) -> None:
+        """Stop a run going on in another thread (or a long ``run`` after Ctrl-C); safe from any thread."""
+        self._pause.set()
+        self.machine.request_pause("paused by request")
+
+    def reset(self) -> StopInfo:
+        """Load the guest again (same profile, quirks and breakpoints): a fresh platform and trace."""
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            self._load()
+        return self._stopped(StopInfo("reset", f"{self.guest_file.name} loaded", 0, executed=-start), previous)
+
+    def step_back(self, count: int = 1) -> StopInfo:
+        """Return to ``count`` instructions earlier, by replaying the guest from its start (see the
+        module docstring for why this is exact and what it costs)."""
+        if count < 0:
+            raise ValueError("count must not be negative")
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            target = max(0, start - count)
+            self._load(replay=True)
+            self.machine.set_breakpoints(frozenset())
+            while self.retired < target:
+                outcome = self.machine.run(min(CHUNK, target - self.retired), debugger=True)
+                if outcome.reason is not StopReason.BUDGET:
+                    raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
+                                       "the machine is not deterministic here")
+            self.machine.set_breakpoints(frozenset(self._breakpoints))
+        info = StopInfo("step-back", f"back {start - target} instructions", self.retired,
+                        self.machine.last_cpu, executed=target - start)
+        return self._stopped(info, previous)
+
+    # --- breakpoints -------------------------------------------------------------------
+    def add_breakpoint(self, where: int | str, cpu: int | None = None) -> Breakpoint:
+        """Stop before the instruction at ``where``: an address, ``"0x..."``, or a symbol (``"name+0x10"``)."""
+        address = self.address_of(where)
+        point = Breakpoint(address, cpu, self.symbolize(address))
+        self._breakpoints[address] = point
+        self.machine.set_breakpoints(frozenset(self._breakpoints))
+        return point
+
+    def remove_breakpoint(self, where: int | str | Breakpoint) -> None:
+        address = where.address if isinstance(where, Breakpoint) else self.address_of(where)
+        self._breakpoints.pop(address, None)
+        self.machine.set_breakpoints(frozenset(self._breakpoints))
+
+    @property
+    def breakpoints(self) -> list[Breakpoint]:
+        return sorted(self._breakpoints.values(), key=lambda b: b.address)
+
+    def break_on(self, name: str, cpu: int | None = None) -> EventBreak:
+        """Stop right after a firmware event: an SMCCC function (``"SDEI_EVENT_COMPLETE"``,
+        ``"CPU_ON"``: its SMC32 and SMC64 forms, called from ``cpu`` if given) or a fact kind
+        (``"SdeiDispatch"``, ``"PowerTransition"``: facts about ``cpu``)."""
+        point = self.event_matcher(name, cpu)
+        if point not in self._event_breaks:
+            self._event_breaks.append(point)
+        return point
+
+    def event_matcher(self, name: str, cpu: int | None = None) -> EventBreak:
+        """The matcher ``break_on`` would install, without installing it (for ``run_until(matcher.matches)``)."""
+        kinds = {kind.__name__: kind for kind in FACT_KINDS}
+        if name in kinds:
+            return EventBreak(name, cpu, _kind=kinds[name])
+        known = self.function_names()
+        bare = name.removeprefix("PSCI_") if name.removeprefix("PSCI_") in known else name
+        calls = frozenset(n for n in (bare, bare + "64") if n in known)
+        if not calls:
+            raise ValueError(f"{name!r} is neither an SMCCC function this lab knows nor a fact kind "
+                             f"({', '.join(sorted(kinds))})")
+        return EventBreak(name, cpu, _calls=calls)
+
+    def remove_event_break(self, point: EventBreak | str, cpu: int | None = None) -> None:
+        if isinstance(point, str):
+            point = EventBreak(point, cpu)
+        self._event_breaks = [p for p in self._event_breaks if p != point]
+
+    @property
+    def event_breaks(self) -> list[EventBreak]:
+        return list(self._event_breaks)
+
+    def clear_breakpoints(self) -> None:
+        self._breakpoints.clear()
+        self._event_breaks.clear()
+        self.machine.set_breakpoints(frozenset())
+
+    def function_names(self) -> frozenset[str]:
+        """Every SMCCC function name the firmware layers know (arch, PSCI, SDEI)."""
+        platform = self.platform
+        services: list[object] = [platform.arch, platform.psci]
+        if platform.sdei is not None:
+            services.append(platform.sdei)
+        else:
+            from sdeilab.firmware.sdei.service import Sdei
+            services.append(Sdei.names())
+        return frozenset(f.name for s in services for f in s.functions())  # type: ignore[attr-defined]
+
+    # --- views -------------------------------------------------------------------------
+    def cpu_view(self, cpu: int) -> CpuView:
+        """Registers of ``cpu`` at the last stop, with those that changed since the stop before."""
+        vcpu = self.machine.vcpus[cpu]
+        return CpuView(cpu, vcpu.state.value, dict(self._regs[cpu]), self._changed[cpu],
+                       self.machine.cpu_retired[cpu])
+
+    def cpu_views(self) -> list[CpuView]:
+        return [self.cpu_view(cpu) for cpu in range(len(self.machine.vcpus))]
+
+    def registers(self, cpu: int) -> dict[str, int]:
+        return dict(self._regs[cpu])
+
+    def pc(self, cpu: int) -> int:
+        return self.machine.vcpus[cpu].backend.pc
+
+    def focus_cpu(self) -> int:
+        """The CPU a view should show first: the one that ran last, else the first one powered."""
+        last = self.last_stop.cpu
+        if last is not None:
+            return last
+        return next((v.index for v in self.machine.vcpus if v.state is not VcpuState.OFF), 0)
+
+    def disassembly(self, cpu: int, before: int = 6, after: int = 10) -> list[DisasmLine]:
+        """Instructions around ``cpu``'s PC (``before`` above it, ``after`` from it on)."""
+        pc = self.pc(cpu)
+        start = max(self.machine.ram_region.base, pc - 4 * before)
+        code = self.machine.read_ram(start, 4 * (before + after)) or self.machine.read_ram(pc, 4)
+        if code is None:
+            return [DisasmLine(pc, "(PC is not in RAM)", "", True, pc in self._breakpoints)]
+        if len(code) < 4 * (before + after):
+            start = pc
+        symbols = self.machine.image.symbols if self.machine.image else {}
+        return [DisasmLine(address, text, symbols.get(address, ""), address == pc, address in self._breakpoints)
+                for address, text in disassemble(code, start)]
+
+    def memory(self, address: int | str, size: int = 256) -> bytes | None:
+        """Guest RAM at ``address`` (an address or a symbol), or None where there is no RAM."""
+        return self.machine.read_ram(self.address_of(address), size)
+
+    @property
+    def uart(self) -> bytes:
+        """Everything the guest wrote to the PL011 UART since it was loaded."""
+        return bytes(self.machine.uart_output)
+
+    def uart_text(self) -> str:
+        return self.uart.decode("utf-8", errors="replace")
+
+    def address_of(self, where: int | str) -> int:
+        """An address from an int, ``"0x..."``, ``"name"`` or ``"name+0x10"`` (guest symbols)."""
+        if isinstance(where, int):
+            return where
+        text = where.strip()
+        name, _, offset = text.partition("+")
+        try:
+            return int(text, 0)
+        except ValueError:
+            pass
+        symbols = {n: a for a, n in (self.machine.image.symbols.items() if self.machine.image else ())}
+        if name.strip() not in symbols:
+            raise ValueError(f"no symbol {name.strip()!r} in {self.guest_file.name}")
+        return symbols[name.strip()] + (int(offset, 0) if offset else 0)
+
+    def symbolize(self, address: int) -> str:
+        return self.machine.image.symbolize(address) if self.machine.image else ""
+
+    # --- the run loop ------------------------------------------------------------------
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self._lock.acquire(blocking=False):
+            raise SessionBusy("the machine is running: pause it first")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _go(self, limit: int | None, conditions: list[Callable[[Fact], bool]], *,
+            kinds: frozenset[type[Fact]] | None = frozenset(),
+            every: int | None = None, state_check: Callable[[Session], bool] | None = None,
+            progress: Callable[[int, int | None], None] | None = None) -> StopInfo:
+        with self._exclusive():
+            previous = self._regs
+            machine = self.machine
+            trace = machine.trace
+            start = machine.retired
+            target = None if limit is None else start + limit
+            # CPUs stopped at a breakpoint step over it on resume (gdb's all-stop resume); the engine
+            # knows that for a CPU that just hit one, the session for CPUs that stepped onto one.
+            sitting = {v.index: (v.backend.pc, machine.cpu_retired[v.index]) for v in machine.vcpus
+                       if v.backend.pc in self._breakpoints}
+            self._pause.clear()
+            machine.cancel_break()
+            self._conditions = [p.matches for p in self._event_breaks] + conditions
+            if kinds is not None:  # conditions that say which kinds they read; else every fact is read
+                kinds = kinds.union(*(p.kinds for p in self._event_breaks))
+            self._watch_kinds = kinds
+            self._stop_fact = None
+            if isinstance(trace, _WatchedLog) and self._conditions:
+                trace.watch = self._on_fact
+            try:
+                with self._ctrl_c_pauses():
+                    outcome = self._loop(start, target, sitting, every, state_check, progress)
+            finally:
+                if isinstance(trace, _WatchedLog):
+                    trace.watch = None
+                self._conditions = []
+        info = StopInfo(outcome.reason.value, outcome.detail, machine.retired, machine.last_cpu,
+                        self._stop_fact if outcome.reason is StopReason.BREAK else None, machine.retired - start)
+        return self._stopped(info, previous)
+
+    def _loop(self, start: int, target: int | None, sitting: dict[int, tuple[int, int]], every: int | None,
+              state_check: Callable[[Session], bool] | None,
+              progress: Callable[[int, int | None], None] | None) -> RunOutcome:
+        machine = self.machine
+        total = None if target is None else target - start
+        while True:
+            chunk = every or CHUNK
+            if target is not None:
+                chunk = min(chunk, target - machine.retired)
+                if chunk <= 0:
+                    return RunOutcome(StopReason.BUDGET, f"{total} instructions", machine.retired)
+            outcome = machine.run(chunk, debugger=True)
+            if progress is not None:
+                progress(machine.retired - start, total)
+            reason = outcome.reason
+            if reason is StopReason.BUDGET:
+                if target is not None and machine.retired >= target:
+                    return RunOutcome(StopReason.BUDGET, f"{machine.retired - start} instructions", machine.retired)
+                if state_check is not None and state_check(self):
+                    return RunOutcome(StopReason.BREAK, "the condition holds", machine.retired)
+                if self._pause.is_set():
+                    return RunOutcome(StopReason.PAUSED, "paused by request", machine.retired)
+                continue
+            if reason is StopReason.BREAKPOINT:
+                cpu = machine.last_cpu
+                assert cpu is not None
+                pc = machine.vcpus[cpu].backend.pc
+                if sitting.pop(cpu, None) == (pc, machine.cpu_retired[cpu]):
+                    continue  # it was already there when the run began: step over it
+                point = self._breakpoints.get(pc)
+                if point is not None and point.cpu is not None and point.cpu != cpu:
+                    continue  # a breakpoint for another CPU
+                where = self.symbolize(pc)
+                return RunOutcome(reason, f"breakpoint at 0x{pc:x}{f' <{where}>' if where else ''} on CPU {cpu}",
+                                  outcome.instructions)
+            if reason is StopReason.PAUSED and not self._pause.is_set():
+                continue  # a stale pause request from before this command
+            return outcome
+
+    def _on_fact(self, kind: type[Fact]) -> None:
+        if self._stop_fact is not None or (self._watch_kinds is not None and kind not in self._watch_kinds):
+            return
+        trace = self.machine.trace
+        fact = trace[len(trace) - 1]
+        for condition in self._conditions:
+            if condition(fact):
+                self._stop_fact = fact
+                self.machine.request_break(StopReason.BREAK, _describe(fact))
+                return
+
+    @contextmanager
+    def _ctrl_c_pauses(self) -> Iterator[None]:
+        """In the main thread, Ctrl-C (a Jupyter kernel interrupt) pauses the run instead of
+        raising KeyboardInterrupt in the middle of a hook, where a firmware call could be half done."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: self.pause())
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _read_registers(self, cpu: int) -> dict[str, int]:
+        backend = self.machine.vcpus[cpu].backend
+        regs = dict(zip(GENERAL, backend.xs(31), strict=True))
+        regs["PC"] = backend.pc
+        for name in ("SP", "PSTATE", *SYSREGS):
+            regs[name] = backend.read(name)
+        return {name: regs[name] for name in REGISTERS}
+
+    def _stopped(self, info: StopInfo, previous: list[dict[str, int]] | None) -> StopInfo:
+        self._regs = [self._read_registers(cpu) for cpu in range(len(self.machine.vcpus))]
+        if previous is None or len(previous) != len(self._regs):
+            self._changed = [frozenset() for _ in self._regs]
+        else:
+            self._changed = [frozenset(n for n in REGISTERS if now[n] != before[n])
+                             for now, before in zip(self._regs, previous, strict=True)]
+        self.last_stop = info
+        return info
+
+
+def _quirks(quirks: Quirks | Iterable[str] | None) -> Quirks:
+    if quirks is None:
+        return Quirks()
+    if isinstance(quirks, Quirks):
+        return quirks
+    names = list(quirks)
+    unknown = set(names) - set(Quirks.names())
+    if unknown:
+        raise ValueError(f"unknown quirks {sorted(unknown)}; known: {', '.join(Quirks.names())}")
+    return Quirks(**dict.fromkeys(names, True))
+
+
+def _describe(fact: Fact) -> str:
+    name = getattr(fact, "name", None)
+    what = name if isinstance(name, str) else type(fact).__name__
+    return f"{what} on CPU {fact.cpu} at vtime {fact.vtime} (fact #{fact.seq})"

@@ -1,0 +1,466 @@
+"""``Lab``: the debugger dashboard, a thin ipywidgets view over a :class:`~sdeilab.firmware.session.Session`.
+
+Every button and switch calls one public method of ``Lab`` (``run``, ``start``, ``pause``,
+``step``, ``step_firmware``, ``run_until``, ``reset``, ``step_back``, ``add_breakpoint``,
+``break_on``, ``set_profile``, ``set_quirk``, ...), the same ones a notebook or a test calls; the
+method drives the session and refreshes the views. Widget state is plain and inspectable
+(``lab.status.value``, ``lab.registers_html.value``, ``lab.uart_view.value``), so tests drive
+the dashboard through ``button.click()`` without a browser (tests/test_widgets.py).
+
+Long runs: the Run button starts the run in a background thread (``start``), so the kernel keeps
+answering and the Pause button works; the progress bar and the views are refreshed between
+chunks. ``run`` (for notebooks) blocks; Ctrl-C / "interrupt kernel" pauses it cleanly. Either way
+the run stops at a slice boundary with nothing lost from the trace.
+
+Errors the user can cause (a symbol that does not exist, pressing Step while a run goes on) are
+shown in the status line and kept in ``lab.error``; the method returns None.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from sdeilab.firmware.sdei.quirks import Quirks
+from sdeilab.firmware.session import Breakpoint, EventBreak, Session, SessionBusy, StopInfo
+from sdeilab.trace import FACT_KINDS, SdeiTransition, TraceLog
+from sdeilab.widgets import plots
+from sdeilab.widgets.views import disassembly_html, memory_html, registers_html, status_html
+
+LIVE_REFRESH_S = 0.5  # during a background run, views are refreshed at most this often
+FOLLOW = "follow"  # the CPU selector's value that follows the CPU that ran last
+
+
+class Lab:
+    """The dashboard. ``Lab(guest, cpus=4, profile="virt", quirks=...)`` or ``Lab(session=...)``;
+    display it as the last expression of a cell."""
+
+    def __init__(self, guest: str | Path | None = None, cpus: int = 4, profile: str = "virt",
+                 quirks: Quirks | Iterable[str] | None = None, *, session: Session | None = None,
+                 plots_enabled: bool = True, plots_async: bool = True) -> None:
+        if session is None:
+            if guest is None:
+                raise ValueError("give a guest ELF or a session")
+            session = Session(guest, cpus, profile, quirks)
+        self.session = session
+        self.plots_enabled = plots_enabled
+        self.plots_async = plots_async
+        self.plot_error = ""
+        self._plot_lock = threading.Lock()
+        self._plot_pending = False
+        self._plot_thread: threading.Thread | None = None
+        self.error = ""
+        self.note = ""
+        self._thread: threading.Thread | None = None
+        self._result: StopInfo | None = None
+        self._last_live = 0.0
+        self._plotted: tuple[object, ...] | None = None
+        self.plots_drawn = 0  # how many times the plots were rendered (a step with no new fact draws nothing)
+        self._syncing = False  # the lab itself is setting widget values: observers stay quiet
+        self._build()
+        self.refresh()
+
+    # --- widgets -----------------------------------------------------------------------
+    def _build(self) -> None:
+        s = self.session
+        button = w.Button
+        self.run_button = button(description="Run", icon="play", tooltip="run until a breakpoint or the end")
+        self.pause_button = button(description="Pause", icon="pause", tooltip="stop a run (at a slice boundary)")
+        self.step_button = button(description="Step", icon="step-forward", tooltip="execute exactly n instructions")
+        self.step_firmware_button = button(description="Step firmware", icon="forward",
+                                           tooltip="run to just after the next SMCCC call or SDEI dispatch")
+        self.run_until_button = button(description="Run until", icon="fast-forward",
+                                       tooltip="run until the event in the event field (on its CPU)")
+        self.step_back_button = button(description="Step back", icon="step-backward",
+                                       tooltip="go back n instructions (replays the guest from its start)")
+        self.reset_button = button(description="Reset", icon="undo", tooltip="load the guest again")
+        self.count = w.BoundedIntText(value=1, min=1, max=10**9, description="n", layout=w.Layout(width="160px"))
+
+        self.run_button.on_click(lambda _: self.start())
+        self.pause_button.on_click(lambda _: self.pause())
+        self.step_button.on_click(lambda _: self.step())
+        self.step_firmware_button.on_click(lambda _: self.step_firmware())
+        self.run_until_button.on_click(lambda _: self.run_until())
+        self.step_back_button.on_click(lambda _: self.step_back())
+        self.reset_button.on_click(lambda _: self.reset())
+
+        self.status = w.HTML()
+        self.progress = w.IntProgress(value=0, min=0, max=100, description="", layout=w.Layout(width="240px"))
+        self.progress_label = w.Label("")
+
+        cpu_options = [("follow", FOLLOW)] + [(f"CPU {n}", n) for n in range(s.cpus)]
+        self.cpu_select = w.ToggleButtons(options=cpu_options, value=FOLLOW, style={"button_width": "64px"})
+        self.cpu_select.observe(lambda change: self._syncing or self.show_cpu(change["new"]), "value")
+        self.registers_html = w.HTML()
+        self.disasm_html = w.HTML()
+        self.memory_entry = w.Text(placeholder="address or symbol (default: SP)", description="memory",
+                                   continuous_update=False)
+        self.memory_entry.observe(lambda change: self._syncing or self.show_memory(change["new"]), "value")
+        self.memory_html = w.HTML()
+        self.uart_view = w.Textarea(value="", disabled=True, layout=w.Layout(width="100%", height="140px"))
+
+        self.bp_entry = w.Text(placeholder="address or symbol", description="breakpoint")
+        self.bp_cpu = w.Dropdown(options=[("any CPU", None)] + [(f"CPU {n}", n) for n in range(s.cpus)],
+                                 value=None, layout=w.Layout(width="110px"))
+        self.bp_add_button = button(description="Add", icon="plus")
+        self.bp_add_button.on_click(lambda _: self.add_breakpoint())
+        self.event_entry = w.Combobox(placeholder="SDEI_EVENT_COMPLETE, CPU_ON, SdeiDispatch, ...",
+                                      options=self._event_names(), description="event")
+        self.event_cpu = w.Dropdown(options=[("any CPU", None)] + [(f"CPU {n}", n) for n in range(s.cpus)],
+                                    value=None, layout=w.Layout(width="110px"))
+        self.event_add_button = button(description="Break on", icon="plus")
+        self.event_add_button.on_click(lambda _: self.break_on())
+        self.bp_list = w.Select(options=[], rows=4, layout=w.Layout(width="420px"))
+        self.bp_remove_button = button(description="Remove", icon="minus")
+        self.bp_remove_button.on_click(lambda _: self.remove_breakpoint())
+
+        self.profile_select = w.Dropdown(options=s.profiles(), value=s.profile.name, description="profile")
+        self.profile_select.observe(lambda change: self._syncing or self.set_profile(change["new"]), "value")
+        self.quirk_boxes = {name: w.Checkbox(value=getattr(s.quirks, name), description=name, indent=False)
+                            for name in Quirks.names()}
+        for name, box in self.quirk_boxes.items():
+            box.observe(lambda change, n=name: self._syncing or self.set_quirk(n, change["new"]), "value")
+
+        self.event_select = w.Dropdown(options=[0], value=0, description="SDEI event")
+        self.event_select.observe(lambda change: self._syncing or self.show_event(change["new"]), "value")
+        self.state_cpu = w.Dropdown(options=[("all CPUs", None)] + [(f"CPU {n}", n) for n in range(s.cpus)],
+                                    value=None, description="on")
+        self.state_cpu.observe(lambda change: self._syncing or self.show_event_cpu(change["new"]), "value")
+        self.state_image = w.Image(format="png", layout=w.Layout(width="480px"))
+        self.timeline_image = w.Image(format="png", layout=w.Layout(width="640px"))
+
+        controls = w.HBox([self.run_button, self.pause_button, self.step_button, self.step_firmware_button,
+                           self.run_until_button, self.step_back_button, self.reset_button, self.count])
+        breakpoints = w.VBox([
+            w.HBox([self.bp_entry, self.bp_cpu, self.bp_add_button]),
+            w.HBox([self.event_entry, self.event_cpu, self.event_add_button]),
+            w.HBox([self.bp_list, self.bp_remove_button]),
+        ])
+        platform = w.VBox([self.profile_select, w.HTML("<b>SDEI quirks</b> (changing one resets the guest)"),
+                           w.VBox(list(self.quirk_boxes.values()))])
+        settings = w.Accordion(children=[breakpoints, platform])
+        settings.set_title(0, "Breakpoints")
+        settings.set_title(1, "Platform: profile and quirks")
+        settings.selected_index = 0
+        state = w.HBox([w.VBox([w.HBox([self.event_select, self.state_cpu]), self.state_image]), self.timeline_image])
+        code = w.VBox([self.cpu_select, self.disasm_html, self.memory_entry, self.memory_html])
+        self.widget = w.VBox([
+            controls,
+            w.HBox([self.status, self.progress, self.progress_label]),
+            settings,
+            w.HBox([self.registers_html, code]),
+            w.HTML("<b>UART</b>"), self.uart_view,
+            state,
+        ])
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _event_names(self) -> list[str]:
+        return sorted(self.session.function_names()) + sorted(kind.__name__ for kind in FACT_KINDS)
+
+    # --- controls (each button calls exactly one of these) -------------------------------
+    def run(self, max_instructions: int | None = None) -> StopInfo | None:
+        """Run in this thread until a breakpoint, the guest's end, or Ctrl-C (which pauses)."""
+        return self._do(lambda: self.session.run(max_instructions, progress=self._progress))
+
+    def start(self, max_instructions: int | None = None) -> threading.Thread | None:
+        """Run in a background thread (the Run button): the kernel stays free for Pause."""
+        if self.busy:
+            return self._fail("already running")
+        self.error = ""
+        self._result = None
+        self.progress.value = 0
+        self.status.value = status_html(self.session.last_stop, running=True, retired=self.session.retired)
+        self._thread = threading.Thread(target=self._background, args=(max_instructions,), daemon=True,
+                                        name="sdeilab-run")
+        self._thread.start()
+        return self._thread
+
+    def wait(self, timeout: float | None = None) -> StopInfo | None:
+        """Wait for a background run to stop; its result (None if it is still going)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                return None
+            self._thread = None
+        return self._result
+
+    def pause(self) -> None:
+        """Stop the run going on (from the Pause button, another thread or a notebook cell)."""
+        self.session.pause()
+
+    def step(self, count: int | None = None) -> StopInfo | None:
+        """Execute exactly ``count`` instructions (default: the n field)."""
+        n = self.count.value if count is None else count
+        return self._do(lambda: self.session.step(n))
+
+    def step_firmware(self, cpu: int | None = None) -> StopInfo | None:
+        return self._do(lambda: self.session.step_firmware(cpu))
+
+    def run_until(self, predicate: Callable[..., bool] | str | None = None, cpu: int | None = None,
+                  max_instructions: int | None = None, *, every: int | None = None) -> StopInfo | None:
+        """Run until ``predicate`` (see ``Session.run_until``), or until the firmware event named by
+        ``predicate`` or the event field, on ``cpu`` or the event field's CPU."""
+        if predicate is None or isinstance(predicate, str):
+            name = (predicate or self.event_entry.value).strip()
+            if not name:
+                return self._fail("name an event in the event field first")
+            target = cpu if cpu is not None or predicate is not None else self.event_cpu.value
+            try:
+                matcher: EventBreak = self.session.event_matcher(name, target)
+            except ValueError as error:
+                return self._fail(str(error))
+            return self._do(lambda: self.session.run_until(matcher, max_instructions))
+        return self._do(lambda: self.session.run_until(predicate, max_instructions, every=every))
+
+    def step_back(self, count: int | None = None) -> StopInfo | None:
+        """Go back ``count`` instructions (default: the n field), by replay from the start."""
+        n = self.count.value if count is None else count
+        return self._do(lambda: self.session.step_back(n))
+
+    def reset(self) -> StopInfo | None:
+        return self._do(self.session.reset)
+
+    def add_breakpoint(self, where: int | str | None = None, cpu: int | None = None) -> Breakpoint | None:
+        """Add an address breakpoint (default: the breakpoint field and its CPU)."""
+        target = self.bp_entry.value if where is None else where
+        which = self.bp_cpu.value if where is None and cpu is None else cpu
+        return self._edit(lambda: self.session.add_breakpoint(target, which))
+
+    def break_on(self, name: str | None = None, cpu: int | None = None) -> EventBreak | None:
+        """Break on a firmware event (default: the event field and its CPU)."""
+        target = (self.event_entry.value if name is None else name).strip()
+        which = self.event_cpu.value if name is None and cpu is None else cpu
+        return self._edit(lambda: self.session.break_on(target, which))
+
+    def remove_breakpoint(self, which: Breakpoint | EventBreak | int | str | None = None) -> None:
+        """Remove a breakpoint or event break (default: the one selected in the list)."""
+        item = self.bp_list.value if which is None else which
+        if item is None:
+            self._fail("select a breakpoint first")
+            return
+        if isinstance(item, EventBreak):
+            self._edit(lambda: self.session.remove_event_break(item))
+        else:
+            self._edit(lambda: self.session.remove_breakpoint(item))
+
+    def set_profile(self, name: str) -> StopInfo | None:
+        """Switch the platform profile; the guest starts over (its SMC build where the profile needs it)."""
+        result = self._do(lambda: self.session.configure(profile=name))
+        self._sync_switches()
+        return result
+
+    def set_quirk(self, name: str, on: bool) -> StopInfo | None:
+        """Turn an SDEI quirk on or off; the guest starts over."""
+        enabled = {n for n in Quirks.names() if getattr(self.session.quirks, n)}
+        enabled = enabled | {name} if on else enabled - {name}
+        result = self._do(lambda: self.session.configure(quirks=sorted(enabled)))
+        self._sync_switches()
+        return result
+
+    def show_cpu(self, cpu: int | str) -> None:
+        """Show ``cpu``'s disassembly and memory (``"follow"``: the CPU that ran last)."""
+        with self._quiet():
+            self.cpu_select.value = cpu
+        self._refresh_code()
+
+    def show_memory(self, address: int | str | None = None) -> None:
+        """Dump memory at ``address`` (an address or symbol; empty: the shown CPU's SP)."""
+        if address is not None:
+            with self._quiet():
+                self.memory_entry.value = address if isinstance(address, str) else f"0x{address:x}"
+        self._refresh_memory()
+
+    def show_event(self, event: int) -> None:
+        """Show SDEI ``event``'s state machine."""
+        with self._quiet():
+            if event not in self.event_select.options:
+                self.event_select.options = sorted({*self.event_select.options, event})
+            self.event_select.value = event
+        self._refresh_plots(force=True)
+
+    def show_event_cpu(self, cpu: int | None) -> None:
+        """Count the state machine's transitions on ``cpu`` only (None: all CPUs)."""
+        with self._quiet():
+            self.state_cpu.value = cpu
+        self._refresh_plots(force=True)
+
+    # --- refreshing the views ------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def shown_cpu(self) -> int:
+        value = self.cpu_select.value
+        return self.session.focus_cpu() if value == FOLLOW else int(value)
+
+    def refresh(self) -> None:
+        """Bring every view up to date with the session."""
+        s = self.session
+        self.status.value = status_html(s.last_stop, running=s.running, note=self.note, error=self.error)
+        self.registers_html.value = registers_html(s.cpu_views())
+        self.uart_view.value = s.uart_text()
+        self._refresh_code()
+        self._refresh_breakpoints()
+        self._refresh_plots()
+
+    def _refresh_code(self) -> None:
+        cpu = self.shown_cpu()
+        s = self.session
+        self.disasm_html.value = disassembly_html(cpu, s.disassembly(cpu), s.symbolize(s.pc(cpu)))
+        self._refresh_memory()
+
+    def _refresh_memory(self) -> None:
+        s = self.session
+        text = self.memory_entry.value.strip()
+        try:
+            address = s.address_of(text) if text else s.registers(self.shown_cpu())["SP"] & ~0xF
+        except ValueError as error:
+            self.memory_html.value = f"<pre>{error}</pre>"
+            return
+        self.memory_html.value = memory_html(address, s.memory(address, 128))
+
+    def _refresh_breakpoints(self) -> None:
+        s = self.session
+        options: list[tuple[str, object]] = [(str(b), b) for b in s.breakpoints]
+        options += [(f"on {e}", e) for e in s.event_breaks]
+        with self._quiet():
+            self.bp_list.options = options
+
+    def _refresh_plots(self, force: bool = False) -> None:
+        if not self.plots_enabled:
+            return
+        s = self.session
+        trace = s.trace
+        shown = self.event_select.value
+        events = sorted({0, shown, *_sdei_events(trace)})
+        if list(self.event_select.options) != events:
+            keep = self.event_select.value
+            with self._quiet():
+                self.event_select.options = events
+                self.event_select.value = keep if keep in events else events[0]
+        key = (id(trace), len(trace), self.event_select.value, self.state_cpu.value)
+        if not force and key == self._plotted:
+            return  # nothing new to draw: a step that recorded no fact costs no plotting
+        self._plotted = key
+        if not self.plots_async:
+            self._draw_plots()
+            return
+        # Drawn in a worker thread, so a click updates the text views at once and the plots
+        # follow; requests that arrive while it draws are folded into one more drawing.
+        with self._plot_lock:
+            self._plot_pending = True
+            if self._plot_thread is None:
+                self._plot_thread = threading.Thread(target=self._plot_worker, daemon=True, name="sdeilab-plots")
+                self._plot_thread.start()
+
+    def wait_plots(self, timeout: float | None = None) -> bool:
+        """Wait until the plots show the latest stop; False if still drawing after ``timeout``."""
+        with self._plot_lock:
+            thread = self._plot_thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _plot_worker(self) -> None:
+        while True:
+            with self._plot_lock:
+                if not self._plot_pending:
+                    self._plot_thread = None
+                    return
+                self._plot_pending = False
+            self._draw_plots()
+
+    def _draw_plots(self) -> None:
+        s = self.session
+        try:
+            state = plots.state_machine_png(s.trace, self.event_select.value, self.state_cpu.value)
+            timeline = plots.timeline_png(s.trace, s.cpus)
+        except Exception as error:  # a view that fails must not take the dashboard down: say so
+            self.plot_error = f"plot failed: {type(error).__name__}: {error}"
+            return
+        self.plot_error = ""
+        self.state_image.value = state
+        self.timeline_image.value = timeline
+        self.plots_drawn += 1
+
+    def _sync_switches(self) -> None:
+        s = self.session
+        with self._quiet():
+            self.profile_select.value = s.profile.name
+            for name, box in self.quirk_boxes.items():
+                box.value = getattr(s.quirks, name)
+
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        syncing, self._syncing = self._syncing, True
+        try:
+            yield
+        finally:
+            self._syncing = syncing
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _do(self, action: Callable[[], StopInfo]) -> StopInfo | None:
+        if self.busy:
+            return self._fail("the machine is running: pause it first")
+        self.error = ""
+        try:
+            result = action()
+        except (SessionBusy, ValueError) as error:
+            return self._fail(str(error))
+        self.progress.value = self.progress.max
+        self.refresh()
+        return result
+
+    def _edit(self, action: Callable[[], Any]) -> Any:
+        self.error = ""
+        try:
+            result = action()
+        except ValueError as error:
+            return self._fail(str(error))
+        self.refresh()
+        return result
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.status.value = status_html(self.session.last_stop, running=self.session.running, error=message)
+        return None
+
+    def _background(self, max_instructions: int | None) -> None:
+        try:
+            self._result = self.session.run(max_instructions, progress=self._progress)
+        except BaseException as error:  # shown, never lost in a thread
+            self.error = f"{type(error).__name__}: {error}"
+        self.progress.value = self.progress.max
+        self.refresh()
+
+    def _progress(self, done: int, total: int | None) -> None:
+        if total:
+            self.progress.value = min(100, 100 * done // total)
+        else:
+            self.progress.value = (self.progress.value + 5) % 100  # no end known: keep it moving
+        self.progress_label.value = f"{done:,} instructions"
+        now = time.monotonic()
+        if now - self._last_live >= LIVE_REFRESH_S:
+            self._last_live = now
+            s = self.session
+            self.status.value = status_html(s.last_stop, running=True, retired=s.retired)
+            self.uart_view.value = s.uart_text()
+            self._refresh_plots()
+
+
+def _sdei_events(trace: TraceLog) -> list[int]:
+    """The SDEI events the trace mentions, from the log's event index where it has one (no facts built)."""
+    events = getattr(trace, "events", None)
+    if callable(events):
+        return list(events())
+    return sorted({f.event for f in trace.of_kind(SdeiTransition)})  # type: ignore[attr-defined]
