@@ -45,6 +45,9 @@ from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, Machine
 NS_PER_COUNT = 16  # the counter runs at 62.5 MHz and the CPU retires one instruction per ns
 IDLE_LIMIT_NS = 10 * 10**9  # virtual time every CPU may sleep while only devices tick
 MASKED_IRQ_POLL = 1000  # slice length while an interrupt waits behind PSTATE.I/F (DAIF writes are not hooked)
+WFI_UNMASK_STEPS = 16  # after a WFI that an interrupt masked by PSTATE ended, step this many instructions:
+# the idiom `wfi; msr daifclr, #2; isb; msr daifset, #2` opens a two-instruction window that a
+# slice boundary must hit for the interrupt to be taken there, as on hardware
 DEFAULT_QUANTUM = 100_000
 
 # Cache maintenance that makes code written by one CPU visible to the others (ARM ARM B2.4.4):
@@ -130,6 +133,7 @@ class Machine:
         self._clock = 0  # vtime of the running CPU at the start of its current slice, or the loop's time
         self._local = [0] * cpus  # each CPU's own clock
         self._not_before = [0] * cpus
+        self._unmask_steps = [0] * cpus  # single steps left after a WFI woken by a masked interrupt
         self._round_start = 0
         self.retired = 0
         self.code_generation = 0  # bumped whenever guest code may have changed (caches of decoded code)
@@ -548,7 +552,13 @@ class Machine:
                     continue
                 irq, fiq = gic.irq_line(cpu), gic.fiq_line(cpu)
                 if (irq or fiq) and self._deliver_interrupt(vcpu, irq, fiq):
-                    budget = min(budget, MASKED_IRQ_POLL)
+                    if self._unmask_steps[cpu] > 0:
+                        self._unmask_steps[cpu] -= 1
+                        budget = 1
+                    else:
+                        budget = min(budget, MASKED_IRQ_POLL)
+                else:
+                    self._unmask_steps[cpu] = 0
             deadline = timer.next_deadline()
             if deadline is not None:
                 due = deadline * NS_PER_COUNT - t
@@ -625,6 +635,8 @@ class Machine:
             # WFI completes at once if a wake-up event is already there (ARM ARM D1.16.2).
             if vcpu.state is VcpuState.ON and not self._wakeable(cpu):
                 vcpu.transition(VcpuState.STANDBY, "wfi")
+            elif vcpu.state is VcpuState.ON:
+                self._unmask_steps[cpu] = WFI_UNMASK_STEPS  # woken by an interrupt PSTATE still masks
         elif result.stop is Stop.UNMAPPED:
             pc = vcpu.backend.pc
             fetch = result.access == "fetch"
