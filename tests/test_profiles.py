@@ -14,6 +14,7 @@ from sdeilab.firmware.profiles import PROFILES
 from sdeilab.firmware.smccc_filter import FilterAction, FilterError
 from sdeilab.machine.outcome import StopReason
 from sdeilab.trace import LayerExit, SmcccCall, SmcccReturn, TraceLog
+from sdeilab.trace.intervals import masked_intervals
 
 from .test_sdei_guests import SCENARIOS, run_scenario
 
@@ -117,12 +118,20 @@ def test_kvm_vmm_sdei_enters_a_stale_handler_after_cpu_on() -> None:
     dispatch = trace.of_kind(SdeiDispatch, cpu=1)
     assert len(ons) == 2 and len(dispatch) == 1 and dispatch[0].vtime == ons[1].vtime
     assert not [m for m in trace.of_kind(SdeiMask, cpu=1) if m.cause == "cpu-on"]
+    # The timeline's masked shading says the same: life 2 was unmasked until its own PE_MASK.
+    second = [i for i in masked_intervals(trace) if i.cpu == 1][-1]
+    pe_mask = [m for m in trace.of_kind(SdeiMask, cpu=1) if m.masked][-1]
+    assert second.start == pe_mask.vtime > ons[1].vtime
 
 
 @pytest.mark.parametrize("profile", ["kvm-vmm-psci-sdei", "kvm-sdei", "virt", "firmware"])
 def test_where_sdei_sees_psci_the_new_pe_is_masked(profile: str) -> None:
-    platform, _ = run_scenario("cpu_on_masking", profile)
+    from sdeilab.trace import PowerTransition
+
+    platform, trace = run_scenario("cpu_on_masking", profile)
     assert bytes(platform.machine.uart_output).decode().splitlines()[-1] == "cpu_on_masking: PASS"
+    second_on = [f for f in trace.of_kind(PowerTransition, cpu=1) if f.new == "on"][1]
+    assert [i for i in masked_intervals(trace) if i.cpu == 1][-1].start == second_on.vtime
 
 
 # --- every SDEI guest on every profile ---------------------------------------------------

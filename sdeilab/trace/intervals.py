@@ -58,23 +58,31 @@ def power_intervals(log: TraceLog) -> list[Interval]:
 def masked_intervals(log: TraceLog) -> list[Interval]:
     """When each PE had SDEI events masked, while it was powered.
 
-    A PE comes out of reset masked (DEN0054 5.1.10): every power-on (boot, CPU_ON) opens a masked
-    interval, PE_UNMASK closes it, PE_MASK (or a CPU_ON/wake mask) opens another; powering off
-    closes whatever is open.
+    A PE comes out of reset masked (DEN0054 5.1.10); after that only SdeiMask facts change its
+    mask, and powering off does not: where SDEI sees PSCI, CPU_ON re-masks with a fact of its
+    own (cause "cpu-on"), and where it does not (SDEI in the VMM, PSCI in the kernel) the PE
+    keeps the mask of its previous life, which is exactly what the timeline must show.
     """
     out: list[Interval] = []
     since: dict[int, int] = {}
+    masked: dict[int, bool] = {}
+    powered: set[int] = set()
     for fact in log.of_kind(PowerTransition, SdeiMask):
         cpu = fact.cpu
         if isinstance(fact, PowerTransition):
-            if fact.new == "on" and fact.old in ("off", "on-pending"):  # boot or CPU_ON: reset state
-                since.setdefault(cpu, fact.vtime)
-            elif fact.new == "off" and cpu in since:
-                out.append(Interval(cpu, since.pop(cpu), fact.vtime, "masked"))
+            if fact.new == "on" and fact.old in ("off", "on-pending"):  # boot or CPU_ON
+                powered.add(cpu)
+                if masked.get(cpu, True):
+                    since.setdefault(cpu, fact.vtime)
+            elif fact.new == "off":
+                powered.discard(cpu)
+                if cpu in since:
+                    out.append(Interval(cpu, since.pop(cpu), fact.vtime, "masked"))
         elif isinstance(fact, SdeiMask):
-            if fact.masked:
+            masked[cpu] = fact.masked
+            if fact.masked and cpu in powered:
                 since.setdefault(cpu, fact.vtime)
-            elif cpu in since:
+            elif not fact.masked and cpu in since:
                 out.append(Interval(cpu, since.pop(cpu), fact.vtime, "masked"))
     out.extend(Interval(cpu, start, None, "masked") for cpu, start in since.items())
     return sorted(out, key=lambda i: (i.cpu, i.start))
