@@ -31,6 +31,10 @@ class EventState(IntEnum):
     ENABLED_RUNNING = 0b111
     UNREGISTER_PENDING = 0b100
 
+    # Equal to its int, so hashed as that int, in C: Enum's own __hash__ is a Python call, and
+    # states are dictionary keys on every SDEI call.
+    __hash__ = int.__hash__
+
     @property
     def label(self) -> str:
         return LABELS[self]
@@ -51,6 +55,8 @@ class Action(Enum):
     COMPLETE = "complete"
     COMPLETE_AND_RESUME = "complete-and-resume"
     DISPATCH = "dispatch"
+
+    __hash__ = object.__hash__  # members compare by identity: hash them so, in C (see EventState)
 
 
 @dataclass(frozen=True)
