@@ -39,3 +39,23 @@ def test_the_same_guest_side_by_side() -> None:
     assert "kvm-vmm-psci-sdei" in c.table()
     cheaper = compare(build_for, ["kvm-vmm-sdei"], costs=replace(costs, kvm_vmm_ns=0))
     assert cheaper.runs[0].summary.modelled_ns < c["kvm-vmm-sdei"].summary.modelled_ns
+
+
+def test_the_watchdog_table_on_every_profile() -> None:
+    """The table notebook 11 shows: the VMM-device watchdog on all profiles."""
+    from sdeilab.firmware.profiles import PROFILES
+
+    c = compare(lambda p: GUESTS / f"vmm_watchdog{'' if 'hvc' in p.conduits else '-smc'}.elf", list(PROFILES))
+    rows = {r["profile"]: r for r in c.rows()}
+    assert {p: r["verdict"] for p, r in rows.items()} == {
+        "virt": "PASS", "firmware": "PASS", "kvm": "FAIL", "kvm-vmm-sdei": "PASS", "kvm-vmm-psci-sdei": "PASS",
+        "kvm-sdei": "FAIL"}
+    for name, row in rows.items():
+        run = c[name]
+        layers = {lay for lay in ("kvm", "vmm", "el3") if row[f"calls {lay}"]}
+        expected = {"firmware": {"el3"}, "kvm-vmm-sdei": {"kvm", "vmm"}, "kvm-vmm-psci-sdei": {"vmm"}}
+        assert layers == expected.get(name, {"kvm"}), (name, row)
+        assert row["exits to VMM"] == row["calls vmm"] == run.trace.count(LayerExit)
+        assert row["SDEI dispatches"] == (3 if row["verdict"] == "PASS" else 0)
+    # Forwarding costs: the same calls, answered further away.
+    assert rows["kvm-vmm-psci-sdei"]["modelled µs"] > rows["kvm-vmm-sdei"]["modelled µs"] > rows["virt"]["modelled µs"]
