@@ -17,7 +17,7 @@ from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import ShippedBuild, lab_guests
 from sdeilab.trace.log import TraceLog
 
-PROFILES = {"virt": "", "firmware": "-smc"}  # profile -> ELF variant (conduit) it runs
+PROFILES = ["virt", "firmware"]  # HVC and SMC: sdei_elf picks the build each one answers
 SCENARIOS = sorted(g.stem if g.is_file() else g.name for g in lab_guests())
 _BY_NAME = {g.stem if g.is_file() else g.name: g for g in lab_guests()}
 

@@ -261,6 +261,29 @@ void put_udec(uint64_t v);                  /* unsigned decimal */
 
 /* smccc.c */
 int64_t smccc_call(uint64_t fid, uint64_t a1, uint64_t a2, uint64_t a3);
+/* An SMCCC call: function ID in x0, arguments in x1..x5 (SDEI's EVENT_REGISTER takes five),
+ * the result in x0. SMCCC 1.1 (section 2.6) lets the callee clobber x0..x3 and later versions
+ * x0..x17, so x6..x17 are declared clobbered (x1..x5 are operands): correct for any version. */
+static inline __attribute__((always_inline)) int64_t
+smccc_call5(uint64_t fid, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
+{
+    register uint64_t x0 __asm__("x0") = fid;
+    register uint64_t x1 __asm__("x1") = a1;
+    register uint64_t x2 __asm__("x2") = a2;
+    register uint64_t x3 __asm__("x3") = a3;
+    register uint64_t x4 __asm__("x4") = a4;
+    register uint64_t x5 __asm__("x5") = a5;
+    __asm__ volatile(
+#ifdef CONDUIT_SMC
+        ".inst 0xd4000003   /* smc #0 */"
+#else
+        "hvc #0"
+#endif
+        : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3), "+r"(x4), "+r"(x5)
+        :
+        : "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16", "x17", "memory");
+    return (int64_t)x0;
+}
 int64_t psci_version(void);
 int64_t psci_features(uint64_t fid);
 int64_t psci_cpu_on(uint64_t target_mpidr, uint64_t entry, uint64_t context_id);

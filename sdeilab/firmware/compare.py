@@ -44,7 +44,6 @@ class ProfileRun:
 
 @dataclass
 class Comparison:
-    guest: Path
     runs: list[ProfileRun]
     costs: TransitionCosts
 
@@ -101,8 +100,7 @@ def compare(guest: Path | Callable[[Profile], Path], profiles: Sequence[str | Pr
         prof = profile_named(profile) if isinstance(profile, str) else profile
         elf = guest(prof) if callable(guest) else guest
         runs.append(run_on(elf, prof, cpus, max_instructions, before_run, costs))
-    first = guest if isinstance(guest, Path) else Path("<per profile>")
-    return Comparison(first, runs, costs)
+    return Comparison(runs, costs)
 
 
 def passed(run: ProfileRun) -> bool:

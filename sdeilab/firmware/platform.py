@@ -9,7 +9,7 @@ from sdeilab.firmware.arch import ArchService
 from sdeilab.firmware.profiles import Profile, profile_named
 from sdeilab.firmware.psci import PowerEvent, PowerFeed, Psci
 from sdeilab.firmware.sdei.quirks import Quirks
-from sdeilab.firmware.sdei.service import Sdei, SdeiPlatform
+from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS, Sdei, SdeiPlatform
 from sdeilab.firmware.smccc import SmcccDispatcher
 from sdeilab.firmware.smccc_filter import SmcccFilter
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
@@ -48,7 +48,7 @@ def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: in
     for service in (arch, psci):
         layer = prof.services.get(service.name)
         if layer is None:
-            dispatcher.know(service)
+            dispatcher.know((f.name, f.fid) for f in service.functions())
         else:
             dispatcher.register(service, layer)
     sdei: Sdei | None = None
@@ -59,6 +59,6 @@ def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: in
         sdei = Sdei(machine, feed, dispatcher, sdei_platform or prof.sdei, quirks)
         dispatcher.register(sdei, sdei_layer, exclude=prof.sdei_not_supported)
     else:
-        dispatcher.know(Sdei.names())
+        dispatcher.know(SDEI_FUNCTIONS)
     machine.firmware = dispatcher
     return Platform(machine, prof, dispatcher, arch, psci, sdei)

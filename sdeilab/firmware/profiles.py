@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from sdeilab.firmware.arch import ARCH_RANGES
 from sdeilab.firmware.psci import PSCI_RANGES, PowerEvent
 from sdeilab.firmware.sdei.service import SDEI_RANGE, SdeiPlatform
-from sdeilab.firmware.smccc import EL3, KERNEL, VMM
-from sdeilab.firmware.smccc_filter import FilterAction, FilterRange
+from sdeilab.firmware.smccc import EL3, KERNEL, VMM, answering_layer, entry_layer
+from sdeilab.firmware.smccc_filter import FilterAction, FilterRange, SmcccFilter
 
 FWD = FilterAction.FWD_TO_USER
 SDEI_FORWARD = (FilterRange(SDEI_RANGE[0], SDEI_RANGE[1], FWD),)
@@ -57,7 +58,7 @@ class Profile:
     @property
     def lowest_layer(self) -> str:
         """The layer the guest's calls trap to first (KVM, or EL3 firmware)."""
-        return next(iter(self.conduits.values()), EL3)
+        return entry_layer(self.conduits)
 
     def power_events_seen_by(self, service: str) -> frozenset[PowerEvent]:
         """The PSCI power events ``service`` learns of, given where both live."""
@@ -73,10 +74,12 @@ class Profile:
         layer = self.services.get(service)
         if layer is None:
             return False
-        if layer != VMM:
-            return layer == self.lowest_layer
-        base = {"psci": PSCI_RANGES[1][0], "sdei": SDEI_RANGE[0]}[service]
-        return any(r.base <= base < r.end and r.action is FWD for r in self.smccc_filter)
+        vm_filter = SmcccFilter()
+        for entry in self.smccc_filter:
+            vm_filter.install(entry.base, entry.nr_functions, entry.action)
+        first_id = {"arch": ARCH_RANGES[0][0], "psci": PSCI_RANGES[0][0], "sdei": SDEI_RANGE[0]}[service]
+        reached, _, denied = answering_layer(first_id, self.lowest_layer, vm_filter)
+        return reached == layer and not denied
 
     @property
     def features(self) -> frozenset[str]:

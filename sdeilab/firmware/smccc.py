@@ -99,6 +99,27 @@ KVM_EXIT_HYPERCALL = "KVM_EXIT_HYPERCALL"
 KVM_HYPERCALL_EXIT_SMC = 1  # run->hypercall.flags bit 0: the call came by SMC
 
 
+def entry_layer(conduits: Mapping[str, str]) -> str:
+    """The layer a platform's first conduit traps to (KVM, or EL3 firmware)."""
+    return next(iter(conduits.values()), EL3)
+
+
+def answering_layer(fid: int, entry: str, smccc_filter: SmcccFilter) -> tuple[str, str, bool]:
+    """Which layer answers ``fid`` trapped to ``entry``, the exit taken to reach it ("" if none),
+    and whether the filter denies it (the kernel answers NOT_SUPPORTED whatever it implements).
+
+    Under KVM the filter decides (reference section 6): DENY and HANDLE stay in the kernel,
+    FWD_TO_USER exits to the VMM; the reserved Arm architecture ranges never leave the kernel.
+    """
+    if entry == KERNEL and not smccc_filter.reserved(fid):
+        action = smccc_filter.action(fid)
+        if action is FilterAction.FWD_TO_USER:
+            return VMM, KVM_EXIT_HYPERCALL, False
+        if action is FilterAction.DENY:
+            return KERNEL, "", True
+    return entry, "", False
+
+
 class SmcccDispatcher:
     """The machine's firmware: decodes a conduit call, routes it by function ID to a layer, records it.
 
@@ -125,7 +146,7 @@ class SmcccDispatcher:
     @property
     def default_layer(self) -> str:
         """The layer the first conduit traps to: it answers what nobody else does."""
-        return next(iter(self.conduits.values()), EL3)
+        return entry_layer(self.conduits)
 
     def register(self, service: Service, layer: str, *, exclude: Iterable[str] = ()) -> None:
         """Place ``service`` in ``layer``; calls named in ``exclude`` stay unimplemented (NOT_SUPPORTED)."""
@@ -140,10 +161,11 @@ class SmcccDispatcher:
             table[function.fid] = function
         self._clear_routes()
 
-    def know(self, service: Service) -> None:
-        """Learn a service's function names without placing it (its calls are NOT_SUPPORTED here)."""
-        for function in service.functions():
-            self._names.setdefault(function.fid, function.name)
+    def know(self, names: Iterable[tuple[str, int]]) -> None:
+        """Learn (name, function ID) pairs of a service nobody offers here: its calls stay
+        NOT_SUPPORTED, but the trace names them."""
+        for name, fid in names:
+            self._names.setdefault(fid, name)
 
     def _clear_routes(self) -> None:
         for routes in self._routes.values():
@@ -162,15 +184,9 @@ class SmcccDispatcher:
         return route
 
     def _resolve(self, fid: int, entry: str) -> Route:
-        name = self._names.get(fid, f"0x{fid:08x}")
-        layer, exit_ = entry, ""
-        if entry == KERNEL and not self.filter.reserved(fid):
-            action = self.filter.action(fid)
-            if action is FilterAction.DENY:
-                return Route(None, name, KERNEL)
-            if action is FilterAction.FWD_TO_USER:
-                layer, exit_ = VMM, KVM_EXIT_HYPERCALL
-        return Route(self._functions.get(layer, {}).get(fid), name, layer, exit_)
+        layer, exit_, denied = answering_layer(fid, entry, self.filter)
+        function = None if denied else self._functions.get(layer, {}).get(fid)
+        return Route(function, self._names.get(fid, f"0x{fid:08x}"), layer, exit_)
 
     def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str) -> bool:
         if conduit not in self.conduits:
@@ -198,33 +214,31 @@ class SmcccDispatcher:
 
     def call(self, machine: Machine, vcpu: Vcpu, conduit: str, fid: int) -> None:
         """Route one call, record it and its return, and write the results to x0..x3."""
-        route = self._routes.get(conduit, {}).get(fid) or self.route(fid, conduit)
+        routes = self._routes.get(conduit)
+        route = routes.get(fid) if routes is not None else None
+        if route is None:
+            route = self.route(fid, conduit)
         function = route.function
         cpu = vcpu.backend
         add = machine.trace.add
         index = vcpu.index
         now = machine.now()  # a call takes no virtual time: it and its return share one stamp
+        args: tuple[int, ...] = ()
+        if function is not None and function.nargs:
+            args = tuple(cpu.xs(function.nargs + 1)[1:])
+            if not fid & SMC64:  # SMC32/HVC32: arguments are the W registers (DEN0028 2.6)
+                args = tuple(a & 0xFFFF_FFFF for a in args)
+        add(SmcccCall, index, now, conduit, fid, route.name, args)
+        if route.exit:
+            # KVM_EXIT_HYPERCALL carries the function ID and the conduit flag, never the immediate;
+            # the VMM reads x1..x17 with KVM_GET_ONE_REG (reference section 6, "The exit").
+            add(LayerExit, index, now, fid, route.name, KERNEL, route.layer, route.exit,
+                KVM_HYPERCALL_EXIT_SMC if conduit == "smc" else 0)
         if function is None:
-            add(SmcccCall, index, now, conduit, fid, route.name, ())
-            if route.exit:
-                self._record_exit(add, index, now, fid, route, conduit)
             cpu.set_x(0, NOT_SUPPORTED)
             add(SmcccReturn, index, now, fid, route.name, (NOT_SUPPORTED,), route.layer)
             return
-        nargs = function.nargs
-        if nargs:
-            args = cpu.xs(nargs + 1)[1:]
-            if not fid & SMC64:  # SMC32/HVC32: arguments are the W registers (DEN0028 2.6)
-                args = [a & 0xFFFF_FFFF for a in args]
-            add(SmcccCall, index, now, conduit, fid, route.name, tuple(args))
-            if route.exit:
-                self._record_exit(add, index, now, fid, route, conduit)
-            result = function.handler(vcpu, *args)
-        else:
-            add(SmcccCall, index, now, conduit, fid, route.name, ())
-            if route.exit:
-                self._record_exit(add, index, now, fid, route, conduit)
-            result = function.handler(vcpu)
+        result = function.handler(vcpu, *args)
         if result.__class__ is int:
             cpu.set_x(0, result)  # type: ignore[arg-type]
             add(SmcccReturn, index, now, fid, route.name, (result,), route.layer)
@@ -233,10 +247,3 @@ class SmcccDispatcher:
             add(SmcccReturn, index, now, fid, route.name, result, route.layer)
         for hook in self.after_call:
             hook(vcpu, fid)
-
-    @staticmethod
-    def _record_exit(add: Callable[..., None], cpu: int, now: int, fid: int, route: Route, conduit: str) -> None:
-        # KVM_EXIT_HYPERCALL carries the function ID and the conduit flag, never the immediate;
-        # the VMM reads x1..x17 with KVM_GET_ONE_REG (reference section 6, "The exit").
-        flags = KVM_HYPERCALL_EXIT_SMC if conduit == "smc" else 0
-        add(LayerExit, cpu, now, fid, route.name, KERNEL, route.layer, route.exit, flags)

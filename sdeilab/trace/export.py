@@ -22,6 +22,7 @@ functions of ``sdeilab.trace.intervals``, so the file agrees with the lab's own 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,14 @@ def _slice(interval: Interval, trace_end: int, thread: int, name: str, cat: str,
            args: dict[str, Any]) -> dict[str, Any]:
     stop = interval.end if interval.end is not None else max(trace_end, interval.start)
     pid = interval.cpu + 1 if interval.cpu >= 0 else MACHINE_PID
-    return {"ph": "X", "pid": pid, "tid": 10 * pid + thread, "ts": interval.start / NS_PER_US,
-            "dur": (stop - interval.start) / NS_PER_US, "name": name, "cat": cat, "args": args}
+    # A reader computes the end as ts + dur in floating point; it must not pass the next slice's
+    # ts (µs floats of integer ns), or adjacent slices would seem to overlap and break nesting.
+    begin, end = interval.start / NS_PER_US, stop / NS_PER_US
+    dur = end - begin
+    while begin + dur > end:
+        dur = math.nextafter(dur, 0.0)
+    return {"ph": "X", "pid": pid, "tid": 10 * pid + thread, "ts": begin, "dur": dur, "name": name,
+            "cat": cat, "args": args}
 
 
 def _jsonable(payload: dict[str, object]) -> dict[str, object]:

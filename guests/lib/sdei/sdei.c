@@ -9,22 +9,7 @@
 
 int64_t sdei_call(uint64_t fid, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
 {
-    register uint64_t x0 __asm__("x0") = fid;
-    register uint64_t x1 __asm__("x1") = a1;
-    register uint64_t x2 __asm__("x2") = a2;
-    register uint64_t x3 __asm__("x3") = a3;
-    register uint64_t x4 __asm__("x4") = a4;
-    register uint64_t x5 __asm__("x5") = a5;
-    __asm__ volatile(
-#ifdef CONDUIT_SMC
-        ".inst 0xd4000003   /* smc #0 */"
-#else
-        "hvc #0"
-#endif
-        : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3), "+r"(x4), "+r"(x5)
-        :
-        : "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16", "x17", "memory");
-    return (int64_t)x0;
+    return smccc_call5(fid, a1, a2, a3, a4, a5);
 }
 
 int64_t sdei_version(void) { return sdei_call(SDEI_VERSION, 0, 0, 0, 0, 0); }

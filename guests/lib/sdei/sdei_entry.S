@@ -13,6 +13,15 @@
  */
 #include "sdei.h"
 
+/* sdei_finish fid: issue COMPLETE or COMPLETE_AND_RESUME (x1 already set). Neither returns; if
+ * one does, the dispatcher refused it: sdei_complete_returned(x0 = its error, x1 = fid). */
+.macro sdei_finish fid
+    ldr x0, =\fid
+    smccc_conduit
+    ldr x1, =\fid
+    b sdei_complete_returned
+.endm
+
 /* mark_handled n1, n2: sdei_event_handled[cpu] = 1 with store-release, then SEV (TFTF does
  * the same for its WFE loop).  Clobbers x<n1>, x<n2>. */
 .macro mark_handled n1, n2
@@ -81,10 +90,7 @@ sdei_entrypoint:
     ldr x18, [sp, #16]
     ldp x29, x30, [sp], #32
     mov x1, #SDEI_EV_HANDLED
-    ldr x0, =SDEI_EVENT_COMPLETE
-    smccc_conduit
-    ldr x1, =SDEI_EVENT_COMPLETE
-    b sdei_complete_returned
+    sdei_finish SDEI_EVENT_COMPLETE
     .size sdei_entrypoint, . - sdei_entrypoint
 
 /* sdei_entrypoint_resume: sdei_event_handler(...), mark handled, COMPLETE_AND_RESUME(x2):
@@ -101,10 +107,7 @@ sdei_entrypoint_resume:
     mark_handled 0, 1
     ldp x18, x29, [sp, #16]
     ldp x1, x30, [sp], #32
-    ldr x0, =SDEI_EVENT_COMPLETE_AND_RESUME
-    smccc_conduit
-    ldr x1, =SDEI_EVENT_COMPLETE_AND_RESUME
-    b sdei_complete_returned
+    sdei_finish SDEI_EVENT_COMPLETE_AND_RESUME
     .size sdei_entrypoint_resume, . - sdei_entrypoint_resume
 
 /* sdei_state_entrypoint: ((sdei_state_fn)x1)(ev, arg), mark handled, COMPLETE(HANDLED). */
@@ -120,10 +123,7 @@ sdei_state_entrypoint:
     ldr x18, [sp, #16]
     ldp x29, x30, [sp], #32
     mov x1, #SDEI_EV_HANDLED
-    ldr x0, =SDEI_EVENT_COMPLETE
-    smccc_conduit
-    ldr x1, =SDEI_EVENT_COMPLETE
-    b sdei_complete_returned
+    sdei_finish SDEI_EVENT_COMPLETE
     .size sdei_state_entrypoint, . - sdei_state_entrypoint
 
 /* sdei_probe_entrypoint: record the entry state in sdei_probe_entry[cpu] first, then mark
@@ -141,15 +141,9 @@ sdei_probe_entrypoint:
     ldp x18, x30, [sp], #16
     cbz x1, 1f
     mov x1, x2
-    ldr x0, =SDEI_EVENT_COMPLETE_AND_RESUME
-    smccc_conduit
-    ldr x1, =SDEI_EVENT_COMPLETE_AND_RESUME
-    b sdei_complete_returned
+    sdei_finish SDEI_EVENT_COMPLETE_AND_RESUME
 1:  mov x1, #SDEI_EV_HANDLED
-    ldr x0, =SDEI_EVENT_COMPLETE
-    smccc_conduit
-    ldr x1, =SDEI_EVENT_COMPLETE
-    b sdei_complete_returned
+    sdei_finish SDEI_EVENT_COMPLETE
     .size sdei_probe_entrypoint, . - sdei_probe_entrypoint
 
 /*

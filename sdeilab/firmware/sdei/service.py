@@ -132,16 +132,6 @@ class Sdei(Service):
             handler, nargs = handlers[name]
             yield Function(fid, name, handler, nargs)
 
-    @staticmethod
-    def names() -> Service:
-        """The SDEI function names, for a platform that offers no SDEI (its trace still names the calls)."""
-        class Names(Service):
-            name = "sdei"
-
-            def functions(self) -> Iterable[Function]:
-                return (Function(fid, name, lambda vcpu: -1) for name, fid in SDEI_FUNCTIONS)
-        return Names()
-
     # --- state ---------------------------------------------------------------------------
     def registration(self, cpu: int, number: int) -> Registration:
         event = self.events[number]

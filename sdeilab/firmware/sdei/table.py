@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-# SDEI return codes (DEN0054 table 5.2; Linux include/uapi/linux/arm_sdei.h).
-SUCCESS = 0
-NOT_SUPPORTED = -1
+from sdeilab.firmware.smccc import SUCCESS
+
+# SDEI's own return codes (DEN0054 table 5.2; Linux include/uapi/linux/arm_sdei.h); SUCCESS is
+# SMCCC's.
 INVALID_PARAMETERS = -2
 DENIED = -3
 PENDING = -5
