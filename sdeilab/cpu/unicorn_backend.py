@@ -505,6 +505,11 @@ class UnicornVcpu:
         self._val.value = value
         uclib.uc_reg_write(self._uch, a64.UC_ARM64_REG_PC, self._pval)
 
+    @property
+    def pstate(self) -> int:
+        located = self._pstate
+        return self._compose(located) if located is not None else self.read("PSTATE")
+
     def read(self, name: str) -> int:
         if name == "PSTATE" and self._pstate is not None:
             return self._compose(self._pstate)

@@ -26,7 +26,7 @@ class Platform:
     psci: Psci
     sdei: Sdei | None  # None where the profile offers no SDEI (upstream KVM)
 
-    def load(self, guest: Path) -> None:
+    def load(self, guest: Path | str) -> None:
         self.machine.load(guest)
 
     def run(self, max_instructions: int | None = None) -> RunOutcome:

@@ -45,7 +45,8 @@ class GuestImage:
         return self.symbols[best] + (f"+0x{offset:x}" if offset else "")
 
 
-def load_elf(path: Path, ram: MemMapEntry) -> GuestImage:
+def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
+    path = Path(path)  # a plain string is a path too (Python callers and notebooks pass both)
     if not path.exists():
         raise GuestLoadError(f"{path}: no such file")
     if path.is_dir():

@@ -168,7 +168,7 @@ class Machine:
                 current.backend.request_stop()  # let the slice loop deliver it now
 
     # --- loading -----------------------------------------------------------------------
-    def load(self, path: Path) -> GuestImage:
+    def load(self, path: Path | str) -> GuestImage:
         image = load_elf(path, self.ram_region)
         self.load_image(image)
         return image

@@ -82,8 +82,8 @@ def cpu_affinity(cpu: int) -> int:
 
 def cpu_of_mpidr(mpidr: int, num_cpus: int) -> int | None:
     """The CPU index whose affinity fields (Aff3..Aff0) equal ``mpidr``'s, or None."""
-    aff = mpidr & 0xFF_00FF_FFFF
-    for cpu in range(num_cpus):
-        if cpu_affinity(cpu) == aff:
-            return cpu
-    return None
+    aff0, aff1 = mpidr & 0xFF, (mpidr >> 8) & 0xFF
+    if mpidr & 0xFF_00FF_0000 or aff0 >= 8:  # Aff3 and Aff2 are 0 and a cluster holds 8 PEs (cpu_affinity)
+        return None
+    cpu = aff1 * 8 + aff0
+    return cpu if cpu < num_cpus else None

@@ -26,6 +26,10 @@ class Event:
     critical: bool
     source: Source
     intid: int | None = None
+    trigger: str = field(init=False)  # ``source.value``, read on the dispatch path (an Enum property is slow)
+
+    def __post_init__(self) -> None:
+        self.trigger = self.source.value
 
     @property
     def bound(self) -> bool:
@@ -48,7 +52,7 @@ class Registration:
         self.routing_pe = True
 
 
-@dataclass
+@dataclass(slots=True)
 class Dispatch:
     """An outstanding dispatch on a PE: what COMPLETE restores (DEN0054 5.1.14, TF-A save_event_ctx)."""
 
@@ -69,4 +73,9 @@ class Pe:
     pending: set[int] = field(default_factory=set)  # signalled / hypervisor-raised events waiting here
 
     def running(self, critical: bool) -> bool:
-        return any(d.event.critical == critical for d in self.stack)
+        # The stack is a normal dispatch, a critical one, or a critical one over a normal one (DEN0054
+        # 5.1.14): a critical handler can only be on top, a normal one only at the bottom.
+        stack = self.stack
+        if not stack:
+            return False
+        return stack[-1].event.critical if critical else not stack[0].event.critical

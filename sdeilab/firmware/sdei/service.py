@@ -54,6 +54,7 @@ SDEI_FUNCTIONS = (
 )
 SDEI_RANGE = (0xC400_0020, 0x20)
 _ACTION_NAMES = {action: action.value for action in Action}
+_ZEROS = (0,) * 14  # x4..x17 at handler entry under the zero_x4_x17 quirk
 
 
 @dataclass(frozen=True)
@@ -395,7 +396,7 @@ class Sdei(Service):
         backend = vcpu.backend
         backend.set_xs(top.saved_x)
         if resume is None:
-            if backend.read("PSTATE") != top.pstate:
+            if backend.pstate != top.pstate:
                 backend.write("PSTATE", top.pstate)
             backend.pc = top.pc
         else:
@@ -412,7 +413,8 @@ class Sdei(Service):
         machine = self.machine
         machine.trace.add(SdeiComplete, cpu, machine.now(), top.event.number, _ACTION_NAMES[action],
                           top.pc if resume is None else resume)
-        self._route_any()
+        if self._routing_any:
+            self._route_any()
         return NO_RETURN  # an event that waited for this handler is entered by _after_call
 
     def raise_event(self, number: int, cpu: int) -> None:
@@ -423,19 +425,21 @@ class Sdei(Service):
         self.pes[cpu].pending.add(number)
         self.machine.poke(cpu)
 
-    def _candidates(self, cpu: int) -> list[tuple[Event, int | None, str]]:
-        """Triggers waiting for this PE, critical first: (event, bound interrupt, source)."""
-        pe = self.pes[cpu]
+    def _candidates(self, cpu: int, intid: int | None) -> list[tuple[Event, int | None, str]]:
+        """Triggers waiting for this PE, critical first: (event, bound interrupt, source).
+
+        ``intid`` is the firmware-owned interrupt pending for this PE (``gic.firmware_pending``).
+        """
         found: list[tuple[Event, int | None, str]] = []
-        intid = self.machine.gic.firmware_pending(cpu)
         if intid is not None:
             for event in self.events.values():
                 if event.intid == intid:
                     found.append((event, intid, f"interrupt {intid}"))
-        pending = pe.pending
+        pending = self.pes[cpu].pending
+        events = self.events
         for number in (sorted(pending) if len(pending) > 1 else pending):
-            event = self.events[number]
-            found.append((event, None, event.source.value))
+            event = events[number]
+            found.append((event, None, event.trigger))
         if len(found) > 1:
             found.sort(key=lambda item: not item[0].critical)
         return found
@@ -448,7 +452,8 @@ class Sdei(Service):
         return self.registration(cpu, event.number).state is EventState.ENABLED
 
     def _has_deliverable(self, cpu: int) -> bool:
-        return any(self._dispatchable(cpu, event) for event, _, _ in self._candidates(cpu))
+        intid = self.machine.gic.firmware_pending(cpu)
+        return any(self._dispatchable(cpu, event) for event, _, _ in self._candidates(cpu, intid))
 
     def _after_call(self, vcpu: Vcpu, fid: int) -> None:
         """After an SDEI call (SIGNAL to self, UNMASK, ENABLE, COMPLETE...) a handler may be due now."""
@@ -456,19 +461,32 @@ class Sdei(Service):
             self._deliver(vcpu)
 
     def _deliver(self, vcpu: Vcpu) -> None:
-        """At a slice boundary: enter the most urgent event this PE can take now, if any."""
+        """At a slice boundary or after an SDEI call: enter the most urgent event this PE can take now.
+
+        It runs after every slice and every SDEI call, so the checks of ``_dispatchable`` are
+        inlined here in the order that rejects the common cases first.
+        """
         cpu = vcpu.index
         pe = self.pes[cpu]
-        if pe.masked or (not pe.pending and self.machine.gic.firmware_pending(cpu) is None):
-            return  # the common case, kept cheap: it runs after every SDEI call and every slice
-        for event, intid, source in self._candidates(cpu):
-            reg = self.registration(cpu, event.number)
-            if intid is None and reg.state not in (EventState.ENABLED, EventState.ENABLED_RUNNING):
+        if pe.masked:
+            return
+        intid = self.machine.gic.firmware_pending(cpu)
+        if intid is None and not pe.pending:
+            return
+        stack = pe.stack
+        if stack and stack[-1].event.critical and not pe.pending:
+            # A critical handler runs: nothing preempts it (a critical one is always on top, 2.4).
+            # With signals pending the loop below still drops those of events disabled meanwhile.
+            return
+        for event, bound, source in self._candidates(cpu, intid):
+            reg = self.shared[event.number] if event.shared else self.private[cpu][event.number]
+            state = reg.state
+            if bound is None and state is not EventState.ENABLED and state is not EventState.ENABLED_RUNNING:
                 pe.pending.discard(event.number)  # disabled or unregistered meanwhile: the trigger is lost
                 continue
-            if self._dispatchable(cpu, event):
+            if state is EventState.ENABLED and (not stack or (event.critical and not stack[-1].event.critical)):
                 pe.pending.discard(event.number)
-                self._enter(vcpu, event, reg, intid, source)
+                self._enter(vcpu, event, reg, bound, source)
                 return
 
     def _enter(self, vcpu: Vcpu, event: Event, reg: Registration, intid: int | None, source: str) -> None:
@@ -476,14 +494,16 @@ class Sdei(Service):
         cpu = vcpu.index
         backend = vcpu.backend
         saved = backend.xs(SAVED_REGISTERS)
-        pc, pstate = backend.pc, backend.read("PSTATE")
+        pc, pstate = backend.pc, backend.pstate
         self._transition(cpu, event, reg, Action.DISPATCH)
         if intid is not None:
             self.machine.gic.firmware_acknowledge(cpu, intid)  # active until COMPLETE
-        pe = self.pes[cpu]
-        pe.stack.append(Dispatch(event, reg, saved, pc, pstate, intid))
-        rest = [0] * 14 if self.quirks.zero_x4_x17 else saved[4:]
-        backend.set_xs([event.number, reg.argument, pc, pstate, *rest])
+        stack = self.pes[cpu].stack
+        stack.append(Dispatch(event, reg, saved, pc, pstate, intid))
+        if self.quirks.zero_x4_x17:
+            backend.set_xs([event.number, reg.argument, pc, pstate, *_ZEROS])
+        else:
+            backend.set_xs([event.number, reg.argument, pc, pstate])  # x4..x17 keep the interrupted values
         # PSTATE as TakeException to EL1h: D, A, I, F set; NZCV kept (TF-A create_spsr).
         entry_pstate = (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H
         if entry_pstate != pstate:
@@ -493,8 +513,9 @@ class Sdei(Service):
             self._last_taker = cpu
         machine = self.machine
         machine.trace.add(SdeiDispatch, cpu, machine.now(), event.number, event.critical, reg.entry, pc, pstate,
-                          len(pe.stack), source)
-        self._route_any()
+                          len(stack), source)
+        if self._routing_any:
+            self._route_any()
 
     # --- routing of shared events -------------------------------------------------------
     def _cpu_of(self, mpidr: int) -> int | None:
