@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +234,7 @@ def build(
     script = Path(linker_script).resolve() if linker_script is not None else _default_linker_script()
     output = Path(output).resolve()
     with tempfile.TemporaryDirectory(prefix="sdeilab-build-") as tmp:
-        return _build_in(srcs, output, defines, script, Path(tmp), display=None)
+        return _build_in(srcs, output, defines, script, Path(tmp), display=None, warnings=_to_stderr)
 
 
 def build_source_text(
@@ -243,11 +243,13 @@ def build_source_text(
     output: Path,
     *,
     defines: Mapping[str, str] = {},
+    warnings: Callable[[str], None] | None = None,
 ) -> Path:
     """Build one guest from source text (a notebook cell); ``language`` is ``"asm"`` or ``"c"``.
 
     The text is saved as ``<output stem>.S`` or ``.c`` in a temporary folder, so diagnostics
-    read ``hello.c:3:5: error: ...`` with the cell's own line numbers.
+    read ``hello.c:3:5: error: ...`` with the cell's own line numbers. The tools' warnings go to
+    ``warnings`` (default: standard error).
     """
     if language not in _SUFFIX:
         raise BuildError(f"unknown guest language {language!r}: use 'asm' or 'c'")
@@ -258,7 +260,8 @@ def build_source_text(
         src.write_text(text, encoding="utf-8")
         work = Path(tmp) / "obj"
         work.mkdir()
-        return _build_in([src], output, defines, _default_linker_script(), work, display=src.parent)
+        return _build_in([src], output, defines, _default_linker_script(), work, display=src.parent,
+                         warnings=warnings or _to_stderr)
 
 
 # ----------------------------------------------------------------------------- internals
@@ -355,6 +358,7 @@ def _build_in(
     script: Path,
     work: Path,
     display: Path | None,
+    warnings: Callable[[str], None],
 ) -> Path:
     if not script.is_file():
         raise BuildError(f"{script}: linker script not found")
@@ -383,7 +387,7 @@ def _build_in(
     errors = [r.stderr for r in results if r.returncode != 0]
     if errors:
         raise BuildError(_join(errors) or "compilation failed without a diagnostic")
-    _show_warnings(r.stderr for r in results)
+    _show_warnings((r.stderr for r in results), warnings)
 
     tmp_out = work / "linked.elf"
     link = _zig(
@@ -394,7 +398,7 @@ def _build_in(
     link_text = link.stderr.replace(f"{work}{os.sep}", "")
     if link.returncode != 0:
         raise BuildError(_join([link_text]) or "link failed without a diagnostic")
-    _show_warnings([link_text])
+    _show_warnings([link_text], warnings)
     output.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tmp_out, output)
     return output
@@ -404,11 +408,15 @@ def _join(texts: Sequence[str]) -> str:
     return "".join(t if t.endswith("\n") else t + "\n" for t in texts if t.strip())
 
 
-def _show_warnings(texts: Iterable[str]) -> None:
-    """Pass the tools' warnings on to standard error, as a compiler run in a shell would."""
+def _show_warnings(texts: Iterable[str], sink: Callable[[str], None]) -> None:
+    """Pass the tools' warnings on (to standard error by default, as a compiler run in a shell would)."""
     text = _join(list(texts))
     if text:
-        sys.stderr.write(text)
+        sink(text)
+
+
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text)
 
 
 SHIPPED_TOOLCHAIN_FILE = "ziglang-version.txt"
