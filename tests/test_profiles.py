@@ -148,6 +148,7 @@ NEEDS: dict[str, set[str]] = {  # what each guest relies on (Profile.features' v
     "linux_client": {"bind-ppi"},
     "cpu_on_masking": {"signal", "cpu-on-masks"},
     "vmm_watchdog": {"bind-spi"},
+    "nesting": {"signal"},  # 5000/5001 only where GET_INFO offers them; the host raises them
 }
 
 

@@ -1,0 +1,232 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The life of an SDEI event, state by state
+#
+# **Question:** what states does an SDEI event go through, from REGISTER to UNREGISTER, and
+# which calls does each state accept or refuse?
+#
+# An event's state is three bits, exactly what SDEI_EVENT_STATUS returns: registered (bit 0),
+# enabled (bit 1), running (bit 2). Six combinations exist: unregistered (0), registered (1),
+# enabled (3), registered and running (5), enabled and running (7), and unregister-pending (4:
+# unregistered while its handler runs, finishing at COMPLETE). Reference section 2.2 gives
+# TF-A's transition table (`sdei_state.c`, after DEN0054A section 6.1): for each state and
+# call, the next state, or a refusal with DENIED, except UNREGISTER of a running event, which
+# succeeds *late* and returns PENDING. The dispatcher's own action, taking an event into its
+# handler, is a column of the same table: only an enabled, idle event can be dispatched. For a
+# private event (event 0, bound PPIs) each PE has its own copy of the state (section 2.1).
+#
+# The lab's firmware enforces one such table (`sdeilab/firmware/sdei/table.py`): every call
+# that touches an event's state goes through it and leaves an `SdeiTransition` fact, refused
+# attempts included. Two shipped guests, ported from TF-A's tests (reference section 4):
+#
+# * `tftf_signal_serial`: each CPU in turn REGISTERs event 0, ENABLEs it, unmasks, SIGNALs
+#   itself, runs the handler (which ends with COMPLETE_AND_RESUME), masks, DISABLEs and
+#   UNREGISTERs: one plain life per PE (run here on 2 CPUs);
+# * `tftf_state`: five sub-tests on the SP804's SPI bound as shared event 2000, which visit
+#   every state, unregister-pending included, and check that each state refuses what it
+#   must (run here on 1 CPU).
+
+# %%
+import re
+
+import matplotlib.pyplot as plt
+
+from sdeilab.firmware.platform import make_platform
+from sdeilab.firmware.sdei.table import LABELS, TABLE, Action, EventState
+from sdeilab.machine.outcome import StopReason
+from sdeilab.toolchain import guests_dir
+from sdeilab.trace import SdeiBinding, SdeiDispatch, SdeiTransition, SmcccCall, TraceLog
+from sdeilab.trace.intervals import masked_intervals
+from sdeilab.viz import sequence, state_machine
+from sdeilab.viz.sequence import messages
+
+SDEI_DIR = guests_dir() / "sdei"
+RESULT = {0: "0", -2: "INVALID_PARAMETERS", -3: "DENIED", -5: "PENDING"}
+
+
+def run(name: str, cpus: int) -> tuple[TraceLog, str]:
+    trace = TraceLog()
+    platform = make_platform(cpus, "virt", trace=trace)
+    platform.load(SDEI_DIR / f"{name}.elf")
+    outcome = platform.run(100_000_000)
+    assert outcome.reason is StopReason.SYSTEM_OFF, outcome
+    return trace, bytes(platform.machine.uart_output).decode()
+
+
+serial, serial_out = run("tftf_signal_serial", 2)
+state, state_out = run("tftf_state", 1)
+print(serial_out)
+print(state_out)
+
+# %% [markdown]
+# ## 1. The table the firmware enforces
+#
+# One row per action, one column per state (headed by its EVENT_STATUS value, as reference 2.2
+# numbers them); `→ n` moves to state `n`, `=` accepts without moving, `✗` refuses with DENIED
+# unless marked. Compare it with the table in reference section 2.2: the check at the end does,
+# cell by cell.
+
+# %%
+def cell_text(state_: EventState, action: Action) -> str:
+    cell = TABLE[state_][action]
+    text = "✗" if cell.next is None else "=" if cell.next is state_ else f"→ {int(cell.next)}"
+    return text + ("" if cell.result in (0, -3) else f" {RESULT[cell.result]}")
+
+
+print("states: " + ", ".join(f"{int(s)} {LABELS[s]}" for s in TABLE) + "\n")
+print(f"{'action':<21}" + "".join(f"{f'state {int(s)}':>13}" for s in TABLE))
+for action in Action:
+    print(f"{action.value:<21}" + "".join(f"{cell_text(s, action):>13}" for s in TABLE))
+
+# %% [markdown]
+# ## 2. One plain life: event 0 on each PE
+#
+# The facts of event 0 in `tftf_signal_serial`, per CPU: REGISTER, ENABLE, the dispatch on
+# the way out of `SDEI_EVENT_SIGNAL`, COMPLETE_AND_RESUME (the same transition as COMPLETE,
+# reference 2.6), DISABLE, UNREGISTER. Event 0 is private: CPU 1 and CPU 0 each walk their own
+# copy of the state machine, and each must unmask first (a PE starts masked, after boot and
+# after CPU_ON: reference 2.3).
+
+# %%
+for fact in serial.of_kind(SdeiTransition, SdeiDispatch):
+    if fact.event == 0:
+        if isinstance(fact, SdeiTransition):
+            print(f"{fact.vtime:>8} ns  CPU {fact.cpu}  {fact.action:<20} {fact.old:>17} -> {fact.new:<17} "
+                  f"{RESULT.get(fact.result, fact.result)}")
+        else:
+            print(f"{fact.vtime:>8} ns  CPU {fact.cpu}    handler entered ({fact.source}), depth {fact.depth}")
+
+# %% [markdown]
+# The same life as a sequence, between each CPU and the firmware: calls go right, the dispatch
+# and the resumption come back, and the handler run is the bar on the CPU's lifeline. The
+# SIGNAL and the dispatch share a vtime: a signal to oneself is taken on the way out of the call.
+
+# %%
+rows = messages(serial, 0)
+fig, ax = plt.subplots(figsize=(13, 0.32 * len(rows) + 2), layout="constrained")
+sequence(ax, rows, 0)
+plt.show()
+
+# %% [markdown]
+# ## 3. Every state, and what each refuses: `tftf_state`
+#
+# The state machine drawn from `TABLE`, with the counts of `tftf_state`'s transitions for event
+# 2000 on CPU 0: black arrows were taken (with how often), grey ones not; `↻` lists what a state accepts
+# without moving; red `✗` what it refused here. Sub-test a calls ENABLE, DISABLE, UNREGISTER
+# and ROUTING_SET on the unregistered event and gets DENIED for each; sub-test d UNREGISTERs
+# inside the handler and gets PENDING, the event sits in unregister-pending, refuses
+# REGISTER, ENABLE, DISABLE and ROUTING_SET, answers a second UNREGISTER with PENDING again,
+# and becomes unregistered at COMPLETE. The footnote lists calls refused before the table is
+# even consulted (COMPLETE with no dispatch outstanding, RELEASE while registered).
+
+# %%
+fig, ax = plt.subplots(figsize=(12, 8), layout="constrained")
+state_machine(ax, state, event=2000, cpu=0)
+plt.show()
+
+# %% [markdown]
+# Each sub-test binds the interrupt and releases it at its end, so the `SdeiBinding` facts cut
+# the trace into sub-tests a to e. Sub-test a (everything refused on an unregistered event,
+# the dashed red arrows) and sub-test d (unregister-pending) as sequences:
+
+# %%
+binds = [f for f in state.of_kind(SdeiBinding) if f.bound]
+releases = [f for f in state.of_kind(SdeiBinding) if not f.bound]
+subtests = dict(zip("abcde", [(b.vtime, r.vtime + 1) for b, r in zip(binds, releases, strict=True)], strict=True))
+fig, axes = plt.subplots(1, 2, figsize=(18, 7.5), layout="constrained")
+for ax, name in zip(axes, "ad", strict=True):
+    sequence(ax, state, 2000, window=subtests[name])
+    ax.set_title(f"event 2000, sub-test {name}")
+plt.show()
+
+# %% [markdown]
+# ## Check yourself
+#
+# Type the table of reference section 2.2 in yourself (below, as it stands there), then check
+# that (1) the firmware's `TABLE` is the same, cell by cell, and (2) every `SdeiTransition` fact
+# of both runs (calls that reached the table, and dispatches) did what your table says, with
+# its return code. Then check the lifecycle itself: event 0's states on each PE went
+# unregistered → registered → enabled → running → enabled → registered → unregistered, its
+# dispatch came at its SIGNAL's vtime on an unmasked PE, `tftf_state` visited all six states,
+# and ENABLE of the unregistered event was refused with DENIED without moving it.
+
+# %%
+SPEC_2_2 = """
+| State \\ call | REGISTER | RELEASE | ENABLE | DISABLE | UNREGISTER | ROUTING_SET | CONTEXT | COMPLETE | COMPLETE_AND_RESUME | (dispatch) |
+| 0 unregistered | → 1 | = | ✗ | ✗ | ✗ | ✗ | ✗ | ✗ | ✗ | ✗ |
+| 4 unregister-pending | ✗ | ✗ | ✗ | ✗ | ✗ (PENDING) | ✗ | = | → 0 | → 0 | ✗ |
+| 1 registered | ✗ | ✗ | → 3 | = | → 0 | = | ✗ | ✗ | ✗ | ✗ |
+| 5 registered + running | ✗ | ✗ | → 7 | = | → 4, returns **PENDING** | ✗ | = | → 1 | → 1 | ✗ |
+| 3 enabled | ✗ | ✗ | = | → 1 | → 0 | ✗ | ✗ | ✗ | ✗ | → 7 |
+| 7 enabled + running | ✗ | ✗ | = | → 5 | → 4, returns **PENDING** | ✗ | = | → 3 | → 3 | ✗ |
+"""
+STATUS_NAMES = {0: "unregistered", 1: "registered", 3: "enabled", 5: "registered-running", 7: "enabled-running",
+                4: "unregister-pending"}  # the trace's names for EVENT_STATUS values
+
+
+def parse_spec(text: str) -> dict[str, dict[str, tuple[str | None, int]]]:
+    """{state: {action: (next state or None if refused, return code)}} from the markdown table."""
+    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.strip().splitlines()]
+    header = [h.lower().replace("_", "-").strip("()") for h in lines[0][1:]]
+    spec: dict[str, dict[str, tuple[str | None, int]]] = {}
+    for row in lines[1:]:
+        here = STATUS_NAMES[int(row[0].split()[0])]
+        spec[here] = {}
+        for action, cell in zip(header, row[1:], strict=True):
+            pending = "PENDING" in cell
+            if cell.startswith("✗"):
+                spec[here][action] = (None, -5 if pending else -3)
+            elif cell == "=":
+                spec[here][action] = (here, 0)
+            else:
+                spec[here][action] = (STATUS_NAMES[int(re.match(r"→ (\d)", cell)[1])], -5 if pending else 0)
+    return spec
+
+
+SPEC = parse_spec(SPEC_2_2)
+for state_, row in TABLE.items():  # (1) the firmware's table is the spec's
+    for action, cell in row.items():
+        want_next, want_result = SPEC[LABELS[state_]][action.value]
+        assert (None if cell.next is None else LABELS[cell.next], cell.result) == (want_next, want_result), \
+            (state_, action)
+
+checked = 0
+for trace in (serial, state):  # (2) every fact that reached the table did what the spec says
+    for fact in trace.of_kind(SdeiTransition):
+        if fact.old == "-":
+            continue  # refused before the table: section 2.2's extra conditions (no dispatch, binding rules)
+        want_next, want_result = SPEC[fact.old][fact.action]
+        assert fact.new == (want_next or fact.old) and fact.result == want_result, fact
+        checked += 1
+replayed = [f for trace in (serial, state) for f in trace.of_kind(SdeiTransition) if f.old != "-"]
+assert {f.old for f in replayed} == set(STATUS_NAMES.values())  # every row of the table was exercised
+assert any(f.result == -3 for f in replayed) and any(f.result == -5 for f in replayed)
+
+for cpu in (0, 1):  # the plain life of event 0 on each PE
+    moves = [f for f in serial.of_kind(SdeiTransition, cpu=cpu) if f.event == 0 and f.old != f.new]
+    path = [moves[0].old] + [f.new for f in moves]
+    assert path == ["unregistered", "registered", "enabled", "enabled-running", "enabled", "registered",
+                    "unregistered"], (cpu, path)
+    (signal,) = [c for c in serial.of_kind(SmcccCall, cpu=cpu) if c.name == "SDEI_EVENT_SIGNAL"]
+    (dispatch,) = serial.of_kind(SdeiDispatch, cpu=cpu)
+    assert dispatch.vtime == signal.vtime and dispatch.event == 0
+    assert not any(m.covers(dispatch.vtime) for m in masked_intervals(serial) if m.cpu == cpu)
+
+visited = {f.old for f in state.of_kind(SdeiTransition)} | {f.new for f in state.of_kind(SdeiTransition)}
+assert set(STATUS_NAMES.values()) <= visited, visited
+(refused_enable,) = [f for f in state.of_kind(SdeiTransition) if f.action == "enable" and f.old == "unregistered"]
+assert refused_enable.result == -3 and refused_enable.new == "unregistered"
+assert serial_out.splitlines()[-1] == "tftf_signal_serial: PASS" and state_out.splitlines()[-1] == "tftf_state: PASS"
+print(f"all checks passed ({checked} transitions replayed against reference 2.2)")
