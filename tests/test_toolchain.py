@@ -12,10 +12,13 @@ from elftools.elf.elffile import ELFFile
 from sdeilab import toolchain
 from sdeilab.toolchain import (
     BuildError,
+    ShippedBuild,
     build,
     build_source_text,
     guests_dir,
+    rebuild_build,
     rebuild_shipped,
+    shipped_builds,
     shipped_elf,
     shipped_guests,
     shipped_toolchain_version,
@@ -67,14 +70,16 @@ def test_shipped_guests() -> None:
         assert shipped_elf(g).is_file(), f"{shipped_elf(g)} is not committed"
 
 
-@pytest.mark.parametrize("guest", SHIPPED, ids=lambda p: p.name)
-def test_committed_elf_is_current(guest: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shipped", shipped_builds(), ids=lambda b: b.name)
+def test_committed_elf_is_current(shipped: ShippedBuild, tmp_path: Path) -> None:
+    # Every committed ELF, the QEMU guests and both conduit variants of every lab-only guest.
     recorded = shipped_toolchain_version()
     if recorded != zig_version():
         pytest.skip(f"committed ELF files were built with ziglang {recorded}, this is {zig_version()}")
-    rebuilt = rebuild_shipped(guest, tmp_path)
-    assert rebuilt.read_bytes() == shipped_elf(guest).read_bytes(), (
-        f"{shipped_elf(guest).name} is stale: run `python -m sdeilab.toolchain update-shipped`"
+    rebuilt = rebuild_build(shipped, tmp_path)
+    assert shipped.elf.is_file(), f"{shipped.elf} is not committed"
+    assert rebuilt.read_bytes() == shipped.elf.read_bytes(), (
+        f"{shipped.elf.name} is stale: run `python -m sdeilab.toolchain update-shipped`"
     )
 
 
