@@ -442,3 +442,18 @@ def _plain_run(guest: Path):  # type: ignore[no-untyped-def]
     platform.load(guest)
     assert platform.run().reason is StopReason.SYSTEM_OFF
     return platform
+
+
+def test_a_stop_tells_its_vtime() -> None:
+    # A break on a firmware call stops right after the call, which takes no virtual time: the stop's
+    # vtime is the fact's. Stepping on adds one instruction's time; stepping back returns to it.
+    session = Session(TFTF_STATE)
+    session.break_on("SDEI_EVENT_REGISTER", cpu=1)
+    info = session.run()
+    assert info.reason == "break" and info.fact is not None and info.cpu == 1
+    assert info.vtime == info.fact.vtime > 0
+    session.clear_breakpoints()
+    stepped = session.step()
+    assert stepped.vtime > info.vtime
+    back = session.step_back(1)
+    assert (back.cpu, back.vtime) == (info.cpu, info.vtime)

@@ -87,6 +87,7 @@ class StopInfo:
     cpu: int | None = None
     fact: Fact | None = None
     executed: int = 0  # instructions this command retired (negative for step_back)
+    vtime: int = 0  # the virtual time (ns) of ``cpu`` at the stop: where its next instruction would run
 
     @property
     def final(self) -> bool:
@@ -334,7 +335,7 @@ class Session:
                                        "the machine is not deterministic here")
             self.machine.set_breakpoints(frozenset(self._breakpoints))
         info = StopInfo("step-back", f"back {start - target} instructions", self.retired,
-                        self.machine.last_cpu, executed=target - start)
+                        self.machine.last_cpu, executed=target - start, vtime=self.machine.now())
         return self._stopped(info, previous)
 
     # --- breakpoints -------------------------------------------------------------------
@@ -509,7 +510,8 @@ class Session:
                     trace.watch = None
                 self._conditions = []
         info = StopInfo(outcome.reason.value, outcome.detail, machine.retired, machine.last_cpu,
-                        self._stop_fact if outcome.reason is StopReason.BREAK else None, machine.retired - start)
+                        self._stop_fact if outcome.reason is StopReason.BREAK else None, machine.retired - start,
+                        machine.now())
         return self._stopped(info, previous)
 
     def _loop(self, start: int, target: int | None, sitting: dict[int, tuple[int, int]], every: int | None,
