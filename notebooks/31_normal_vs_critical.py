@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -73,7 +75,7 @@ while not (stop := session.run()).final:
     stops[where] = stops.get(where, 0) + 1
     for event in PLAN.get((where, stops[where]), []):
         session.platform.sdei.raise_event(event, 0)
-        raised.append((session.machine.now(), event, where))
+        raised.append((stop.vtime, event, where))
 trace = session.trace
 output = session.uart_text()
 image = session.machine.image

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -76,7 +78,7 @@ STUCK_CPU = 2
 session = Session(guests_dir() / "sdei" / "linux_client.elf", cpus=4)
 stop = session.add_breakpoint("stuck_loop", cpu=STUCK_CPU)
 at_stuck = session.run()
-i_masked_from = session.machine.now()  # the vtime of CPU 2's first instruction of stuck_loop
+i_masked_from = at_stuck.vtime  # the vtime of CPU 2's first instruction of stuck_loop
 stuck_view = session.cpu_view(STUCK_CPU)
 session.remove_breakpoint(stop)
 finished = session.run()
