@@ -4,8 +4,9 @@
 #   chromium          - the browser the real-browser tests (tests/test_browser.py) drive through the
 #                       Playwright Python package at /usr/bin/chromium; Playwright never downloads one
 #   fonts-liberation  - metric-compatible fonts so that headless screenshots show readable text
+#   device-tree-compiler - dtc, which tests/test_devicetree.py uses to check the generated device tree
 set -euo pipefail
-packages=(qemu-system-arm chromium fonts-liberation)
+packages=(qemu-system-arm chromium fonts-liberation device-tree-compiler)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

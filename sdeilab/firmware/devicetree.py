@@ -1,0 +1,204 @@
+"""The device tree a kernel boots with, generated from the lab's own tables.
+
+Every address and interrupt comes from ``sdeilab.machine.memmap`` (the memory map and the
+interrupt map), and the firmware nodes from the profile: the PSCI node's ``method`` is the
+profile's conduit, and ``/firmware/sdei`` exists only where the profile's SDEI is reachable
+(reference sdei-psci-smccc.md; Linux's bindings arm/psci.yaml and arm/firmware/sdei.txt).
+Nothing is copied from QEMU's blob: the node shapes follow the bindings, and QEMU's
+``-machine dumpdtb`` output was only used to check that the two agree where the boards do.
+
+The blob is written by the ``fdt`` package (pure Python, DTB version 17); tests check it with
+Debian's ``dtc`` where that is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import fdt
+
+from sdeilab.firmware.profiles import Profile, profile_named
+from sdeilab.machine.memmap import (
+    GICR_FRAME_SIZE,
+    MAX_CPUS,
+    VIRT_MEMMAP,
+    VIRT_SPIS,
+    MemMapEntry,
+    Ppi,
+    Region,
+    cpu_affinity,
+    spi_intid,
+)
+
+DTB_VERSION = 17
+# Interrupt specifier cells of arm,gic-v3 (Linux bindings interrupt-controller/arm,gic-v3.yaml):
+# <type number flags>, type 0 = SPI (number = INTID - 32), 1 = PPI (number = INTID - 16).
+GIC_SPI = 0
+GIC_PPI = 1
+IRQ_TYPE_LEVEL_HIGH = 4
+APB_PCLK_HZ = 24_000_000  # the PL011's and SP804's bus clock, as QEMU virt declares it (clk24mhz)
+MPIDR_HWID_BITMASK = 0xFF_00FF_FFFF  # Aff3..Aff0: what a cpu node's reg holds (arm/cpus.yaml)
+CPU_COMPATIBLE = "arm,cortex-a57"  # the model sdeilab.cpu.unicorn_backend selects (UC_CPU_ARM64_A57)
+
+PHANDLE_GIC = 1
+PHANDLE_APB_PCLK = 2
+
+# The generic timer's four PPIs in the order the arm,armv8-timer binding lists them.
+TIMER_PPIS = (Ppi.SECURE_PHYS_TIMER, Ppi.PHYS_TIMER, Ppi.VIRT_TIMER, Ppi.HYP_TIMER)
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """What ``/chosen`` tells the kernel: its command line and where the initramfs lies (physical)."""
+
+    bootargs: str = ""
+    initrd: tuple[int, int] | None = None  # (start, end), end exclusive, as linux,initrd-end
+
+
+def conduit_of(profile: Profile) -> str:
+    """The instruction firmware calls use on this platform: the DT has one ``method`` for PSCI and SDEI.
+
+    SMCCC (reference section 3.4) gives a system one conduit; a profile with several would need a
+    choice the device tree cannot express.
+    """
+    conduits = list(profile.conduits)
+    if len(conduits) != 1:
+        raise ValueError(f"profile {profile.name!r} has conduits {conduits}; a device tree names exactly one")
+    return conduits[0]
+
+
+def node_name(name: str, region: MemMapEntry) -> str:
+    return f"{name}@{region.base:x}"
+
+
+def _cells64(*values: int) -> list[int]:
+    """64-bit values as pairs of 32-bit cells (#address-cells = #size-cells = 2 at the root)."""
+    cells = []
+    for value in values:
+        cells += [value >> 32, value & 0xFFFF_FFFF]
+    return cells
+
+
+def _reg(*regions: MemMapEntry) -> fdt.PropWords:
+    return fdt.PropWords("reg", *_cells64(*(v for r in regions for v in (r.base, r.size))))
+
+
+def _spi(region: Region) -> fdt.PropWords:
+    return fdt.PropWords("interrupts", GIC_SPI, spi_intid(region) - 32, IRQ_TYPE_LEVEL_HIGH)
+
+
+def device_tree(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMAP[Region.RAM].size,
+                boot: BootConfig | None = None, omit: Iterable[Region] = ()) -> fdt.FDT:
+    """The device tree of a machine with ``cpus`` vCPUs and ``ram_size`` bytes of RAM under ``profile``.
+
+    ``omit`` leaves devices out, for a board that lacks them: the SP804 is the lab's own addition
+    to the virt map (memmap.py), and a kernel on QEMU virt that probed it would take an external
+    abort.
+    """
+    prof = profile_named(profile) if isinstance(profile, str) else profile
+    if not 1 <= cpus <= MAX_CPUS:
+        raise ValueError(f"cpus must be between 1 and {MAX_CPUS}")
+    boot = boot or BootConfig()
+    omitted = frozenset(omit)
+    tree = fdt.FDT()
+    tree.header.version = DTB_VERSION
+    root = tree.root
+    root.append(fdt.PropStrings("compatible", "linux,dummy-virt"))
+    root.append(fdt.PropStrings("model", f"sdeilab virt ({prof.name} profile)"))
+    root.append(fdt.PropWords("#address-cells", 2))
+    root.append(fdt.PropWords("#size-cells", 2))
+    root.append(fdt.PropWords("interrupt-parent", PHANDLE_GIC))
+
+    ram = MemMapEntry(VIRT_MEMMAP[Region.RAM].base, ram_size)
+    root.append(fdt.Node(node_name("memory", ram), fdt.PropStrings("device_type", "memory"), _reg(ram)))
+
+    root.append(_cpus_node(cpus))
+    conduit = conduit_of(prof)
+    if prof.reaches("psci"):
+        # psci-0.2 tells Linux the standard function IDs; psci-1.0 that PSCI_FEATURES exists (arm/psci.yaml).
+        root.append(fdt.Node("psci", fdt.PropStrings("compatible", "arm,psci-1.0", "arm,psci-0.2"),
+                             fdt.PropStrings("method", conduit)))
+    if prof.reaches("sdei"):
+        # Linux populates /firmware's children as platform devices; drivers/firmware/arm_sdei.c
+        # matches "arm,sdei-1.0" and takes the conduit from "method" (arm/firmware/sdei.txt).
+        root.append(fdt.Node("firmware", fdt.Node("sdei", fdt.PropStrings("compatible", "arm,sdei-1.0"),
+                                                  fdt.PropStrings("method", conduit))))
+
+    root.append(_gic_node(cpus))
+    timer_irqs = []
+    for ppi in TIMER_PPIS:
+        timer_irqs += [GIC_PPI, ppi - 16, IRQ_TYPE_LEVEL_HIGH]
+    # always-on: the counter keeps counting in every idle state the lab offers (the machine's
+    # vtime runs for a sleeping CPU too), so Linux needs no broadcast timer.
+    root.append(fdt.Node("timer", fdt.PropStrings("compatible", "arm,armv8-timer"),
+                         fdt.PropWords("interrupts", *timer_irqs), fdt.Property("always-on")))
+    root.append(fdt.Node("apb-pclk", fdt.PropStrings("compatible", "fixed-clock"),
+                         fdt.PropWords("#clock-cells", 0), fdt.PropWords("clock-frequency", APB_PCLK_HZ),
+                         fdt.PropStrings("clock-output-names", "clk24mhz"),
+                         fdt.PropWords("phandle", PHANDLE_APB_PCLK)))
+    uart = VIRT_MEMMAP[Region.UART0]
+    uart_path = "/" + node_name("pl011", uart)
+    if Region.UART0 not in omitted:
+        # An AMBA primecell: Linux's amba bus reads the peripheral ID from the device and wants
+        # the apb_pclk clock; the PL011 driver takes its baud clock from "uartclk" (arm,pl011.yaml).
+        root.append(fdt.Node(node_name("pl011", uart), fdt.PropStrings("compatible", "arm,pl011", "arm,primecell"),
+                             _reg(uart), _spi(Region.UART0),
+                             fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK),
+                             fdt.PropStrings("clock-names", "uartclk", "apb_pclk")))
+    if Region.TIMER0 in VIRT_MEMMAP and Region.TIMER0 in VIRT_SPIS and Region.TIMER0 not in omitted:
+        sp804 = VIRT_MEMMAP[Region.TIMER0]
+        # arm,sp804.yaml: timclken1, timclken2, apb_pclk (both timers run from the bus clock here).
+        root.append(fdt.Node(node_name("timer", sp804), fdt.PropStrings("compatible", "arm,sp804", "arm,primecell"),
+                             _reg(sp804), _spi(Region.TIMER0),
+                             fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK, PHANDLE_APB_PCLK),
+                             fdt.PropStrings("clock-names", "timclken1", "timclken2", "apb_pclk")))
+
+    chosen = fdt.Node("chosen")
+    if Region.UART0 not in omitted:
+        chosen.append(fdt.PropStrings("stdout-path", uart_path))  # also what a bare "earlycon" uses
+    if boot.bootargs:
+        chosen.append(fdt.PropStrings("bootargs", boot.bootargs))
+    if boot.initrd is not None:
+        start, end = boot.initrd
+        if not (ram.contains(start, end - start) and start < end):
+            raise ValueError(f"initrd 0x{start:x}..0x{end:x} is not inside RAM")
+        chosen.append(fdt.PropWords("linux,initrd-start", *_cells64(start)))
+        chosen.append(fdt.PropWords("linux,initrd-end", *_cells64(end)))
+    root.append(chosen)
+    return tree
+
+
+def _cpus_node(cpus: int) -> fdt.Node:
+    node = fdt.Node("cpus", fdt.PropWords("#address-cells", 1), fdt.PropWords("#size-cells", 0))
+    for cpu in range(cpus):
+        # reg is MPIDR_EL1's affinity fields (arm/cpus.yaml); one cell covers Aff2..Aff0, and
+        # Aff3 is zero for every CPU the memory map allows (MAX_CPUS).
+        hwid = cpu_affinity(cpu) & MPIDR_HWID_BITMASK
+        node.append(fdt.Node(f"cpu@{hwid:x}", fdt.PropStrings("device_type", "cpu"),
+                             fdt.PropStrings("compatible", CPU_COMPATIBLE), fdt.PropWords("reg", hwid),
+                             fdt.PropStrings("enable-method", "psci")))
+    return node
+
+
+def _gic_node(cpus: int) -> fdt.Node:
+    dist = VIRT_MEMMAP[Region.GIC_DIST]
+    redist_all = VIRT_MEMMAP[Region.GIC_REDIST]
+    # Only the frames the machine maps (one RD + SGI pair per CPU): Linux walks the region
+    # frame by frame until GICR_TYPER.Last, and a region larger than what is mapped would
+    # only be right if Last were never missed.
+    redist = MemMapEntry(redist_all.base, min(redist_all.size, cpus * GICR_FRAME_SIZE))
+    # #address-cells = 0: no child nodes (no ITS), and dtc wants it on every interrupt provider
+    # because an interrupt-map's parent unit address is sized by it (DT specification 2.4.3.1).
+    return fdt.Node(node_name("intc", dist), fdt.PropStrings("compatible", "arm,gic-v3"),
+                    fdt.PropWords("#interrupt-cells", 3), fdt.PropWords("#address-cells", 0),
+                    fdt.Property("interrupt-controller"),
+                    fdt.PropWords("#redistributor-regions", 1), _reg(dist, redist),
+                    fdt.PropWords("phandle", PHANDLE_GIC))
+
+
+def device_tree_blob(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMAP[Region.RAM].size,
+                     boot: BootConfig | None = None, omit: Iterable[Region] = ()) -> bytes:
+    """The flattened device tree (DTB) of :func:`device_tree`, ready to place in guest memory."""
+    tree = device_tree(profile, cpus, ram_size=ram_size, boot=boot, omit=omit)
+    return bytes(tree.to_dtb(version=DTB_VERSION))
