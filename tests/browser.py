@@ -435,6 +435,23 @@ class WidgetPage:
         """What an element looks like now (PNG bytes of its screenshot)."""
         return bytes(locator.screenshot(timeout=STEP_TIMEOUT_MS, animations="disabled"))
 
+    def steady_snapshot(self, locator: Any, quiet_ms: int = 500, timeout_ms: int = STEP_TIMEOUT_MS) -> bytes:
+        """How an element looks once it has stopped changing (two snapshots ``quiet_ms`` apart agree).
+
+        A picture the kernel sent a moment ago may still be on its way: taking "before" too early
+        would let a later change that the click did not cause pass for its effect.
+        """
+        deadline = time.monotonic() + timeout_ms / 1000
+        last = self.snapshot(locator)
+        while True:
+            self.page.wait_for_timeout(quiet_ms)
+            now = self.snapshot(locator)
+            if now == last:
+                return now
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the picture kept changing for {timeout_ms} ms\n{self.diagnostics()}")
+            last = now
+
     def expect_changed(self, locator: Any, before: bytes, timeout_ms: int = STEP_TIMEOUT_MS) -> bytes:
         """Wait until the element looks different from ``before``; return how it looks now."""
         deadline = time.monotonic() + timeout_ms / 1000

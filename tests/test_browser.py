@@ -4,12 +4,14 @@
 and Debian's chromium, driven by Playwright, runs a notebook, checks that the ipywidgets rendered
 with no error, clicks, and checks that the page changed. The harness is tests/browser.py; the
 notebooks here are small self-contained fixtures in tests/notebooks/, so a failure points at the
-browser tier itself rather than at the lab's widgets. Screenshots: see tests/browser.py.
+browser tier itself rather than at the lab's widgets; the last tests then drive the lab's own
+dashboard, notebooks/01_dashboard.ipynb, the same way. Screenshots: see tests/browser.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,12 @@ pytest_plugins = ("tests.browser",)
 
 TEST_NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 COUNTER = TEST_NOTEBOOKS / "counter.ipynb"
+NOTEBOOKS = TEST_NOTEBOOKS.parent.parent / "notebooks"
+DASHBOARD = NOTEBOOKS / "01_dashboard.ipynb"
+# Every control of the Lab that is a button, by its text label (a projector may lack the icons).
+LAB_BUTTONS = ("Run", "Pause", "Step", "Step firmware", "Run until", "Step back", "Reset", "Add", "Break on",
+               "Remove")
+WAIT_MS = 30_000  # a step or a run in the kernel plus the plots it redraws, on a loaded 2-core machine
 
 
 # --- the commands' contract, without a browser -------------------------------------------------------------
@@ -131,3 +139,72 @@ def test_the_fixture_notebooks_are_stored_without_outputs() -> None:
     for path in paths:
         cells = json.loads(path.read_text())["cells"]
         assert all(not cell.get("outputs") for cell in cells if cell["cell_type"] == "code"), path
+
+
+# --- the lab's dashboard (notebooks/01_dashboard.ipynb) ----------------------------------------------------
+
+
+def _retired(status: str) -> int:
+    match = re.search(r"([\d,]+) instructions retired", status)
+    assert match, status
+    return int(match.group(1).replace(",", ""))
+
+
+def _step_and_run(widget_page, shots: str) -> None:  # type: ignore[no-untyped-def]
+    """Press Step, then Run, through the page; check the status line, the state label and both pictures.
+
+    Where the notebook leaves the machine (its section 5): CPU 2 is back inside the state-machine
+    scenario right after sub-test c's COMPLETE, event 2000 is ``registered``, and the breakpoint
+    "SDEI_EVENT_COMPLETE on CPU 2" is set. One instruction changes no SDEI state; Run goes on to
+    CPU 2's next COMPLETE, sub-test d's, which ends unregister-pending: the event is ``unregistered``.
+    """
+    from playwright.sync_api import expect
+
+    page = widget_page.page
+    status, state = page.locator(".sdeilab-status"), page.locator(".sdeilab-state")
+    pictures = widget_page.images()
+    expect(pictures).to_have_count(2, timeout=WAIT_MS)  # the state machine, then the timeline
+    state_picture, timeline_picture = pictures.nth(0), pictures.nth(1)
+    expect(status).to_contain_text("step-back: back 25 instructions", timeout=WAIT_MS)
+    expect(state).to_have_text("registered", timeout=WAIT_MS)
+    retired = _retired(status.inner_text())
+    state_before = widget_page.steady_snapshot(state_picture)
+    timeline_before = widget_page.steady_snapshot(timeline_picture)
+    sources = state_picture.get_attribute("src"), timeline_picture.get_attribute("src")
+    widget_page.shot(f"{shots}-rendered")
+
+    widget_page.click("Step")
+    expect(status).to_contain_text("budget: 1 instructions", timeout=WAIT_MS)
+    expect(status).to_contain_text(f"{retired + 1:,} instructions retired", timeout=WAIT_MS)
+    expect(state).to_have_text("registered")
+    widget_page.shot(f"{shots}-stepped")
+
+    widget_page.click("Run")
+    expect(status).to_contain_text("SDEI_EVENT_COMPLETE on CPU 2", timeout=WAIT_MS)
+    expect(state).to_have_text("unregistered", timeout=WAIT_MS)
+    widget_page.expect_changed(state_picture, state_before)
+    widget_page.expect_changed(timeline_picture, timeline_before)
+    assert (state_picture.get_attribute("src"), timeline_picture.get_attribute("src")) != sources
+    assert _retired(status.inner_text()) > retired + 1
+    widget_page.shot(f"{shots}-ran")
+    widget_page.expect_widgets_ok()
+
+
+@pytest.mark.browser
+def test_the_dashboard_notebook_steps_and_runs_in_jupyterlab(lab_server, widget_page) -> None:  # type: ignore[no-untyped-def]
+    widget_page.open_notebook(lab_server(NOTEBOOKS), DASHBOARD.name)
+    widget_page.expect_widgets_ok(buttons=LAB_BUTTONS)
+    _step_and_run(widget_page, "lab")
+
+
+@pytest.mark.browser
+def test_the_dashboard_notebook_as_a_voila_app(voila_server, widget_page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    widget_page.open_dashboard(voila_server(DASHBOARD))
+    widget_page.expect_widgets_ok(buttons=LAB_BUTTONS)
+    # Voila shows the dashboard while the later cells still run: clicks wait for the last one.
+    expect(widget_page.page.get_by_text("all checks passed")).to_be_visible(timeout=WAIT_MS * 2)
+    widget_page.expect_widgets_ok(buttons=LAB_BUTTONS)
+    _step_and_run(widget_page, "voila")
+    assert widget_page.page.get_by_text("from sdeilab.widgets import Lab").count() == 0  # the app, not its code

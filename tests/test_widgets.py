@@ -218,3 +218,26 @@ def test_a_step_updates_the_text_views_without_waiting_for_the_plots() -> None:
     timings.sort()
     assert timings[len(timings) // 2] < 0.1, timings  # the dashboard's target: under 100 ms a step
     lab.wait_plots(60)
+
+
+def test_the_state_label_and_only_the_pictures_that_changed_are_redrawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdeilab.widgets import plots
+
+    drawn: list[str] = []
+    for name in ("state_machine_png", "timeline_png"):
+        original = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _f=original, _n=name, **k: drawn.append(_n) or _f(*a, **k))
+    lab = Lab(TFTF_STATE, plots_async=False)
+    # The CPU choosers show their "all" entry (ipywidgets 8 shows value None as an empty box).
+    assert (lab.state_cpu.label, lab.event_cpu.label, lab.bp_cpu.label) == ("all CPUs", "any CPU", "any CPU")
+    lab.show_event(2000)
+    assert "no transition yet" in lab.state_label.value
+    drawn.clear()
+    lab.step_firmware()  # CPU 0's first call, SDEI_VERSION: a new fact, no transition of event 2000
+    assert isinstance(lab.session.last_stop.fact, SmcccCall) and drawn == ["timeline_png"]
+    lab.run_until("SdeiDispatch")
+    assert "state_machine_png" in drawn and ">enabled-running</b>" in lab.state_label.value
+    lab.show_event_cpu(1)  # CPU 1 is still off: nothing of event 2000 on it yet
+    assert lab.state_cpu.label == "CPU 1" and "no transition yet" in lab.state_label.value
+    lab.show_event_cpu(None)
+    assert lab.state_cpu.label == "all CPUs" and ">enabled-running</b>" in lab.state_label.value

@@ -31,10 +31,13 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.session import Breakpoint, EventBreak, Session, SessionBusy, StopInfo
 from sdeilab.trace import FACT_KINDS, SdeiTransition, TraceLog
 from sdeilab.widgets import plots
-from sdeilab.widgets.views import disassembly_html, memory_html, registers_html, status_html
+from sdeilab.widgets.views import disassembly_html, memory_html, registers_html, state_label_html, status_html
 
 LIVE_REFRESH_S = 0.5  # during a background run, views are refreshed at most this often
 FOLLOW = "follow"  # the CPU selector's value that follows the CPU that ran last
+# The CPU choosers' value for "any CPU" / "all CPUs". Not None: ipywidgets 8 reads a selection
+# whose value is None as "nothing selected" (index None), so the browser showed an empty box.
+ANY_CPU = -1
 
 
 class Lab:
@@ -61,6 +64,8 @@ class Lab:
         self._result: StopInfo | None = None
         self._last_live = 0.0
         self._plotted: tuple[object, ...] | None = None
+        self._state_drawn: tuple[object, ...] | None = None  # what the state machine picture shows
+        self._timeline_drawn: tuple[object, ...] | None = None  # what the timeline picture shows
         self.plots_drawn = 0  # how many times the plots were rendered (a step with no new fact draws nothing)
         self._syncing = False  # the lab itself is setting widget values: observers stay quiet
         self._build()
@@ -106,14 +111,14 @@ class Lab:
         self.uart_view = w.Textarea(value="", disabled=True, layout=w.Layout(width="100%", height="140px"))
 
         self.bp_entry = w.Text(placeholder="address or symbol", description="breakpoint")
-        self.bp_cpu = w.Dropdown(options=[("any CPU", None)] + [(f"CPU {n}", n) for n in range(s.cpus)],
-                                 value=None, layout=w.Layout(width="110px"))
+        self.bp_cpu = w.Dropdown(options=[("any CPU", ANY_CPU)] + [(f"CPU {n}", n) for n in range(s.cpus)],
+                                 value=ANY_CPU, layout=w.Layout(width="110px"))
         self.bp_add_button = button(description="Add", icon="plus")
         self.bp_add_button.on_click(lambda _: self.add_breakpoint())
         self.event_entry = w.Combobox(placeholder="SDEI_EVENT_COMPLETE, CPU_ON, SdeiDispatch, ...",
                                       options=self._event_names(), description="event")
-        self.event_cpu = w.Dropdown(options=[("any CPU", None)] + [(f"CPU {n}", n) for n in range(s.cpus)],
-                                    value=None, layout=w.Layout(width="110px"))
+        self.event_cpu = w.Dropdown(options=[("any CPU", ANY_CPU)] + [(f"CPU {n}", n) for n in range(s.cpus)],
+                                    value=ANY_CPU, layout=w.Layout(width="110px"))
         self.event_add_button = button(description="Break on", icon="plus")
         self.event_add_button.on_click(lambda _: self.break_on())
         self.bp_list = w.Select(options=[], rows=4, layout=w.Layout(width="420px"))
@@ -129,11 +134,12 @@ class Lab:
 
         self.event_select = w.Dropdown(options=[0], value=0, description="SDEI event")
         self.event_select.observe(lambda change: self._syncing or self.show_event(change["new"]), "value")
-        self.state_cpu = w.Dropdown(options=[("all CPUs", None)] + [(f"CPU {n}", n) for n in range(s.cpus)],
-                                    value=None, description="on")
-        self.state_cpu.observe(lambda change: self._syncing or self.show_event_cpu(change["new"]), "value")
-        self.state_image = w.Image(format="png", layout=w.Layout(width="480px"))
-        self.timeline_image = w.Image(format="png", layout=w.Layout(width="640px"))
+        self.state_cpu = w.Dropdown(options=[("all CPUs", ANY_CPU)] + [(f"CPU {n}", n) for n in range(s.cpus)],
+                                    value=ANY_CPU, description="on")
+        self.state_cpu.observe(lambda change: self._syncing or self.show_event_cpu(_cpu(change["new"])), "value")
+        self.state_label = w.HTML()  # the highlighted state in words: readable from the back of a room
+        self.state_image = w.Image(format="png", layout=w.Layout(width="720px"))  # plots.py draws it 720 x 480
+        self.timeline_image = w.Image(format="png", layout=w.Layout(width="768px"))  # plots.py: 768 x 288
 
         controls = w.HBox([self.run_button, self.pause_button, self.step_button, self.step_firmware_button,
                            self.run_until_button, self.step_back_button, self.reset_button, self.count])
@@ -148,7 +154,9 @@ class Lab:
         settings.set_title(0, "Breakpoints")
         settings.set_title(1, "Platform: profile and quirks")
         settings.selected_index = 0
-        state = w.HBox([w.VBox([w.HBox([self.event_select, self.state_cpu]), self.state_image]), self.timeline_image])
+        # Side by side where the page is wide enough, the timeline below the state machine where not.
+        state = w.HBox([w.VBox([w.HBox([self.event_select, self.state_cpu]), self.state_label, self.state_image]),
+                        self.timeline_image], layout=w.Layout(flex_flow="row wrap"))
         code = w.VBox([self.cpu_select, self.disasm_html, self.memory_entry, self.memory_html])
         self.widget = w.VBox([
             controls,
@@ -168,6 +176,7 @@ class Lab:
     # --- controls (each button calls exactly one of these) -------------------------------
     def run(self, max_instructions: int | None = None) -> StopInfo | None:
         """Run in this thread until a breakpoint, the guest's end, or Ctrl-C (which pauses)."""
+        self._last_live = time.monotonic()
         return self._do(lambda: self.session.run(max_instructions, progress=self._progress))
 
     def start(self, max_instructions: int | None = None) -> threading.Thread | None:
@@ -178,6 +187,10 @@ class Lab:
         self._result = None
         self.progress.value = 0
         self.status.value = status_html(self.session.last_stop, running=True, retired=self.session.retired)
+        # The views show the stop the run starts from: the first live refresh is due half a second
+        # in, not at the first chunk. A drawing in the worker thread takes the GIL from the run, so
+        # one at the start made a 0.14 s run of tftf_rm_any take 0.6 s (benchmarks/dashboard_speed.py).
+        self._last_live = time.monotonic()
         self._thread = threading.Thread(target=self._background, args=(max_instructions,), daemon=True,
                                         name="sdeilab-run")
         self._thread.start()
@@ -213,7 +226,7 @@ class Lab:
             name = (predicate or self.event_entry.value).strip()
             if not name:
                 return self._fail("name an event in the event field first")
-            target = cpu if cpu is not None or predicate is not None else self.event_cpu.value
+            target = cpu if cpu is not None or predicate is not None else _cpu(self.event_cpu.value)
             try:
                 matcher: EventBreak = self.session.event_matcher(name, target)
             except ValueError as error:
@@ -232,13 +245,13 @@ class Lab:
     def add_breakpoint(self, where: int | str | None = None, cpu: int | None = None) -> Breakpoint | None:
         """Add an address breakpoint (default: the breakpoint field and its CPU)."""
         target = self.bp_entry.value if where is None else where
-        which = self.bp_cpu.value if where is None and cpu is None else cpu
+        which = _cpu(self.bp_cpu.value) if where is None and cpu is None else cpu
         return self._edit(lambda: self.session.add_breakpoint(target, which))
 
     def break_on(self, name: str | None = None, cpu: int | None = None) -> EventBreak | None:
         """Break on a firmware event (default: the event field and its CPU)."""
         target = (self.event_entry.value if name is None else name).strip()
-        which = self.event_cpu.value if name is None and cpu is None else cpu
+        which = _cpu(self.event_cpu.value) if name is None and cpu is None else cpu
         return self._edit(lambda: self.session.break_on(target, which))
 
     def remove_breakpoint(self, which: Breakpoint | EventBreak | int | str | None = None) -> None:
@@ -290,7 +303,7 @@ class Lab:
     def show_event_cpu(self, cpu: int | None) -> None:
         """Count the state machine's transitions on ``cpu`` only (None: all CPUs)."""
         with self._quiet():
-            self.state_cpu.value = cpu
+            self.state_cpu.value = ANY_CPU if cpu is None else cpu
         self._refresh_plots(force=True)
 
     # --- refreshing the views ------------------------------------------------------------
@@ -347,7 +360,8 @@ class Lab:
             with self._quiet():
                 self.event_select.options = events
                 self.event_select.value = keep if keep in events else events[0]
-        key = (id(trace), len(trace), self.event_select.value, self.state_cpu.value)
+        # The trace object itself, not its id(): a reset makes a new log, whose id may be the old one's.
+        key = (trace, len(trace), self.event_select.value, _cpu(self.state_cpu.value))
         if not force and key == self._plotted:
             return  # nothing new to draw: a step that recorded no fact costs no plotting
         self._plotted = key
@@ -382,16 +396,35 @@ class Lab:
 
     def _draw_plots(self) -> None:
         s = self.session
+        trace, event, cpu = s.trace, self.event_select.value, _cpu(self.state_cpu.value)
+        # Each picture is redrawn only when what it shows has changed. The state machine shows
+        # the SdeiTransition facts of (event, cpu) and nothing else, and the log only grows, so
+        # while their number stays the same so does the picture: a firmware step whose call is
+        # not about this event costs no state machine (more than half of the drawing time).
+        # The timeline shows every fact (its x range ends at the last one): it follows the length.
+        # The keys are taken before drawing, so a fact appended meanwhile is drawn again later.
+        state_key = (trace, event, cpu, len(trace.seqs(SdeiTransition, event=event, cpu=cpu)))
+        timeline_key = (trace, len(trace))
         try:
-            state = plots.state_machine_png(s.trace, self.event_select.value, self.state_cpu.value)
-            timeline = plots.timeline_png(s.trace, s.cpus)
+            state = current = timeline = None
+            if state_key != self._state_drawn:
+                state = plots.state_machine_png(trace, event, cpu)
+                current = plots.current_state(trace, event, cpu)
+            if timeline_key != self._timeline_drawn:
+                timeline = plots.timeline_png(trace, s.cpus)
         except Exception as error:  # a view that fails must not take the dashboard down: say so
             self.plot_error = f"plot failed: {type(error).__name__}: {error}"
             return
         self.plot_error = ""
-        self.state_image.value = state
-        self.timeline_image.value = timeline
-        self.plots_drawn += 1
+        if state is not None:
+            self.state_image.value = state
+            self.state_label.value = state_label_html(event, cpu, current)
+            self._state_drawn = state_key
+        if timeline is not None:
+            self.timeline_image.value = timeline
+            self._timeline_drawn = timeline_key
+        if state is not None or timeline is not None:
+            self.plots_drawn += 1
 
     def _sync_switches(self) -> None:
         s = self.session
@@ -456,6 +489,11 @@ class Lab:
             self.status.value = status_html(s.last_stop, running=True, retired=s.retired)
             self.uart_view.value = s.uart_text()
             self._refresh_plots()
+
+
+def _cpu(choice: int) -> int | None:
+    """A CPU chooser's value as the session takes it: None for "any CPU" / "all CPUs"."""
+    return None if choice == ANY_CPU else choice
 
 
 def _sdei_events(trace: TraceLog) -> list[int]:

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from sdeilab.trace import SdeiTransition, TraceLog
+from sdeilab.viz.state_machine import Tally
 
 
 def _view(name: str) -> Callable[..., Any] | None:
@@ -41,8 +42,14 @@ def placeholder(ax: Axes, trace: TraceLog, event: int | None = None, cpu: int | 
     return [bars]
 
 
-def state_machine_png(trace: TraceLog, event: int | None, cpu: int | None, size: tuple[float, float] = (6, 4.5),
-                      dpi: int = 80) -> bytes:
+def state_machine_png(trace: TraceLog, event: int | None, cpu: int | None, size: tuple[float, float] = (12, 8),
+                      dpi: int = 60) -> bytes:
+    """The state machine of ``event`` (on ``cpu``), 720 x 480 pixels by default.
+
+    Drawn at the size the view is laid out for (sdeilab.viz.state_machine: about 12 x 8 inches;
+    at half that its labels overlap), at a resolution that keeps the picture's pixel count and
+    drawing time about what they were at the smaller size.
+    """
     view = _view("state_machine")
     fig = Figure(figsize=size, dpi=dpi)
     ax = fig.add_subplot()
@@ -51,11 +58,18 @@ def state_machine_png(trace: TraceLog, event: int | None, cpu: int | None, size:
     else:
         view(ax, trace, event=event, cpu=cpu)
         who = "all CPUs" if cpu is None else f"CPU {cpu}"
-        ax.set_title(f"SDEI event {event} ({who})", fontsize=10)
+        ax.set_title(f"SDEI event {event} ({who})", fontsize=12)
     return _png(fig)
 
 
-def timeline_png(trace: TraceLog, cpus: int, size: tuple[float, float] = (8, 3.2), dpi: int = 80) -> bytes:
+def current_state(trace: TraceLog, event: int, cpu: int | None) -> str | None:
+    """The state the state machine highlights for ``event`` (on ``cpu``): the same rule, Tally's."""
+    return Tally.of(trace, event, cpu).current
+
+
+def timeline_png(trace: TraceLog, cpus: int, size: tuple[float, float] = (12, 4.5), dpi: int = 64) -> bytes:
+    """The per-CPU timeline, 768 x 288 pixels by default: at 8 x 3.2 inches the view's 12-14 pt
+    tick labels ran into each other; this size costs the same to draw."""
     view = _view("timeline")
     fig = Figure(figsize=size, dpi=dpi)
     ax = fig.add_subplot()

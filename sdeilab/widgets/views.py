@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from sdeilab.firmware.session import REGISTERS, CpuView, DisasmLine, StopInfo, pstate_text
+from sdeilab.viz.style import CURRENT
 
 CHANGED_STYLE = "background:#ffe08a"
 _MONO = "font-family:monospace;font-size:12px;line-height:1.25"
@@ -79,3 +80,15 @@ def memory_html(address: int, data: bytes | None, width: int = 16) -> str:
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
         lines.append(f"{address + offset:010x}  {hexes:<{3 * width}} {escape(text)}")
     return f"<pre class='sdeilab-memory' style='{_MONO};margin:0'>" + "\n".join(lines) + "</pre>"
+
+
+def state_label_html(event: int, cpu: int | None, state: str | None) -> str:
+    """The state the state machine picture highlights, in words (class ``sdeilab-state``): the
+    last SdeiTransition's new state for ``event`` (on ``cpu``; None: all CPUs)."""
+    who = "all CPUs" if cpu is None else f"CPU {cpu}"
+    if state is None:
+        return (f"<span style='{_MONO}'>SDEI event {event} ({who}): "
+                "<span class='sdeilab-state'>no transition yet</span></span>")
+    # The picture's colours for the current state (sdeilab.viz.state_machine: fill and halo).
+    return (f"<span style='{_MONO}'>SDEI event {event} ({who}): <b class='sdeilab-state' "
+            f"style='background:#FDEBC8;outline:2px solid {CURRENT};padding:0 4px'>{escape(state)}</b></span>")
