@@ -120,7 +120,8 @@ for fact in trace.of_kind(SdeiDispatch, SdeiComplete):
         print(f"{fact.vtime:>6} ns  {'  ' * depth}dispatch {fact.event} ({kind}, {fact.source}), depth "
               f"{fact.depth}, interrupted <{image.symbolize(fact.interrupted_pc)}>")
     else:
-        print(f"{fact.vtime:>6} ns  {'  ' * depth}{fact.how} {fact.event}: resume at <{image.symbolize(fact.resume_pc)}>")
+        resume = image.symbolize(fact.resume_pc)
+        print(f"{fact.vtime:>6} ns  {'  ' * depth}{fact.how} {fact.event}: resume at <{resume}>")
         depth -= 1
 
 # %% [markdown]
