@@ -8,9 +8,12 @@ plots. The clock stops when ``lab.wait_plots()`` returns, that is, when the stat
 the timeline show the stop as well; the plots are drawn in a worker thread. The text views alone
 (the click's return) are printed too. The Lab redraws a picture only when what it shows changed.
 So most one-instruction Steps draw nothing, and the share of steps that drew is printed beside
-the figures. "Step firmware" records a fact every time, so each one redraws the timeline. The
-steps start where notebooks/01_dashboard stops: CPU 2 has just entered its SDEI handler in
-sub-test c of guests/sdei/tftf_state (4 CPUs). Target: under 100 ms a step.
+the figures, with what one redraw took. A redraw paints only what changed, on the figure the Lab
+kept from the drawing before (sdeilab/widgets/plots.py: Picture); the first drawing, and one
+after the layout changed, is made on a fresh Figure, which is broken down step by step. "Step
+firmware" records a fact every time, so each one redraws the timeline. The steps start where
+notebooks/01_dashboard stops: CPU 2 has just entered its SDEI handler in sub-test c of
+guests/sdei/tftf_state (4 CPUs). Target: under 100 ms a step.
 
 Records per second: facts appended to the trace / wall seconds of a whole run of a 4-CPU guest.
 The run goes through the dashboard's Run button (``lab.start()``: a background thread, the
@@ -37,6 +40,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import ipywidgets as w
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -74,10 +78,12 @@ def summary(samples: list[float]) -> str:
 
 
 class Redraws:
-    """How many times the Lab drew each picture (plots.py's two functions, counted where the Lab calls them)."""
+    """How many times the Lab drew each picture, and how long each drawing took (wall seconds in
+    the plot worker): plots.py's two functions, counted where the Lab calls them."""
 
     def __init__(self) -> None:
         self.counts = {"state_machine_png": 0, "timeline_png": 0}
+        self.seconds: dict[str, list[float]] = {name: [] for name in self.counts}
         for name in self.counts:
             setattr(plots, name, self._counting(name, getattr(plots, name)))
 
@@ -85,7 +91,11 @@ class Redraws:
         @wraps(draw)  # keeps its signature, whose defaults picture_breakdown reads
         def counted(*args: object, **kwargs: object) -> bytes:
             self.counts[name] += 1
-            return draw(*args, **kwargs)
+            began = time.perf_counter()
+            try:
+                return draw(*args, **kwargs)
+            finally:
+                self.seconds[name].append(time.perf_counter() - began)
         return counted
 
     @property
@@ -126,19 +136,33 @@ def step_latency(steps: int) -> None:
                                 ("Step firmware", lab.step_firmware_button, steps),
                                 ("Step back (n = 1)", lab.step_back_button, max(5, steps // 5))):
         state, timeline = redraws.state, redraws.timeline
+        fast = lab.state_picture.fast, lab.timeline_picture.fast
         full, text, drew, cpu = clicks(lab, button, count)
         within = sum(t < TARGET_S for t in full)
         print(f"  {name:<18} x{count}: to every view {summary(full)}; {within}/{count} under target")
         print(f"  {'':<18}      text views alone {summary(text)}; CPU {cpu / count * 1000:.1f} ms per click")
         print(f"  {'':<18}      {drew}/{count} clicks redrew a picture: the state machine "
               f"{redraws.state - state} times, the timeline {redraws.timeline - timeline} times")
+        each = []
+        for label, key, before, picture, was in (
+                ("state machine", "state_machine_png", state, lab.state_picture, fast[0]),
+                ("timeline", "timeline_png", timeline, lab.timeline_picture, fast[1])):
+            seconds = redraws.seconds[key][before:]
+            if seconds:
+                each.append(f"{label} median {ms(statistics.median(seconds)).strip()} "
+                            f"({picture.fast - was}/{len(seconds)} on the kept figure)")
+        if each:
+            print(f"  {'':<18}      one redraw (wall, plot worker): {', '.join(each)}")
     picture_breakdown(lab.session.trace, lab.session.cpus)
 
 
 def picture_breakdown(trace: TraceLog, cpus: int, count: int = 5) -> None:
-    """Where one redraw's time goes: plots.py's steps for each picture, timed one by one (process
-    CPU time, median of ``count``), on the trace as it now is."""
-    print(f"  one redraw, step by step (CPU ms, median of {count}; {len(trace):,} facts):")
+    """Where a drawing on a fresh Figure spends its time (the first drawing of a picture, or one
+    after its layout changed; a redraw on the kept figure skips all but the view and the
+    encoding, and draws only the part that changed): plots.py's steps for each picture, timed
+    one by one (process CPU time, median of ``count``), on the trace as it now is. The PNG is
+    encoded both ways: matplotlib's savefig (Pillow) and plots.encode_png (what the Lab uses)."""
+    print(f"  a drawing on a fresh Figure, step by step (CPU ms, median of {count}; {len(trace):,} facts):")
     views: dict[str, tuple[Callable[..., object], Callable[[Axes], object]]] = {
         "state machine": (plots.state_machine_png, lambda ax: state_machine(ax, trace, event=EVENT, cpu=None)),
         "timeline": (plots.timeline_png, lambda ax: timeline(ax, trace, cpus=list(range(cpus)))),
@@ -163,11 +187,14 @@ def picture_breakdown(trace: TraceLog, cpus: int, count: int = 5) -> None:
             Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1) \
                 .save(io.BytesIO(), format="png")
             marks.append(time.process_time())
+            plots.encode_png(np.asarray(canvas.buffer_rgba()))
+            marks.append(time.process_time())
             took = [b - a for a, b in pairwise(marks)]
             for name, seconds in zip(("Figure and Axes", "the view's artists", "tight_layout", "Agg drawing",
-                                      "PNG encoding"), took, strict=True):
+                                      "PNG by savefig", "PNG by encode_png"), took, strict=True):
                 steps.setdefault(name, []).append(seconds)
-        total = sum(statistics.median(v) for v in steps.values())
+        # The total is the Lab's way: encode_png, not savefig.
+        total = sum(statistics.median(v) for name, v in steps.items() if name != "PNG by savefig")
         parts = ", ".join(f"{name} {statistics.median(v) * 1000:.0f}" for name, v in steps.items())
         print(f"    {label:<14} {total * 1000:4.0f} ms: {parts}")
 

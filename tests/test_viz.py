@@ -40,7 +40,7 @@ from sdeilab.trace import (
     TraceLog,
 )
 from sdeilab.trace.intervals import firmware_calls
-from sdeilab.viz import TimelineData, sequence, state_machine, style, timeline
+from sdeilab.viz import TimelineData, sequence, state_machine, style, timeline, update_state_machine
 from sdeilab.viz.sequence import FIRMWARE, messages
 from sdeilab.viz.timeline import call_marks
 
@@ -318,6 +318,55 @@ def test_state_machine_counts_and_highlight_match_the_facts(cpu: int | None, tmp
     assert shown == refused and sum(refused.values()) > 0
     early = [a for a in artists if a.get_gid() == "refused-early"]
     assert bool(early) == any(f.old == "-" for f in facts)
+
+
+def looks(ax) -> tuple[list[tuple[str, object]], dict[int, object]]:  # type: ignore[no-untyped-def]
+    """The state machine on ``ax`` as drawn: each artist in drawing order (zorder, then the order
+    added) with its gid and what a trace sets on it, and the same keyed by the artist."""
+    shown: list[tuple[str, object]] = []
+    by_artist: dict[int, object] = {}
+    for artist in sorted(ax.get_children(), key=lambda a: a.get_zorder()):
+        if isinstance(artist, Text):
+            look: object = (artist.get_text(), to_rgba(artist.get_color()), artist.get_fontsize())
+        elif isinstance(artist, FancyBboxPatch | FancyArrowPatch):
+            look = (tuple(artist.get_facecolor()), tuple(artist.get_edgecolor()), artist.get_linestyle(),
+                    tuple(artist.get_path().vertices.round(9).ravel()) if isinstance(artist, FancyBboxPatch) else None)
+        else:
+            continue
+        shown.append((str(artist.get_gid()), look))
+        by_artist[id(artist)] = look
+    return shown, by_artist
+
+
+@pytest.mark.parametrize("cpu", [None, 2])
+def test_update_state_machine_makes_what_a_fresh_drawing_makes(cpu: int | None) -> None:
+    """The dashboard changes the state machine's artists in place at each step and repaints what
+    they report changed: after each of the event's transitions they must be what a fresh
+    drawing makes, in the same drawing order, and every artist changed must be reported."""
+    log = run("tftf_state")
+    cuts = [f.seq for f in log.of_kind(SdeiTransition) if f.event == EVENT and (cpu is None or f.cpu == cpu)]
+    ax = Figure(figsize=(12, 8)).add_subplot()
+    artists = state_machine(ax, prefix(log, cuts[0]), event=EVENT, cpu=cpu)
+    in_place = afresh = 0
+    for seq in cuts[1:]:
+        cut = prefix(log, seq)
+        before = looks(ax)[1]
+        changed = update_state_machine(artists, cut, event=EVENT, cpu=cpu)
+        if changed is None:  # the picture needs other artists: drawn afresh, as the dashboard does
+            afresh += 1
+            for artist in artists:
+                artist.remove()
+            artists = state_machine(ax, cut, event=EVENT, cpu=cpu)
+            continue
+        in_place += 1
+        fresh = Figure(figsize=(12, 8)).add_subplot()
+        state_machine(fresh, cut, event=EVENT, cpu=cpu)
+        assert looks(ax)[0] == looks(fresh)[0], seq
+        after = looks(ax)[1]
+        moved = {key for key, look in after.items() if before.get(key) != look}
+        assert moved <= {id(a) for a in changed}, seq
+        assert changed, seq  # a transition of the event changes a count at least
+    assert in_place > 3 * afresh and afresh > 0  # structure changes (refusals appear) are the rare case
 
 
 # --- sequence ---------------------------------------------------------------------------------------

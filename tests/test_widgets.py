@@ -3,15 +3,25 @@ would, and the widgets' values checked (the first of the three test tiers, issue
 
 from __future__ import annotations
 
+import inspect
+import io
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
 
 from sdeilab.toolchain import build_source_text
-from sdeilab.trace import SmcccCall
-from sdeilab.widgets import Lab
+from sdeilab.trace import SdeiTransition, SmcccCall
+from sdeilab.viz import state_machine, timeline
+from sdeilab.widgets import Lab, plots
+from sdeilab.widgets.lab import ANY_CPU
 
 ROOT = Path(__file__).resolve().parent.parent
 TFTF_STATE = ROOT / "guests" / "sdei" / "tftf_state.elf"
@@ -241,3 +251,71 @@ def test_the_state_label_and_only_the_pictures_that_changed_are_redrawn(monkeypa
     assert lab.state_cpu.label == "CPU 1" and "no transition yet" in lab.state_label.value
     lab.show_event_cpu(None)
     assert lab.state_cpu.label == "all CPUs" and ">enabled-running</b>" in lab.state_label.value
+
+
+# --- the pictures kept between drawings (sdeilab/widgets/plots.py: Picture) -------------------------
+
+
+def decoded(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+def fresh_pixels(draw: Callable[[Axes], object], function: Callable[..., bytes]) -> np.ndarray:
+    """The picture as the dashboard drew it before it kept its figures: a new Figure at the size
+    and resolution ``function`` draws at, the view, ``tight_layout``, and matplotlib's savefig."""
+    parameters = inspect.signature(function).parameters
+    figure = Figure(figsize=parameters["size"].default, dpi=parameters["dpi"].default)
+    FigureCanvasAgg(figure)
+    draw(figure.add_subplot())
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return decoded(out.getvalue())
+
+
+def assert_pictures_are_fresh(lab: Lab) -> None:
+    """Both pictures, pixel for pixel, as a fresh Figure draws what they show."""
+    trace, cpus = lab.session.trace, lab.session.cpus
+    event, cpu = lab.event_select.value, None if lab.state_cpu.value == ANY_CPU else lab.state_cpu.value
+
+    def state(ax: Axes) -> None:
+        state_machine(ax, trace, event=event, cpu=cpu)
+        ax.set_title(f"SDEI event {event} ({'all CPUs' if cpu is None else f'CPU {cpu}'})", fontsize=12)
+
+    assert np.array_equal(decoded(lab.state_image.value), fresh_pixels(state, plots.state_machine_png))
+    assert np.array_equal(decoded(lab.timeline_image.value),
+                          fresh_pixels(lambda ax: timeline(ax, trace, cpus=list(range(cpus))), plots.timeline_png))
+
+
+@pytest.mark.parametrize("tile", [plots.TILE, 8])
+def test_a_redrawn_picture_is_what_a_fresh_figure_draws(tile: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lab keeps each picture's figure and paints again only what changed (the highlight,
+    a count, the time axis): after every step the pictures must still be, pixel for pixel, what
+    a fresh Figure draws, and must have changed where the trace did. With 8-pixel tiles an
+    artist's extent drawn too tight (a stroke, a glyph's ink) shows as a stale tile."""
+    monkeypatch.setattr(plots, "TILE", tile)
+    lab = Lab(TFTF_STATE, plots_async=False)
+    lab.show_event(2000)
+    lab.run_until("SdeiDispatch", cpu=2)  # where notebooks/01_dashboard stops
+    assert_pictures_are_fresh(lab)
+    fast = lab.state_picture.fast, lab.timeline_picture.fast
+    state_changes = 0
+    for _ in range(8):
+        transitions = len(lab.session.trace.seqs(SdeiTransition, event=2000))
+        before = bytes(lab.state_image.value), bytes(lab.timeline_image.value)
+        lab.step_firmware()
+        assert_pictures_are_fresh(lab)
+        assert bytes(lab.timeline_image.value) != before[1]  # a new fact: the time axis grew
+        if len(lab.session.trace.seqs(SdeiTransition, event=2000)) != transitions:  # a count changed
+            assert bytes(lab.state_image.value) != before[0]
+            state_changes += 1
+    assert state_changes >= 3
+    # The fast paths drew them (not a fresh Figure each time, which would pass the above too).
+    assert lab.state_picture.fast - fast[0] == state_changes and lab.timeline_picture.fast - fast[1] == 8
+    assert lab.state_picture.tiles_drawn > 0
+    # What the state machine shows changes wholesale: another event, one CPU's transitions, a reset.
+    for change in (lambda: lab.show_event(0), lambda: lab.show_event_cpu(2), lambda: lab.show_event(2000),
+                   lambda: lab.show_event_cpu(None), lab.reset, lab.step_firmware, lab.step_firmware):
+        change()
+        assert_pictures_are_fresh(lab)
+    assert lab.plot_error == ""

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path
+from matplotlib.text import Text
 
 from sdeilab.firmware.sdei.table import DENIED, LABELS, PENDING, TABLE, Action, EventState
 from sdeilab.trace.log import TraceLog
@@ -77,6 +79,72 @@ def _accepts(state: str, action: str) -> bool:
         return True
 
 
+@dataclass
+class _Look:
+    """What the picture shows beside the fixed table: every text and colour that a trace sets."""
+
+    current: str | None  # the highlighted state
+    stays: dict[str, str]  # state -> its "↻" line
+    refused: dict[str, str]  # state -> its "✗" lines, for the states that refused something
+    edges: dict[str, tuple[str, str]]  # "OLD->NEW" -> (the arrow's label, its colour), the table's arrows
+    extras: dict[str, str]  # "OLD->NEW" -> the label of a move the table does not list
+    early: str | None  # refusals before the table
+    title: str
+
+    @classmethod
+    def of(cls, trace: TraceLog | None, event: int | None, cpu: int | None) -> _Look:
+        tally = Tally.of(trace, event, cpu) if trace is not None else None
+        if tally is not None and event is None:
+            tally.current = None  # counts over every event, but no single event's state to highlight
+        stays, refused = {}, {}
+        for state in POSITIONS:
+            label = LABELS[state]
+            actions = [a.value for a, cell in TABLE[state].items() if cell.next is state]
+            if actions:
+                counts = [f"{a} {TIMES}{tally.stays[(label, a)]}" if tally else a for a in actions]
+                stays[label] = "↻ " + ", ".join(counts)
+            if tally is not None:
+                taken = sorted((a, r, n) for (s, a, r), n in tally.refused.items() if s == label)
+                if taken:
+                    lines = _wrap([f"{a} {TIMES}{n}" + (f" ({RESULT_NAMES.get(r, r)})" if r != DENIED else "")
+                                   for a, r, n in taken], 3)
+                    refused[label] = "✗ " + "\n   ".join(lines)
+        edges = {}
+        for (src, dst), actions in EDGES.items():
+            counts = [tally.moves[(LABELS[src], LABELS[dst], a)] for a in actions] if tally else []
+            text = "\n".join(f"{a} {TIMES}{n}" for a, n in zip(actions, counts, strict=True)) if tally else \
+                "\n".join(actions)
+            taken = tally is None or sum(counts) > 0
+            edges[f"{LABELS[src]}->{LABELS[dst]}"] = (text, style.BLACK if taken else style.GREY)
+        extras: dict[str, list[str]] = {}
+        early = None
+        if tally is not None:
+            for (old, new, action), n in sorted(tally.moves.items()):
+                # A move the table does not list (the dispatcher's cpu-on-reset, or a quirk's deviation).
+                if new in _BY_LABEL and action not in EDGES.get((_BY_LABEL[old], _BY_LABEL[new]), []):
+                    extras.setdefault(f"{old}->{new}", []).append(f"{action} {TIMES}{n}")
+            if tally.early:
+                early = "✗ refused before the table (no such event, no dispatch, bad parameters):\n" + ", ".join(
+                    f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})" for (a, r), n in sorted(tally.early.items()))
+        where = f" on CPU {cpu}" if cpu is not None else ""
+        title = f"SDEI event {event}{where}" if event is not None else "SDEI event states (DEN0054 6.1)"
+        return cls(tally.current if tally else None, stays, refused, edges,
+                   {name: "\n".join(texts) for name, texts in extras.items()}, early, title)
+
+
+def _table_edges() -> dict[tuple[EventState, EventState], list[str]]:
+    """The table's arrows: (from, to) -> the actions that take an event from one state to the other."""
+    edges: dict[tuple[EventState, EventState], list[str]] = {}
+    for state, row in TABLE.items():
+        for action, cell in row.items():
+            if cell.next is not None and cell.next is not state:
+                edges.setdefault((state, cell.next), []).append(action.value)
+    return edges
+
+
+EDGES = _table_edges()
+
+
 def state_machine(ax: Axes, trace: TraceLog | None = None, event: int | None = None,
                   cpu: int | None = None) -> list[Artist]:
     """Draw the SDEI state machine on ``ax``; with a trace, count and highlight ``event`` (on ``cpu``).
@@ -87,80 +155,123 @@ def state_machine(ax: Axes, trace: TraceLog | None = None, event: int | None = N
     "state:LABEL" for each state's box, "current:LABEL" for the highlight, "edge:OLD->NEW" and
     "edge-label:OLD->NEW" for the arrows from the table, "extra:OLD->NEW" and
     "extra-label:OLD->NEW" for transitions the trace shows outside it, "refused-early".
+    ``update_state_machine`` brings the artists up to date with a longer trace.
     """
-    tally = Tally.of(trace, event, cpu) if trace is not None else None
-    if tally is not None and event is None:
-        tally.current = None  # counts over every event, but no single event's state to highlight
+    look = _Look.of(trace, event, cpu)
     artists: list[Artist] = []
+    # Patches go in with add_artist, not add_patch: add_patch widens the data limits to each
+    # patch's path (an arrow's is computed in display units), half the view's time, and the
+    # limits are set below anyway.
 
     for state, (x, y) in POSITIONS.items():
         label = LABELS[state]
-        is_current = tally is not None and tally.current == label
         box = FancyBboxPatch((x - BOX[0] / 2, y - BOX[1] / 2), BOX[0], BOX[1], boxstyle="round,pad=0.1",
-                             facecolor="#FDEBC8" if is_current else "white", edgecolor=style.BLACK,
+                             facecolor=_fill(look.current == label), edgecolor=style.BLACK,
                              linewidth=1.5, zorder=2, gid=f"state:{label}")
-        artists.append(ax.add_patch(box))
-        if is_current:
+        artists.append(ax.add_artist(box))
+        if look.current == label:
             halo = FancyBboxPatch((x - BOX[0] / 2, y - BOX[1] / 2), BOX[0], BOX[1], boxstyle="round,pad=0.22",
                                   facecolor="none", edgecolor=style.CURRENT, linewidth=5, zorder=1,
                                   gid=f"current:{label}")
-            artists.append(ax.add_patch(halo))
+            artists.append(ax.add_artist(halo))
         artists.append(ax.text(x, y + 0.75, label, ha="center", va="center", fontsize=style.FONT,
                                fontweight="bold", zorder=3))
         artists.append(ax.text(x, y + 0.35, f"status 0b{int(state):03b}", ha="center", va="center",
                                fontsize=style.SMALL - 2, color="#555555", zorder=3))
-        stays = [a.value for a, cell in TABLE[state].items() if cell.next is state]
-        if stays:
-            counts = [f"{a} {TIMES}{tally.stays[(label, a)]}" if tally else a for a in stays]
-            artists.append(ax.text(x, y - 0.05, "↻ " + ", ".join(counts), ha="center", va="center",
+        if label in look.stays:
+            artists.append(ax.text(x, y - 0.05, look.stays[label], ha="center", va="center",
                                    fontsize=style.SMALL - 1, zorder=3, gid=f"stays:{label}"))
-        if tally is not None:
-            refused = sorted((a, r, n) for (s, a, r), n in tally.refused.items() if s == label)
-            if refused:
-                lines = _wrap([f"{a} {TIMES}{n}" + (f" ({RESULT_NAMES.get(r, r)})" if r != DENIED else "")
-                               for a, r, n in refused], 3)
-                artists.append(ax.text(x, y - 0.35, "✗ " + "\n   ".join(lines), ha="center", va="top",
-                                       fontsize=style.SMALL - 1, color=style.REFUSED, zorder=3,
-                                       gid=f"refused:{label}"))
+        if label in look.refused:
+            artists.append(ax.text(x, y - 0.35, look.refused[label], ha="center", va="top",
+                                   fontsize=style.SMALL - 1, color=style.REFUSED, zorder=3,
+                                   gid=f"refused:{label}"))
 
-    edges: dict[tuple[EventState, EventState], list[str]] = {}
-    for state, row in TABLE.items():
-        for action, cell in row.items():
-            if cell.next is not None and cell.next is not state:
-                edges.setdefault((state, cell.next), []).append(action.value)
-    for (src, dst), actions in edges.items():
+    for src, dst in EDGES:
         name = f"{LABELS[src]}->{LABELS[dst]}"
-        counts = [tally.moves[(LABELS[src], LABELS[dst], a)] for a in actions] if tally else []
-        text = "\n".join(f"{a} {TIMES}{n}" for a, n in zip(actions, counts, strict=True)) if tally else \
-            "\n".join(actions)
-        taken = tally is None or sum(counts) > 0
-        artists += _arrow(ax, src, dst, BENDS.get((src, dst), BEND), text, style.BLACK if taken else style.GREY,
-                          "-", f"edge:{name}", f"edge-label:{name}")
+        text, colour = look.edges[name]
+        artists += _arrow(ax, src, dst, BENDS.get((src, dst), BEND), text, colour, "-", f"edge:{name}",
+                          f"edge-label:{name}")
+    for name, text in look.extras.items():
+        old, new = name.split("->")
+        artists += _arrow(ax, _BY_LABEL[old], _BY_LABEL[new], -BEND * 2, text, style.PURPLE, "--",
+                          f"extra:{name}", f"extra-label:{name}")
+    if look.early is not None:
+        artists.append(ax.text(7.5, -3.6, look.early, ha="center", va="top", fontsize=style.SMALL - 1,
+                               color=style.REFUSED, gid="refused-early"))
 
-    if tally is not None:
-        extra: dict[tuple[str, str], list[str]] = {}
-        for (old, new, action), n in sorted(tally.moves.items()):
-            # A move the table does not list (the dispatcher's cpu-on-reset, or a quirk's deviation).
-            if new in _BY_LABEL and action not in edges.get((_BY_LABEL[old], _BY_LABEL[new]), []):
-                extra.setdefault((old, new), []).append(f"{action} {TIMES}{n}")
-        for (old, new), texts in extra.items():
-            name = f"{old}->{new}"
-            artists += _arrow(ax, _BY_LABEL[old], _BY_LABEL[new], -BEND * 2, "\n".join(texts), style.PURPLE, "--",
-                              f"extra:{name}", f"extra-label:{name}")
-        if tally.early:
-            early = [f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})" for (a, r), n in sorted(tally.early.items())]
-            artists.append(ax.text(7.5, -3.6, "✗ refused before the table (no such event, no dispatch, bad "
-                                   "parameters):\n" + ", ".join(early), ha="center", va="top",
-                                   fontsize=style.SMALL - 1, color=style.REFUSED, gid="refused-early"))
-
-    where = f" on CPU {cpu}" if cpu is not None else ""
-    title = f"SDEI event {event}{where}" if event is not None else "SDEI event states (DEN0054 6.1)"
-    ax.set_title(title, fontsize=style.TITLE)
+    ax.set_title(look.title, fontsize=style.TITLE)
     ax.set_xlim(-2.8, 17.8)
     ax.set_ylim(-5.0, 9.0)
     ax.set_aspect("equal", adjustable="box")
     ax.set_axis_off()
     return artists
+
+
+def update_state_machine(artists: list[Artist], trace: TraceLog, event: int | None = None,
+                         cpu: int | None = None) -> list[Artist] | None:
+    """Show ``trace`` with the artists of an earlier ``state_machine(ax, some_trace, ...)``, in place.
+
+    Returns the artists it changed, or None when the picture needs artists that are not there
+    or no longer needs some (refusals in a state that had none, a move outside the table, the
+    highlight's first appearance): then draw it afresh. Afterwards the artists are what a
+    ``state_machine`` call with ``trace`` would have made (the dashboard redraws only the
+    pixels they cover: widgets/plots.py, checked against a fresh drawing in tests/test_widgets.py).
+    """
+    look = _Look.of(trace, event, cpu)
+    by_gid = {str(a.get_gid()): a for a in artists if a.get_gid() is not None}
+    halos = [gid for gid in by_gid if gid.startswith("current:")]
+    shape = ({gid for gid in by_gid if gid.startswith(("refused:", "extra:", "extra-label:", "refused-early"))},
+             len(halos))
+    wanted = ({f"refused:{label}" for label in look.refused} | {f"extra:{n}" for n in look.extras}
+              | {f"extra-label:{n}" for n in look.extras} | ({"refused-early"} if look.early is not None else set()),
+              int(look.current is not None))
+    if shape != wanted or not artists or artists[0].axes is None:
+        return None
+    changed: list[Artist] = []
+
+    def put(artist: Artist, text: str | None = None, colour: str | None = None, face: str | None = None) -> None:
+        if isinstance(artist, Text) and text is not None and artist.get_text() != text:
+            artist.set_text(text)
+            changed.append(artist)
+        if isinstance(artist, Text) and colour is not None and to_rgba(artist.get_color()) != to_rgba(colour):
+            artist.set_color(colour)
+            changed.append(artist)
+        if isinstance(artist, FancyArrowPatch) and colour is not None and artist.get_edgecolor() != to_rgba(colour):
+            artist.set_color(colour)
+            changed.append(artist)
+        if isinstance(artist, FancyBboxPatch) and face is not None and artist.get_facecolor() != to_rgba(face):
+            artist.set_facecolor(face)
+            changed.append(artist)
+
+    for label in LABELS.values():
+        put(by_gid[f"state:{label}"], face=_fill(look.current == label))
+        if label in look.stays:
+            put(by_gid[f"stays:{label}"], text=look.stays[label])
+        if label in look.refused:
+            put(by_gid[f"refused:{label}"], text=look.refused[label])
+    if halos and halos[0] != f"current:{look.current}":
+        halo = by_gid[halos[0]]
+        assert isinstance(halo, FancyBboxPatch) and look.current is not None
+        x, y = POSITIONS[_BY_LABEL[look.current]]
+        halo.set_bounds(x - BOX[0] / 2, y - BOX[1] / 2, BOX[0], BOX[1])
+        halo.set_gid(f"current:{look.current}")
+        changed.append(halo)
+    for name, (text, colour) in look.edges.items():
+        put(by_gid[f"edge:{name}"], colour=colour)
+        put(by_gid[f"edge-label:{name}"], text=text, colour=colour)
+    for name, text in look.extras.items():
+        put(by_gid[f"extra-label:{name}"], text=text)
+    if look.early is not None:
+        put(by_gid["refused-early"], text=look.early)
+    ax = artists[0].axes
+    if ax.get_title() != look.title:
+        ax.set_title(look.title, fontsize=style.TITLE)
+        changed.append(ax.title)
+    return list(dict.fromkeys(changed))
+
+
+def _fill(current: bool) -> str:
+    return "#FDEBC8" if current else "white"
 
 
 def _wrap(items: list[str], per_line: int) -> list[str]:
@@ -183,7 +294,7 @@ def _arrow(ax: Axes, src: EventState, dst: EventState, bend: float, text: str, c
     va = "center" if abs(out_y) < 1e-9 else ("bottom" if out_y > 0 else "top")
     label = ax.text(*mid, text, ha=ha, va=va, fontsize=style.SMALL, color=colour, zorder=4, gid=label_gid,
                     bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
-    return [ax.add_patch(arrow), label]
+    return [ax.add_artist(arrow), label]
 
 
 def _leave(centre: tuple[float, float], toward: tuple[float, float]) -> tuple[float, float]:

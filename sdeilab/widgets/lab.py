@@ -67,6 +67,9 @@ class Lab:
         self._state_drawn: tuple[object, ...] | None = None  # what the state machine picture shows
         self._timeline_drawn: tuple[object, ...] | None = None  # what the timeline picture shows
         self.plots_drawn = 0  # how many times the plots were rendered (a step with no new fact draws nothing)
+        # Each picture keeps its figure between drawings and repaints only what changed (plots.py).
+        self.state_picture = plots.Picture()
+        self.timeline_picture = plots.Picture()
         self._syncing = False  # the lab itself is setting widget values: observers stay quiet
         self._build()
         self.refresh()
@@ -408,10 +411,10 @@ class Lab:
         try:
             state = current = timeline = None
             if state_key != self._state_drawn:
-                state = plots.state_machine_png(trace, event, cpu)
+                state = plots.state_machine_png(trace, event, cpu, picture=self.state_picture)
                 current = plots.current_state(trace, event, cpu)
             if timeline_key != self._timeline_drawn:
-                timeline = plots.timeline_png(trace, s.cpus)
+                timeline = plots.timeline_png(trace, s.cpus, picture=self.timeline_picture)
         except Exception as error:  # a view that fails must not take the dashboard down: say so
             self.plot_error = f"plot failed: {type(error).__name__}: {error}"
             return
