@@ -5,14 +5,22 @@
 #                       Playwright Python package at /usr/bin/chromium; Playwright never downloads one
 #   fonts-liberation  - metric-compatible fonts so that headless screenshots show readable text
 #   device-tree-compiler - dtc, which tests/test_devicetree.py uses to check the generated device tree
+#   gcc-aarch64-linux-gnu, make - the cross compiler (aarch64-linux-gnu-gcc-12: Debian's arm64 kernel
+#                       was built by gcc-12 12.2.0, its CONFIG_CC_VERSION_TEXT) and make, with which
+#                       scripts/build-linux-module.sh builds guests/linux/ modules against the kernel headers
+# and dpkg's arm64 architecture, so that apt-get download fetches Debian's arm64 kernel packages.
 set -euo pipefail
-packages=(qemu-system-arm chromium fonts-liberation device-tree-compiler)
+packages=(qemu-system-arm chromium fonts-liberation device-tree-compiler gcc-aarch64-linux-gnu make)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $sudo dpkg --add-architecture arm64
+  $sudo apt-get update -qq
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Set up everything sdeilab needs on a Debian machine with Python 3.11:
-# Debian packages (scripts/setup-debian.sh), then a virtualenv in .venv with the project
-# installed from pyproject.toml (editable, with the lab and test extras).
+# Debian packages (scripts/setup-debian.sh), Debian's arm64 kernel and busybox in .cache/debian-arm64
+# (scripts/fetch-linux.sh: what booting Linux on the lab needs, docs/linux.md), then a virtualenv
+# in .venv with the project installed from pyproject.toml (editable, with the lab and test extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-debian.sh
+bash scripts/fetch-linux.sh
+# Debian's headers for that kernel, and guests/linux/sdei_watchdog built against them (tests/test_linux_module.py)
+bash scripts/build-linux-module.sh sdei_watchdog >/dev/null
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv

@@ -24,6 +24,7 @@ EXIT_USAGE = 2
 # Jupyter's and Voila's own defaults; an explicit --port must be free (no silent move to another).
 DEFAULT_PORTS = {"lab": 8888, "dashboard": 8866}
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000_000
+DEFAULT_KERNEL_MAX_INSTRUCTIONS = 20_000_000_000  # Linux to a shell and back: about 1e9 (docs/linux.md)
 SOURCE_SUFFIXES = (".S", ".s", ".c")
 
 
@@ -51,17 +52,26 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sdeilab.firmware.platform import DEFAULT_BOOTARGS
     from sdeilab.firmware.profiles import PROFILES
     from sdeilab.firmware.sdei.quirks import Quirks
 
     parser = _Parser(prog="sdeilab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="run a guest (ELF, or .S/.c source built first)")
-    run.add_argument("guest", type=Path)
+    run = sub.add_parser("run", help="run a guest (ELF, or .S/.c source built first) or boot a Linux Image")
+    run.add_argument("guest", type=Path, nargs="?", help="an AArch64 ELF, or a .S/.c source (not with --kernel)")
+    run.add_argument("--kernel", type=Path, metavar="IMAGE",
+                     help="boot an arm64 Linux Image instead (arm64 boot protocol, with a device tree "
+                          "generated for the machine and profile)")
+    run.add_argument("--initrd", type=Path, metavar="FILE",
+                     help="with --kernel: an initramfs (e.g. a gzipped newc cpio)")
+    run.add_argument("--append", metavar="ARGS", help="with --kernel: the kernel command line "
+                                                      f"(default: {DEFAULT_BOOTARGS!r})")
     run.add_argument("--cpus", type=_positive, default=1, help="number of vCPUs (default 1)")
     run.add_argument("--profile", choices=sorted(PROFILES), default="virt")
-    run.add_argument("--max-instructions", type=_positive, default=DEFAULT_MAX_INSTRUCTIONS,
-                     help=f"instruction budget over all CPUs (default {DEFAULT_MAX_INSTRUCTIONS:,})")
+    run.add_argument("--max-instructions", type=_positive, default=None,
+                     help=f"instruction budget over all CPUs (default {DEFAULT_MAX_INSTRUCTIONS:,}; "
+                          f"{DEFAULT_KERNEL_MAX_INSTRUCTIONS:,} with --kernel)")
     run.add_argument("--trace", type=Path, help="write the trace: .json (Trace Event, for Perfetto) or .jsonl")
     run.add_argument("--quantum", type=_positive, default=None, help="scheduling quantum in instructions")
     run.add_argument("--quirk", action="append", default=[], choices=Quirks.names(), metavar="NAME",
@@ -117,18 +127,25 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sdeilab.firmware.platform import make_platform
+    from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
     from sdeilab.machine.loader import GuestLoadError
     from sdeilab.machine.memmap import MAX_CPUS
     from sdeilab.trace.export import write_trace
 
     if args.trace is not None and args.trace.suffix not in (".json", ".jsonl"):
         return _fail(f"--trace {args.trace}: the file name must end in .json or .jsonl")
+    if (args.guest is None) == (args.kernel is None):
+        return _fail("run takes either a GUEST or --kernel IMAGE" if args.guest is None
+                     else f"run takes either a GUEST or --kernel IMAGE, not both ({args.guest} and {args.kernel})")
+    if args.kernel is None and (args.initrd is not None or args.append is not None):
+        return _fail("--initrd and --append go with --kernel")
+    if args.max_instructions is None:
+        args.max_instructions = DEFAULT_MAX_INSTRUCTIONS if args.kernel is None else DEFAULT_KERNEL_MAX_INSTRUCTIONS
     if args.cpus > MAX_CPUS:
         return _fail(f"--cpus {args.cpus}: the virt board has room for at most {MAX_CPUS} CPUs")
     with tempfile.TemporaryDirectory(prefix="sdeilab-") as scratch:
-        guest: Path = args.guest
-        if guest.suffix in SOURCE_SUFFIXES and guest.is_file():
+        guest: Path = args.guest or args.kernel
+        if args.kernel is None and guest.suffix in SOURCE_SUFFIXES and guest.is_file():
             from sdeilab.toolchain import BuildError, build
 
             try:
@@ -141,7 +158,11 @@ def _run(args: argparse.Namespace) -> int:
         quirks = Quirks(**{name: True for name in args.quirk})
         platform = make_platform(args.cpus, args.profile, quirks=quirks, **kwargs)
         try:
-            platform.load(guest)
+            if args.kernel is not None:
+                bootargs = DEFAULT_BOOTARGS if args.append is None else args.append
+                platform.load_kernel(args.kernel, args.initrd, bootargs)
+            else:
+                platform.load(guest)
         except GuestLoadError as error:
             return _fail(str(error))
         out = sys.stdout.buffer

@@ -23,11 +23,24 @@ from sdeilab.firmware.devicetree import (
     device_tree_blob,
 )
 from sdeilab.firmware.profiles import PROFILES
+from sdeilab.linux import LinuxPackagesMissing, kernel_image
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, VIRT_MEMMAP, Ppi, Region, mpidr_of, spi_intid
 
 DTC = shutil.which("dtc")
 QEMU = shutil.which("qemu-system-aarch64")
-LINUX_IMAGE = os.environ.get("SDEILAB_LINUX_IMAGE")
+
+
+def _linux_image() -> str | None:
+    """The kernel the project's set-up fetched (or SDEILAB_LINUX_IMAGE); None when there is none."""
+    if os.environ.get("SDEILAB_LINUX_IMAGE"):
+        return os.environ["SDEILAB_LINUX_IMAGE"]
+    try:
+        return str(kernel_image())
+    except LinuxPackagesMissing:
+        return None
+
+
+LINUX_IMAGE = _linux_image()
 
 RAM = VIRT_MEMMAP[Region.RAM]
 
@@ -175,7 +188,7 @@ def test_dtc_reads_it_and_round_trips_byte_for_byte(name: str, tmp_path: Path) -
 
 @pytest.mark.qemu
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 is not installed")
-@pytest.mark.skipif(not LINUX_IMAGE, reason="SDEILAB_LINUX_IMAGE does not name a Debian arm64 kernel Image")
+@pytest.mark.skipif(not LINUX_IMAGE, reason="no Debian arm64 kernel: run ./scripts/setup.sh")
 def test_linux_on_qemu_accepts_the_tree(tmp_path: Path) -> None:
     # QEMU virt has no SP804 at the lab's address: a kernel probing it would take an external abort.
     blob = device_tree_blob("virt", 2, boot=BootConfig("console=ttyAMA0 earlycon panic=-1"), omit=[Region.TIMER0])

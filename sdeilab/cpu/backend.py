@@ -45,6 +45,20 @@ class Stop(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class ExceptionRecord:
+    """What the CPU model computed for the synchronous exception it is reporting (``VcpuHost.trap``).
+
+    ``syndrome`` is the ESR_ELx value the architecture defines for it (ARM ARM D17.2.37: EC, IL,
+    ISS), ``address`` the faulting virtual address an abort puts in FAR_ELx, ``target_el`` the
+    Exception level the exception is taken to.
+    """
+
+    syndrome: int
+    address: int
+    target_el: int
+
+
+@dataclass(frozen=True, slots=True)
 class SliceResult:
     executed: int
     stop: Stop
@@ -113,8 +127,23 @@ class CpuBackend(Protocol):
         """PSTATE laid out as SPSR_EL1 (``read("PSTATE")``, cheaper: it is on the SDEI dispatch path)."""
         ...
     def read(self, name: str) -> int: ...
-    def write(self, name: str, value: int) -> None: ...
+    def write(self, name: str, value: int) -> None:
+        """Write a register by name. A PSTATE write is a change of mode as on hardware: the stack
+        pointer follows PSTATE.EL and PSTATE.SP (SP_EL0 or SP_ELx, ARM ARM D1.6.2), and
+        ``read("SP_EL0")`` or ``read("SP_EL1")`` of the selected one reads SP."""
+        ...
     def snapshot(self) -> object: ...
     def restore(self, snapshot: object) -> None: ...
     def reset(self, mpidr: int) -> None: ...
-    def invalidate_code(self, begin: int | None = None, end: int | None = None) -> None: ...
+    def exception_record(self) -> ExceptionRecord | None:
+        """The syndrome of the exception being reported to ``VcpuHost.trap`` (valid inside that
+        callback), or None where the engine cannot tell."""
+        ...
+    def translate(self, address: int, access: str = "read") -> int | None:
+        """The physical address that ``address`` maps to for a ``"read"``, ``"write"`` or ``"fetch"``
+        in the CPU's current translation regime (itself with the MMU off), or None if the access
+        would fault."""
+        ...
+    def invalidate_code(self, begin: int | None = None, end: int | None = None) -> None:
+        """Forget code translated from physical [begin, end) (all code without a range)."""
+        ...

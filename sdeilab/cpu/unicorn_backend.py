@@ -13,12 +13,26 @@ This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.
   instructions retired at any hook, which is what makes virtual time exact. Its offset is
   found once by experiment (``_counter_index``) rather than assumed.
 * MRS/MSR hooks fire for every system register; for registers the CPU model lacks (all ICC_*)
-  the hook must advance PC itself.
+  the hook must advance PC itself. There is no filter by register, and Linux reads SP_EL0 (its
+  ``current``) and TPIDR_EL1 and zeroes pages with DC ZVA millions of times in a boot: through
+  the binding's wrapper each such call cost about 8 µs, so these hooks are raw ctypes callbacks
+  that drop a register the machine does not emulate after one 20-byte read of the encoding.
 * A ``uc_reg_read`` through ctypes costs over 1 µs, more than the rest of a hypercall. QEMU keeps
   the general registers and PC in ``CPUARMState.xregs[0..31]`` and ``.pc``, plain memory, which
   ``uc_reg_read`` and ``uc_reg_write`` merely copy. ``_xregs_locator`` finds that array once by
   experiment and every instance is checked against the API before it is used directly; where the
   check fails (another Unicorn build, no /proc), the adapter keeps to the API.
+* ``uc_reg_write(PSTATE)`` sets PSTATE but neither swaps the banked stack pointer nor rebuilds
+  QEMU's cached translation flags (``env->hflags``: EL, MMU index); a CP_REG write rebuilds them
+  (Unicorn's reg_write calls ``arm_rebuild_hflags`` for CP_REG only). So an exception entry from
+  EL0 written through the API alone kept running the handler with EL0's privileges.
+  ``write("PSTATE")`` does what the architecture's mode change does: banks SP, rebuilds the flags.
+* QEMU leaves the syndrome of the exception it raised in ``env->exception`` (syndrome, fsr,
+  vaddress, target_el; target/arm/cpu.h), which an interrupt hook can read. Its offset from
+  ``env->xregs`` is found once by raising known exceptions (``_exception_record_offset``); data
+  and instruction aborts are delivered to the guest with it, and without it they stay fatal.
+* ``uc_vmem_translate`` (exported by libunicorn 2.1.4, not wrapped by its Python binding) walks
+  the guest's page tables in the current regime; it is called through ctypes.
 * Debugger breakpoints are one ``UC_HOOK_CODE`` per address, bounded to that address, so no other
   instruction pays for them. A hook added after code was translated is not called until that
   code is translated again, so adding or removing one drops the translations of its address.
@@ -30,6 +44,7 @@ This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.
 from __future__ import annotations
 
 import ctypes
+import struct
 from array import array
 from collections.abc import Callable, Iterable
 from functools import cache
@@ -56,7 +71,7 @@ from unicorn.unicorn_const import (
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64
 from unicorn.unicorn_py3.unicorn import uclib
 
-from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, Trap, VcpuHost
+from sdeilab.cpu.backend import ExceptionRecord, SliceResult, Stop, SysregKey, Trap, VcpuHost
 
 _X_IDS = [a64.UC_ARM64_REG_X0 + n for n in range(29)] + [a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30]
 
@@ -85,13 +100,38 @@ _CP_REGS: dict[str, SysregKey] = {
     "VMPIDR_EL2": (3, 4, 0, 0, 5),
 }
 
+_SP_EL_IDS = (a64.UC_ARM64_REG_SP_EL0, a64.UC_ARM64_REG_SP_EL1, a64.UC_ARM64_REG_SP_EL2)
+_SP_BANK_OF = {"SP_EL0": 0, "SP_EL1": 1}
+_PSTATE_FLAGS = 0xF000_03C0  # NZCV and DAIF: QEMU's cached flags do not depend on them
+_ACCESS_PROT = {"read": 1, "write": 2, "fetch": 4}  # UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC
+_vmem_translate = getattr(uclib, "uc_vmem_translate", None)
+
 SCR_EL3_NS_HCE_RW = 0x501  # NS (bit 0), HCE (bit 8), RW (bit 10): run the guest at Non-secure EL1
 HCR_EL2_RW = 1 << 31  # EL1 is AArch64
 PSTATE_EL1H_DAIF = 0x3C5  # EL1h with D, A, I, F masked: the state PSCI CPU_ON and reset give
+PSTATE_EL2H_DAIF = 0x3C9  # EL2h: nothing runs there, but its MMU is off (SCTLR_EL2.M = 0 from reset)
 _NEVER = 0xFFFF_FFFF_FFFF_FFFC  # an ``until`` address no guest reaches
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 
 _INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+# uc_cb_insn_sys_t: uint32_t (uc_engine *, uc_arm64_reg, const uc_arm64_cp_reg *, void *); non-zero: skip
+_INSN_CFUNC = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+# uc_arm64_cp_reg (unicorn/arm64.h): uint32_t crn, crm, op0, op1, op2; then uint64_t val at offset 24
+_CP_ENCODING = struct.Struct("<5I")
+_CP_VAL_OFFSET = 24
+
+
+def _cp_key(encoding: bytes) -> SysregKey:
+    crn, crm, op0, op1, op2 = _CP_ENCODING.unpack(encoding)
+    return (op0, op1, crn, crm, op2)
+
+
+def _cp_table(keys: frozenset[SysregKey] | None) -> dict[bytes, SysregKey] | None:
+    """Encodings as the hook sees them -> keys; None (every key goes to the host) stays None."""
+    if keys is None:
+        return None
+    return {_CP_ENCODING.pack(crn, crm, op0, op1, op2): (op0, op1, crn, crm, op2)
+            for op0, op1, crn, crm, op2 in keys}
 
 
 @cache
@@ -165,15 +205,83 @@ def _xregs_locator() -> tuple[int, int] | None:
     return min(common) if common else None
 
 
+def _sp_bank(pstate: int) -> int:
+    """The stack pointer PSTATE selects: 0 for SP_EL0 (EL0, or ELxt), else PSTATE.EL (ARM ARM D1.6.2)."""
+    return (pstate >> 2) & 3 if pstate & 1 else 0
+
+
+# svc #0x1234; brk #0x77; ldxr x1, [x0] (x0 unaligned: an exclusive load always checks alignment)
+_RECORD_PROBE_CODE = bytes.fromhex("814602d4e00e20d4017c5fc8")
+_RECORD_PROBE_EXPECT = ((0x5600_1234, None), (0xF200_0077, None), (0x9600_0021, 0x1_0003))
+
+
+@cache
+def _exception_record_offset() -> int | None:
+    """Byte offset of ``env->exception`` from ``env->xregs``, or None if it cannot be told for sure.
+
+    Three exceptions whose syndromes the architecture fixes are raised at Non-secure EL1: SVC
+    #0x1234 (ESR 0x56001234), BRK #0x77 (0xF2000077) and an unaligned exclusive load (a data abort,
+    alignment fault, ESR 0x96000021, FAR the address). Exactly one place after ``env->xregs`` must
+    hold each syndrome, the load's address 8 bytes further on and target EL 1 16 bytes further on.
+    """
+    locator = _xregs_locator()
+    if locator is None:
+        return None
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
+    uc.mem_map(0x1_0000, 0x1000)
+    uc.mem_write(0x1_0000, _RECORD_PROBE_CODE)
+    index, delta = locator
+    xregs = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)[index] + delta
+    window = 16 << 10
+    if not any(first <= xregs and xregs + window <= last for first, last in _writable_ranges()):
+        return None
+    uc.reg_write(a64.UC_ARM64_REG_X0, _PROBE[0])
+    if ctypes.c_uint64.from_address(xregs).value != _PROBE[0]:
+        return None
+    snaps: list[bytes] = []
+
+    def on_exception(engine: Uc, intno: int, user: object) -> None:
+        # Read inside the hook, as the machine does: Unicorn's way out of emu_start may fill the
+        # record again (an instruction abort at the ``until`` address was seen there).
+        snaps.append(ctypes.string_at(xregs, window))
+        engine.emu_stop()
+
+    uc.hook_add(UC_HOOK_INTR, on_exception)
+    for n in range(len(_RECORD_PROBE_EXPECT)):
+        uc.reg_write(a64.UC_ARM64_REG_X0, 0x1_0003)
+        uc.emu_start(0x1_0000 + 4 * n, _NEVER, count=1)
+    if len(snaps) != len(_RECORD_PROBE_EXPECT):
+        return None
+    found = []
+    for offset in range(0, window - 24, 8):
+        ok = True
+        for snap, (syndrome, address) in zip(snaps, _RECORD_PROBE_EXPECT, strict=True):
+            got, _fsr, vaddress, target_el = struct.unpack_from("<IIQI", snap, offset)
+            ok = ok and got == syndrome and target_el == 1 and (address is None or vaddress == address)
+        if ok:
+            found.append(offset)
+    return found[0] if len(found) == 1 else None
+
+
 class UnicornVcpu:
     """One AArch64 vCPU on its own ``Uc``, at Non-secure EL1, RAM shared with the other vCPUs."""
 
     def __init__(self, index: int, host: VcpuHost, *, ram_base: int, ram: Any,
                  mmio: Iterable[tuple[int, int, Callable[[int, int, int], int], Callable[[int, int, int, int], None]]],
-                 unmodelled_sysregs: frozenset[SysregKey] = frozenset()) -> None:
+                 unmodelled_sysregs: frozenset[SysregKey] = frozenset(),
+                 host_reads: frozenset[SysregKey] | None = None, host_writes: frozenset[SysregKey] | None = None,
+                 host_instructions: frozenset[SysregKey] | None = None) -> None:
+        """``host_reads``, ``host_writes`` and ``host_instructions``: the MRS, MSR and SYS encodings
+        the host emulates or watches (None: all); the others never leave the engine."""
         self.index = index
         self._host = host
         self._unmodelled = unmodelled_sysregs
+        self._mrs_keys = _cp_table(host_reads)
+        self._msr_keys = _cp_table(host_writes)
+        self._sys_keys = _cp_table(host_instructions)
         uc = self._uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
         self._uch = uc._uch
@@ -185,12 +293,17 @@ class UnicornVcpu:
         self._xregs = self._direct_registers()
         self._xq = memoryview(self._xregs).cast("B").cast("Q") if self._xregs is not None else None
         self._pstate = self._direct_pstate()
+        offset = _exception_record_offset() if self._xregs is not None else None
+        self._record = (None if offset is None
+                        else (ctypes.c_uint32 * 6).from_address(ctypes.addressof(self._xregs) + offset))
+        self._paddr = ctypes.c_uint64()
         self._val = ctypes.c_uint64()
         self._pval = ctypes.c_void_p(ctypes.addressof(self._val))
         self._batch_ids = (ctypes.c_int32 * 31)(*_X_IDS)
         self._batch_vals = (ctypes.c_uint64 * 31)()
         self._batch_ptrs = (ctypes.c_void_p * 31)(*[ctypes.addressof(self._batch_vals) + 8 * i for i in range(31)])
         self._hook_error: BaseException | None = None
+        self._running = False  # inside emu_start
         self._stop_requested = False
         self._in_store = False  # inside an MMIO write callback
         self._store_interrupted = False  # a stop was requested there: the store must be finished
@@ -235,7 +348,7 @@ class UnicornVcpu:
         zero when Z is set, CF = C, VF holds V in bit 31, ``daif`` the DAIF bits, ``pstate`` the
         rest. Their places after ``env->pc`` are found by writing known values through the API,
         and the composition is verified against the API's reads; any doubt and the API is used.
-        Writes always go through the API, which also refreshes QEMU's cached flags.
+        Writes always go through the API (``write``).
         """
         if self._xregs is None:
             return None
@@ -282,9 +395,16 @@ class UnicornVcpu:
                                 ctypes.c_uint64(1), ctypes.c_uint64(0))
         if err:
             raise UcError(err)
-        uc.hook_add(UC_HOOK_INSN, self._on_mrs, None, 1, 0, a64.UC_ARM64_INS_MRS)
-        uc.hook_add(UC_HOOK_INSN, self._on_msr, None, 1, 0, a64.UC_ARM64_INS_MSR)
-        uc.hook_add(UC_HOOK_INSN, self._on_sys, None, 1, 0, a64.UC_ARM64_INS_SYS)
+        self._insn_cbs = []
+        for insn, method in ((a64.UC_ARM64_INS_MRS, self._on_mrs), (a64.UC_ARM64_INS_MSR, self._on_msr),
+                             (a64.UC_ARM64_INS_SYS, self._on_sys)):
+            callback = _INSN_CFUNC(method)
+            self._insn_cbs.append(callback)  # the engine keeps only the pointer
+            err = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INSN,
+                                    ctypes.cast(callback, ctypes.c_void_p), None, ctypes.c_uint64(1),
+                                    ctypes.c_uint64(0), ctypes.c_int(insn))
+            if err:
+                raise UcError(err)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
 
     def _on_interrupt(self, _uch: int, intno: int, _user: int) -> None:
@@ -297,29 +417,55 @@ class UnicornVcpu:
             self._hook_error = self._hook_error or error
             self.request_stop()
 
-    def _on_mrs(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
-        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
-        value = self._host.sysreg_read(self.index, key)
-        if value is None:
-            return False
-        if reg != a64.UC_ARM64_REG_XZR:
-            self._val.value = value & 0xFFFF_FFFF_FFFF_FFFF
-            uclib.uc_reg_write(self._uch, reg, self._pval)
-        if key in self._unmodelled:
-            self._set_pc_api(self.pc + 4)
-        return True
+    def _on_mrs(self, _uch: int, reg: int, cp: int, _user: int) -> int:
+        encoding = ctypes.string_at(cp, 20)
+        table = self._mrs_keys
+        key = _cp_key(encoding) if table is None else table.get(encoding)
+        if key is None:
+            return 0  # not emulated: the CPU model executes it
+        try:
+            value = self._host.sysreg_read(self.index, key)
+            if value is None:
+                return 0
+            if reg != a64.UC_ARM64_REG_XZR:
+                self._val.value = value & MASK64
+                uclib.uc_reg_write(self._uch, reg, self._pval)
+            if key in self._unmodelled:
+                self._set_pc_api(self.pc + 4)
+            return 1
+        except BaseException as error:  # a ctypes callback must not raise: hand it to run()
+            self._hook_error = self._hook_error or error
+            self.request_stop()
+            return 0
 
-    def _on_msr(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
-        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
-        if not self._host.sysreg_write(self.index, key, cp.val):
-            return False
-        if key in self._unmodelled:
-            self._set_pc_api(self.pc + 4)
-        return True
+    def _on_msr(self, _uch: int, reg: int, cp: int, _user: int) -> int:
+        encoding = ctypes.string_at(cp, 20)
+        table = self._msr_keys
+        key = _cp_key(encoding) if table is None else table.get(encoding)
+        if key is None:
+            return 0
+        try:
+            if not self._host.sysreg_write(self.index, key, ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value):
+                return 0
+            if key in self._unmodelled:
+                self._set_pc_api(self.pc + 4)
+            return 1
+        except BaseException as error:
+            self._hook_error = self._hook_error or error
+            self.request_stop()
+            return 0
 
-    def _on_sys(self, uc: Uc, reg: int, cp: Any, _user: object) -> bool:
-        self._host.system_instruction(self.index, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val)
-        return False
+    def _on_sys(self, _uch: int, reg: int, cp: int, _user: int) -> int:
+        encoding = ctypes.string_at(cp, 20)
+        table = self._sys_keys
+        key = _cp_key(encoding) if table is None else table.get(encoding)
+        if key is not None:
+            try:
+                self._host.system_instruction(self.index, key, ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value)
+            except BaseException as error:
+                self._hook_error = self._hook_error or error
+                self.request_stop()
+        return 0  # the CPU model still executes it
 
     def _on_breakpoint(self, uc: Uc, address: int, size: int, _user: object) -> None:
         if self._counter.value > self._budget:
@@ -367,7 +513,11 @@ class UnicornVcpu:
         if self._breakpoints:
             self._skip_at = start if start == self._last_break else None
         self._last_break = None
-        err = uclib.uc_emu_start(self._uch, start, _NEVER, 0, budget)
+        self._running = True
+        try:
+            err = uclib.uc_emu_start(self._uch, start, _NEVER, 0, budget)
+        finally:
+            self._running = False
         executed = self.executed()
         hit = self._break_hit
         if hit is not None:
@@ -513,19 +663,68 @@ class UnicornVcpu:
     def read(self, name: str) -> int:
         if name == "PSTATE" and self._pstate is not None:
             return self._compose(self._pstate)
+        bank = _SP_BANK_OF.get(name)
+        if bank is not None and bank == _sp_bank(self.pstate):
+            name = "SP"  # the selected stack pointer lives in SP; its bank is stale until deselected
         reg_id = _REG_IDS.get(name)
         if reg_id is not None:
-            uclib.uc_reg_read(self._uch, reg_id, self._pval)
-            return self._val.value
+            return self._api_read(reg_id)
         return self._cp_access(_CP_REGS[name])
 
     def write(self, name: str, value: int) -> None:
+        if name == "PSTATE":
+            self._write_pstate(value)
+            return
+        bank = _SP_BANK_OF.get(name)
+        if bank is not None and bank == _sp_bank(self.pstate):
+            name = "SP"
         reg_id = _REG_IDS.get(name)
         if reg_id is not None:
-            self._val.value = value & 0xFFFF_FFFF_FFFF_FFFF
-            uclib.uc_reg_write(self._uch, reg_id, self._pval)
+            self._api_write(reg_id, value)
         else:
             self._cp_access(_CP_REGS[name], value)
+
+    def _write_pstate(self, value: int) -> None:
+        """PSTATE as a mode change (ARM ARM D1.6.2): SP banked, QEMU's cached flags rebuilt.
+
+        QEMU's own exception entry and ERET save SP to ``sp_el[old]`` and load ``sp_el[new]``
+        (aarch64_save_sp, aarch64_restore_sp); the API's PSTATE write does neither, nor does it
+        rebuild ``env->hflags``, from which QEMU translates code (the EL, the MMU index). A CP_REG
+        write rebuilds them, so SPSR_EL1 is written back to itself when the mode changes.
+        """
+        old = self.pstate
+        old_bank, new_bank = _sp_bank(old), _sp_bank(value)
+        if old_bank != new_bank:
+            self._api_write(_SP_EL_IDS[old_bank], self._api_read(a64.UC_ARM64_REG_SP))
+            self._api_write(a64.UC_ARM64_REG_PSTATE, value)
+            self._api_write(a64.UC_ARM64_REG_SP, self._api_read(_SP_EL_IDS[new_bank]))
+        else:
+            self._api_write(a64.UC_ARM64_REG_PSTATE, value)
+        if (old ^ value) & ~_PSTATE_FLAGS:
+            spsr = _CP_REGS["SPSR_EL1"]
+            self._cp_access(spsr, self._cp_access(spsr))
+
+    def _api_read(self, reg_id: int) -> int:
+        uclib.uc_reg_read(self._uch, reg_id, self._pval)
+        return self._val.value
+
+    def _api_write(self, reg_id: int, value: int) -> None:
+        self._val.value = value & MASK64
+        uclib.uc_reg_write(self._uch, reg_id, self._pval)
+
+    # --- exceptions and addresses --------------------------------------------------------
+    def exception_record(self) -> ExceptionRecord | None:
+        record = self._record
+        if record is None:
+            return None
+        return ExceptionRecord(record[0], record[2] | record[3] << 32, record[4])
+
+    def translate(self, address: int, access: str = "read") -> int | None:
+        if _vmem_translate is None:  # another libunicorn: only the MMU-off identity is known
+            return None if self._cp_access(_CP_REGS["SCTLR_EL1"]) & 1 else address
+        err = _vmem_translate(self._uch, ctypes.c_uint64(address & MASK64), ctypes.c_int(_ACCESS_PROT[access]),
+                              ctypes.byref(self._paddr))
+        return None if err else self._paddr.value
 
     def _cp_access(self, key: SysregKey, value: int | None = None) -> int:
         op0, op1, crn, crm, op2 = key
@@ -551,8 +750,24 @@ class UnicornVcpu:
         self.set_xs([0] * 31)
 
     def invalidate_code(self, begin: int | None = None, end: int | None = None) -> None:
-        """Drop translated code: Unicorn keeps a translation cache per ``Uc`` (reference 2.1)."""
+        """Drop translated code of physical [begin, end), or all of it: Unicorn keeps a translation
+        cache per ``Uc`` (reference 2.1) and sees no other engine's stores.
+
+        ``ctl_remove_cache`` takes a *virtual* range and translates it for an instruction fetch in
+        the engine's current regime, silently doing nothing when that faults. With the MMU off
+        that is the physical range; with it on (Linux) the physical range is generally not mapped
+        there, or not executable, so the engine briefly looks through EL2, whose MMU is off, to
+        name the physical range (never while it runs: it is stopped between slices).
+        """
         if begin is None or end is None:
             self._uc.ctl_flush_tb()
-        else:
+            return
+        if self._running or self.translate(begin, "fetch") == begin:
             self._uc.ctl_remove_cache(begin, end)
+            return
+        pstate = self.pstate
+        self._write_pstate(PSTATE_EL2H_DAIF)
+        try:
+            self._uc.ctl_remove_cache(begin, end)
+        finally:
+            self._write_pstate(pstate)

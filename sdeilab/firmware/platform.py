@@ -6,15 +6,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdeilab.firmware.arch import ArchService
+from sdeilab.firmware.devicetree import BootConfig, device_tree_blob
 from sdeilab.firmware.profiles import Profile, profile_named
 from sdeilab.firmware.psci import PowerEvent, PowerFeed, Psci
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS, Sdei, SdeiPlatform
 from sdeilab.firmware.smccc import SmcccDispatcher
 from sdeilab.firmware.smccc_filter import SmcccFilter
+from sdeilab.machine.linux_boot import linux_image
+from sdeilab.machine.loader import GuestImage, GuestLoadError
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
 from sdeilab.machine.outcome import RunOutcome
 from sdeilab.trace import TraceLog
+
+DEFAULT_BOOTARGS = "console=ttyAMA0 earlycon panic=-1"
+"""A kernel's command line unless told otherwise: the PL011 is the console (without ``console=``
+Linux takes the dummy VT first and later prints its log again on the PL011), ``earlycon`` with no
+options prints through the device tree's stdout-path from the first message on, and a panic
+reboots at once (PSCI SYSTEM_RESET, exit 5) instead of spinning until the budget runs out."""
+
+
+@dataclass(frozen=True)
+class KernelBoot:
+    """A Linux Image to boot instead of a guest ELF (``Platform.load_kernel``; Session takes one too)."""
+
+    kernel: Path
+    initrd: Path | None = None
+    bootargs: str = DEFAULT_BOOTARGS
 
 
 @dataclass
@@ -28,6 +46,24 @@ class Platform:
 
     def load(self, guest: Path | str) -> None:
         self.machine.load(guest)
+
+    def load_kernel(self, kernel: Path | str, initrd: Path | str | bytes | None = None,
+                    bootargs: str = DEFAULT_BOOTARGS) -> GuestImage:
+        """Boot an arm64 Linux Image (sdeilab.machine.linux_boot) with a device tree generated for
+        this machine and profile (sdeilab.firmware.devicetree), ``bootargs`` in /chosen and the
+        initrd, if any, behind the kernel. Raises ``GuestLoadError`` with a one-line reason."""
+        machine = self.machine
+
+        def device_tree(initrd_range: tuple[int, int] | None) -> bytes:
+            boot = BootConfig(bootargs, initrd_range)
+            try:
+                return device_tree_blob(self.profile, len(machine.vcpus), ram_size=machine.ram_region.size, boot=boot)
+            except ValueError as error:
+                raise GuestLoadError(f"no device tree for profile {self.profile.name!r}: {error}") from None
+
+        image = linux_image(kernel, machine.ram_region, device_tree, initrd=initrd)
+        machine.load_image(image)
+        return image
 
     def run(self, max_instructions: int | None = None) -> RunOutcome:
         return self.machine.run(max_instructions)

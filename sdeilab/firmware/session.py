@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdeilab.cpu.disasm import disassemble
-from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.firmware.platform import KernelBoot, Platform, make_platform
 from sdeilab.firmware.profiles import PROFILES, Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.machine.loader import GuestImage
@@ -190,9 +190,11 @@ class Session:
     other way round, so switching profiles keeps a runnable guest.
     """
 
-    def __init__(self, guest: str | Path, cpus: int = 4, profile: str | Profile = "virt",
+    def __init__(self, guest: str | Path | KernelBoot, cpus: int = 4, profile: str | Profile = "virt",
                  quirks: Quirks | Iterable[str] | None = None, *, quantum: int = DEFAULT_QUANTUM) -> None:
-        self.guest = Path(guest)
+        # A KernelBoot boots a Linux Image (docs/linux.md); its kernel file stands for the guest's.
+        self.kernel = guest if isinstance(guest, KernelBoot) else None
+        self.guest = Path(guest.kernel if isinstance(guest, KernelBoot) else guest)
         self.cpus = cpus
         self.quantum = quantum
         self.profile = profile_named(profile) if isinstance(profile, str) else profile
@@ -233,6 +235,8 @@ class Session:
     @property
     def guest_file(self) -> Path:
         """The ELF actually loaded: ``guest``, or its other-conduit build (see the class docstring)."""
+        if self.kernel is not None:
+            return self.guest
         smc_only = "smc" in self.profile.conduits and "hvc" not in self.profile.conduits
         stem = self.guest.stem.removesuffix("-smc")
         wanted = self.guest.with_name(f"{stem}-smc.elf" if smc_only else f"{stem}.elf")
@@ -245,6 +249,8 @@ class Session:
                                       quirks=self.quirks)
         if replay and self._image is not None:
             self.machine.load_image(self._image)
+        elif self.kernel is not None:
+            self._image = self.platform.load_kernel(self.kernel.kernel, self.kernel.initrd, self.kernel.bootargs)
         else:
             self._image = self.machine.load(self.guest_file)
         self.machine.set_breakpoints(frozenset(self._breakpoints))

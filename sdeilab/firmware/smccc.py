@@ -198,7 +198,7 @@ class SmcccDispatcher:
             self._code_generation = machine.code_generation
         imm = self._immediates.get(pc)
         if imm is None:
-            word = machine.read_u32(pc - 4)
+            word = machine.read_code_u32(vcpu, pc - 4)  # virtual when the MMU is on (Linux)
             imm = self._immediates[pc] = 0 if word is None else (word >> 5) & 0xFFFF
         fid = cpu.x(0) & 0xFFFF_FFFF
         if imm:

@@ -78,6 +78,9 @@ def take_exception(cpu: CpuBackend, kind: str, *, elr: int, esr_value: int | Non
 
     NZCV is kept; everything else in PSTATE takes its exception-entry value (EL1h, D A I F set,
     SS and IL clear). ESR_EL1 and FAR_EL1 are written only for synchronous exceptions and aborts.
+    The PSTATE write is a mode change (``CpuBackend.write``): from EL0 or EL1t the stack pointer
+    becomes SP_EL1 and SP_EL0 keeps the interrupted one, and the CPU model runs the handler with
+    EL1's privileges (ARM ARM D1.10.2; ERET undoes both).
     """
     pstate = cpu.read("PSTATE")
     vector = vector_for(pstate, kind, cpu.read("VBAR_EL1"))

@@ -35,6 +35,7 @@ class GuestImage:
     entry: int
     segments: tuple[Segment, ...]
     symbols: dict[int, str] = field(default_factory=dict)  # address -> name, functions and labels
+    x0: int = 0  # what the boot CPU finds in x0: a Linux Image wants its device tree's address there
 
     def symbolize(self, address: int) -> str:
         """``name+0xoff`` for the nearest symbol at or below ``address``, or ``""``."""

@@ -169,7 +169,8 @@ class Sdei(Service):
         event = self._event(number)
         if event is None:
             return self._refuse(cpu, number, Action.REGISTER, INVALID_PARAMETERS)
-        if not self.machine.is_valid_entry(entry) or flags & ~(FLAG_RM_PE | FLAG_RELATIVE) or flags & FLAG_RELATIVE:
+        if not self.machine.is_valid_entry(entry, vcpu) or flags & ~(FLAG_RM_PE | FLAG_RELATIVE) \
+                or flags & FLAG_RELATIVE:
             return self._refuse(cpu, number, Action.REGISTER, INVALID_PARAMETERS)
         if event.shared and flags & FLAG_RM_PE and self._cpu_of(affinity) is None:
             return self._refuse(cpu, number, Action.REGISTER, INVALID_PARAMETERS)
@@ -387,7 +388,7 @@ class Sdei(Service):
         if not pe.stack:
             return self._refuse(cpu, -1, action, DENIED)
         top = pe.stack[-1]
-        if resume is not None and not self.machine.is_valid_entry(resume):
+        if resume is not None and not self.machine.is_valid_entry(resume, vcpu):
             return self._refuse(cpu, top.event.number, action, DENIED)
         result = self._transition(cpu, top.event, top.registration, action)
         if result != SUCCESS:

@@ -1,0 +1,56 @@
+"""Where scripts/fetch-linux.sh left Debian's arm64 kernel and busybox (outside git).
+
+The cache is ``.cache/debian-arm64`` in the repository, or ``$SDEILAB_DEBIAN_CACHE``; the script
+unpacks the packages into its ``root/`` folder, so the kernel is ``root/boot/vmlinuz-RELEASE``
+(on arm64 Debian's vmlinuz is the uncompressed Image, EFI stub header and all) and busybox
+``root/bin/busybox`` (statically linked).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SETUP_COMMAND = "./scripts/setup.sh (or only scripts/fetch-linux.sh)"
+
+
+class LinuxPackagesMissing(FileNotFoundError):
+    """Debian's kernel or busybox is not in the cache; the message names the command that fetches them."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SDEILAB_DEBIAN_CACHE") or REPO / ".cache" / "debian-arm64")
+
+
+def _root() -> Path:
+    return cache_dir() / "root"
+
+
+def _missing(what: str) -> LinuxPackagesMissing:
+    return LinuxPackagesMissing(f"{what} is not in {_root()}: run {SETUP_COMMAND}, which downloads Debian's "
+                                "linux-image-*-cloud-arm64 and busybox-static arm64 packages there")
+
+
+def kernel_image() -> Path:
+    """Debian's arm64 cloud kernel Image."""
+    images = sorted((_root() / "boot").glob("vmlinuz-*"))
+    if not images:
+        raise _missing("Debian's arm64 kernel (boot/vmlinuz-*)")
+    if len(images) > 1:  # the script unpacks one version; several means someone else wrote there
+        raise LinuxPackagesMissing(f"several kernels in {_root() / 'boot'}: {', '.join(p.name for p in images)}; "
+                                   f"run {SETUP_COMMAND} again")
+    return images[0]
+
+
+def kernel_release() -> str:
+    """The kernel's release (``uname -r``), e.g. ``6.1.0-56-cloud-arm64``."""
+    return kernel_image().name.removeprefix("vmlinuz-")
+
+
+def busybox() -> Path:
+    """Debian's statically linked arm64 busybox."""
+    path = _root() / "bin" / "busybox"
+    if not path.is_file():
+        raise _missing("Debian's arm64 busybox (bin/busybox)")
+    return path
