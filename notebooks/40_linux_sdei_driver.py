@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -57,17 +59,17 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from sdeilab.cpu.disasm import disassemble
 from sdeilab.firmware.platform import make_platform
 from sdeilab.linux import busybox, cache_dir, initramfs, kernel_image, kernel_release
+from sdeilab.linux.watchdog import MODULE, run_watchdog
 from sdeilab.machine.memmap import cpu_affinity
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
-from sdeilab.trace import SdeiComplete, SdeiDispatch, SmcccCall, SmcccReturn
+from sdeilab.trace import SdeiComplete, SdeiDispatch, SmcccCall
+from sdeilab.trace.intervals import firmware_calls
 from sdeilab.viz import style, timeline
 
 REPO = guests_dir().parent  # the repository: the notebook may run from anywhere
-MODULE = "sdei_watchdog"
 EVENT = 5000  # the virt profile's normal hypervisor-originated event
 SPIN_CPU = 1  # the CPU that is hotplugged, and then spins with IRQs masked
 CYCLES = 2  # offline/online cycles of CPU 1
@@ -115,7 +117,8 @@ print(f"kernel {kernel_release()}, module {ko.name} ({ko.stat().st_size} bytes)"
 # %% [markdown]
 # ## 1. The boot, driven like a debugger
 #
-# The host finds its moments without guessing (as `tests/test_linux_module.py` does): a UART
+# The host finds its moments without guessing (`sdeilab.linux.watchdog.run_watchdog`, which
+# `tests/test_linux_module.py` uses too): a UART
 # listener stops the run right after the module's load line, which prints the spinner's address
 # and size (`%px %pS`); the run goes on through the hotplug cycles to an address breakpoint at
 # the spinner; the loop is read from the spinner's code as the CPU fetches it; each event is
@@ -123,56 +126,11 @@ print(f"kernel {kernel_release()}, module {ko.name} ({ko.stat().st_size} bytes)"
 # stops: they leave no fact in the trace.
 
 # %%
-LOADED = re.compile(rb"sdei_watchdog: event (\d+) registered and enabled; spinner ([0-9a-f]{16}) "
-                    rb"sdei_wd_spin\+0x0/0x([0-9a-f]+)")
-BRANCH = re.compile(r"^(?:b\.\w+|cbn?z|tbn?z) .*#(0x[0-9a-f]+)$")
-line = bytearray()
-
-
-def listen(byte: int) -> None:
-    """Stop right after the module's load line (a debugger stop, resumable)."""
-    line.append(byte)
-    if byte == 0x0A:
-        if LOADED.search(line):
-            machine.request_break(StopReason.PAUSED, "the module is loaded")
-        line.clear()
-
-
 started = time.perf_counter()
-machine.uart_sinks.append(listen)
-outcome = machine.run(BUDGET, debugger=True)
-machine.uart_sinks.remove(listen)
-loaded = LOADED.search(bytes(machine.uart_output))
-assert outcome.reason is StopReason.PAUSED and loaded, (outcome, machine.uart_output[-3000:].decode())
-spinner = range(int(loaded[2], 16), int(loaded[2], 16) + int(loaded[3], 16))
-
-machine.set_breakpoints(frozenset({spinner.start}))
-outcome = machine.run(BUDGET, debugger=True)  # through the hotplug cycles to the spinner
-machine.set_breakpoints(frozenset())
-assert outcome.reason is StopReason.BREAKPOINT, outcome
-spin_cpu = machine.last_cpu
-backend = machine.vcpus[spin_cpu].backend
-code = machine.read_code(machine.vcpus[spin_cpu], spinner.start, len(spinner))
-assert code is not None
-# The loop: the one conditional branch that goes back inside the function (the module's `while`).
-loops = [range(int(m[1], 16), address + 4) for address, text in disassemble(code, spinner.start)
-         if (m := BRANCH.match(text)) and spinner.start <= int(m[1], 16) < address]
-assert len(loops) == 1, loops
-loop = loops[0]
-
-raised_in_loop = []
-for _ in range(RAISES):
-    machine.run(SETTLE, debugger=True)
-    raised_in_loop.append(backend.pc in loop)
-    completed = trace.count(SdeiComplete)
-    sdei.raise_event(EVENT, spin_cpu)  # what a hypervisor's watchdog would do
-    for _ in range(100):  # the handler is a few thousand instructions
-        if trace.count(SdeiComplete) > completed:
-            break
-        machine.run(SETTLE, debugger=True)
-outcome = machine.run(BUDGET)
+run = run_watchdog(platform, EVENT, RAISES, SETTLE, BUDGET)
 elapsed = time.perf_counter() - started
-uart = machine.uart_output.decode(errors="replace")
+outcome, uart, spinner, loop, spin_cpu, raised_in_loop = (run.outcome, run.uart, run.spinner, run.loop, run.spin_cpu,
+                                                          run.raised_in_loop)
 print(f"{outcome.reason.name} (exit {outcome.exit_status}) after {elapsed:.0f} s, "
       f"{len(trace):,} facts; spinner {spinner.start:#x}+{len(spinner):#x} on CPU {spin_cpu}, "
       f"loop {loop.start:#x}..{loop.stop:#x}")
@@ -200,15 +158,15 @@ for text in uart.splitlines():
 
 # %%
 calls = [f for f in trace.select(SmcccCall) if isinstance(f, SmcccCall)]
-returns = [f for f in trace.select(SmcccReturn) if isinstance(f, SmcccReturn)]
+# Each call paired with its return (a call and its return share CPU and vtime: firmware_calls).
+x0_of = {(i.cpu, i.start, i.fid): i.results[0] for i in firmware_calls(trace) if i.returned}
 
 
 def result(call: SmcccCall) -> str:
-    """The firmware's x0 for this call: the next return of the same function on that CPU."""
-    answer = next((r for r in returns if r.seq > call.seq and r.cpu == call.cpu and r.fid == call.fid), None)
-    if answer is None:
+    """The firmware's x0 for this call, or "(no return)"."""
+    x0 = x0_of.get((call.cpu, call.vtime, call.fid))
+    if x0 is None:
         return "(no return)"
-    x0 = answer.results[0]
     # SDEI errors are negative in x0 (reference section 1.2); VERSION packs major.minor in bits 62:32.
     return str(x0 - (1 << 64)) if x0 >> 63 else (f"{x0:#x}" if x0 > 0xFFFF else str(x0))
 

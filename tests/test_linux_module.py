@@ -33,17 +33,16 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from sdeilab.cpu.disasm import disassemble
-from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.firmware.platform import make_platform
 from sdeilab.linux import busybox, cache_dir, initramfs, kernel_image, kernel_release
-from sdeilab.machine.outcome import RunOutcome, StopReason
-from sdeilab.trace import Fact, SdeiComplete, SdeiDispatch, SdeiTransition
+from sdeilab.linux.watchdog import MODULE, WatchdogRun, run_watchdog
+from sdeilab.machine.outcome import StopReason
+from sdeilab.trace import SdeiComplete, SdeiDispatch, SdeiTransition
 
 pytestmark = pytest.mark.linux
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "build-linux-module.sh"
-MODULE = "sdei_watchdog"
 EVENT = 5000  # the lab's normal hypervisor-originated event (SdeiPlatform.hypervisor_events)
 RAISES = 3  # events the lab raises while CPU 1 spins; the module's spin waits for as many
 SPIN_CPU = 1
@@ -66,8 +65,6 @@ $bb rmmod {MODULE}
 echo "WD: done"
 $bb poweroff -f
 """
-LOADED = re.compile(rb"sdei_watchdog: event (\d+) registered and enabled; spinner ([0-9a-f]{16}) "
-                    rb"sdei_wd_spin\+0x0/0x([0-9a-f]+)")
 
 
 # --- the build -----------------------------------------------------------------------------
@@ -132,85 +129,11 @@ def test_module_is_built_for_the_kernel_its_headers_describe(built: Built) -> No
     assert not {"sdei_event_register", "sdei_event_enable", "kallsyms_lookup_name"} & set(exported)
 
 
-# --- the run -----------------------------------------------------------------------------------
-BRANCH = re.compile(r"^(?:b\.\w+|cbn?z|tbn?z) .*#(0x[0-9a-f]+)$")
-
-
-def _loop(code: list[tuple[int, str]], spinner: range) -> range:
-    """The spinner's loop, read from its code as the CPU fetches it: the one conditional branch
-    that goes back inside the function (the compiler's ``while``, sdei_wd_spin in the module)."""
-    loops = []
-    for address, text in code:
-        branch = BRANCH.match(text)
-        if branch and int(branch[1], 16) in spinner and int(branch[1], 16) < address:
-            loops.append(range(int(branch[1], 16), address + 4))
-    assert len(loops) == 1, code
-    return loops[0]
-
-
-@dataclass
-class WatchdogRun:
-    outcome: RunOutcome
-    uart: str
-    spinner: range  # the spinner's addresses, as the module reported them
-    loop: range  # its loop: from a backward branch's target to that branch
-    spin_cpu: int
-    raised: int
-    facts: list[Fact]
-
-
-def _run_watchdog(platform: Platform) -> WatchdogRun:
-    machine = platform.machine
-    sdei = platform.sdei
-    assert sdei is not None
-    line = bytearray()
-
-    def listen(byte: int) -> None:  # stop right after the module's load line (a debugger stop)
-        line.append(byte)
-        if byte == 0x0A:
-            if LOADED.search(line):
-                machine.request_break(StopReason.PAUSED, "the module is loaded")
-            line.clear()
-
-    machine.uart_sinks.append(listen)
-    outcome = machine.run(BOOT_BUDGET, debugger=True)
-    machine.uart_sinks.remove(listen)
-    loaded = LOADED.search(bytes(machine.uart_output))
-    assert outcome.reason is StopReason.PAUSED and loaded, (outcome, machine.uart_output[-3000:].decode())
-    assert int(loaded[1]) == EVENT
-    start = int(loaded[2], 16)
-    spinner = range(start, start + int(loaded[3], 16))
-
-    machine.set_breakpoints(frozenset({start}))
-    outcome = machine.run(BOOT_BUDGET, debugger=True)
-    machine.set_breakpoints(frozenset())
-    assert outcome.reason is StopReason.BREAKPOINT, outcome
-    cpu = machine.last_cpu
-    backend = machine.vcpus[cpu].backend
-    code = machine.read_code(machine.vcpus[cpu], spinner.start, len(spinner))
-    assert code is not None
-    loop = _loop(disassemble(code, spinner.start), spinner)
-    for _ in range(RAISES):
-        machine.run(SETTLE, debugger=True)
-        assert backend.pc in loop, f"CPU {cpu} is not in the spinner's loop: pc 0x{backend.pc:x}"
-        completed = machine.trace.count(SdeiComplete)
-        sdei.raise_event(EVENT, cpu)
-        for _ in range(100):  # the handler: a few thousand instructions
-            if machine.trace.count(SdeiComplete) > completed:
-                break
-            machine.run(SETTLE, debugger=True)
-        else:
-            pytest.fail(f"the event raised on CPU {cpu} was never completed")
-    outcome = machine.run(BOOT_BUDGET)
-    return WatchdogRun(outcome, machine.uart_output.decode(errors="replace"), spinner, loop, cpu, RAISES,
-                       list(machine.trace))
-
-
 @pytest.fixture(scope="module")
 def watchdog(built: Built) -> WatchdogRun:
     platform = make_platform(2, "virt")
     platform.load_kernel(kernel_image(), initramfs(busybox(), INIT, files={f"{MODULE}.ko": built.ko.read_bytes()}))
-    return _run_watchdog(platform)
+    return run_watchdog(platform, EVENT, RAISES, SETTLE, BOOT_BUDGET)
 
 
 def test_module_vermagic_is_the_kernels(built: Built) -> None:
@@ -227,11 +150,12 @@ def test_watchdog_event_interrupts_the_masked_spin(watchdog: WatchdogRun) -> Non
     counts = re.search(r"WD: hits=(\d+) masked_hits=(\d+) spin=(\d+)", run.uart)
     assert counts, run.uart[-3000:]
     hits, masked_hits, caught = map(int, counts.groups())
-    dispatches = [f for f in run.facts if isinstance(f, SdeiDispatch) and f.event == EVENT]
-    completes = [f for f in run.facts if isinstance(f, SdeiComplete) and f.event == EVENT]
+    dispatches = [f for f in run.trace if isinstance(f, SdeiDispatch) and f.event == EVENT]
+    completes = [f for f in run.trace if isinstance(f, SdeiComplete) and f.event == EVENT]
     # The module's count is the lab's: every raised event entered the handler once and completed.
     assert hits == masked_hits == caught == run.raised == len(dispatches) == len(completes)
-    assert run.spin_cpu == SPIN_CPU
+    assert run.event == EVENT and run.spin_cpu == SPIN_CPU
+    assert run.raised_in_loop == [True] * RAISES, "the spinning CPU was not in its loop at every raise"
     assert f"cpu{SPIN_CPU} spun" in run.uart and "with IRQs masked: caught" in run.uart
     for dispatch, complete in zip(dispatches, completes, strict=True):
         assert dispatch.cpu == complete.cpu == run.spin_cpu
@@ -250,7 +174,7 @@ def test_watchdog_event_interrupts_the_masked_spin(watchdog: WatchdogRun) -> Non
 
 def test_watchdog_event_is_registered_and_released_on_every_cpu(watchdog: WatchdogRun) -> None:
     """sdei_event_register/enable of a private event cross-call every CPU; the module's unload undoes it."""
-    done = [(f.cpu, f.action) for f in watchdog.facts
+    done = [(f.cpu, f.action) for f in watchdog.trace
             if isinstance(f, SdeiTransition) and f.event == EVENT and f.result == 0
             and f.action in ("register", "enable", "disable", "unregister")]
     for cpu in (0, 1):

@@ -185,10 +185,15 @@ bool expect_eq(const char *what, int64_t got, int64_t want);
 bool expect_ret(const char *what, int64_t got, int64_t want);      /* the same, names SDEI codes */
 bool expect_true(const char *what, bool ok);
 void test_fail(const char *what);           /* a failure with no values */
+/* TFTF's success test for a call: a negative value is an error code (reference 1.2). */
+bool call_ok(const char *what, int64_t ret);
 bool test_failed(void);
 unsigned test_failure_count(void);          /* failures so far (compare before/after a step) */
 /* Print "<name>: PASS" or "<name>: FAIL (<first failure>)" and SYSTEM_OFF. */
 void test_finish(void) __attribute__((noreturn));
+/* The end of a test that bound `ev`: after a failure TFTF's err0 path (PRIVATE_RESET, SHARED_RESET,
+ * release, then test_finish); else "INTERRUPT_RELEASE = <ret>" printed and checked. */
+void test_release_binding(int64_t ev, const struct sdei_intr_ctx *ctx);
 
 /* Printing from several CPUs: one line at a time under a lock. */
 void print_lock(void);

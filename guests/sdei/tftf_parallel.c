@@ -43,10 +43,6 @@ static volatile uint32_t handler_runs[MAX_CPUS];           /* by the CPU the han
 static volatile int64_t handler_ev[MAX_CPUS];              /* x0 at the last run there */
 static volatile uint64_t cpu_ok[MAX_CPUS];                 /* 1: every check on that CPU passed */
 
-static bool call_ok(const char *what, int64_t ret)
-{
-    return ret >= 0 || expect_ret(what, ret, SDEI_RET_SUCCESS);
-}
 
 /* Arrive, then wait until every participant has (TFTF wait_for_participating_cpus). */
 static bool barrier(volatile uint64_t *arrived)
@@ -143,17 +139,6 @@ int main(void)
         test_step("summary");
     }
 
-    if (test_failed()) {
-        /* TFTF's err0 path: leave no registration or binding behind. */
-        sdei_private_reset();
-        sdei_shared_reset();
-        sdei_interrupt_release_ctx(bound_ev, &intr_ctx);
-        test_finish();
-    }
-    int64_t ret = sdei_interrupt_release_ctx(bound_ev, &intr_ctx);
-    puts("INTERRUPT_RELEASE = ");
-    print_ret(ret);
-    putc('\n');
-    call_ok("INTERRUPT_RELEASE", ret);
+    test_release_binding(bound_ev, &intr_ctx);
     test_finish();
 }

@@ -33,11 +33,6 @@ static int64_t bound_ev;            /* the event INTERRUPT_BIND(42) gave, used b
 static struct sdei_intr_ctx intr_ctx;
 static volatile uint32_t handler_runs[MAX_CPUS];    /* handler runs, by the CPU they ran on */
 
-/* TFTF's success test for a call: a negative value is an error code (reference 1.2). */
-static bool call_ok(const char *what, int64_t ret)
-{
-    return ret >= 0 || expect_ret(what, ret, SDEI_RET_SUCCESS);
-}
 
 /*
  * Called by sdei_entrypoint_resume in the SDEI handler, on the CPU the event was dispatched to.
@@ -100,19 +95,7 @@ int main(void)
         sdei_event(0);
 
     test_step("summary");
-    if (test_failed()) {
-        /* TFTF's err0 path: leave no registration or binding behind. */
-        sdei_private_reset();
-        sdei_shared_reset();
-        sdei_interrupt_release_ctx(bound_ev, &intr_ctx);
-        test_finish();
-    }
-
-    int64_t ret = sdei_interrupt_release_ctx(bound_ev, &intr_ctx);
-    puts("INTERRUPT_RELEASE = ");
-    print_ret(ret);
-    putc('\n');
-    call_ok("INTERRUPT_RELEASE", ret);
+    test_release_binding(bound_ev, &intr_ctx);
 
     /* Every CPU (not only "some CPU, N times") took its own registration exactly once. */
     puts("handler runs per CPU:");

@@ -2,7 +2,8 @@
 
 Not a runtime layer (DESIGN.md section 1): like ``sdeilab.toolchain`` it prepares what a run
 loads. Booting itself is ``Platform.load_kernel`` (sdeilab.firmware.platform) on top of the arm64
-boot protocol in ``sdeilab.machine.linux_boot``; docs/linux.md tells the whole story.
+boot protocol in ``sdeilab.machine.linux_boot``; ``sdeilab.linux.watchdog`` drives the module's
+NMI-watchdog story on such a boot. docs/linux.md tells the whole story.
 """
 
 from sdeilab.linux.debian import LinuxPackagesMissing, busybox, cache_dir, kernel_image, kernel_release

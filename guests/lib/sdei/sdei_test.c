@@ -200,6 +200,27 @@ bool expect_ret(const char *what, int64_t got, int64_t want)
     return false;
 }
 
+bool call_ok(const char *what, int64_t ret)
+{
+    return ret >= 0 || expect_ret(what, ret, SDEI_RET_SUCCESS);
+}
+
+void test_release_binding(int64_t ev, const struct sdei_intr_ctx *ctx)
+{
+    if (test_failed()) {
+        /* TFTF's err0 path: leave no registration or binding behind. */
+        sdei_private_reset();
+        sdei_shared_reset();
+        sdei_interrupt_release_ctx(ev, ctx);
+        test_finish();
+    }
+    int64_t ret = sdei_interrupt_release_ctx(ev, ctx);
+    puts("INTERRUPT_RELEASE = ");
+    print_ret(ret);
+    putc('\n');
+    call_ok("INTERRUPT_RELEASE", ret);
+}
+
 bool expect_true(const char *what, bool ok)
 {
     if (!ok)
