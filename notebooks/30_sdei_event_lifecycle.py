@@ -29,7 +29,8 @@
 #
 # The lab's firmware enforces one such table (`sdeilab/firmware/sdei/table.py`): every call
 # that touches an event's state goes through it and leaves an `SdeiTransition` fact, refused
-# attempts included. Two shipped guests, ported from TF-A's tests (reference section 4):
+# attempts included (a dispatch is an `SdeiDispatch`, a completion an `SdeiComplete`: both are
+# `SdeiTransition`s that say more). Two shipped guests, ported from TF-A's tests (reference section 4):
 #
 # * `tftf_signal_serial`: each CPU in turn REGISTERs event 0, ENABLEs it, unmasks, SIGNALs
 #   itself, runs the handler (which ends with COMPLETE_AND_RESUME), masks, DISABLEs and
@@ -100,12 +101,11 @@ for action in Action:
 # after CPU_ON: reference 2.3).
 
 # %%
-for fact in serial.of_kind(SdeiTransition, SdeiDispatch):
+for fact in serial.of_kind(SdeiTransition):  # SdeiDispatch and SdeiComplete are transitions too
     if fact.event == 0:
-        if isinstance(fact, SdeiTransition):
-            print(f"{fact.vtime:>8} ns  CPU {fact.cpu}  {fact.action:<20} {fact.old:>17} -> {fact.new:<17} "
-                  f"{RESULT.get(fact.result, fact.result)}")
-        else:
+        print(f"{fact.vtime:>8} ns  CPU {fact.cpu}  {fact.action:<20} {fact.old:>17} -> {fact.new:<17} "
+              f"{RESULT.get(fact.result, fact.result)}")
+        if isinstance(fact, SdeiDispatch):
             print(f"{fact.vtime:>8} ns  CPU {fact.cpu}    handler entered ({fact.source}), depth {fact.depth}")
 
 # %% [markdown]

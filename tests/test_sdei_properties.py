@@ -295,21 +295,25 @@ class TraceAudit:
         self.masked = [True] * CPUS  # every PE comes out of reset masked
         self.state: dict[Key, str] = {}
         self.stack: list[list[SdeiDispatch]] = [[] for _ in range(CPUS)]
-        self.last_transition: SdeiTransition | None = None
 
     def feed(self, facts: list[Fact]) -> None:
         for fact in facts:
             if isinstance(fact, SdeiMask):
                 assert fact.masked != self.masked[fact.cpu], f"trace: a mask fact without a change: {fact}"
                 self.masked[fact.cpu] = fact.masked
-            elif isinstance(fact, SdeiTransition):
+            elif isinstance(fact, SdeiTransition):  # SdeiDispatch and SdeiComplete are transitions too
                 self._transition(fact)
-            elif isinstance(fact, SdeiDispatch):
-                self._dispatch(fact)
-            elif isinstance(fact, SdeiComplete):
-                stack = self.stack[fact.cpu]
-                assert stack and stack[-1].event == fact.event, f"trace: {fact} does not end the top dispatch {stack}"
-                stack.pop()
+                if isinstance(fact, SdeiDispatch):
+                    self._dispatch(fact)
+                elif isinstance(fact, SdeiComplete):
+                    stack = self.stack[fact.cpu]
+                    assert fact.action.startswith("complete") and fact.result == 0, f"trace: {fact}"
+                    assert stack and stack[-1].event == fact.event, \
+                        f"trace: {fact} does not end the top dispatch {stack}"
+                    stack.pop()
+                else:
+                    assert fact.action not in ("dispatch", "complete", "complete-and-resume") or fact.result, \
+                        f"trace: a dispatch or completion that took place must be told by its own kind: {fact}"
             elif isinstance(fact, GuestFault):
                 raise AssertionError(f"trace: the guest faulted: {fact}")
 
@@ -327,12 +331,10 @@ class TraceAudit:
             assert (fact.result, LABEL[fact.new]) == cell(LABEL[fact.old], fact.action), \
                 f"trace: not the table's cell (reference 2.2): {fact}"
         self.state[k] = fact.new
-        self.last_transition = fact
 
     def _dispatch(self, fact: SdeiDispatch) -> None:
-        t = self.last_transition
-        assert t is not None and (t.action, t.event, t.cpu, t.old) == ("dispatch", fact.event, fact.cpu, "enabled"), \
-            f"trace: {fact} was not an enabled event's dispatch transition (last: {t})"
+        assert (fact.action, fact.old, fact.result) == ("dispatch", "enabled", 0), \
+            f"trace: {fact} was not an enabled event's dispatch transition"
         assert not self.masked[fact.cpu], f"trace: dispatch to a masked PE: {fact}"
         stack = self.stack[fact.cpu]
         if stack:  # only a critical pre-empts, and only a normal: at most two deep (reference 2.5)
@@ -875,12 +877,12 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
                     started.append(fact.cpu)
                 elif isinstance(fact, SdeiDispatch):
                     self.dispatched(fact, "at a slice boundary")
-                elif isinstance(fact, SdeiTransition):
-                    assert fact.action in ("dispatch", "cpu-on-reset"), f"during a run: {fact}"
-                elif isinstance(fact, SdeiMask):
-                    assert fact.masked and fact.cause in ("cpu-on", "wake"), f"during a run: {fact}"
                 elif isinstance(fact, SdeiComplete | SdeiBinding | GuestFault | SmcccCall):
                     raise AssertionError(f"during a run: {fact}")
+                elif isinstance(fact, SdeiTransition):
+                    assert fact.action == "cpu-on-reset", f"during a run: {fact}"
+                elif isinstance(fact, SdeiMask):
+                    assert fact.masked and fact.cause in ("cpu-on", "wake"), f"during a run: {fact}"
             for cpu in started:
                 now = self.h.context(cpu)
                 assert (now.xs[0], now.pc, now.pstate) == (self.start_id[cpu], self.h.spin, RESET_PSTATE), \
@@ -947,7 +949,7 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
                 assert [d.event.number for d in pe.stack] == [f.event for f in self.stack[cpu]], \
                     f"CPU {cpu}: dispatch stack {[d.event.number for d in pe.stack]}, model {self.stack[cpu]}"
                 for d, f in zip(pe.stack, self.stack[cpu], strict=True):
-                    assert (tuple(d.saved_x), d.pc, d.pstate) == (f.saved.xs, f.saved.pc, f.saved.pstate), \
+                    assert (d.saved(), d.pc, d.pstate) == (f.saved.xs, f.saved.pc, f.saved.pstate), \
                         f"CPU {cpu}: the saved context of event {f.event} is not the interrupted one"
             for event in DYNAMIC:
                 assert sdei.events[event].bound == self.bound[event], f"binding of {event}"

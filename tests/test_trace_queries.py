@@ -156,7 +156,8 @@ def test_windows_hold_when_vtime_is_out_of_order(rows: list[tuple[int, int, int]
 def add_fact(log: TraceLog, kind: type[Fact], cpu: int, vtime: int) -> None:
     payloads: dict[type[Fact], tuple[object, ...]] = {
         SmcccCall: ("hvc", 0x84000000, "PSCI_VERSION", ()),
-        SdeiDispatch: (vtime % 4, False, 0x1000, 0x2000, 0x3C5, 1, "signal"),
+        SdeiDispatch: (vtime % 4, "dispatch", "enabled", "enabled-running", 0, False, 0x1000, 0x2000, 0x3C5, 1,
+                       "signal"),
         PowerTransition: ("on", "standby", "wfi"),
         SdeiMask: (True, "call"),
     }

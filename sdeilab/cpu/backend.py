@@ -10,6 +10,7 @@ imports unicorn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -117,7 +118,21 @@ class CpuBackend(Protocol):
     def x(self, n: int) -> int: ...
     def set_x(self, n: int, value: int) -> None: ...
     def xs(self, count: int) -> list[int]: ...
-    def set_xs(self, values: list[int]) -> None: ...
+    def set_xs(self, values: Sequence[int]) -> None:
+        """x0 .. x(len(values)-1)."""
+        ...
+    def save_context(self, count: int) -> tuple[bytes, int, int]:
+        """x0..x(count-1), PC and PSTATE in one read: what a firmware dispatcher saves before it
+        enters a handler. The registers are ``count`` 64-bit words in the host's order
+        (``memoryview(saved).cast("Q")`` reads them)."""
+        ...
+    def write_context(self, xs: Sequence[int], pc: int, pstate: int, current_pstate: int) -> None:
+        """x0..x(len(xs)-1), PC and PSTATE at once (a handler's entry); PSTATE is written, as a mode
+        change, only if it differs from ``current_pstate``, PSTATE as the caller just read it."""
+        ...
+    def restore_context(self, xs: bytes, pc: int, pstate: int) -> None:
+        """Put back what ``save_context`` returned (PSTATE as a mode change, if it differs)."""
+        ...
     @property
     def pc(self) -> int: ...
     @pc.setter

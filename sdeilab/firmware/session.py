@@ -151,7 +151,7 @@ class EventBreak:
         if self.cpu is not None and fact.cpu != self.cpu:
             return False
         if self._kind is not None:
-            return type(fact) is self._kind
+            return isinstance(fact, self._kind)  # a kind's sub-kinds too (an SdeiDispatch is a transition)
         return type(fact) is SmcccCall and fact.name in self._calls  # type: ignore[attr-defined]
 
     def __str__(self) -> str:
@@ -504,7 +504,9 @@ class Session:
             self._conditions = [p.matches for p in self._event_breaks] + conditions
             if kinds is not None:  # conditions that say which kinds they read; else every fact is read
                 kinds = kinds.union(*(p.kinds for p in self._event_breaks))
-            self._watch_kinds = kinds
+            # Facts arrive by exact kind; a condition on a kind reads its sub-kinds too.
+            self._watch_kinds = None if kinds is None else frozenset(
+                FACT_KINDS[code] for kind in kinds for code in kind.FAMILY)
             self._stop_fact = None
             if isinstance(trace, _WatchedLog) and self._conditions:
                 trace.watch = self._on_fact

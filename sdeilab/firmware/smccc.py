@@ -62,12 +62,17 @@ Handler = Callable[..., Result]
 
 @dataclass(frozen=True, slots=True)
 class Function:
-    """One function ID a service answers: ``handler(vcpu, *x1..x<nargs>)``."""
+    """One function ID a service answers: ``handler(vcpu, *x1..x<nargs>)``, then ``then(vcpu)``.
+
+    ``then`` runs once the results are written (or the call did not return): like TF-A taking a
+    pending EL3 interrupt on the way out of an SMC, the SDEI dispatcher enters a handler there.
+    """
 
     fid: int
     name: str
     handler: Handler
     nargs: int = 0
+    then: Callable[[Vcpu], None] | None = None
 
 
 class Service:
@@ -138,9 +143,6 @@ class SmcccDispatcher:
         self._names: dict[int, str] = {}  # every ID some service knows, implemented here or not
         self._routes: dict[str, dict[int, Route]] = {conduit: {} for conduit in self.conduits}
         self._immediates: dict[int, int] = {}  # PC after the call -> its HVC/SMC immediate
-        # Run once a call has written its results (or not returned): like TF-A taking a pending
-        # EL3 interrupt on the way out of an SMC, the SDEI dispatcher enters a handler here.
-        self.after_call: list[Callable[[Vcpu, int], None]] = []
         self._code_generation = -1
 
     @property
@@ -243,7 +245,8 @@ class SmcccDispatcher:
             cpu.set_x(0, result)  # type: ignore[arg-type]
             add(SmcccReturn, index, now, fid, route.name, (result,), route.layer)
         elif not isinstance(result, NoReturn):
-            cpu.set_xs(list(result))  # type: ignore[arg-type]
+            cpu.set_xs(result)
             add(SmcccReturn, index, now, fid, route.name, result, route.layer)
-        for hook in self.after_call:
-            hook(vcpu, fid)
+        then = function.then
+        if then is not None:
+            then(vcpu)

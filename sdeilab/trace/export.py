@@ -106,6 +106,8 @@ def trace_events(log: TraceLog) -> list[dict[str, Any]]:
             args["returned"] = False
         slices.append(_slice(call, end, EXECUTION, call.label, "smccc", args))
     for fact in log.select(*(k for k in FACT_KINDS if k not in _AS_SLICES)):
+        if type(fact) in _AS_SLICES:
+            continue  # a sub-kind drawn as a slice (SdeiDispatch is an SdeiTransition)
         pid = fact.cpu + 1 if fact.cpu >= 0 else MACHINE_PID
         slices.append({"ph": "i", "s": "t", "pid": pid, "tid": 10 * pid + EXECUTION, "ts": fact.vtime / NS_PER_US,
                        "cat": "fact", "name": type(fact).__name__, "args": _jsonable(fact.payload())})

@@ -184,8 +184,9 @@ class TraceLog:
         # Per filter, its index (or indexes, for several kinds), counted in [lo, hi) by bisection;
         # the smallest drives the walk and is the only one copied, and needs no second look.
         indexes: dict[str, list[Sequence[int]]] = {}
+        codes = {code for k in kinds for code in k.FAMILY}  # a kind matches its sub-kinds too
         if kinds:
-            indexes["kind"] = [self._by_kind.get(k.CODE, ()) for k in kinds]
+            indexes["kind"] = [self._by_kind.get(code, ()) for code in codes]
         if cpu is not None:
             indexes["cpu"] = [self._by_cpu.get(cpu, ())]
         if event is not None:
@@ -194,7 +195,6 @@ class TraceLog:
         if indexes:
             drove = min(indexes, key=lambda name: sum(_count(i, lo, hi) for i in indexes[name]))
             driver = self._union(indexes.pop(drove), lo, hi)
-        codes = {k.CODE for k in kinds}
         check_kind, check_cpu, check_event = "kind" in indexes, "cpu" in indexes, "event" in indexes
         windowed = start is not None or end is not None
         if not (check_kind or check_cpu or check_event or windowed):
@@ -298,7 +298,9 @@ class TraceLog:
         return max(self._run_max, 0)
 
     def count(self, kind: type[Fact]) -> int:
-        return len(self._index().get(kind.CODE, ()))
+        """How many facts are of ``kind`` (its sub-kinds included)."""
+        by_kind = self._index()
+        return sum(len(by_kind.get(code, ())) for code in kind.FAMILY)
 
     def last_vtime(self) -> int:
         return self._vtime[-1] if self._vtime else 0

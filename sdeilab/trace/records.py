@@ -12,7 +12,7 @@ Later layers (SDEI, the hypervisor model) add their kinds with ``@fact_kind``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 FACT_KINDS: list[type[Fact]] = []
 """Every registered kind; a kind's index in this list is its compact code in the log."""
@@ -27,6 +27,7 @@ class Fact:
     vtime: int
 
     CODE = -1
+    FAMILY: ClassVar[tuple[int, ...]] = ()  # its own code and its sub-kinds' codes: what a query for it matches
 
     @classmethod
     def payload_names(cls) -> tuple[str, ...]:
@@ -40,8 +41,16 @@ K = TypeVar("K", bound=type[Fact])
 
 
 def fact_kind(cls: K) -> K:
-    """Register a fact kind so the log can store it by code and rebuild it by name."""
+    """Register a fact kind so the log can store it by code and rebuild it by name.
+
+    A kind may extend another (``SdeiDispatch`` is an ``SdeiTransition`` with more to say): a
+    query for the base kind then matches it too, as ``isinstance`` does.
+    """
     cls.CODE = len(FACT_KINDS)
+    cls.FAMILY = (cls.CODE,)
+    for base in cls.__mro__[1:]:
+        if base in FACT_KINDS:
+            base.FAMILY = (*base.FAMILY, cls.CODE)  # type: ignore[attr-defined]
     FACT_KINDS.append(cls)
     return cls
 
@@ -145,6 +154,8 @@ class SdeiTransition(Fact):
     States are DEN0054's: "unregistered", "registered", "enabled", "registered-running",
     "enabled-running", "unregister-pending". ``result`` is the SDEI return code (0, or the
     refusal: -3 DENIED, -5 PENDING, ...); a refused action leaves ``new == old``.
+    A dispatch and a completion are transitions too, told by their own kinds below, which
+    extend this one: a query for ``SdeiTransition`` finds every change of state.
     """
 
     event: int
@@ -156,10 +167,10 @@ class SdeiTransition(Fact):
 
 @fact_kind
 @dataclass(frozen=True, slots=True)
-class SdeiDispatch(Fact):
-    """The dispatcher entered ``event``'s handler on ``cpu`` (DEN0054 5.1.14 / TF-A sdei_intr_mgmt)."""
+class SdeiDispatch(SdeiTransition):
+    """The dispatcher entered ``event``'s handler on ``cpu`` (DEN0054 5.1.14 / TF-A sdei_intr_mgmt):
+    the "dispatch" transition (``old`` enabled, ``new`` enabled-running), and what it interrupted."""
 
-    event: int
     critical: bool
     handler: int
     interrupted_pc: int
@@ -170,12 +181,16 @@ class SdeiDispatch(Fact):
 
 @fact_kind
 @dataclass(frozen=True, slots=True)
-class SdeiComplete(Fact):
-    """The handler of ``event`` finished: ``how`` is "complete" or "complete-and-resume"."""
+class SdeiComplete(SdeiTransition):
+    """The handler of ``event`` finished: the "complete" or "complete-and-resume" transition that
+    succeeded (a refused one is a plain ``SdeiTransition``), and where execution went on."""
 
-    event: int
-    how: str
     resume_pc: int  # where execution continued: the interrupted PC, or the resume address
+
+    @property
+    def how(self) -> str:
+        """"complete" or "complete-and-resume" (the action)."""
+        return self.action
 
 
 @fact_kind

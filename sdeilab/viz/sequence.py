@@ -77,9 +77,14 @@ def _rows(fact: Fact, event: int, intids: set[int]) -> list[Message]:
     def from_fw(text: str, kind: str) -> list[Message]:
         return [Message(fact.seq, fact.vtime, FIRMWARE, fact.cpu, text, kind)]
 
+    # SdeiDispatch and SdeiComplete are transitions too: the more particular kinds first.
+    if isinstance(fact, SdeiDispatch):
+        kind = "critical " if fact.critical else ""
+        return from_fw(f"dispatch {kind}handler ({fact.source}), depth {fact.depth}", "dispatch")
+    if isinstance(fact, SdeiComplete):
+        return (to_fw(f"{fact.action}: {fact.old} → {fact.new}")
+                + from_fw(f"{fact.how}: resume at {fact.resume_pc:#x}", "resume"))
     if isinstance(fact, SdeiTransition):
-        if fact.action == "dispatch":
-            return []  # drawn from the SdeiDispatch fact, which says why
         if fact.action == "cpu-on-reset":
             return from_fw(f"CPU_ON reset: {fact.old} → {fact.new}", "reset")
         result = RESULT_NAMES.get(fact.result, str(fact.result))
@@ -90,11 +95,6 @@ def _rows(fact: Fact, event: int, intids: set[int]) -> list[Message]:
         if _accepted(fact.old, fact.action):
             return to_fw(f"{fact.action} ✓ in {fact.old}")
         return to_fw(f"{fact.action} ✗ {result} in {fact.old}", "refused")
-    if isinstance(fact, SdeiDispatch):
-        kind = "critical " if fact.critical else ""
-        return from_fw(f"dispatch {kind}handler ({fact.source}), depth {fact.depth}", "dispatch")
-    if isinstance(fact, SdeiComplete):
-        return from_fw(f"{fact.how}: resume at {fact.resume_pc:#x}", "resume")
     if isinstance(fact, SdeiBinding):
         return to_fw(f"INTERRUPT_BIND({fact.intid}) → event {fact.event}" if fact.bound
                      else f"INTERRUPT_RELEASE(event {fact.event}) frees INTID {fact.intid}")

@@ -58,10 +58,14 @@ class Dispatch:
 
     event: Event
     registration: Registration
-    saved_x: list[int]  # x0..x17 of the interrupted context
+    saved_x: bytes  # x0..x17 of the interrupted context (``CpuBackend.save_context``)
     pc: int
     pstate: int
     intid: int | None  # the bound interrupt, active until COMPLETE
+
+    def saved(self) -> tuple[int, ...]:
+        """x0..x17 as they were when the handler was entered."""
+        return tuple(memoryview(self.saved_x).cast("Q"))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from sdeilab.firmware.psci import DENIED as PSCI_DENIED
 from sdeilab.firmware.psci import PowerEvent, PowerFeed, Psci
@@ -42,6 +43,7 @@ FLAG_RM_PE = 1 << 0
 FLAG_RELATIVE = 1 << 1  # SDEI 1.1 relative handler address: not supported (FEATURES(1) refuses)
 INFO_TYPE, INFO_SIGNALED, INFO_PRIORITY, INFO_ROUTING_MODE, INFO_ROUTING_AFF = range(5)
 FEATURE_BIND_SLOTS = 0
+MPIDR_AFFINITY = 0xFF_00FF_FFFF  # Aff3, Aff2, Aff1, Aff0: any other bit set names no PE
 
 SDEI_FUNCTIONS = (
     ("SDEI_VERSION", 0xC400_0020), ("SDEI_EVENT_REGISTER", 0xC400_0021), ("SDEI_EVENT_ENABLE", 0xC400_0022),
@@ -102,7 +104,6 @@ class Sdei(Service):
         psci.subscribe(PowerEvent.SYSTEM_RESET, lambda cpu: self.reset())
         psci.cpu_off_vetoes.append(self._veto_cpu_off)
         machine.slice_hooks.append(self._deliver)
-        dispatcher.after_call.append(self._after_call)
         machine.wake_checks.append(self._has_deliverable)
         machine.power_listeners.append(lambda cpu, old, new, cause: self._route_any())
 
@@ -114,8 +115,8 @@ class Sdei(Service):
             "SDEI_EVENT_ENABLE": (lambda vcpu, ev: self._simple(vcpu, ev, Action.ENABLE), 1),
             "SDEI_EVENT_DISABLE": (lambda vcpu, ev: self._simple(vcpu, ev, Action.DISABLE), 1),
             "SDEI_EVENT_CONTEXT": (self.context, 1),
-            "SDEI_EVENT_COMPLETE": (lambda vcpu, status: self.complete(vcpu, None), 1),
-            "SDEI_EVENT_COMPLETE_AND_RESUME": (lambda vcpu, address: self.complete(vcpu, address), 1),
+            "SDEI_EVENT_COMPLETE": (partial(self.complete, Action.COMPLETE), 1),
+            "SDEI_EVENT_COMPLETE_AND_RESUME": (partial(self.complete, Action.COMPLETE_AND_RESUME), 1),
             "SDEI_EVENT_UNREGISTER": (lambda vcpu, ev: self._simple(vcpu, ev, Action.UNREGISTER), 1),
             "SDEI_EVENT_STATUS": (self.status, 1),
             "SDEI_EVENT_GET_INFO": (self.get_info, 2),
@@ -131,23 +132,38 @@ class Sdei(Service):
         }
         for name, fid in SDEI_FUNCTIONS:
             handler, nargs = handlers[name]
-            yield Function(fid, name, handler, nargs)
+            # After any SDEI call (SIGNAL to self, UNMASK, ENABLE, COMPLETE...) a handler may be due now.
+            yield Function(fid, name, handler, nargs, then=self._deliver)
 
     # --- state ---------------------------------------------------------------------------
     def registration(self, cpu: int, number: int) -> Registration:
         event = self.events[number]
         return self.shared[number] if event.shared else self.private[cpu][number]
 
-    def _transition(self, cpu: int, event: Event, reg: Registration, action: Action) -> int:
-        """The one place an event changes state: look the action up in the table, apply, record."""
+    def _transition(self, cpu: int, event: Event, reg: Registration, action: Action,
+                    kind: type[SdeiTransition] = SdeiTransition, details: tuple[object, ...] = ()) -> int:
+        """The one place an event changes state: look the action up in the table, apply, record.
+
+        A dispatch or a completion that the table allows is recorded as its own kind of
+        transition (``SdeiDispatch``, ``SdeiComplete``) with ``details`` after the common fields;
+        anything refused is a plain ``SdeiTransition``.
+        """
         old = reg.state
         cell = TABLE[old][action]
-        if cell.next is not None:
-            reg.state = cell.next
+        new = cell.next
+        if new is None:
+            new = old
+        else:
+            reg.state = new
+        result = cell.result
         machine = self.machine
-        machine.trace.add(SdeiTransition, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old],
-                          LABELS[reg.state], cell.result)
-        return cell.result
+        if result:
+            machine.trace.add(SdeiTransition, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old],
+                              LABELS[new], result)
+        else:
+            machine.trace.add(kind, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old],
+                              LABELS[new], result, *details)
+        return result
 
     def _refuse(self, cpu: int, number: int, action: Action, result: int) -> int:
         """A call refused before the table (unknown event, bad parameters): still a fact."""
@@ -316,12 +332,13 @@ class Sdei(Service):
         return result
 
     def signal(self, vcpu: Vcpu, number: int, target_mpidr: int) -> Result:
-        target = self._cpu_of(target_mpidr)
-        if number != 0 or target is None or self.pes[target].masked:
+        target = None if target_mpidr & ~MPIDR_AFFINITY else cpu_of_mpidr(target_mpidr, len(self.pes))
+        if number != 0 or target is None:
             return INVALID_PARAMETERS
-        if not self.private[target][0].state & 0b010:  # event 0 must be registered and enabled there
+        pe = self.pes[target]
+        if pe.masked or not self.private[target][0].state & 0b010:  # event 0 registered and enabled there
             return INVALID_PARAMETERS
-        self.pes[target].pending.add(0)  # edge-like: at most one pending signal (DEN0054 5.1.16.1)
+        pe.pending.add(0)  # edge-like: at most one pending signal (DEN0054 5.1.16.1)
         if target != vcpu.index:
             self.machine.poke(target)  # the caller's own PE takes it on the way out of this call
         return SUCCESS
@@ -378,45 +395,41 @@ class Sdei(Service):
         if index >= SAVED_REGISTERS:
             return self._refuse(vcpu.index, top.event.number, Action.CONTEXT, INVALID_PARAMETERS)
         result = self._transition(vcpu.index, top.event, top.registration, Action.CONTEXT)
-        return top.saved_x[index] if result == SUCCESS else result
+        return top.saved()[index] if result == SUCCESS else result
 
-    def complete(self, vcpu: Vcpu, resume: int | None) -> Result:
-        """COMPLETE (``resume`` None) or COMPLETE_AND_RESUME: end the top dispatch on this PE."""
+    def complete(self, action: Action, vcpu: Vcpu, argument: int) -> Result:
+        """EVENT_COMPLETE (``argument``: the status, unused) or EVENT_COMPLETE_AND_RESUME (the resume
+        address): end the top dispatch on this PE (DEN0054 5.1.5, 5.1.6). An event that waited for
+        this handler is entered by ``_deliver``, once the call is done."""
+        resume = argument if action is Action.COMPLETE_AND_RESUME else None
         cpu = vcpu.index
-        action = Action.COMPLETE if resume is None else Action.COMPLETE_AND_RESUME
-        pe = self.pes[cpu]
-        if not pe.stack:
+        stack = self.pes[cpu].stack
+        if not stack:
             return self._refuse(cpu, -1, action, DENIED)
-        top = pe.stack[-1]
+        top = stack[-1]
         if resume is not None and not self.machine.is_valid_entry(resume, vcpu):
             return self._refuse(cpu, top.event.number, action, DENIED)
-        result = self._transition(cpu, top.event, top.registration, action)
+        result = self._transition(cpu, top.event, top.registration, action, SdeiComplete,
+                                  (top.pc if resume is None else resume,))
         if result != SUCCESS:
             return result
-        pe.stack.pop()
+        stack.pop()
         backend = vcpu.backend
-        backend.set_xs(top.saved_x)
         if resume is None:
-            if backend.pstate != top.pstate:
-                backend.write("PSTATE", top.pstate)
-            backend.pc = top.pc
+            backend.restore_context(top.saved_x, top.pc, top.pstate)
         else:
             # DEN0054 5.2.2 "Event Resume Context": as if a synchronous exception had been taken
             # to EL1 at ``resume`` from the interrupted context.
             backend.write("ELR_EL1", top.pc)
             backend.write("SPSR_EL1", top.pstate)
-            backend.write("PSTATE", (top.pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H)
-            backend.pc = resume
+            backend.restore_context(top.saved_x, resume, (top.pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H)
         if top.intid is not None:
             self.machine.gic.firmware_complete(cpu, top.intid)
         if top.registration.state is EventState.UNREGISTERED:
             self._unregistered(top.event, top.registration, cpu)  # the pending unregistration lands
-        machine = self.machine
-        machine.trace.add(SdeiComplete, cpu, machine.now(), top.event.number, _ACTION_NAMES[action],
-                          top.pc if resume is None else resume)
         if self._routing_any:
             self._route_any()
-        return NO_RETURN  # an event that waited for this handler is entered by _after_call
+        return NO_RETURN
 
     def raise_event(self, number: int, cpu: int) -> None:
         """The host side raises a hypervisor-originated event for PE ``cpu`` (TF-A explicit dispatch)."""
@@ -456,11 +469,6 @@ class Sdei(Service):
         intid = self.machine.gic.firmware_pending(cpu)
         return any(self._dispatchable(cpu, event) for event, _, _ in self._candidates(cpu, intid))
 
-    def _after_call(self, vcpu: Vcpu, fid: int) -> None:
-        """After an SDEI call (SIGNAL to self, UNMASK, ENABLE, COMPLETE...) a handler may be due now."""
-        if SDEI_RANGE[0] <= fid < SDEI_RANGE[0] + SDEI_RANGE[1]:
-            self._deliver(vcpu)
-
     def _deliver(self, vcpu: Vcpu) -> None:
         """At a slice boundary or after an SDEI call: enter the most urgent event this PE can take now.
 
@@ -471,22 +479,30 @@ class Sdei(Service):
         pe = self.pes[cpu]
         if pe.masked:
             return
-        intid = self.machine.gic.firmware_pending(cpu)
-        if intid is None and not pe.pending:
+        intid = self.machine.gic.firmware_hppi[cpu]  # gic.firmware_pending(cpu), without a call
+        pending = pe.pending
+        if intid is None and not pending:
             return
         stack = pe.stack
-        if stack and stack[-1].event.critical and not pe.pending:
+        if stack and stack[-1].event.critical and not pending:
             # A critical handler runs: nothing preempts it (a critical one is always on top, 2.4).
             # With signals pending the loop below still drops those of events disabled meanwhile.
             return
-        for event, bound, source in self._candidates(cpu, intid):
+        if intid is None and len(pending) == 1:
+            # One signalled or host-raised event and no interrupt: the common case, without sorting.
+            (number,) = pending
+            event = self.events[number]
+            candidates: Iterable[tuple[Event, int | None, str]] = ((event, None, event.trigger),)
+        else:
+            candidates = self._candidates(cpu, intid)
+        for event, bound, source in candidates:
             reg = self.shared[event.number] if event.shared else self.private[cpu][event.number]
             state = reg.state
             if bound is None and state is not EventState.ENABLED and state is not EventState.ENABLED_RUNNING:
-                pe.pending.discard(event.number)  # disabled or unregistered meanwhile: the trigger is lost
+                pending.discard(event.number)  # disabled or unregistered meanwhile: the trigger is lost
                 continue
             if state is EventState.ENABLED and (not stack or (event.critical and not stack[-1].event.critical)):
-                pe.pending.discard(event.number)
+                pending.discard(event.number)
                 self._enter(vcpu, event, reg, bound, source)
                 return
 
@@ -494,33 +510,26 @@ class Sdei(Service):
         """Save the interrupted context and enter the handler (DEN0054 5.1.14, TF-A setup_ns_dispatch)."""
         cpu = vcpu.index
         backend = vcpu.backend
-        saved = backend.xs(SAVED_REGISTERS)
-        pc, pstate = backend.pc, backend.pstate
-        self._transition(cpu, event, reg, Action.DISPATCH)
+        saved, pc, pstate = backend.save_context(SAVED_REGISTERS)
+        stack = self.pes[cpu].stack
+        self._transition(cpu, event, reg, Action.DISPATCH, SdeiDispatch,
+                         (event.critical, reg.entry, pc, pstate, len(stack) + 1, source))
         if intid is not None:
             self.machine.gic.firmware_acknowledge(cpu, intid)  # active until COMPLETE
-        stack = self.pes[cpu].stack
         stack.append(Dispatch(event, reg, saved, pc, pstate, intid))
-        if self.quirks.zero_x4_x17:
-            backend.set_xs([event.number, reg.argument, pc, pstate, *_ZEROS])
-        else:
-            backend.set_xs([event.number, reg.argument, pc, pstate])  # x4..x17 keep the interrupted values
+        # x0..x3 as 5.1.14 says; x4..x17 keep the interrupted values unless the quirk zeroes them.
         # PSTATE as TakeException to EL1h: D, A, I, F set; NZCV kept (TF-A create_spsr).
-        entry_pstate = (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H
-        if entry_pstate != pstate:
-            backend.write("PSTATE", entry_pstate)
-        backend.pc = reg.entry
+        backend.write_context((event.number, reg.argument, pc, pstate, *_ZEROS) if self.quirks.zero_x4_x17
+                              else (event.number, reg.argument, pc, pstate),
+                              reg.entry, (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H, pstate)
         if event.shared:
             self._last_taker = cpu
-        machine = self.machine
-        machine.trace.add(SdeiDispatch, cpu, machine.now(), event.number, event.critical, reg.entry, pc, pstate,
-                          len(stack), source)
         if self._routing_any:
             self._route_any()
 
     # --- routing of shared events -------------------------------------------------------
     def _cpu_of(self, mpidr: int) -> int | None:
-        if mpidr & ~0xFF_00FF_FFFF:
+        if mpidr & ~MPIDR_AFFINITY:
             return None
         return cpu_of_mpidr(mpidr, len(self.pes))
 
