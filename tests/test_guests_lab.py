@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,12 @@ def test_trace_records_calls_power_and_interrupts(tmp_path: Path) -> None:
     assert {"SmcccCall", "SmcccReturn", "PowerTransition", "IrqAsserted", "IrqAcknowledged",
             "IrqCompleted", "ExceptionTaken", "MachineStopped"} <= kinds
     write_trace(platform.machine.trace, tmp_path / "t.json")
+    # JSON Lines: every row keeps its kind; ExceptionTaken's own ``kind`` field is ``kind_``.
+    platform = make_platform(4)
+    platform.load(GUESTS["timer_irq"])
+    platform.run()
+    write_trace(platform.machine.trace, tmp_path / "t.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [row["kind"] for row in rows] == [type(f).__name__ for f in platform.machine.trace]
+    taken = [row for row in rows if row["kind"] == "ExceptionTaken"]
+    assert taken and all(row["kind_"] == "irq" for row in taken), taken[:2]

@@ -53,14 +53,20 @@ NS_PER_US = 1000
 MACHINE_PID = 1000  # facts about no CPU
 EXECUTION, POWER, MASKED, IRQ = range(4)  # a CPU's threads: tid = 10 * pid + one of these
 _THREADS = {EXECUTION: "execution", POWER: "power", MASKED: "SDEI masked", IRQ: "interrupts"}
+_HEADER = frozenset({"seq", "kind", "cpu", "vtime"})  # what every JSON Lines row starts with
 _AS_SLICES = (SmcccCall, SmcccReturn, SdeiDispatch, SdeiComplete, PowerTransition, SdeiMask, IrqAcknowledged,
               IrqCompleted)  # facts shown as slices, not again as instants
 
 
 def fact_to_dict(fact: Fact) -> dict[str, Any]:
+    """One JSON Lines row: ``seq``, ``kind`` (the fact's class), ``cpu``, ``vtime``, then the fields.
+
+    A field named like one of those four (``ExceptionTaken.kind``: "irq", "sync", ...) is written
+    with a trailing underscore (``kind_``), so that no row loses its kind or its field.
+    """
     row: dict[str, Any] = {"seq": fact.seq, "kind": type(fact).__name__, "cpu": fact.cpu, "vtime": fact.vtime}
     for name, value in fact.payload().items():
-        row[name] = list(value) if isinstance(value, tuple) else value
+        row[name + "_" if name in _HEADER else name] = list(value) if isinstance(value, tuple) else value
     return row
 
 
