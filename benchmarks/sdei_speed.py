@@ -7,8 +7,9 @@ entries, so the target is at most 4x one HVC round trip.
 The two programs run alternately for several rounds in one process and the fastest round of
 each is compared (the median is printed too): on a shared machine other work only ever adds
 time, so the minimum is the best estimate of what the lab itself costs. Rounds are timed in
-the CPU time of the thread that runs them (hooks run on it too), which leaves out the time
-the machine gave to other work; wall time is printed beside it.
+the CPU time of the thread that runs them (hooks run on it too), which leaves out the time the
+thread was not scheduled; wall time is printed beside it. A host whose CPU is shared below the
+guest kernel (a VM's steal time) still slows both, so successive runs can differ by 10-20%.
 
 Run: .venv/bin/python benchmarks/sdei_speed.py [--quick]
 """
