@@ -638,33 +638,18 @@ class UnicornVcpu:
         return view[:count * 8].tobytes(), self._xq[32], self.pstate  # type: ignore[index]
 
     def write_context(self, xs: Sequence[int], pc: int, pstate: int, current_pstate: int) -> None:
-        view = self._xq
-        if view is None:
-            self.set_xs(xs)
-        else:
-            try:
-                _PACKERS[len(xs)].pack_into(self._xb, 0, *xs)  # type: ignore[arg-type]
-            except struct.error:
-                self.set_xs(xs)
+        self.set_xs(xs)
         if pstate != current_pstate:
             self._write_pstate(pstate, current_pstate)
-        if view is None:
-            self._set_pc_api(pc)
-        else:
-            view[32] = pc & MASK64
+        self.pc = pc
 
     def restore_context(self, xs: bytes, pc: int, pstate: int) -> None:
         view = self._xb
         if view is None:
             self.set_xs(_PACKERS[len(xs) // 8].unpack(xs))
-            self._write_pstate(pstate)
-            self._set_pc_api(pc)
-            return
-        view[:len(xs)] = xs
-        current = self.pstate
-        if pstate != current:
-            self._write_pstate(pstate, current)
-        self._xq[32] = pc  # type: ignore[index]
+        else:
+            view[:len(xs)] = xs
+        self.write_context((), pc, pstate, self.pstate)
 
     @property
     def pc(self) -> int:

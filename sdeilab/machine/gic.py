@@ -163,9 +163,6 @@ class GicV3(IccMixin):
         # Input line levels survive reset(): they belong to the devices driving them.
         self._s = _new_bank()
         self._p = [_new_bank(SGI_MASK) for _ in range(num_cpus)]
-        # Per CPU, the firmware-owned INTID that can preempt it now (``firmware_pending``), or None:
-        # the SDEI dispatcher reads it after every SDEI call.
-        self.firmware_hppi: list[int | None] = [None] * num_cpus
         self.reset()
 
     def reset(self) -> None:
@@ -188,7 +185,7 @@ class GicV3(IccMixin):
         self._hppi = [SPURIOUS] * self.num_cpus
         self._hppi_prio = [IDLE_PRIORITY] * self.num_cpus
         self._hppi_grp = [GROUP0] * self.num_cpus
-        self.firmware_hppi[:] = [None] * self.num_cpus
+        self._fw_hppi: list[int | None] = [None] * self.num_cpus
         self._update()
 
     # ---- outputs -----------------------------------------------------------------------
@@ -263,8 +260,7 @@ class GicV3(IccMixin):
             self._fiq[cpu] = signal and best_grp[cpu] == GROUP0
             # Firmware interrupts: only the running priority holds them off (5-bit compare).
             fid = fw_id[cpu]
-            preempts = fid is not None and (fw_prio[cpu] & PRI_MASK) < cs.running_priority()
-            self.firmware_hppi[cpu] = fid if preempts else None
+            self._fw_hppi[cpu] = fid if fid is not None and (fw_prio[cpu] & PRI_MASK) < cs.running_priority() else None
         self._hppi, self._hppi_prio, self._hppi_grp = best_id, best_prio, best_grp
 
     def _spi_target(self, intid: int, group: int) -> int | None:
@@ -368,7 +364,7 @@ class GicV3(IccMixin):
 
     def firmware_pending(self, cpu: int) -> int | None:
         """Highest priority firmware-owned interrupt that can preempt ``cpu`` now, or None."""
-        return self.firmware_hppi[cpu]
+        return self._fw_hppi[cpu]
 
     def firmware_acknowledge(self, cpu: int, intid: int) -> None:
         """EL3 reads ICC_IAR0_EL1 and gets ``intid``: it becomes active at its priority."""

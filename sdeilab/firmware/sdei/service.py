@@ -156,13 +156,11 @@ class Sdei(Service):
         else:
             reg.state = new
         result = cell.result
-        machine = self.machine
         if result:
-            machine.trace.add(SdeiTransition, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old],
-                              LABELS[new], result)
-        else:
-            machine.trace.add(kind, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old],
-                              LABELS[new], result, *details)
+            kind, details = SdeiTransition, ()
+        machine = self.machine
+        machine.trace.add(kind, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old], LABELS[new],
+                          result, *details)
         return result
 
     def _refuse(self, cpu: int, number: int, action: Action, result: int) -> int:
@@ -332,7 +330,7 @@ class Sdei(Service):
         return result
 
     def signal(self, vcpu: Vcpu, number: int, target_mpidr: int) -> Result:
-        target = None if target_mpidr & ~MPIDR_AFFINITY else cpu_of_mpidr(target_mpidr, len(self.pes))
+        target = self._cpu_of(target_mpidr)
         if number != 0 or target is None:
             return INVALID_PARAMETERS
         pe = self.pes[target]
@@ -479,7 +477,7 @@ class Sdei(Service):
         pe = self.pes[cpu]
         if pe.masked:
             return
-        intid = self.machine.gic.firmware_hppi[cpu]  # gic.firmware_pending(cpu), without a call
+        intid = self.machine.gic.firmware_pending(cpu)
         pending = pe.pending
         if intid is None and not pending:
             return
@@ -488,14 +486,7 @@ class Sdei(Service):
             # A critical handler runs: nothing preempts it (a critical one is always on top, 2.4).
             # With signals pending the loop below still drops those of events disabled meanwhile.
             return
-        if intid is None and len(pending) == 1:
-            # One signalled or host-raised event and no interrupt: the common case, without sorting.
-            (number,) = pending
-            event = self.events[number]
-            candidates: Iterable[tuple[Event, int | None, str]] = ((event, None, event.trigger),)
-        else:
-            candidates = self._candidates(cpu, intid)
-        for event, bound, source in candidates:
+        for event, bound, source in self._candidates(cpu, intid):
             reg = self.shared[event.number] if event.shared else self.private[cpu][event.number]
             state = reg.state
             if bound is None and state is not EventState.ENABLED and state is not EventState.ENABLED_RUNNING:
