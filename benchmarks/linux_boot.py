@@ -6,7 +6,7 @@ Both boot the same Debian arm64 kernel and the same initramfs (sdeilab.linux, de
 * the lab: ``make_platform(2)``, ``load_kernel`` (its own device tree), ``run``, wall time from
   before the platform is made;
 * QEMU: ``qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a57 -smp 2 -m 512M -nographic
-  -kernel IMAGE -initrd FILE -append ARGS``, wall time from the process start.
+  -nic none -kernel IMAGE -initrd FILE -append ARGS``, wall time from the process start.
 
 Rounds alternate lab and QEMU and the fastest of each is compared (the machine is shared).
 ``--profile`` also prints where the lab's time goes: the engine's hooks by kind (MRS, MSR, SYS,
@@ -22,7 +22,6 @@ import argparse
 import cProfile
 import os
 import pstats
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
 from sdeilab.linux import busybox, kernel_image, write_initramfs
 from sdeilab.linux.initramfs import INIT_TAG
+from sdeilab.machine.qemu import qemu_binary, qemu_virt_command
 
 FIRST_LINE = f"{INIT_TAG} up".encode()
 BUDGET = 3_000_000_000
@@ -62,11 +62,9 @@ def lab_boot(kernel: Path, initrd: Path) -> tuple[float, int]:
 
 
 def qemu_boot(kernel: Path, initrd: Path) -> float:
-    qemu = shutil.which("qemu-system-aarch64")
-    if qemu is None:
+    if qemu_binary() is None:
         raise SystemExit("qemu-system-aarch64 is not installed (scripts/setup-debian.sh)")
-    command = [qemu, "-M", "virt,gic-version=3", "-cpu", "cortex-a57", "-smp", "2", "-m", "512M", "-nographic",
-               "-kernel", str(kernel), "-initrd", str(initrd), "-append", DEFAULT_BOOTARGS]
+    command = qemu_virt_command(kernel, 2, memory_mib=512, extra=["-initrd", str(initrd), "-append", DEFAULT_BOOTARGS])
     start = time.perf_counter()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert process.stdout is not None

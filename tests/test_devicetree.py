@@ -25,9 +25,10 @@ from sdeilab.firmware.devicetree import (
 from sdeilab.firmware.profiles import PROFILES
 from sdeilab.linux import LinuxPackagesMissing, kernel_image
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, VIRT_MEMMAP, Ppi, Region, mpidr_of, spi_intid
+from sdeilab.machine.qemu import qemu_binary, qemu_virt_command
 
 DTC = shutil.which("dtc")
-QEMU = shutil.which("qemu-system-aarch64")
+QEMU = qemu_binary()
 
 
 def _linux_image() -> str | None:
@@ -193,10 +194,8 @@ def test_linux_on_qemu_accepts_the_tree(tmp_path: Path) -> None:
     # QEMU virt has no SP804 at the lab's address: a kernel probing it would take an external abort.
     blob = device_tree_blob("virt", 2, boot=BootConfig("console=ttyAMA0 earlycon panic=-1"), omit=[Region.TIMER0])
     (tmp_path / "lab.dtb").write_bytes(blob)
-    run = subprocess.run([QEMU or "qemu-system-aarch64", "-M", "virt,gic-version=3", "-cpu", "cortex-a57",
-                          "-smp", "2", "-m", "128M", "-nographic", "-no-reboot", "-kernel", str(LINUX_IMAGE),
-                          "-dtb", str(tmp_path / "lab.dtb")], capture_output=True, text=True, timeout=300,
-                         check=False)
+    command = qemu_virt_command(str(LINUX_IMAGE), 2, extra=["-no-reboot", "-dtb", str(tmp_path / "lab.dtb")])
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     log = run.stdout
     assert "Machine model: sdeilab virt (virt profile)" in log
     assert "psci: PSCIv1.1 detected in firmware." in log

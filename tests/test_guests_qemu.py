@@ -6,16 +6,17 @@ the lab's output byte for byte with QEMU's.
 
 from __future__ import annotations
 
-import shutil
+import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from sdeilab.machine.qemu import qemu_binary, qemu_virt_command
 from sdeilab.toolchain import build, guests_dir, shipped_guests
 
-QEMU = shutil.which("qemu-system-aarch64")
+QEMU = qemu_binary()
 QEMU_TIMEOUT_S = 60.0
 
 pytestmark = [
@@ -35,18 +36,7 @@ def qemu_command(elf: Path, smp: int, uart_file: Path) -> list[str]:
     serial port to a file (and the monitor nowhere) guarantees that the captured bytes are
     exactly what the guest wrote to the PL011, with nothing of QEMU's own mixed in.
     """
-    return [
-        QEMU or "qemu-system-aarch64",
-        "-M", "virt,gic-version=3",
-        "-cpu", "cortex-a57",
-        "-smp", str(smp),
-        "-m", "128M",
-        "-nographic",
-        "-net", "none",
-        "-monitor", "none",
-        "-serial", f"file:{uart_file}",
-        "-kernel", str(elf),
-    ]  # fmt: skip
+    return qemu_virt_command(elf, smp, extra=["-monitor", "none", "-serial", f"file:{uart_file}"])
 
 
 def run_qemu(elf: Path, smp: int = 4, timeout: float = QEMU_TIMEOUT_S) -> bytes:
@@ -153,3 +143,18 @@ def test_smp_boot_output_is_stable() -> None:
     first = run_qemu(guests_dir() / "smp_boot.elf")
     for _ in range(3):
         assert run_qemu(guests_dir() / "smp_boot.elf") == first
+
+
+def test_every_qemu_command_line_comes_from_the_board_module() -> None:
+    """One QEMU board for every comparison, and it has no network card: a fresh Debian machine set
+    up without recommended packages lacks the default NIC's option ROM, and QEMU then exits at once."""
+    command = qemu_virt_command("guest.elf", 2)
+    assert command[command.index("-nic") + 1] == "none"
+    top = Path(__file__).resolve().parent.parent
+    # A QEMU command line spelled out elsewhere names the machine or the kernel as a quoted option.
+    pattern = re.compile(r"""["']-(M|machine|kernel)["']""")
+    spelled_out = [str(path.relative_to(top)) for folder in ("tests", "benchmarks", "scripts", "notebooks", "sdeilab")
+                   for path in sorted((top / folder).rglob("*")) if path.suffix in (".py", ".sh", ".ipynb")
+                   and path != top / "sdeilab" / "machine" / "qemu.py"
+                   and pattern.search(path.read_text(errors="replace"))]
+    assert spelled_out == [], "build QEMU command lines with sdeilab.machine.qemu.qemu_virt_command"
