@@ -77,7 +77,7 @@ def test_memory_node_is_the_machines_ram(ram_size: int) -> None:
     assert u64s(words(tree, path, "reg")) == [RAM.base, ram_size]
 
 
-@pytest.mark.parametrize("cpus", [1, 2, 9])
+@pytest.mark.parametrize("cpus", [1, 2, 9, 17])
 def test_cpu_nodes_carry_the_mpidr_affinity_and_psci(cpus: int) -> None:
     tree = parsed(cpus=cpus)
     cpu_nodes = tree.get_node("/cpus").nodes
@@ -87,8 +87,23 @@ def test_cpu_nodes_carry_the_mpidr_affinity_and_psci(cpus: int) -> None:
         assert node.name == f"cpu@{hwid:x}"
         assert list(node.get_property("reg").data) == [hwid]
         assert list(node.get_property("enable-method").data) == ["psci"]
-    if cpus == 9:
-        assert cpu_nodes[8].name == "cpu@100"  # QEMU virt's 8-CPU clusters: Aff1 = 1
+    if cpus == 17:
+        assert [node.name for node in cpu_nodes[15:]] == ["cpu@f", "cpu@100"]  # 16 PEs per cluster, then Aff1 = 1
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 is not installed")
+def test_cpu_affinities_are_qemus(tmp_path: Path) -> None:
+    """The reference itself: QEMU's own device tree for 17 CPUs gives each CPU the lab's MPIDR affinity."""
+    cpus = 17
+    dumped = tmp_path / "qemu.dtb"
+    command = qemu_virt_command("none", cpus)
+    command[command.index("-M") + 1] += f",dumpdtb={dumped}"
+    subprocess.run(command[:command.index("-kernel")], capture_output=True, timeout=60, check=True)
+    qemu_tree = fdt.parse_dtb(dumped.read_bytes())
+    qemu_regs = sorted(list(node.get_property("reg").data) for node in qemu_tree.get_node("/cpus").nodes
+                       if node.name.startswith("cpu@"))
+    assert qemu_regs == sorted([mpidr_of(cpu) & MPIDR_HWID_BITMASK] for cpu in range(cpus))
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))

@@ -181,10 +181,11 @@ def test_gicr_typer_affinity_processor_number_and_last() -> None:
     assert gic.redist_read(0, 2 * FRAME + GICR_PIDR2, 4) == 0x3B
 
 
-def test_gicr_typer_uses_virt_affinity_beyond_eight_cpus() -> None:
-    gic, _ = make(9)
-    # CPU 8 is Aff1 = 1, Aff0 = 0 (QEMU virt: 8 CPUs per cluster).
-    assert gic.redist_read(0, 8 * FRAME + GICR_TYPER, 8) == (0x100 << 32) | (8 << 8) | 0x10
+def test_gicr_typer_uses_virt_affinity_beyond_sixteen_cpus() -> None:
+    gic, _ = make(17)
+    # CPU 8 is Aff0 = 8; CPU 16 is Aff1 = 1, Aff0 = 0 (QEMU virt with a GICv3: 16 CPUs per cluster).
+    assert gic.redist_read(0, 8 * FRAME + GICR_TYPER, 8) == (0x8 << 32) | (8 << 8)
+    assert gic.redist_read(0, 16 * FRAME + GICR_TYPER, 8) == (0x100 << 32) | (16 << 8) | 0x10
 
 
 def test_redistributor_banks_are_per_cpu_whoever_accesses() -> None:
@@ -479,12 +480,15 @@ def test_sgi_irm_reaches_every_online_cpu_but_self() -> None:
 
 
 def test_sgi_affinity_levels_select_the_cluster() -> None:
-    gic, _ = make(9)
+    gic, _ = make(17)
     guest_init(gic)
-    for cpu in range(9):
+    for cpu in range(17):
         setup_ppi(gic, cpu, 2, prio=0x80)
+        setup_ppi(gic, cpu, 3, prio=0x80)
     gic.icc_write(0, IccReg.SGI1R, (1 << 16) | (2 << 24) | 0b1)  # Aff1 = 1, TargetList bit 0
-    assert [c for c in range(9) if gic.is_pending(2, cpu=c)] == [8]
+    assert [c for c in range(17) if gic.is_pending(2, cpu=c)] == [16]
+    gic.icc_write(0, IccReg.SGI1R, (3 << 24) | (1 << 9))  # Aff1 = 0, TargetList bit 9: CPU 9, not CPU 17
+    assert [c for c in range(17) if gic.is_pending(3, cpu=c)] == [9]
 
 
 # ---- SPI routing -------------------------------------------------------------------------

@@ -117,7 +117,17 @@ SOURCE_OF = {0: "signal", HYP: "hypervisor", HYP_CRIT: "hypervisor", P: f"interr
 LIVE_EVENTS = (0, P, S, HYP, HYP_CRIT)
 # Weighted towards the events that can fire; the last two are not events at all.
 EVENTS = (*LIVE_EVENTS, *LIVE_EVENTS, 1001, 2001, 3000, 0x8000_0000)
-BAD_MPIDRS = (0x100, 1 << 40)  # Aff1 = 1 is CPU 8 (absent); bits above Aff3 are not affinity
+BAD_MPIDRS = (0x100, 0x1_0000, 1 << 32, 0x10)  # Aff1 = 1, Aff2 = 1, Aff3 = 1, Aff0 = 16: no such PE here
+# Bits of an MPIDR argument that are not affinity (RES1 bit 31, U, MT, RES0 [29:25] and [63:40]):
+# TF-A finds the PE from Aff3..Aff0 alone (plat_core_pos_by_mpidr), so none of them changes the answer.
+MPIDR_NOISE = (0, 0, 0, 1 << 31, 1 << 30, 1 << 24, 0x3E00_0000, 1 << 40, 0xFF << 56, 0xFFFF_FF00_FF00_0000)
+AFFINITY_FIELDS = 0xFF_00FF_FFFF  # Aff3 [39:32], Aff2 [23:16], Aff1 [15:8], Aff0 [7:0] (ARM ARM, MPIDR_EL1)
+
+
+def named_pe(mpidr: int) -> int | None:
+    """The PE an SDEI MPIDR argument names on this 4-CPU board, as TF-A reads it."""
+    affinity = mpidr & AFFINITY_FIELDS
+    return next((cpu for cpu in range(CPUS) if cpu_affinity(cpu) == affinity), None)
 
 # The state table (reference 2.2), written out independently of sdeilab.firmware.sdei.table:
 # state -> action -> (result, next state). Anything not listed is refused with DENIED.
@@ -504,7 +514,7 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
         def do_register(self, caller: int, event: int, entry: int, arg: int, flags: int, mpidr: int) -> None:
             k = key(event, caller)
             valid_entry = entry % 4 == 0 and entry in (*self.h.handlers, self.h.spin, self.h.resume)
-            bad_affinity = event in SHARED_EVENTS and flags == 1 and mpidr not in map(cpu_affinity, range(CPUS))
+            bad_affinity = flags == 1 and named_pe(mpidr) is None  # private events too (TF-A validate_flags)
             if not self.known(event) or not valid_entry or flags not in (0, 1) or bad_affinity:
                 want = INVALID
             elif event in DYNAMIC and not self.bound[event]:
@@ -517,7 +527,7 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
                 self.set_state(k, 1)
                 self.entry[k] = (entry, arg)
                 if event in SHARED_EVENTS:
-                    self.route = (flags == 1, mpidr if flags == 1 else 0)
+                    self.route = (flags == 1, mpidr & AFFINITY_FIELDS if flags == 1 else 0)
                 if event in INTID_OF:
                     self.trigger[k] = NONE  # REGISTER clears a stale pending interrupt (reference 2.9)
             self.after(caller, "REGISTER", out, what)
@@ -529,7 +539,7 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
         def register(self, data: st.DataObject, event: int, entry: str, arg: int, flags: int, to: int) -> None:
             address = {"handler": self.h.handlers[0], "alt": self.h.handlers[1], "misaligned": self.h.handlers[0] + 2,
                        "outside": 0x1000, "zero": 0}[entry]
-            mpidr = cpu_affinity(to) if to < CPUS else to
+            mpidr = self.mpidr_argument(data, to)
             self.do_register(self.caller(data, inside=True), event, address, arg, flags, mpidr)
 
         def do_simple(self, caller: int, action: str, event: int) -> None:
@@ -594,8 +604,8 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
 
         def routing_set(self, data: st.DataObject, event: int, mode: int, to: int) -> None:
             caller = self.caller(data, inside=True)
-            mpidr = cpu_affinity(to) if to < CPUS else to
-            bad_affinity = mode == 1 and to >= CPUS
+            mpidr = self.mpidr_argument(data, to)
+            bad_affinity = mode == 1 and named_pe(mpidr) is None
             if event not in SHARED_EVENTS or not self.bound[event] or mode not in (0, 1) or bad_affinity:
                 want = INVALID
             else:
@@ -603,7 +613,7 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
             what = f"CPU {caller} ROUTING_SET({event}, {mode}, {mpidr:#x}) in state {self.state_of(event, caller)}"
             out = self.issue(caller, "ROUTING_SET", event, mode, mpidr, want=want, what=what)
             if want == OK:
-                self.route = (mode == 1, mpidr if mode == 1 else 0)
+                self.route = (mode == 1, mpidr & AFFINITY_FIELDS if mode == 1 else 0)
             self.after(caller, "ROUTING_SET", out, what)
 
         def context(self, data: st.DataObject, index: int) -> None:
@@ -719,11 +729,15 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
             ready = [c for c in range(CPUS) if not self.masked[c] and self.state_of(0, c) in (3, 7)]
             if ready and data.draw(st.integers(0, 3), label="aim") > 0:
                 to = data.draw(st.sampled_from(ready), label="at")
-            self.do_signal(caller, event, to)
+            self.do_signal(caller, event, self.mpidr_argument(data, to))
 
-        def do_signal(self, caller: int, event: int, to: int) -> None:
-            mpidr = cpu_affinity(to) if to < CPUS else to
-            if event != 0 or to >= CPUS or self.masked[to] or self.state_of(0, to) not in (3, 7):
+        def mpidr_argument(self, data: st.DataObject, to: int) -> int:
+            """CPU ``to``'s affinity (or ``to`` itself, an absent PE) with bits that are not affinity mixed in."""
+            return (cpu_affinity(to) if to < CPUS else to) | data.draw(st.sampled_from(MPIDR_NOISE), label="noise")
+
+        def do_signal(self, caller: int, event: int, mpidr: int) -> None:
+            to = named_pe(mpidr)
+            if event != 0 or to is None or self.masked[to] or self.state_of(0, to) not in (3, 7):
                 want = INVALID  # event 0 only, to an unmasked PE with event 0 enabled (reference 2.10)
             else:
                 want = OK
@@ -809,7 +823,7 @@ def sdei_machine(h: Harness) -> type[RuleBasedStateMachine]:
             elif self.masked[cpu]:
                 self.do_unmask(cpu)
             if event == 0:
-                self.do_signal(self.caller(data, inside=True), 0, cpu)
+                self.do_signal(self.caller(data, inside=True), 0, cpu_affinity(cpu))
             else:
                 self.do_trigger(event, cpu)
             if then == "run":

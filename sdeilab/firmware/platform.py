@@ -11,7 +11,7 @@ from sdeilab.firmware.profiles import Profile, profile_named
 from sdeilab.firmware.psci import PowerEvent, PowerFeed, Psci
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS, Sdei, SdeiPlatform
-from sdeilab.firmware.smccc import SmcccDispatcher
+from sdeilab.firmware.smccc import EL3, SmcccDispatcher
 from sdeilab.firmware.smccc_filter import SmcccFilter
 from sdeilab.machine.linux_boot import linux_image
 from sdeilab.machine.loader import GuestImage, GuestLoadError
@@ -80,7 +80,7 @@ def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: in
         smccc_filter.install(entry.base, entry.nr_functions, entry.action)
     dispatcher = SmcccDispatcher(prof.conduits, smccc_filter)
     arch = ArchService(prof.smccc_version)
-    psci = Psci(machine, dispatcher)
+    psci = Psci(machine, dispatcher, affinity_fields_only=prof.services.get("psci") == EL3)
     for service in (arch, psci):
         layer = prof.services.get(service.name)
         if layer is None:

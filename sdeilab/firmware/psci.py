@@ -14,7 +14,7 @@ from enum import Enum
 from sdeilab.firmware.arch import SMCCC_VERSION
 from sdeilab.firmware.smccc import NO_RETURN, NOT_SUPPORTED, SUCCESS, Function, Result, Service, SmcccDispatcher
 from sdeilab.machine.machine import Machine
-from sdeilab.machine.memmap import cpu_of_mpidr
+from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, cpu_of_mpidr
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 
@@ -107,9 +107,14 @@ class PowerFeed:
 class Psci(Service):
     name = "psci"
 
-    def __init__(self, machine: Machine, dispatcher: SmcccDispatcher) -> None:
+    def __init__(self, machine: Machine, dispatcher: SmcccDispatcher, *, affinity_fields_only: bool = False) -> None:
         self.machine = machine
         self.dispatcher = dispatcher
+        # How a target_cpu / target_affinity names a PE. DEN0022D 5.1.4 says bits [31:24] and
+        # [63:40] must be zero, and KVM and QEMU answer INVALID_PARAMETERS otherwise; TF-A (EL3
+        # firmware) keeps only the affinity fields, so a guest's own MPIDR_EL1 value (bit 31 set)
+        # names that PE there.
+        self.affinity_fields_only = affinity_fields_only
         self._subscribers: dict[PowerEvent, list[PowerSubscriber]] = {event: [] for event in PowerEvent}
         self.cpu_off_vetoes: list[CpuOffVeto] = []  # a non-None answer refuses CPU_OFF with that code
         self._suspending: set[int] = set()
@@ -168,8 +173,8 @@ class Psci(Service):
         return NOT_SUPPORTED
 
     def _target(self, mpidr: int) -> Vcpu | None:
-        if mpidr & ~0xFF_00FF_FFFF:  # only Aff3..Aff0 may be set (5.1.4); bit 31 and U are not affinity
-            return None
+        if self.affinity_fields_only:
+            mpidr &= MPIDR_AFFINITY_MASK
         cpu = cpu_of_mpidr(mpidr, len(self.machine.vcpus))
         return None if cpu is None else self.machine.vcpus[cpu]
 

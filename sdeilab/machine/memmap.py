@@ -70,20 +70,36 @@ def spi_intid(region: Region) -> int:
 NUM_SPIS = 256  # QEMU virt's NUM_IRQS: INTIDs 32..287
 
 
+MPIDR_AFFINITY_MASK = 0xFF_00FF_FFFF
+"""MPIDR_EL1's affinity fields: Aff3 [39:32], Aff2 [23:16], Aff1 [15:8], Aff0 [7:0] (ARM ARM D17.2,
+MPIDR_EL1). The other bits are RES1 (31), U (30), MT (24) and RES0: they describe a PE, never name one."""
+
+CPUS_PER_CLUSTER = 16
+"""QEMU virt with a GICv3 fills Aff0 up to 16 before moving to the next Aff1 (a GICv3 SGI's
+TargetList has 16 bits, ICC_SGI1R_EL1); checked on qemu-system-aarch64 -smp 10, whose CPU 9 is Aff0 9.
+A GICv2 board has at most 8 CPUs, all in cluster 0."""
+
+
 def mpidr_of(cpu: int) -> int:
-    """MPIDR_EL1 of CPU ``cpu`` as on QEMU virt: bit 31 RES1, U = 0, affinity from ``cpu_affinity``."""
+    """MPIDR_EL1 of CPU ``cpu`` as on QEMU virt: bit 31 RES1, U = 0, MT = 0, affinity from ``cpu_affinity``."""
     return 0x8000_0000 | cpu_affinity(cpu)
 
 
 def cpu_affinity(cpu: int) -> int:
-    # QEMU virt puts 8 CPUs per cluster for GICv3 (virt.c clustersz): Aff0 = n % 8, Aff1 = n / 8.
-    return ((cpu // 8) << 8) | (cpu % 8)
+    return ((cpu // CPUS_PER_CLUSTER) << 8) | (cpu % CPUS_PER_CLUSTER)
 
 
 def cpu_of_mpidr(mpidr: int, num_cpus: int) -> int | None:
-    """The CPU index whose affinity fields (Aff3..Aff0) equal ``mpidr``'s, or None."""
-    aff0, aff1 = mpidr & 0xFF, (mpidr >> 8) & 0xFF
-    if mpidr & 0xFF_00FF_0000 or aff0 >= 8:  # Aff3 and Aff2 are 0 and a cluster holds 8 PEs (cpu_affinity)
+    """The CPU whose affinity fields equal ``mpidr``; None if another bit is set or no CPU has them.
+
+    This is the strict reading that KVM, QEMU and DEN0022D 5.1.4 apply to a PSCI target (bits
+    [31:24] and [63:40] must be zero). A caller that follows TF-A's lenient reading, which finds
+    the PE from the affinity fields alone, masks ``mpidr`` with ``MPIDR_AFFINITY_MASK`` first.
+    """
+    if mpidr & ~MPIDR_AFFINITY_MASK or mpidr & 0xFF_00FF_0000:  # this board has no Aff2 or Aff3 above 0
         return None
-    cpu = aff1 * 8 + aff0
+    aff0, aff1 = mpidr & 0xFF, (mpidr >> 8) & 0xFF
+    if aff0 >= CPUS_PER_CLUSTER:
+        return None
+    cpu = aff1 * CPUS_PER_CLUSTER + aff0
     return cpu if cpu < num_cpus else None

@@ -29,7 +29,7 @@ from sdeilab.firmware.sdei.table import (
 from sdeilab.firmware.smccc import NO_RETURN, Function, Result, Service, SmcccDispatcher
 from sdeilab.machine.exceptions import PSTATE_DAIF, PSTATE_EL1H, PSTATE_NZCV
 from sdeilab.machine.machine import Machine
-from sdeilab.machine.memmap import NUM_SPIS, cpu_affinity, cpu_of_mpidr
+from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity, cpu_of_mpidr
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 from sdeilab.trace import SdeiBinding, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition
 
@@ -43,7 +43,6 @@ FLAG_RM_PE = 1 << 0
 FLAG_RELATIVE = 1 << 1  # SDEI 1.1 relative handler address: not supported (FEATURES(1) refuses)
 INFO_TYPE, INFO_SIGNALED, INFO_PRIORITY, INFO_ROUTING_MODE, INFO_ROUTING_AFF = range(5)
 FEATURE_BIND_SLOTS = 0
-MPIDR_AFFINITY = 0xFF_00FF_FFFF  # Aff3, Aff2, Aff1, Aff0: any other bit set names no PE
 
 SDEI_FUNCTIONS = (
     ("SDEI_VERSION", 0xC400_0020), ("SDEI_EVENT_REGISTER", 0xC400_0021), ("SDEI_EVENT_ENABLE", 0xC400_0022),
@@ -186,7 +185,7 @@ class Sdei(Service):
         if not self.machine.is_valid_entry(entry, vcpu) or flags & ~(FLAG_RM_PE | FLAG_RELATIVE) \
                 or flags & FLAG_RELATIVE:
             return self._refuse(cpu, number, Action.REGISTER, INVALID_PARAMETERS)
-        if event.shared and flags & FLAG_RM_PE and self._cpu_of(affinity) is None:
+        if flags & FLAG_RM_PE and self._cpu_of(affinity) is None:  # private events too (TF-A validate_flags)
             return self._refuse(cpu, number, Action.REGISTER, INVALID_PARAMETERS)
         if event.source is Source.DYNAMIC and not event.bound:
             return self._refuse(cpu, number, Action.REGISTER, DENIED)  # nothing bound to this slot yet
@@ -199,7 +198,8 @@ class Sdei(Service):
             return result
         reg.entry, reg.argument = entry, argument
         if event.shared:
-            reg.routing_pe, reg.affinity = bool(flags & FLAG_RM_PE), affinity if flags & FLAG_RM_PE else 0
+            reg.routing_pe = bool(flags & FLAG_RM_PE)
+            reg.affinity = affinity & MPIDR_AFFINITY_MASK if reg.routing_pe else 0  # kept as TF-A keeps it
         else:  # private events ignore flags and affinity: RM_PE on the caller (TF-A)
             reg.routing_pe, reg.affinity = True, cpu_affinity(cpu)
         if event.intid is not None:
@@ -291,7 +291,8 @@ class Sdei(Service):
         reg = self.shared[number]
         result = self._transition(cpu, event, reg, Action.ROUTING_SET)
         if result == SUCCESS:
-            reg.routing_pe, reg.affinity = bool(mode & FLAG_RM_PE), affinity if mode & FLAG_RM_PE else 0
+            reg.routing_pe = bool(mode & FLAG_RM_PE)
+            reg.affinity = affinity & MPIDR_AFFINITY_MASK if reg.routing_pe else 0
             self._route(event)
         return result
 
@@ -520,9 +521,9 @@ class Sdei(Service):
 
     # --- routing of shared events -------------------------------------------------------
     def _cpu_of(self, mpidr: int) -> int | None:
-        if mpidr & ~MPIDR_AFFINITY:
-            return None
-        return cpu_of_mpidr(mpidr, len(self.pes))
+        """The PE an SDEI argument names: TF-A (plat_core_pos_by_mpidr) reads the affinity fields
+        only, so bit 31, U, MT and the RES0 bits may hold anything, e.g. a PE's own MPIDR_EL1."""
+        return cpu_of_mpidr(mpidr & MPIDR_AFFINITY_MASK, len(self.pes))
 
     def _route(self, event: Event) -> None:
         reg = self.shared[event.number]
