@@ -39,6 +39,8 @@ class Stop(Enum):
     WFI = "wfi"  # the guest executed WFI
     REQUESTED = "requested"  # the machine asked (``request_stop``) from inside a callback
     UNMAPPED = "unmapped"  # an access to an address with no RAM or device behind it
+    ILLEGAL_STATE = "illegal-state"  # PSTATE.IL is set at PC (an illegal exception return); not executed
+    DEVICE_FETCH = "device-fetch"  # PC reached device memory (``address``); nothing there has executed
     # The two below are debugger stops (sdeilab.firmware.session): the slice was cut short, not
     # ended, and the machine runs the rest of it later as if nothing had happened.
     BREAKPOINT = "breakpoint"  # PC reached a breakpoint (``address``); that instruction has not executed
@@ -63,8 +65,8 @@ class ExceptionRecord:
 class SliceResult:
     executed: int
     stop: Stop
-    access: str = ""  # for UNMAPPED: "read", "write" or "fetch"
-    address: int = 0  # for UNMAPPED: the faulting address; for BREAKPOINT: the breakpoint
+    access: str = ""  # for UNMAPPED: "read", "write" or "fetch"; "fetch" for DEVICE_FETCH
+    address: int = 0  # for UNMAPPED and DEVICE_FETCH: the faulting address; for BREAKPOINT: the breakpoint
 
 
 class VcpuHost(Protocol):
@@ -161,4 +163,11 @@ class CpuBackend(Protocol):
         ...
     def invalidate_code(self, begin: int | None = None, end: int | None = None) -> None:
         """Forget code translated from physical [begin, end) (all code without a range)."""
+        ...
+    def vector_state(self) -> bytes:
+        """The FP/SIMD registers (V0..V31, FPCR, FPSR) as bytes, to compare two moments' state."""
+        ...
+    def decodes_undefined(self, word: int) -> bool:
+        """Whether the CPU model treats the instruction ``word`` as UNDEFINED at EL1, whatever the
+        registers and memory hold (for code fetched where the engine cannot execute it: a device)."""
         ...

@@ -54,6 +54,7 @@ from unicorn import (
     UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_UNMAPPED,
     UC_MODE_ARM,
     Uc,
@@ -61,9 +62,11 @@ from unicorn import (
 )
 from unicorn import arm64_const as a64
 from unicorn.unicorn_const import (
+    UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_READ_UNMAPPED,
     UC_ERR_WRITE_UNMAPPED,
+    UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
     UC_MEM_WRITE_UNMAPPED,
 )
@@ -119,6 +122,14 @@ _INSN_CFUNC = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int, c
 # uc_arm64_cp_reg (unicorn/arm64.h): uint32_t crn, crm, op0, op1, op2; then uint64_t val at offset 24
 _CP_ENCODING = struct.Struct("<5I")
 _CP_VAL_OFFSET = 24
+_SPSR_EL1_ENCODING = _CP_ENCODING.pack(4, 0, 3, 0, 0)
+PSTATE_IL = 1 << 20
+
+
+def _may_return_illegally(spsr: int) -> bool:
+    """An ERET from EL1 with this SPSR_EL1 may leave PSTATE.IL set: SPSR.IL itself, or a mode other
+    than AArch64 EL0t, EL1t or EL1h (ARM ARM D1.4.x, "Illegal return events from AArch64 state")."""
+    return bool(spsr & PSTATE_IL) or (spsr & 0x1F) not in (0x0, 0x4, 0x5)
 
 
 def _cp_key(encoding: bytes) -> SysregKey:
@@ -266,6 +277,46 @@ def _exception_record_offset() -> int | None:
     return found[0] if len(found) == 1 else None
 
 
+_SANDBOX_CODE = 0x1_0000
+
+
+@cache
+def _sandbox() -> tuple[Uc, list[int]]:
+    """A private engine, the same CPU model at Non-secure EL1, that runs single instructions to
+    tell which words the model treats as UNDEFINED (``decodes_undefined``)."""
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 0, 3, 0, 2, 3 << 20))  # CPACR_EL1.FPEN: FP/SIMD do not trap
+    uc.mem_map(_SANDBOX_CODE, 0x1000)
+    seen: list[int] = []
+
+    def on_exception(engine: Uc, intno: int, _user: object) -> None:
+        seen.append(intno)
+        engine.emu_stop()
+
+    uc.hook_add(UC_HOOK_INTR, on_exception)
+    return uc, seen
+
+
+@cache
+def decodes_undefined(word: int) -> bool:
+    """Whether the CPU model takes ``word`` as an UNDEFINED instruction (EC 0, ARM ARM D1.10.4) at
+    EL1 with FP enabled, whatever the registers hold. Memory the word would touch is unmapped in
+    the sandbox (an abort, not an UNDEF), so only the decoding decides."""
+    uc, seen = _sandbox()
+    uc.mem_write(_SANDBOX_CODE, (word & 0xFFFF_FFFF).to_bytes(4, "little"))
+    uc.ctl_remove_cache(_SANDBOX_CODE, _SANDBOX_CODE + 4)
+    seen.clear()
+    uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
+    try:
+        uc.emu_start(_SANDBOX_CODE, _NEVER, count=1)
+    except UcError:
+        return False  # a memory access it tried: the word decodes
+    return seen[:1] == [1]  # EXCP_UDEF
+
+
 class UnicornVcpu:
     """One AArch64 vCPU on its own ``Uc``, at Non-secure EL1, RAM shared with the other vCPUs."""
 
@@ -308,7 +359,11 @@ class UnicornVcpu:
         self._stop_requested = False
         self._in_store = False  # inside an MMIO write callback
         self._store_interrupted = False  # a stop was requested there: the store must be finished
-        self._replaying_store = False
+        self._replaying_store = False  # inside ``_finish_store``
+        self._replay_count = 0  # ``executed`` while the replay runs
+        self._replay_skip = 0  # device writes the replay must swallow: the interrupted try made them
+        self._store_at = -1  # the counter value (the instruction) the device writes below belong to
+        self._store_parts = 0  # device writes that instruction has made so far
         self._unmapped: tuple[str, int] | None = None
         self._budget = 0
         self._interrupted = False  # a debugger cut (``interrupt``), as opposed to ``_stop_requested``
@@ -316,6 +371,13 @@ class UnicornVcpu:
         self._break_hit: int | None = None  # the breakpoint this slice stopped at
         self._last_break: int | None = None  # where the previous slice stopped at a breakpoint
         self._skip_at: int | None = None  # the breakpoint to step over once, at the slice's start
+        # Unicorn's CPU model (QEMU 5.0) sets PSTATE.IL on an illegal exception return but never
+        # takes the Illegal Execution state exception that follows (a later QEMU does, ARM ARM
+        # D1.4.x). While SPSR_EL1 holds a value that could make an ERET illegal, every instruction
+        # is checked for PSTATE.IL by a code hook that stops the slice before it executes.
+        self._watch_il = False
+        self._il_hook: int | None = None
+        self._il_stop = False
         self._install_hooks()
         self.write("SCR_EL3", SCR_EL3_NS_HCE_RW)
         self.write("HCR_EL2", HCR_EL2_RW)
@@ -401,7 +463,9 @@ class UnicornVcpu:
                                     ctypes.c_uint64(0), ctypes.c_int(insn))
             if err:
                 raise UcError(err)
-        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        # Devices are mapped without execute permission, so a fetch from one comes here as well
+        # (UC_MEM_FETCH_PROT) rather than out of emu_start as a bare error.
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_unmapped)
 
     def _on_interrupt(self, _uch: int, intno: int, _user: int) -> None:
         try:
@@ -436,6 +500,17 @@ class UnicornVcpu:
 
     def _on_msr(self, _uch: int, reg: int, cp: int, _user: int) -> int:
         encoding = ctypes.string_at(cp, 20)
+        if encoding == _SPSR_EL1_ENCODING:
+            if _may_return_illegally(ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value):
+                # The check hook is only added between slices (code translated before it was
+                # added would skip it), so end this slice after its current block; an ERET in
+                # that block is caught by ``run`` itself.
+                self._watch_il = True
+                self._stop_requested = True
+                uclib.uc_emu_stop(self._uch)
+            else:
+                self._watch_il = False
+            return 0
         table = self._msr_keys
         key = _cp_key(encoding) if table is None else table.get(encoding)
         if key is None:
@@ -463,6 +538,21 @@ class UnicornVcpu:
                 self.request_stop()
         return 0  # the CPU model still executes it
 
+    def _on_il_check(self, uc: Uc, address: int, size: int, _user: object) -> None:
+        if self._counter.value > self._budget or not self.pstate & PSTATE_IL:
+            return
+        self._il_stop = True
+        uclib.uc_emu_stop(self._uch)
+
+    def _sync_il_hook(self) -> None:
+        if self._watch_il and self._il_hook is None:
+            self._il_hook = self._uc.hook_add(UC_HOOK_CODE, self._on_il_check)
+            self._uc.ctl_flush_tb()
+        elif not self._watch_il and self._il_hook is not None:
+            self._uc.hook_del(self._il_hook)
+            self._il_hook = None
+            self._uc.ctl_flush_tb()
+
     def _on_breakpoint(self, uc: Uc, address: int, size: int, _user: object) -> None:
         if self._counter.value > self._budget:
             return  # the budget ended the slice just before this instruction: that is no hit
@@ -474,7 +564,8 @@ class UnicornVcpu:
         uclib.uc_emu_stop(self._uch)
 
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int, _user: object) -> bool:
-        kind = {UC_MEM_WRITE_UNMAPPED: "write", UC_MEM_FETCH_UNMAPPED: "fetch"}.get(access, "read")
+        kind = {UC_MEM_WRITE_UNMAPPED: "write", UC_MEM_FETCH_UNMAPPED: "fetch",
+                UC_MEM_FETCH_PROT: "device-fetch"}.get(access, "read")
         self._unmapped = (kind, address)
         return False
 
@@ -485,10 +576,18 @@ class UnicornVcpu:
 
     def _mmio_writer(self, write: Callable[[int, int, int, int], None]) -> Callable[..., None]:
         def on_write(uc: Uc, offset: int, size: int, value: int, _user: object) -> None:
-            if self._replaying_store:
-                # The store that a stop interrupted is being finished: its write was done already.
-                self._replaying_store = False
+            if self._replay_skip:
+                # The store that a stop interrupted is being finished: this write was done already.
+                self._replay_skip -= 1
                 return
+            # One instruction may make several device writes (STP, a 64-bit store to 32-bit
+            # registers, an unaligned store split by the CPU model): count them, so that a replay
+            # repeats none of those done and still makes the ones the stop cut off.
+            count = self._counter.value
+            if count != self._store_at:
+                self._store_at = count
+                self._store_parts = 0
+            self._store_parts += 1
             self._in_store = True
             try:
                 write(self.index, offset, size, value)
@@ -503,6 +602,11 @@ class UnicornVcpu:
         self._interrupted = False
         self._unmapped = None
         self._budget = budget
+        self._il_stop = False
+        if self._watch_il or self._il_hook is not None:
+            self._sync_il_hook()
+        if self.pstate & PSTATE_IL:
+            return SliceResult(0, Stop.ILLEGAL_STATE)
         self._counter.value = 0
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
         start = self._val.value
@@ -530,8 +634,14 @@ class UnicornVcpu:
         if err in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED) and self._unmapped:
             access, address = self._unmapped
             return SliceResult(executed, Stop.UNMAPPED, access, address)
+        if err == UC_ERR_FETCH_PROT and self._unmapped:
+            return SliceResult(executed, Stop.DEVICE_FETCH, "fetch", self._unmapped[1])
         if err:
             raise UcError(err)
+        if self._il_stop:
+            executed = min(self._counter.value - 1, budget)  # counted, not executed (module docstring)
+        if (self._il_stop or self._watch_il) and self.pstate & PSTATE_IL:
+            return SliceResult(executed, Stop.ILLEGAL_STATE)
         if self._stop_requested:
             return SliceResult(executed, Stop.REQUESTED)
         if hit is not None:
@@ -544,32 +654,43 @@ class UnicornVcpu:
         return SliceResult(executed, Stop.WFI)  # the only other way emu_start returns early
 
     def _finish_store(self, executed: int) -> int:
-        """Complete the store instruction a stop interrupted, without repeating its device write.
+        """Complete the store instruction a stop interrupted, without repeating its device writes.
 
         Unicorn stops inside an MMIO write with PC still at the store, which would run again on
         the next slice (reference: unicorn-and-qemu-facts, "emu_stop for preemption"). A Device
-        write must happen once, so the store is re-run here for one instruction with its write
-        swallowed; that also completes any base-register write-back. The counter already counted
-        the store when it started, so the replay adds nothing to ``executed`` (checked by
-        tests/test_machine_mmio.py).
+        write must happen once, so the store is re-run here for one instruction with the writes
+        it made swallowed; the writes the stop cut off (the second half of an STP, say) are made
+        now, and any base-register write-back completes. The counter already counted the store
+        when it started, so the replay adds nothing to ``executed``, and the writes it makes are
+        stamped with the time the store started (tests/test_machine_mmio.py).
         """
         self._store_interrupted = False
+        saved = self._counter.value
+        self._replay_count = saved if saved <= self._budget else self._budget
         self._replaying_store = True
+        self._replay_skip = self._store_parts
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
         self._skip_at = self._val.value  # a breakpoint on the store must not stop its completion
-        saved = self._counter.value
         uclib.uc_emu_start(self._uch, self._val.value, _NEVER, 0, 1)
         self._counter.value = saved
         self._replaying_store = False
+        self._replay_skip = 0
+        self._store_at = -1
         self._skip_at = None
         return executed
 
     def executed(self) -> int:
+        if self._replaying_store:
+            return self._replay_count
         count = self._counter.value
         return count if count <= self._budget else self._budget
 
     def request_stop(self) -> None:
         self._stop_requested = True
+        if self._replaying_store:
+            # The slice has ended already; stopping the one-instruction replay would leave PC at
+            # the store again, to be repeated forever (a livelock that retired nothing).
+            return
         if self._in_store:
             self._store_interrupted = True
         uclib.uc_emu_stop(self._uch)
@@ -577,6 +698,8 @@ class UnicornVcpu:
     def interrupt(self) -> None:
         """A debugger stop after the current instruction; the machine resumes the slice later."""
         self._interrupted = True
+        if self._replaying_store:
+            return
         if self._in_store:
             self._store_interrupted = True
         uclib.uc_emu_stop(self._uch)
@@ -701,6 +824,8 @@ class UnicornVcpu:
         if name == "PSTATE":
             self._write_pstate(value)
             return
+        if name == "SPSR_EL1":
+            self._watch_il = _may_return_illegally(value)
         bank = _SP_BANK_OF.get(name)
         if bank is not None and bank == _sp_bank(self.pstate):
             name = "SP"
@@ -750,7 +875,16 @@ class UnicornVcpu:
         self._val.value = value & MASK64
         uclib.uc_reg_write(self._uch, reg_id, self._pval)
 
+    def vector_state(self) -> bytes:
+        uc = self._uc
+        values = [uc.reg_read(a64.UC_ARM64_REG_Q0 + n) for n in range(32)]
+        values += [uc.reg_read(a64.UC_ARM64_REG_FPCR), uc.reg_read(a64.UC_ARM64_REG_FPSR)]
+        return b"".join(int(v).to_bytes(16, "little") for v in values)
+
     # --- exceptions and addresses --------------------------------------------------------
+    def decodes_undefined(self, word: int) -> bool:
+        return decodes_undefined(word)
+
     def exception_record(self) -> ExceptionRecord | None:
         record = self._record
         if record is None:
@@ -784,6 +918,7 @@ class UnicornVcpu:
         """Architectural reset into Non-secure EL1h, DAIF masked, MMU off, with this MPIDR."""
         self._uc.context_restore(self._pristine)
         self._last_break = None  # a CPU coming out of reset has stopped at no breakpoint
+        self._watch_il = False
         self.write("VMPIDR_EL2", mpidr)
         self.set_xs([0] * 31)
 

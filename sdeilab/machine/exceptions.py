@@ -13,12 +13,14 @@ from sdeilab.cpu.backend import CpuBackend
 
 # ESR_ELx.EC values (ARM ARM D17.2.37) and the IL bit (32-bit instruction).
 EC_UNKNOWN = 0x00
+EC_ILLEGAL_STATE = 0x0E
 EC_SVC64 = 0x15
 EC_HVC64 = 0x16
 EC_IABORT_LOWER = 0x20
 EC_IABORT_SAME = 0x21
 EC_DABORT_LOWER = 0x24
 EC_DABORT_SAME = 0x25
+EC_PC_ALIGNMENT = 0x22
 EC_BRK64 = 0x3C
 ESR_IL = 1 << 25
 FSC_SYNC_EXTERNAL_ABORT = 0x10

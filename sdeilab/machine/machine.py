@@ -23,8 +23,10 @@ leaves the same trace as one run (tests/test_session.py).
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +51,9 @@ WFI_UNMASK_STEPS = 16  # after a WFI that an interrupt masked by PSTATE ended, s
 # the idiom `wfi; msr daifclr, #2; isb; msr daifset, #2` opens a two-instruction window that a
 # slice boundary must hit for the interrupt to be taken there, as on hardware
 DEFAULT_QUANTUM = 100_000
+# Storage beyond x0..x30 that a loop around WFI could count in, compared with RAM before a CPU
+# whose WFI a masked interrupt keeps ending is declared stuck (``_check_stuck_wfi``).
+_SPIN_STATE_REGS = ("SP_EL0", "ELR_EL1", "SPSR_EL1", "ESR_EL1", "FAR_EL1", "TPIDR_EL1", "VBAR_EL1", "SCTLR_EL1")
 
 # Cache maintenance that makes code written by one CPU visible to the others (ARM ARM B2.4.4):
 # each Unicorn instance keeps its own translations, so these drop them everywhere.
@@ -66,6 +71,9 @@ CACHE_LINE = 64  # Cortex-A57: CTR_EL0.IminLine = 4 words (what IC IVAU works on
 DCZID_EL0: SysregKey = (3, 3, 0, 0, 7)
 DCZID_VALUE = 0x10 | 4
 
+_DC_ZVA = 0xD50B_7420  # DC ZVA, Xt (ARM ARM C6.2, "DC"): SYS #3, C7, C4, #1
+_DC_ZVA_BLOCK = 4 << (DCZID_VALUE & 0xF)  # bytes, DCZID_EL0.BS words
+
 _FINAL = frozenset({StopReason.SYSTEM_OFF, StopReason.SYSTEM_RESET, StopReason.FAULT})
 
 # Synchronous exceptions the guest's vectors take, by the reason the trace gives them.
@@ -73,6 +81,16 @@ _TRAP_REASONS = {Trap.UNDEFINED: "undefined instruction", Trap.SVC: "svc", Trap.
                  Trap.DATA_ABORT: "data abort", Trap.PREFETCH_ABORT: "instruction abort"}
 
 PowerListener = Callable[[int, VcpuState, VcpuState, str], None]
+
+
+@dataclass(slots=True)
+class _Spin:
+    """A CPU whose WFI an interrupt masked by PSTATE keeps ending (``Machine._check_stuck_wfi``)."""
+
+    fingerprint: tuple[object, ...]  # PC, PSTATE, SP, x0..x30, trace and UART lengths, pending INTID
+    seen: int = 0  # identical wakes since the last full comparison
+    needed: int = 1  # identical wakes before the next one
+    digest: bytes | None = None  # RAM and the other registers at the last full comparison
 
 
 class Firmware(Protocol):
@@ -136,6 +154,7 @@ class Machine:
              lambda cpu, offset, size: self.sp804.read(offset, size, self.now()),
              self._sp804_write),
         ]
+        self._mmio = mmio
         unmodelled = frozenset(ICC_ENCODINGS)
         engine = {"unmodelled_sysregs": unmodelled, "host_reads": frozenset(self._sysreg_reads),
                   "host_writes": frozenset(self._sysreg_writes), "host_instructions": _WATCHED_INSTRUCTIONS}
@@ -151,6 +170,7 @@ class Machine:
         self._local = [0] * cpus  # each CPU's own clock
         self._not_before = [0] * cpus
         self._unmask_steps = [0] * cpus  # single steps left after a WFI woken by a masked interrupt
+        self._spin: list[_Spin | None] = [None] * cpus  # CPUs whose WFI a masked interrupt keeps ending
         self._round_start = 0
         self.retired = 0
         self.code_generation = 0  # bumped whenever guest code may have changed (caches of decoded code)
@@ -418,6 +438,12 @@ class Machine:
         reason = _TRAP_REASONS.get(trap)
         if reason is None:
             self.fault(vcpu, f"unhandled exception {trap.value}", pc)
+            return
+        if trap is Trap.UNDEFINED and pc & 3:
+            # A branch to an address with bits [1:0] set: the fetch takes a PC alignment fault,
+            # EC 0x22, FAR = ELR = the misaligned PC (ARM ARM D1.10.x "PC alignment checking"),
+            # which the CPU model reports as an UNDEFINED instruction.
+            self.guest_exception(vcpu, exc.esr(exc.EC_PC_ALIGNMENT), pc, "PC alignment fault", far=pc)
             return
         # The CPU model computed the syndrome (and for an abort the faulting address) as the
         # architecture defines it: deliver that when the exception goes to EL1.
@@ -720,13 +746,119 @@ class Machine:
                 vcpu.transition(VcpuState.STANDBY, "wfi")
             elif vcpu.state is VcpuState.ON:
                 self._unmask_steps[cpu] = WFI_UNMASK_STEPS  # woken by an interrupt PSTATE still masks
+                self._check_stuck_wfi(vcpu)
         elif result.stop is Stop.UNMAPPED:
             pc = vcpu.backend.pc
             fetch = result.access == "fetch"
             el0 = exc.current_el(vcpu.backend.read("PSTATE")) == 0
-            reason = f"{result.access} of unmapped address 0x{result.address:x}"
+            far = result.address
+            if not fetch:
+                zva = self._dc_zva_at(vcpu, pc, far)
+                if zva is not None:
+                    pc, far = zva
+            reason = f"{result.access} of unmapped address 0x{far:x}"
             esr_value = exc.esr_abort(fetch, result.access == "write", el0)
-            self.guest_exception(vcpu, esr_value, pc, reason, far=result.address)
+            self.guest_exception(vcpu, esr_value, pc, reason, far=far)
+        elif result.stop is Stop.ILLEGAL_STATE:
+            # An illegal exception return left PSTATE.IL set: the next instruction is not executed
+            # but takes an Illegal Execution state exception, EC 0x0E, ELR = its address, SPSR.IL
+            # set (ARM ARM D1.4.x, "Illegal return events from AArch64 state"; entry clears IL).
+            self.guest_exception(vcpu, exc.esr(exc.EC_ILLEGAL_STATE), vcpu.backend.pc, "illegal execution state")
+        elif result.stop is Stop.DEVICE_FETCH:
+            self._device_fetch(vcpu, result.address)
+
+    def _dc_zva_at(self, vcpu: Vcpu, pc: int, address: int) -> tuple[int, int] | None:
+        """(PC, FAR) of a DC ZVA whose block write faulted at ``address``, or None if it was no DC ZVA.
+
+        The CPU model zeroes the block with byte stores from a helper and reports the fault with
+        PC already past the instruction and the last byte's address. The exception belongs to
+        the DC ZVA itself (ELR = its address, ARM ARM D1.10.2 "Preferred exception return
+        address") and, as QEMU reports it, FAR holds the start of the block.
+        """
+        for at in (pc, pc - 4):
+            word = self.read_code_u32(vcpu, at)
+            if word is None or word & ~0x1F != _DC_ZVA:
+                continue
+            rt = word & 0x1F
+            block = (vcpu.backend.x(rt) if rt != 31 else 0) & ~(_DC_ZVA_BLOCK - 1)
+            if block <= address < block + _DC_ZVA_BLOCK:
+                return at, block
+        return None
+
+    def _check_stuck_wfi(self, vcpu: Vcpu) -> None:
+        """Stop (DEADLOCK) a CPU whose WFI an interrupt masked by PSTATE keeps ending, once nothing can change.
+
+        A pending interrupt ends WFI even while PSTATE.I or F masks it (ARM ARM D1.16.2), so a
+        guest that waits with interrupts masked spins through WFI and never takes it. That is a
+        deadlock when its state repeats exactly and nothing outside it can move: every other CPU
+        is off or asleep with nothing to wake it, no timer of its own and no device is counting
+        down, and between two wakes no fact was recorded (no interrupt acknowledged, no GIC or
+        firmware call) and no byte sent. Registers are compared at every wake; RAM, the FP/SIMD
+        registers and the other system registers it could count in only after the registers
+        matched, at intervals that double each time they differ (a loop that counts in memory
+        pays for a logarithmic number of comparisons of 128 MiB, about 0.1 s each).
+        """
+        cpu = vcpu.index
+        quiet = (self._next_device_deadline is None and self.timers[cpu].next_deadline() is None
+                 and all(v is vcpu or v.state is VcpuState.OFF
+                         or (v.state is not VcpuState.ON and v.state is not VcpuState.ON_PENDING
+                             and self._wake_time(v) is None)
+                         for v in self.vcpus))
+        if not quiet:
+            self._spin[cpu] = None
+            return
+        backend = vcpu.backend
+        fingerprint = (backend.pc, backend.pstate, backend.read("SP"), tuple(backend.xs(31)), len(self.trace),
+                       len(self.uart_output), self.gic.highest_pending(cpu))
+        spin = self._spin[cpu]
+        if spin is None or spin.fingerprint != fingerprint:
+            self._spin[cpu] = _Spin(fingerprint)
+            return
+        spin.seen += 1
+        if spin.seen < spin.needed:
+            return
+        digest = hashlib.sha1(self.ram, usedforsecurity=False)
+        digest.update(repr([backend.read(name) for name in _SPIN_STATE_REGS]).encode())
+        digest.update(backend.vector_state())
+        if digest.digest() == spin.digest:
+            pstate = backend.pstate
+            self.halt(StopReason.DEADLOCK,
+                      f"every CPU waits with nothing left that could wake it (CPU {cpu} at pc 0x{backend.pc:x}"
+                      f"{self._symbol(backend.pc)} repeats WFI with an interrupt pending that PSTATE masks,"
+                      f" DAIF 0x{pstate & 0x3C0:x})")
+            return
+        spin.seen, spin.needed, spin.digest = 0, 2 * spin.needed, digest.digest()
+
+    def _device_fetch(self, vcpu: Vcpu, address: int) -> None:
+        """PC reached a device: do what QEMU virt does, which the tests compare.
+
+        With the MMU off an instruction fetch is a Normal memory access (ARM ARM D8.2.10, "The
+        effects of disabling an address translation stage"), and QEMU reads the word from the
+        device like a data read (its side effects included) and executes it. Device registers
+        hold words that are almost never instructions (0 is UDF #0): QEMU then takes an UNDEFINED
+        exception at that PC (ESR 0x02000000). The engine cannot execute from a device, so the lab
+        reads the word the same way and takes that UNDEF when the CPU model would; a word that is
+        a real instruction is not executed but taken as a synchronous external abort on the fetch
+        (EC 0x21, or 0x20 from EL0; FSC 0x10, FAR = PC), which is what QEMU reports at an address
+        where it has no device (guests/QEMU-DEVIATIONS.md).
+        """
+        backend = vcpu.backend
+        pc = backend.pc
+        physical = backend.translate(address, "fetch")
+        if physical is None:
+            physical = address
+        word = None
+        for base, size, read, _write in self._mmio:
+            if base <= physical and physical + 4 <= base + size:
+                word = read(vcpu.index, physical - base, 4) & 0xFFFF_FFFF
+                break
+        if word is not None and backend.decodes_undefined(word):
+            self.guest_exception(vcpu, exc.esr_undefined(), pc,
+                                 f"undefined instruction 0x{word:08x} fetched from device memory at 0x{address:x}")
+            return
+        el0 = exc.current_el(backend.read("PSTATE")) == 0
+        self.guest_exception(vcpu, exc.esr_abort(True, False, el0), pc,
+                             f"instruction fetch from device memory at 0x{address:x}", far=address)
 
     def _symbol(self, address: int) -> str:
         symbol = self.image.symbolize(address) if self.image else ""
