@@ -13,10 +13,13 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from sdeilab import toolchain
 from sdeilab.firmware.session import Session
+from sdeilab.machine.memmap import MAX_CPUS
 from sdeilab.toolchain import BuildError
 from sdeilab.trace import SmcccCall, SmcccReturn
 from sdeilab.widgets import GuestBuildError, GuestCell, Lab, build_guest, make_guest
+from sdeilab.widgets.guest_cell import GuestCellError
 
 PSCI_1_1 = 0x1_0001  # PSCI_VERSION: major 1 in bits [30:16], minor 1 (DEN0022 5.1.1)
 SDEI_1_0 = 0x1_0000_0000_0000  # SDEI_VERSION: major 1 in bits [62:48] (DEN0054 5.1.1); TF-A's 1.0.0
@@ -130,6 +133,26 @@ def test_bad_arguments() -> None:
         make_guest(ASM_CELL, "asm", "x", profile="nope")
     with pytest.raises(ValueError, match="unknown quirks"):
         make_guest(ASM_CELL, "asm", "x", quirks=["nope"])
+    for cpus in (0, MAX_CPUS + 1, 1000):  # the board's GIC has room for MAX_CPUS
+        with pytest.raises(ValueError, match=f"cpus must be between 1 and {MAX_CPUS}"):
+            make_guest(ASM_CELL, "asm", "x", cpus=cpus)
+
+
+def test_cpus_beyond_the_board_at_run_time(asm_guest: GuestCell) -> None:
+    with pytest.raises(ValueError, match=f"cpus must be between 1 and {MAX_CPUS}"):
+        asm_guest.run(cpus=MAX_CPUS + 1)
+
+
+BIG_BSS_CELL = ASM_CELL + "    .bss\n    .space 0x10000000\n"  # 256 MiB of zeros: the board has 128 MiB of RAM
+
+
+def test_a_guest_bigger_than_ram_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(GuestCellError) as info:
+        build_guest(BIG_BSS_CELL, "asm", "huge", out_dir=tmp_path)
+    [line] = info.value.message.splitlines()
+    assert line.startswith("guest cell 'huge' cannot be loaded: huge.elf: segment ")
+    assert "lies outside RAM" in line and str(tmp_path) not in line
+    assert info.value._render_traceback_() == [line]
 
 
 # ----------------------------------------------------------------------------- errors at the cell's line
@@ -270,3 +293,57 @@ def test_lab_magic_shows_the_dashboard_after_a_run(shell: InteractiveShell) -> N
     assert lab.uart_view.value == f"hello from C, PSCI {PSCI_1_1:#x}\n"
     lab.wait_plots(30)
     assert isinstance(shell.user_ns["lab_magic"], GuestCell)
+
+
+def test_magic_cpus_beyond_the_board(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.user_ns.pop("many", None)
+    result = shell.run_cell(f"%%guest_asm many --cpus 1000 --run\n{ASM_CELL}")
+    err = capsys.readouterr().err
+    assert not result.success and "many" not in shell.user_ns
+    assert f"%%guest_asm: cpus must be between 1 and {MAX_CPUS} (the virt board's CPUs), not 1000" in err
+    assert "Traceback" not in err
+
+
+def test_magic_guest_bigger_than_ram(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.user_ns["huge_magic"] = "untouched"
+    result = shell.run_cell(f"%%guest_asm huge_magic --run\n{BIG_BSS_CELL}")
+    out = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, GuestCellError)
+    assert "guest cell 'huge_magic' cannot be loaded: huge_magic.elf: segment " in out
+    assert "Traceback" not in out and "GuestLoadError" not in out
+    assert shell.user_ns["huge_magic"] == "untouched"
+
+
+def test_magic_emulator_error(shell: InteractiveShell, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # No guest is known to make unicorn fail today; the tester's UcError is stood in for here.
+    from unicorn import UcError
+    from unicorn.unicorn_const import UC_ERR_NOMEM
+
+    def failing_run(self: Session, *args: object, **kwargs: object) -> None:
+        raise UcError(UC_ERR_NOMEM)
+
+    monkeypatch.setattr(Session, "run", failing_run)
+    result = shell.run_cell(f"%%guest_asm uc_magic --run\n{ASM_CELL}")
+    out = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, GuestCellError)
+    assert "guest cell 'uc_magic' cannot be run: the CPU emulator failed (" in out
+    assert "Traceback" not in out and "UcError" not in out
+
+
+def test_magic_bad_quoting_is_a_usage_error(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    result = shell.run_cell(f"%%guest_asm 'unclosed\n{ASM_CELL}")
+    assert not result.success
+    assert "UsageError" in capsys.readouterr().err + repr(result.error_in_exec)
+
+
+@pytest.mark.hostile
+def test_a_cell_that_would_fill_the_disk(shell: InteractiveShell, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(toolchain, "BUILD_OUTPUT_MIB", 16)
+    monkeypatch.setattr(toolchain, "BUILD_TIMEOUT_S", 20.0)
+    result = shell.run_cell(f"%%guest_asm filler\n{ASM_CELL}    .data\n    .space 1 << 40\n")
+    out = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, GuestBuildError)
+    assert "filler.S: the output would exceed 16 MiB (the limit is sdeilab.toolchain.BUILD_OUTPUT_MIB)" in out
+    assert "Traceback" not in out and "PLEASE" not in out

@@ -121,6 +121,7 @@ def test_build_from_files(tmp_path: Path) -> None:
     src.write_text('#include "guest.h"\nint helper(void);\nint main(void) { return helper(); }\n')
     other = tmp_path / "helper.S"
     other.write_text(".text\n.globl helper\nhelper:\n    mov w0, #0\n    ret\n")
+    (tmp_path / "out").mkdir()  # build() writes into an existing folder only (a typo is not created)
     out = build([src, other], tmp_path / "out" / "two.elf")
     assert out == (tmp_path / "out" / "two.elf").resolve()
     assert {"main", "helper"} <= set(_symbols(out))

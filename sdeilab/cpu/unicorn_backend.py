@@ -75,6 +75,10 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 from sdeilab.cpu.backend import ExceptionRecord, SliceResult, Stop, SysregKey, Trap, VcpuHost
 
+EngineError = UcError
+"""What the CPU engine raises when it cannot go on; the layers above catch it by this name, since
+only this module imports unicorn (DESIGN.md section 1)."""
+
 _X_IDS = [a64.UC_ARM64_REG_X0 + n for n in range(29)] + [a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30]
 
 # QEMU's EXCP_* numbers as Unicorn reports them to an interrupt hook (target/arm/cpu.h).

@@ -36,7 +36,10 @@ A build error raises :class:`GuestBuildError`: the assembler's, compiler's or li
 (cell line, source line, caret), under a line naming the cell, and nothing else. Like every
 :class:`~sdeilab.toolchain.BuildError` it renders without a Python traceback in IPython. Warnings
 go to standard error and the build goes on. A failed build leaves an earlier binding of ``NAME``
-alone (as ``%%cython`` does), but the error stops "Run All" there.
+alone (as ``%%cython`` does), but the error stops "Run All" there. A cell that builds into a guest
+the board cannot load (an image bigger than its RAM) or run (the CPU emulator refuses it) raises
+:class:`GuestCellError` the same way: one message, no traceback. Options out of range (``--cpus``
+beyond the board's CPUs) are usage errors, reported before the build.
 
 Without IPython: :func:`build_guest` (source text to ELF path) and :func:`make_guest` (to a
 :class:`GuestCell`).
@@ -53,7 +56,8 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -61,6 +65,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from sdeilab.firmware.profiles import Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.session import Session, StopInfo
+from sdeilab.machine.loader import GuestLoadError, load_elf
+from sdeilab.machine.memmap import MAX_CPUS, VIRT_MEMMAP, Region
 from sdeilab.toolchain import CONDUIT_VARIANTS, BuildError, Language, build_source_text, guests_dir
 
 if TYPE_CHECKING:
@@ -71,6 +77,7 @@ __all__ = [
     "Diagnostic",
     "GuestBuildError",
     "GuestCell",
+    "GuestCellError",
     "build_guest",
     "load_ipython_extension",
     "make_guest",
@@ -139,6 +146,45 @@ class GuestBuildError(BuildError):
         return list(dict.fromkeys(d.line for d in self.diagnostics if d.in_cell and d.severity != "warning"))
 
 
+class GuestCellError(Exception):
+    """A guest cell built but the board cannot load or run it (the loader's GuestLoadError, the CPU
+    emulator's UcError): ``message`` names the cell and says why in the lab's words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def _render_traceback_(self) -> list[str]:
+        # As BuildError: IPython shows the message instead of a traceback into the emulator.
+        return self.message.rstrip("\n").splitlines()
+
+
+@contextmanager
+def _reported(name: str, doing: str, folder: Path) -> Iterator[None]:
+    """Turn the loader's and the emulator's exceptions into one GuestCellError about cell ``name``
+    (whose ELF files are in ``folder``, a temporary one the message need not show)."""
+    from sdeilab.cpu.unicorn_backend import EngineError
+
+    try:
+        yield
+    except GuestLoadError as error:
+        reason = str(error).replace(f"{folder.resolve()}{os.sep}", "")
+        raise GuestCellError(f"guest cell {name!r} cannot be {doing}: {reason}") from None
+    except EngineError as error:
+        raise GuestCellError(f"guest cell {name!r} cannot be {doing}: the CPU emulator failed "
+                             f"({error}, unicorn error {error.errno})") from None
+
+
+def _check_cpus(cpus: int) -> int:
+    # The board's limit (its GIC redistributor frame): Machine would refuse it with a traceback.
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= MAX_CPUS:
+        raise ValueError(f"cpus must be between 1 and {MAX_CPUS} (the virt board's CPUs), not {cpus!r}")
+    return cpus
+
+
 # ----------------------------------------------------------------------------- building
 
 
@@ -156,7 +202,8 @@ def build_guest(source: str, language: Language, name: str = "cell", *, out_dir:
     With ``smc`` (the default) ``NAME-smc.elf`` is built beside it with ``-DCONDUIT_SMC``, for the
     profiles whose conduit is SMC. ``out_dir`` defaults to a folder of this process's temporary
     directory named after a hash of the text, so a session of an earlier version of the cell
-    keeps its own file. Raises :class:`GuestBuildError` with the tools' diagnostics.
+    keeps its own file. Raises :class:`GuestBuildError` with the tools' diagnostics, and
+    :class:`GuestCellError` if the ELF does not fit the board (e.g. a ``.bss`` bigger than its RAM).
     """
     if language not in _SUFFIX:
         raise ValueError(f"unknown guest language {language!r}: use 'asm' or 'c'")
@@ -179,6 +226,10 @@ def build_guest(source: str, language: Language, name: str = "cell", *, out_dir:
             raise GuestBuildError(name, language, variant, error.message,
                                   _parse(error.message, file, source)) from None
         _show(shown, "".join(captured))
+        # Checked now rather than at the first run(): a guest bigger than the board's RAM is the
+        # cell's mistake, and this names it before anything is bound.
+        with _reported(name, "loaded", folder):
+            load_elf(output, VIRT_MEMMAP[Region.RAM])
     if not smc:
         # A stale SMC build beside this one would be what a session on `firmware` loads.
         for variant in CONDUIT_VARIANTS:
@@ -212,15 +263,17 @@ class GuestCell:
     def session(self, *, cpus: int | None = None, profile: str | Profile | None = None,
                 quirks: Iterable[str] | None = None) -> Session:
         """A new session with this guest loaded (at reset, nothing run yet)."""
-        return Session(self.elf, cpus or self.cpus, profile or self.profile,
-                       list(self.quirks if quirks is None else quirks))
+        count = _check_cpus(self.cpus if cpus is None else cpus)
+        with _reported(self.name, "loaded", self.elf.parent):
+            return Session(self.elf, count, profile or self.profile, list(self.quirks if quirks is None else quirks))
 
     def run(self, max_instructions: int | None = DEFAULT_RUN_BUDGET, *, cpus: int | None = None,
             profile: str | Profile | None = None, quirks: Iterable[str] | None = None) -> Session:
         """A new session, run until the guest ends (or ``max_instructions``, None for no limit):
         read ``.uart_text()``, ``.trace`` and ``.last_stop`` from it."""
         session = self.session(cpus=cpus, profile=profile, quirks=quirks)
-        session.run(max_instructions)
+        with _reported(self.name, "run", self.elf.parent):
+            session.run(max_instructions)
         return session
 
     def lab(self, *, cpus: int | None = None, profile: str | Profile | None = None,
@@ -244,8 +297,7 @@ def make_guest(source: str, language: Language, name: str = "cell", *, cpus: int
     unknown = sorted(set(quirk_names) - set(Quirks.names()))
     if unknown:
         raise ValueError(f"unknown quirks {unknown}; known: {', '.join(Quirks.names())}")
-    if cpus < 1:
-        raise ValueError("cpus must be at least 1")
+    _check_cpus(cpus)
     elf = build_guest(source, language, name, out_dir=out_dir, smc=smc)
     return GuestCell(name, language, elf, source, cpus, profile, quirk_names)
 
@@ -361,7 +413,13 @@ def _magic_parser(magic: str) -> _UsageParser:
 def guest_magic(magic: str, line: str, cell: str, namespace: dict[str, Any]) -> Lab | None:
     """What ``%%guest_asm`` / ``%%guest_c`` do (``magic`` without the percent signs): build the cell,
     bind the :class:`GuestCell` to its name in ``namespace``, then ``--run`` / ``--lab``."""
-    args = _magic_parser(magic).parse_args(shlex.split(line))
+    try:
+        words = shlex.split(line)
+    except ValueError as error:  # an unclosed quote
+        from IPython.core.error import UsageError
+
+        raise UsageError(f"%%{magic}: {error}") from None
+    args = _magic_parser(magic).parse_args(words)
     try:
         guest = make_guest(cell, _MAGIC_LANGUAGE[magic], args.name, cpus=args.cpus, profile=args.profile,
                            quirks=args.quirks)
@@ -372,9 +430,10 @@ def guest_magic(magic: str, line: str, cell: str, namespace: dict[str, Any]) -> 
     namespace[args.name] = guest
     budget = args.max_instructions if args.max_instructions > 0 else None
     if args.lab:
-        lab = guest.lab()
-        if args.run:
-            lab.run(budget)
+        with _reported(args.name, "run", guest.elf.parent):
+            lab = guest.lab()
+            if args.run:
+                lab.run(budget)
         return lab
     if args.run:
         session = guest.run(budget)
