@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -45,7 +47,7 @@ from sdeilab.toolchain import guests_dir
 from sdeilab.trace import LayerExit, SdeiDispatch, SmcccCall
 from sdeilab.trace.costs import TransitionCosts, layer_summary
 from sdeilab.trace.intervals import handler_intervals
-from sdeilab.viz import style, timeline
+from sdeilab.viz import figure_legend, style, timeline
 
 SDEI_DIR = guests_dir() / "sdei"
 
@@ -108,18 +110,22 @@ for call in calls:
 rows = comparison.rows()
 labels = [str(r["profile"]) for r in rows]
 colours = [style.GREEN if r["verdict"] == "PASS" else style.VERMILLION for r in rows]
-fig, (ax_cost, ax_exits) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
-ax_cost.bar(labels, [float(r["modelled µs"]) for r in rows], color=colours, edgecolor=style.BLACK)
-ax_cost.set_ylabel("modelled µs (transitions only)")
-ax_cost.set_title("Modelled cost of the calls and event deliveries")
-ax_exits.bar(labels, [int(r["exits to VMM"]) for r in rows], color=colours, edgecolor=style.BLACK)
-ax_exits.set_ylabel("KVM_EXIT_HYPERCALL exits")
-ax_exits.set_title("Exits from the kernel to the VMM")
-for ax in (ax_cost, ax_exits):
-    ax.tick_params(axis="x", labelrotation=30)
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
-fig.suptitle("vmm_watchdog on every profile (green: PASS, red: refused)")
+fig, (ax_cost, ax_exits) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained", sharey=True)
+# Horizontal bars: the profile names read level (slanted, they ran into each other), each bar
+# carries its value, and the first profile is on top, in the table's order.
+for ax, key, unit, title in ((ax_cost, "modelled µs", "modelled µs (transitions only)",
+                              "Modelled cost of the calls and event deliveries"),
+                             (ax_exits, "exits to VMM", "KVM_EXIT_HYPERCALL exits",
+                              "Exits from the kernel to the VMM")):
+    values = [float(r[key]) for r in rows]
+    bars = ax.barh(labels, values, color=colours, edgecolor=style.BLACK)
+    ax.bar_label(bars, [f"{v:g}" for v in values], padding=4, fontsize=style.SMALL)
+    ax.set_xlim(0, max(values) * 1.2 or 1)
+    ax.set_xlabel(unit, fontsize=style.SMALL)
+    ax.set_title(title, fontsize=style.SMALL + 1)
+    ax.tick_params(labelsize=style.SMALL)
+ax_cost.invert_yaxis()
+fig.suptitle("vmm_watchdog on every profile (green: PASS, vermillion: refused)", fontsize=style.FONT)
 plt.show()
 
 # %% [markdown]
@@ -141,6 +147,7 @@ for ax, name in zip(axes, ("virt", "kvm-vmm-psci-sdei"), strict=True):
     timeline(ax, comparison[name].trace, cpus=[0, 1])
     ax.set_title(name)
 style.vtime_axis(axes[-1])
+figure_legend(fig)  # one legend for both panels
 plt.show()
 for name in ("virt", "kvm-vmm-psci-sdei"):
     bars = [(h.cpu, h.start, h.end) for h in handler_intervals(comparison[name].trace)]

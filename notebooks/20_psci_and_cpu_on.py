@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -52,7 +54,7 @@ from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import build_source_text, guests_dir
 from sdeilab.trace import PowerTransition, SdeiMask, SmcccCall, SmcccReturn, TraceLog
 from sdeilab.trace.intervals import masked_intervals, power_intervals
-from sdeilab.viz import style, timeline
+from sdeilab.viz import figure_legend, style, timeline
 
 CPUS = 4
 PSCI_RESULTS = {0: "SUCCESS", -1: "NOT_SUPPORTED", -2: "INVALID_PARAMETERS", -3: "DENIED", -4: "ALREADY_ON",
@@ -123,6 +125,7 @@ timeline(ax_all, boot_trace)
 ax_all.set_title("smp_boot: each secondary started by CPU_ON (▲), switched off by its own CPU_OFF (▼)")
 timeline(ax_zoom, boot_trace, cpus=[0, 1], window=(cpu1_life.start - pad, cpu1_life.end + pad))
 ax_zoom.set_title("zoom on CPU 1's life: on from the CPU_ON's vtime to its CPU_OFF, SDEI-masked throughout")
+figure_legend(fig)  # one legend for both panels
 plt.show()
 
 # %% [markdown]
@@ -222,7 +225,7 @@ print(probe_output)
 probe_returns = [r for r in probe_trace.of_kind(SmcccReturn, cpu=0) if r.name in ("CPU_ON64", "AFFINITY_INFO64")]
 lo = probe_returns[0].seq - 2  # from the first CPU_ON to the ALREADY_ON, with a little margin
 hi = next(r.seq for r in probe_returns if r.results[0] == -4) + 1
-fig, ax = plt.subplots(figsize=(14, 3.6), layout="constrained")
+fig, ax = plt.subplots(figsize=(14, 4.2), layout="constrained")
 for lane in (0, 1):
     transitions = probe_trace.of_kind(PowerTransition, cpu=lane)
     changes = [(0, transitions[0].old)] + [(f.seq, f.new) for f in transitions]
@@ -238,13 +241,17 @@ for ret in probe_returns:
         value = ret.results[0]
         text = f"{ret.name[:-2]}: " + (AFFINITY[value] if ret.name.startswith("AFF") else PSCI_RESULTS[value])
         ax.plot(ret.seq, -0.1, marker=marker, color=colour, markersize=11, markeredgecolor=style.BLACK)
-        ax.annotate(text, (ret.seq, -0.1), xytext=(-4, 10), textcoords="offset points", rotation=25,
-                    fontsize=style.SMALL - 1, ha="left", va="bottom")
+        # Neighbouring calls are two facts apart: labels on two levels, level, keep clear of each other.
+        level = len(ax.texts) % 2
+        ax.annotate(text, (ret.seq, -0.1), xytext=(ret.seq, -0.6 - 0.6 * level), textcoords="data",
+                    fontsize=style.SMALL - 1, ha="center", va="center",
+                    arrowprops={"arrowstyle": "-", "color": style.GREY, "shrinkA": 2, "shrinkB": 8})
 first_on = next(f for f in probe_trace.of_kind(PowerTransition, cpu=1) if f.new == "on")
 ax.annotate("CPU 1's first instruction", (first_on.seq, 1.3), xytext=(6, 0), textcoords="offset points",
             fontsize=style.SMALL, va="center")
-ax.set_yticks([-0.1, 0.3, 1.3], labels=["CPU 0's calls", "CPU 0", "CPU 1"], fontsize=style.FONT)
-ax.set_ylim(1.6, -1.4)
+ax.set_yticks([-0.1, 0.4, 1.3], labels=["CPU 0's calls", "CPU 0", "CPU 1"], fontsize=style.FONT)
+ax.tick_params(axis="x", labelsize=style.SMALL)
+ax.set_ylim(1.6, -1.6)
 ax.set_xlim(lo, hi + 1)
 ax.set_xlabel("facts in the order the lab recorded them (seq)", fontsize=style.FONT)
 ax.legend(handles=[Patch(facecolor=style.POWER_COLOURS[s], edgecolor=style.BLACK, label=f"power: {s}")

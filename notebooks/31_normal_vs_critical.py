@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -55,7 +55,7 @@ from sdeilab.firmware.session import Session
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SdeiComplete, SdeiDispatch, SmcccCall, TraceLog
 from sdeilab.trace.intervals import handler_intervals
-from sdeilab.viz import sequence, style, timeline
+from sdeilab.viz import figure_legend, sequence, style, timeline
 from sdeilab.viz.sequence import messages
 
 GUEST = guests_dir() / "sdei" / "nesting.elf"
@@ -195,6 +195,7 @@ for ax, bars in ((ax_host, handlers), (ax_alone, alone_handlers)):
     for h in bars:  # name each run at its start: back-to-back runs of one kind touch
         ax.text(h.start, -0.04 + 0.08 * (h.depth - 1), f" {h.event}", color="white", fontsize=style.SMALL,
                 fontweight="bold", va="center", ha="left", clip_on=True, zorder=8)
+figure_legend(fig)  # one legend for both panels
 plt.show()
 
 # %% [markdown]
@@ -208,7 +209,7 @@ plt.show()
 # %%
 rows = messages(trace, CRITICAL_HYP)
 fig, ax = plt.subplots(figsize=(12, 0.32 * len(rows) + 2), layout="constrained")
-sequence(ax, rows, CRITICAL_HYP)
+sequence(ax, messages(trace, CRITICAL_HYP, symbolize=session.symbolize), CRITICAL_HYP)
 plt.show()
 
 # %% [markdown]

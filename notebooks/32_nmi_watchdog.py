@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -69,7 +69,7 @@ from sdeilab.trace import (
     SdeiTransition,
 )
 from sdeilab.trace.intervals import firmware_calls, handler_intervals
-from sdeilab.viz import sequence, style, timeline
+from sdeilab.viz import figure_legend, sequence, style, timeline
 
 PSTATE_I = 1 << 7  # PSTATE/SPSR bit 7: IRQs masked (Arm ARM C5.2.18)
 DENIED = -3  # SDEI return code (reference section 1.2)
@@ -162,6 +162,7 @@ for ax, window, title, label in ((axes[0], wide, "both watchdog rounds", masked_
 for h in first_round:
     axes[1].annotate(f"<{image.symbolize(h.interrupted_pc)}>", (h.start, cpus.index(h.cpu) - 0.05), xytext=(4, 0),
                      textcoords="offset points", fontsize=style.SMALL, color="white", va="center")
+figure_legend(fig)  # one legend for both panels
 plt.show()
 
 # %% [markdown]
@@ -433,7 +434,7 @@ for fact in ot.of_kind(IrqAcknowledged, SdeiDispatch):
     ax_t.annotate(label, (fact.vtime, -0.1), xytext=(0, 14), textcoords="offset points", ha="center",
                   fontsize=style.SMALL, arrowprops={"arrowstyle": "->"})
 ax_t.set_title("the one-CPU guest on virt", fontsize=style.TITLE)
-sequence(ax_s, ot, owner_binding.event)
+sequence(ax_s, ot, owner_binding.event, symbolize=oimage.symbolize)
 plt.show()
 
 # %% [markdown]

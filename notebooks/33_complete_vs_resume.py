@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -153,7 +155,7 @@ print("\n".join(line for line in pstate.uart_text().splitlines() if line.startsw
 # %%
 rows = len(messages(pstate.trace, 0))
 fig, ax = plt.subplots(figsize=(14, 0.3 * rows + 2), layout="constrained")
-sequence(ax, pstate.trace, 0)
+sequence(ax, pstate.trace, 0, symbolize=pstate.symbolize)
 plt.show()
 
 # %% [markdown]
@@ -242,7 +244,7 @@ for d, c in first_round:
     ax_t.annotate(f"{call}\n→ <{limage.symbolize(c.resume_pc)}>", (c.vtime, cpus.index(d.cpu) - 0.05),
                   xytext=(8, 0), textcoords="offset points", va="center", fontsize=style.SMALL)
 ax_t.set_title("linux_client, the first watchdog round", fontsize=style.TITLE)
-sequence(ax_s, linux.trace, 1000, window=window)
+sequence(ax_s, linux.trace, 1000, window=window, symbolize=limage.symbolize)
 plt.show()
 
 # %% [markdown]

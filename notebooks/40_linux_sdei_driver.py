@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -67,7 +67,7 @@ from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SdeiComplete, SdeiDispatch, SmcccCall
 from sdeilab.trace.intervals import firmware_calls
-from sdeilab.viz import style, timeline
+from sdeilab.viz import figure_legend, style, timeline
 
 REPO = guests_dir().parent  # the repository: the notebook may run from anywhere
 EVENT = 5000  # the virt profile's normal hypervisor-originated event
@@ -246,6 +246,7 @@ for ax, window, title in ((axes[0], hotplug, f"both hotplug cycles of CPU {SPIN_
                           (axes[1], first_cycle, "the first cycle")):
     timeline(ax, trace, cpus=[0, SPIN_CPU], window=window)
     ax.set_title(f"Debian 6.1 on virt: {title}", fontsize=style.TITLE)
+figure_legend(fig)  # one legend for both panels
 plt.show()
 
 # %% [markdown]
@@ -286,6 +287,7 @@ for ax, window, title in ((axes[0], (first_handler - SETTLE, last_handler + SETT
                           (axes[1], (first_handler - 300, completes[0].vtime + 300), "the first one")):
     timeline(ax, trace, cpus=[0, SPIN_CPU], window=window)
     ax.set_title(f"sdei_watchdog on CPU {SPIN_CPU}, spinning with IRQs masked: {title}", fontsize=style.TITLE)
+figure_legend(fig)  # one legend for both panels
 plt.show()
 
 # %% [markdown]

@@ -10,13 +10,14 @@ and each handler run is an activation bar on its CPU's lifeline. The rows come f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.textpath import TextPath
 
 from sdeilab.firmware.sdei.table import TABLE, Action, EventState
 from sdeilab.trace.log import TraceLog
@@ -32,9 +33,12 @@ from sdeilab.trace.records import (
     SmcccCall,
 )
 from sdeilab.viz import style
+from sdeilab.viz.names import SDEI_RESULTS, result_name
 
 FIRMWARE = -1  # the firmware's lifeline, in Message.src / Message.dst
-RESULT_NAMES = {-1: "NOT_SUPPORTED", -2: "INVALID_PARAMETERS", -3: "DENIED", -5: "PENDING", -10: "OUT_OF_RESOURCE"}
+RESULT_NAMES = {code: name for code, name in SDEI_RESULTS.items() if code}
+Symbolize = Callable[[int], str]  # an address to "symbol+offset" (Session.symbolize, LoadedImage.symbolize)
+LABEL_GAP = 0.1  # a message's label starts this far right of its left lifeline: clear of an activation bar
 _STATES = {state.name.lower().replace("_", "-"): state for state in EventState}
 _STYLE = {  # kind: (colour, line style, line width)
     "call": (style.BLACK, "-", 1.6), "refused": (style.REFUSED, "--", 1.6), "dispatch": (style.BLUE, "-", 3.0),
@@ -55,9 +59,11 @@ class Message:
     kind: str  # a key of _STYLE
 
 
-def messages(log: TraceLog, event: int, window: tuple[int, int] | None = None) -> list[Message]:
+def messages(log: TraceLog, event: int, window: tuple[int, int] | None = None,
+             symbolize: Symbolize | None = None) -> list[Message]:
     """The rows of ``event``'s sequence diagram: its own facts, and around them (from its first fact
-    to its last) the CPU_ON/CPU_OFF, masking, signals and bound-interrupt assertions that shaped it."""
+    to its last) the CPU_ON/CPU_OFF, masking, signals and bound-interrupt assertions that shaped it.
+    Addresses are shown as ``<symbol+offset>`` when ``symbolize`` is given."""
     start, end = window if window is not None else (None, None)
     own = log.select(event=event, start=start, end=end)
     if not own:
@@ -67,10 +73,15 @@ def messages(log: TraceLog, event: int, window: tuple[int, int] | None = None) -
     stamps = [f.vtime for f in own]  # vtime is not monotonic in seq order: bound it both ways
     around = [f for f in log.select(PowerTransition, SdeiMask, SmcccCall, IrqAsserted, start=min(stamps),
                                     end=max(stamps) + 1) if first <= f.seq <= last]
-    return [m for f in sorted(own + around, key=lambda f: f.seq) for m in _rows(f, event, intids)]
+    return [m for f in sorted(own + around, key=lambda f: f.seq) for m in _rows(f, event, intids, symbolize)]
 
 
-def _rows(fact: Fact, event: int, intids: set[int]) -> list[Message]:
+def _address(address: int, symbolize: Symbolize | None) -> str:
+    name = symbolize(address) if symbolize is not None else ""
+    return f"<{name}>" if name else f"{address:#x}"
+
+
+def _rows(fact: Fact, event: int, intids: set[int], symbolize: Symbolize | None = None) -> list[Message]:
     def to_fw(text: str, kind: str = "call") -> list[Message]:
         return [Message(fact.seq, fact.vtime, fact.cpu, FIRMWARE, text, kind)]
 
@@ -83,11 +94,11 @@ def _rows(fact: Fact, event: int, intids: set[int]) -> list[Message]:
         return from_fw(f"dispatch {kind}handler ({fact.source}), depth {fact.depth}", "dispatch")
     if isinstance(fact, SdeiComplete):
         return (to_fw(f"{fact.action}: {fact.old} → {fact.new}")
-                + from_fw(f"{fact.how}: resume at {fact.resume_pc:#x}", "resume"))
+                + from_fw(f"{fact.how}: resume at {_address(fact.resume_pc, symbolize)}", "resume"))
     if isinstance(fact, SdeiTransition):
         if fact.action == "cpu-on-reset":
             return from_fw(f"CPU_ON reset: {fact.old} → {fact.new}", "reset")
-        result = RESULT_NAMES.get(fact.result, str(fact.result))
+        result = result_name(fact.result)
         if fact.old != fact.new:
             return to_fw(f"{fact.action}: {fact.old} → {fact.new}" + (f", returns {result}" if fact.result else ""))
         if fact.old not in _STATES:  # refused before the table: no such event, bad parameters, no dispatch
@@ -103,7 +114,8 @@ def _rows(fact: Fact, event: int, intids: set[int]) -> list[Message]:
             target = f", PE {fact.args[1]:#x}" if len(fact.args) > 1 else ""
             return to_fw(f"EVENT_SIGNAL({event}{target})")
         if fact.name.startswith("CPU_ON"):
-            return to_fw(f"{fact.name}(MPIDR {fact.args[0]:#x})" if fact.args else fact.name, "power")
+            return to_fw(f"{fact.name}(MPIDR {fact.args[0]:#x}, entry {_address(fact.args[1], symbolize)})"
+                         if len(fact.args) > 1 else fact.name, "power")
         return []
     if isinstance(fact, PowerTransition):
         if fact.cause == "cpu-on" and fact.old == "off":
@@ -129,15 +141,16 @@ def _accepted(state: str, action: str) -> bool:
 
 
 def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Sequence[int] | None = None,
-             window: tuple[int, int] | None = None) -> list[Artist]:
+             window: tuple[int, int] | None = None, symbolize: Symbolize | None = None) -> list[Artist]:
     """Draw ``event``'s sequence diagram on ``ax``; returns the artists drawn.
 
     ``trace`` is a TraceLog or the rows ``messages`` computed; ``cpus`` fixes the CPU lifelines
-    (default: every CPU that appears in a row); ``window`` keeps the facts in a vtime range.
-    Give the figure about 0.3 inch of height per row. Gids: "lifeline:CPU n", "lifeline:firmware",
-    "msg:KIND" per row (KIND: call, refused, dispatch, resume, power, mask, reset, note), "activation".
+    (default: every CPU that appears in a row); ``window`` keeps the facts in a vtime range;
+    ``symbolize`` names addresses. Give the figure about 0.3 inch of height per row. Gids:
+    "lifeline:CPU n", "lifeline:firmware", "msg:KIND" per row (KIND: call, refused, dispatch,
+    resume, power, mask, reset, note), "activation".
     """
-    rows = list(trace) if not isinstance(trace, TraceLog) else messages(trace, event, window)
+    rows = list(trace) if not isinstance(trace, TraceLog) else messages(trace, event, window, symbolize)
     shown = sorted({c for m in rows for c in (m.src, m.dst) if c != FIRMWARE}) if cpus is None else list(cpus)
     column = {cpu: i for i, cpu in enumerate(shown)}
     column[FIRMWARE] = len(shown)
@@ -165,8 +178,12 @@ def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Se
                                         "linewidth": width, "shrinkA": 0, "shrinkB": 0, "mutation_scale": 16})
         arrow.set_gid(f"msg:{m.kind}")
         artists.append(arrow)
-        artists.append(ax.text((x0 + x1) / 2, y - 0.12, m.text, ha="center", va="bottom", fontsize=style.SMALL - 1,
-                               color=colour))
+        # Left-aligned just past the left lifeline (and its activation bar), on white: a label
+        # centred between two lifelines ran over the handler's bar and became unreadable.
+        artists.append(ax.text(min(x0, x1) + LABEL_GAP, y - 0.12, m.text, ha="left", va="bottom",
+                               fontsize=style.SMALL - 1, color=colour, zorder=3,
+                               bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none",
+                                     "alpha": 0.85}))
         if m.kind == "dispatch":
             running.setdefault(m.dst, []).append(y)
         elif m.kind == "resume" and running.get(m.dst):
@@ -174,19 +191,45 @@ def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Se
             artists.append(ax.add_patch(Rectangle((column[m.dst] - 0.06, top), 0.12, y - top, facecolor=style.BLUE,
                                                   edgecolor=style.BLACK, zorder=1, gid="activation")))
 
-    ax.set_xlim(-0.7, len(shown) + 0.7)
+    ax.set_xlim(-0.7, _right_edge(ax, rows, column, len(shown) + 0.7))
     ax.set_ylim(height + 0.2, -2.4)
-    ax.set_yticks(range(len(rows)), labels=[_micro(m.vtime) for m in rows], fontsize=style.SMALL - 3)
+    # A row is labelled with its vtime where a new vtime first appears: rows are in the order
+    # the firmware saw the facts, and the vCPUs' clocks interleave, so vtime may step back.
+    stamps = [m.vtime for m in rows]
+    origin = style.vtime_origin(min(stamps, default=0), max(stamps, default=0))
+    texts = style.vtime_labels(stamps, origin) if stamps else []
+    first = {}
+    for i, stamp in enumerate(stamps):
+        first.setdefault(stamp, i)
+    ax.set_yticks(range(len(rows)), labels=[t if first[v] == i else "" for i, (v, t) in enumerate(zip(stamps, texts,
+                                                                                                       strict=True))],
+                  fontsize=style.SMALL - 2)
+    ax.tick_params(axis="y", length=0)
     ax.set_xticks([])
-    ax.set_ylabel("virtual time (one row per fact)", fontsize=style.FONT)
+    after = f" after {style.vtime_text(origin)}" if origin else ""
+    ax.set_ylabel(f"vtime{after} (rows in the order the firmware saw them)", fontsize=style.FONT - 2)
     ax.set_title(f"SDEI event {event}: its life across CPUs", fontsize=style.TITLE)
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     return artists
 
 
-def _micro(vtime: int) -> str:
-    return f"{vtime / 1000:,.3f} µs"
+def _right_edge(ax: Axes, rows: Sequence[Message], column: dict[int, int], least: float) -> float:
+    """The x limit that keeps every label inside the axes, from each label's width in points
+    (measured on its glyphs, no renderer needed) and the axes' width when the call is made."""
+    figure = ax.get_figure()
+    if figure is None or not rows:
+        return least
+    width_pt = ax.get_position().width * figure.get_figwidth() * 72 * 0.92  # less the y tick labels' room
+    widest = {m.text: TextPath((0, 0), m.text, size=style.SMALL - 1).get_extents().width for m in rows}
+    # Solve for the right limit r: left + gap + width / (pt per unit) <= r, with pt per unit = width_pt / (r + 0.7).
+    right = least
+    for m in rows:
+        start = min(column[m.src], column[m.dst]) + LABEL_GAP + 0.7
+        share = widest[m.text] / width_pt  # the label's share of the axes' width
+        if share < 0.95:
+            right = max(right, start / (1 - share) - 0.7 + 0.05)
+    return right
 
 
 def _line(xs: list[float], ys: list[float], colour: str, linestyle: str, width: float, gid: str) -> Line2D:

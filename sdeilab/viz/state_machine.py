@@ -24,10 +24,11 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path
 from matplotlib.text import Text
 
-from sdeilab.firmware.sdei.table import DENIED, LABELS, PENDING, TABLE, Action, EventState
+from sdeilab.firmware.sdei.table import DENIED, LABELS, TABLE, Action, EventState
 from sdeilab.trace.log import TraceLog
 from sdeilab.trace.records import SdeiTransition
 from sdeilab.viz import style
+from sdeilab.viz.names import SDEI_RESULTS
 
 S = EventState
 POSITIONS: dict[EventState, tuple[float, float]] = {
@@ -38,8 +39,7 @@ BOX = (4.8, 2.4)  # a state's box, width and height
 BEND = 0.1  # how far an arrow bows to its left, as a fraction of its length (two directions: two sides)
 BENDS = {(S.ENABLED, S.UNREGISTERED): -0.22,  # over the top, clear of REGISTERED
          (S.ENABLED_RUNNING, S.UNREGISTER_PENDING): 0.22}  # under the bottom, clear of REGISTERED_RUNNING
-RESULT_NAMES = {DENIED: "DENIED", PENDING: "PENDING", -1: "NOT_SUPPORTED", -2: "INVALID_PARAMETERS",
-                -10: "OUT_OF_RESOURCE"}
+RESULT_NAMES = {code: name for code, name in SDEI_RESULTS.items() if code}  # the refusals, by name
 _BY_LABEL = {label: state for state, label in LABELS.items()}
 TIMES = "\u00d7"  # the multiplication sign: "enable" TIMES "3" reads "taken three times"
 
@@ -106,8 +106,9 @@ class _Look:
             if tally is not None:
                 taken = sorted((a, r, n) for (s, a, r), n in tally.refused.items() if s == label)
                 if taken:
+                    # Two to a line: three ran past the box into the arrows' labels beside it.
                     lines = _wrap([f"{a} {TIMES}{n}" + (f" ({RESULT_NAMES.get(r, r)})" if r != DENIED else "")
-                                   for a, r, n in taken], 3)
+                                   for a, r, n in taken], 2)
                     refused[label] = "✗ " + "\n   ".join(lines)
         edges = {}
         for (src, dst), actions in EDGES.items():

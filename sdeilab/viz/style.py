@@ -8,8 +8,11 @@ changes matplotlib's global ``rcParams``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from matplotlib.axes import Axes
-from matplotlib.ticker import EngFormatter, FuncFormatter
+from matplotlib.ticker import Formatter
 
 BLACK = "#000000"
 ORANGE = "#E69F00"
@@ -47,8 +50,74 @@ def layer_colour(layer: str) -> str:
 
 
 def vtime_axis(ax: Axes, label: str = "virtual time") -> None:
-    """Label the x axis in seconds of virtual time (vtime counts nanoseconds: 1 instruction = 1 ns)."""
-    seconds = EngFormatter(unit="s", sep=" ")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda ns, _pos: seconds(ns * 1e-9) if ns else "0"))
+    """Label the x axis in virtual time (vtime counts nanoseconds: 1 instruction = 1 ns).
+
+    A window far from zero (the microseconds of a hotplug cycle a second into a boot) is
+    labelled from a round origin, named in the axis label ("+200 ns", "+400 ns" after 2.1638 ms)
+    instead of repeating its leading digits ("2.1639 ms", "2.164 ms", "2.1641 ms").
+    """
+    ax.xaxis.set_major_formatter(VtimeFormatter(label))
     ax.set_xlabel(label, fontsize=FONT)
     ax.tick_params(axis="both", labelsize=FONT)
+
+
+UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "µs"), (1.0, "ns"))
+
+
+def unit_for(magnitude: float) -> tuple[float, str]:
+    """The largest of s, ms, µs, ns in which ``magnitude`` nanoseconds is at least 1."""
+    return next(((scale, name) for scale, name in UNITS if magnitude >= scale), UNITS[-1])
+
+
+def vtime_text(ns: float, unit: tuple[float, str] | None = None, decimals: int | None = None) -> str:
+    """``ns`` nanoseconds in ``unit`` (default: the one that fits it), with as few decimals as it needs."""
+    scale, name = unit or unit_for(abs(ns))
+    value = ns / scale
+    if decimals is None:
+        decimals = next((d for d in range(7) if abs(round(value, d) - value) < 1e-9 * max(1.0, abs(value))), 6)
+    return f"{value:,.{decimals}f} {name}".replace(",", "\u2009")  # a thin space groups the thousands
+
+
+def vtime_labels(values: Sequence[float], origin: float = 0.0) -> list[str]:
+    """Labels for ticks at ``values`` (ns), relative to ``origin``: one unit for all, as few decimals
+    as keep them exact and distinct; "+" before each when they count from a non-zero origin."""
+    offsets = [float(v) - origin for v in values]
+    unit = unit_for(max((abs(o) for o in offsets), default=0.0))
+    decimals = 0
+    for decimals in range(7):
+        exact = all(abs(round(o / unit[0], decimals) - o / unit[0]) < 1e-9 * max(1.0, abs(o / unit[0]))
+                    for o in offsets)
+        if exact:
+            break
+    sign = "+" if origin else ""
+    return ["0" if o == 0 and not origin else (sign if o >= 0 else "") + vtime_text(o, unit, decimals) for o in offsets]
+
+
+def vtime_origin(lo: float, hi: float) -> float:
+    """0, or a round vtime just below ``lo`` when the window [lo, hi] is narrow for its distance from 0."""
+    span = hi - lo
+    if lo <= 0 or span <= 0 or span * 20 > lo:
+        return 0.0
+    step = 10.0 ** math.floor(math.log10(span))
+    return math.floor(lo / step) * step
+
+
+class VtimeFormatter(Formatter):
+    """Tick labels for a vtime axis; from a round origin when the view is narrow and far from 0.
+
+    The origin follows the view (a zoom in an interactive figure moves it) and goes into the
+    axis label, "virtual time after 1.0005 s", so each tick label stays short and distinct.
+    """
+
+    def __init__(self, label: str = "virtual time") -> None:
+        self.label = label
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return self.format_ticks([x])[0]
+
+    def format_ticks(self, values: Sequence[float]) -> list[str]:
+        lo, hi = sorted(self.axis.get_view_interval()) if self.axis is not None else (0.0, 0.0)
+        origin = vtime_origin(lo, hi)
+        if self.axis is not None:
+            self.axis.set_label_text(f"{self.label} after {vtime_text(origin)}" if origin else self.label)
+        return vtime_labels(list(values), origin)

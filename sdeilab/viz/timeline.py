@@ -16,9 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.backend_bases import RendererBase
 from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure, SubFigure
+from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
 
 from sdeilab.trace.intervals import (
     HandlerInterval,
@@ -230,6 +235,7 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
         legend.append(Line2D([], [], linestyle="none", marker=marker, markersize=11, markeredgewidth=1.6,
                              color=colour, label=name))
 
+    labels: list[Annotation] = []
     for marks, marker, colour, gid, name in ((data.cpu_on, "^", style.GREEN, "cpu-on", "CPU_ON"),
                                              (data.cpu_off, "v", style.BLACK, "cpu-off", "CPU_OFF")):
         seen = [(cpu, t) for cpu, t in marks if cpu in row and lo <= t <= hi]
@@ -242,9 +248,14 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
                                  markeredgecolor=style.BLACK, label=name))
         if len(seen) <= MAX_LABELLED_MARKS:
             for cpu, t in seen:
-                artists.append(ax.annotate(name, (t, row[cpu] + POWER_MARK_ROW), xytext=(9, 0),
-                                           textcoords="offset points", va="center", fontsize=style.SMALL,
-                                           fontweight="bold", zorder=7, annotation_clip=True))
+                label = ax.annotate(name, (t, row[cpu] + POWER_MARK_ROW), xytext=(9, 0),
+                                    textcoords="offset points", va="center", fontsize=style.SMALL,
+                                    fontweight="bold", zorder=7, annotation_clip=True)
+                label.set_in_layout(False)  # placed inside the axes at draw time: no room to reserve
+                labels.append(label)
+                artists.append(label)
+    if labels:
+        artists.append(ax.add_artist(_Declutter(labels)))
 
     ax.set_xlim(lo, hi)
     ax.set_ylim(len(lanes) - 0.5, -0.5)  # CPU 0 on top
@@ -258,3 +269,79 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
         key.set_gid("legend")
         artists.append(key)
     return artists
+
+
+class _Declutter(Artist):
+    """Places the CPU_ON / CPU_OFF labels at draw time, when their sizes in pixels are known.
+
+    A label that would run past the axes' right edge (into the legend) goes to the left of its
+    mark; a label that would print over one already placed (CPU_ON and CPU_OFF of a short life,
+    "CPU_ONF") is not drawn, and the placed one names both marks ("CPU_ON, CPU_OFF"). Drawn just
+    before the labels (zorder), so a zoom in an interactive figure places them again.
+    """
+
+    def __init__(self, labels: list[Annotation]) -> None:
+        super().__init__()
+        self.labels = labels
+        self.names = [label.get_text() for label in labels]
+        self.set_zorder(min(label.get_zorder() for label in labels) - 0.01)
+        self.set_in_layout(False)
+
+    def draw(self, renderer: RendererBase) -> None:
+        ax = self.axes
+        if ax is None:
+            return
+        frame = ax.get_window_extent(renderer)
+        placed: list[tuple[Annotation, list[str]]] = []
+        for label, name in sorted(zip(self.labels, self.names, strict=True), key=lambda ln: ln[0].xy[0]):
+            label.set_text(name)
+            label.set_visible(True)
+            self._place(label, frame, renderer, right=True)
+            box = label.get_window_extent(renderer)
+            clash = next((p for p in placed if _overlap(box, p[0].get_window_extent(renderer))), None)
+            if clash is not None:
+                label.set_visible(False)
+                if name not in clash[1]:
+                    clash[1].append(name)
+                    clash[0].set_text(", ".join(clash[1]))
+                    self._place(clash[0], frame, renderer, right=clash[0].get_ha() == "left")
+                continue
+            placed.append((label, [name]))
+        self.stale = False
+
+    @staticmethod
+    def _place(label: Annotation, frame: Bbox, renderer: RendererBase, right: bool) -> None:
+        label.set_position((9, 0) if right else (-9, 0))
+        label.set_ha("left" if right else "right")
+        if right and label.get_window_extent(renderer).x1 > frame.x1:
+            _Declutter._place(label, frame, renderer, right=False)
+
+
+def _overlap(a: Bbox, b: Bbox) -> bool:
+    return min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0)
+
+
+def figure_legend(fig: Figure | SubFigure) -> Legend | None:
+    """One legend for a figure of several timelines: each axes' legend goes, their entries are
+    merged (each label once, in order of first appearance) into one legend at the figure's right.
+
+    Call it after the last ``timeline`` of the figure. A figure with constrained layout keeps
+    room for it outside the axes; otherwise it goes in the upper right corner.
+    """
+    handles: dict[str, Artist] = {}
+    for ax in fig.get_axes():
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+            if handle is not None:
+                handles.setdefault(text.get_text(), handle)
+        legend.remove()
+    if not handles:
+        return None
+    constrained = fig.get_layout_engine() is not None and type(fig.get_layout_engine()).__name__ == \
+        "ConstrainedLayoutEngine"
+    legend = fig.legend(list(handles.values()), list(handles), loc="outside right upper" if constrained
+                        else "upper right", fontsize=style.SMALL, frameon=False)
+    legend.set_gid("legend")
+    return legend

@@ -1,0 +1,35 @@
+"""Return codes by name, from the constants the firmware answers with: a picture says PENDING, not -5.
+
+SDEI (DEN0054 table 5.2) and PSCI (DEN0022 section 5.2.2) share SMCCC's SUCCESS (0) and
+NOT_SUPPORTED (-1), and INVALID_PARAMETERS (-2) and DENIED (-3); from -4 on they differ
+(PSCI's -5 is ON_PENDING, SDEI's is PENDING), so a code is named in its service's table.
+"""
+
+from __future__ import annotations
+
+from sdeilab.firmware import psci
+from sdeilab.firmware.sdei import table
+from sdeilab.firmware.smccc import NOT_SUPPORTED, SUCCESS
+
+SDEI_RESULTS: dict[int, str] = {
+    SUCCESS: "SUCCESS", NOT_SUPPORTED: "NOT_SUPPORTED", table.INVALID_PARAMETERS: "INVALID_PARAMETERS",
+    table.DENIED: "DENIED", table.PENDING: "PENDING", table.OUT_OF_RESOURCE: "OUT_OF_RESOURCE",
+}
+PSCI_RESULTS: dict[int, str] = {
+    SUCCESS: "SUCCESS", NOT_SUPPORTED: "NOT_SUPPORTED", psci.INVALID_PARAMETERS: "INVALID_PARAMETERS",
+    psci.DENIED: "DENIED", psci.ALREADY_ON: "ALREADY_ON", psci.ON_PENDING: "ON_PENDING",
+    psci.INTERNAL_FAILURE: "INTERNAL_FAILURE", psci.NOT_PRESENT: "NOT_PRESENT", psci.DISABLED: "DISABLED",
+    psci.INVALID_ADDRESS: "INVALID_ADDRESS",
+}
+AFFINITY_STATES: dict[int, str] = {psci.AFFINITY_ON: "ON", psci.AFFINITY_OFF: "OFF",
+                                   psci.AFFINITY_ON_PENDING: "ON_PENDING"}
+
+
+def result_name(code: int, call: str = "SDEI") -> str:
+    """``code`` by name for a call named ``call`` (SDEI_..., or a PSCI call); the number if unnamed."""
+    if code >= 1 << 63:  # x0 read as unsigned: the negative codes are two's complement
+        code -= 1 << 64
+    if call.startswith("AFFINITY_INFO") and code >= 0:
+        return AFFINITY_STATES.get(code, str(code))
+    names = SDEI_RESULTS if call.startswith("SDEI") else PSCI_RESULTS
+    return names.get(code, str(code))
