@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -28,9 +30,17 @@
 from collections import Counter
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+from IPython.display import display
+
 from sdeilab.firmware.platform import make_platform
 from sdeilab.toolchain import guests_dir
-from sdeilab.trace import PowerTransition, SmcccCall, SmcccReturn
+from sdeilab.trace import PowerTransition, SmcccReturn
+from sdeilab.trace.export import write_trace
+from sdeilab.trace.intervals import firmware_calls
+from sdeilab.viz import figure_legend, style, timeline
+from sdeilab.viz.panels import call_ladder, call_text, ladder_labels, ladder_rows, result_text
+from sdeilab.viz.tables import Table
 
 platform = make_platform(cpus=4, profile="virt")
 platform.load(guests_dir() / "smp_boot.elf")
@@ -45,19 +55,41 @@ print(outcome.reason.value, "after", f"{outcome.instructions:,}", "instructions"
 print(platform.machine.uart_output.decode())
 
 # %% [markdown]
+# ## The run, drawn
+#
+# Above, one lane per CPU over the whole run: the power state (grey off, green on), the hatched
+# band while the PE is SDEI-masked (every PE comes out of reset masked, and this guest never
+# unmasks), a tick per firmware call coloured by the layer that answered, and the CPU_ON and
+# CPU_OFF marks. Each secondary lives under half a microsecond, every 100 µs: its CPU_ON and
+# CPU_OFF share one mark. Below, the same run call by call, as a ladder: one row per call in the
+# order the firmware saw them, with its arguments (the entry point by name), its result by name
+# and, in brackets, the layer that answered; the green rows are the firmware powering a CPU up.
+# The fourth `CPU_ON` asks for MPIDR 0x4, a CPU this 4-CPU machine does not have: refused with
+# `INVALID_PARAMETERS` (PSCI, DEN0022 5.6), the guest's cue to stop.
+
+# %%
+trace = platform.machine.trace
+symbolize = platform.machine.image.symbolize
+rows = len(ladder_rows(trace, symbolize=symbolize))
+fig, (ax_run, ax_calls) = plt.subplots(2, 1, figsize=(15, 6 + 0.32 * rows), height_ratios=(4, 0.32 * rows + 2),
+                                       layout="constrained")
+timeline(ax_run, trace)
+ax_run.set_title("smp_boot on virt: four CPUs over the whole run", fontsize=style.TITLE)
+call_ladder(ax_calls, trace, symbolize=symbolize, title="the same run, call by call")
+figure_legend(fig)
+plt.show()
+
+# %% [markdown]
 # ## Every firmware call, with the layer that answered it
 #
 # Each call is a pair of facts: `SmcccCall` (function ID and arguments) and `SmcccReturn`
 # (results and the layer: on `virt` that is `kvm`, the host kernel). `CPU_OFF` never returns.
 
 # %%
-trace = platform.machine.trace
-returns = {}
-for fact in trace.of_kind(SmcccCall, SmcccReturn):
-    if isinstance(fact, SmcccCall):
-        print(f"{fact.vtime:>9} ns  CPU {fact.cpu}  {fact.name:<18} {', '.join(hex(a) for a in fact.args)}")
-    else:
-        print(f"{fact.vtime:>9} ns  CPU {fact.cpu}    -> {fact.results[0]:#x}  (answered by {fact.layer})")
+display(Table(["vtime", "CPU", "call", "result", "answered by"],
+              [(f"{c.start:,} ns", c.cpu, call_text(c.label, c.args, symbolize),
+                result_text(c.label, c.results[0]) if c.returned else "(no return)", c.layer or "-")
+               for c in sorted(firmware_calls(trace), key=lambda c: c.start)]))
 
 # %% [markdown]
 # ## Power states per CPU
@@ -68,9 +100,8 @@ for fact in trace.of_kind(SmcccCall, SmcccReturn):
 # `guests/QEMU-DEVIATIONS.md`).
 
 # %%
-for cpu in range(4):
-    steps = [(f.vtime, f.new) for f in trace.of_kind(PowerTransition, cpu=cpu)]
-    print(f"CPU {cpu}: " + "  ".join(f"{state}@{vtime}" for vtime, state in steps))
+display(Table(["CPU", "vtime", "from", "to", "cause"],
+              [(f.cpu, f"{f.vtime:,} ns", f.old, f.new, f.cause) for f in trace.of_kind(PowerTransition)]))
 
 # %% [markdown]
 # ## Open the trace in Perfetto
@@ -79,18 +110,27 @@ for cpu in range(4):
 # one track per CPU with every call and power state. (`sdeilab run --trace` does the same.)
 
 # %%
-from sdeilab.trace.export import write_trace
-
 write_trace(trace, Path("tour.trace.json"))
-print(Counter(type(f).__name__ for f in trace))
+display(Table(["fact kind", "count"], Counter(type(f).__name__ for f in trace).most_common()))
 
 # %% [markdown]
 # ## Check yourself
 #
 # Every secondary was started by a successful `CPU_ON`, went through `on-pending`, ran, and
-# turned itself off; the guest ended with `SYSTEM_OFF`.
+# turned itself off; the guest ended with `SYSTEM_OFF`. The figure says so too: its ladder names
+# three successful `CPU_ON`s at `<secondary_entry>`, each followed by its CPU powering on, the
+# refused fourth, and `SYSTEM_OFF` last; its timeline marks three CPU_ONs, one per secondary.
 
 # %%
+labels = ladder_labels(ax_calls)
+for n in (1, 2, 3):
+    on = f"CPU_ON64(MPIDR {n:#x}, <secondary_entry>, ctx {0x1000 + n:#x}) → SUCCESS [kvm]"
+    assert labels[labels.index(on) + 1] == f"CPU {n} powered on (on-pending)", labels
+assert "CPU_ON64(MPIDR 0x4, <secondary_entry>, ctx 0x1004) → INVALID_PARAMETERS [kvm]" in labels
+assert labels[-1] == "SYSTEM_OFF: no return"
+(cpu_on_marks,) = [a for a in ax_run.lines if a.get_gid() == "cpu-on"]
+assert sorted(round(y) for y in cpu_on_marks.get_ydata()) == [1, 2, 3]  # lanes of CPUs 1, 2, 3
+
 cpu_on_results = [f.results[0] for f in trace.of_kind(SmcccReturn) if f.name == "CPU_ON64"]
 assert cpu_on_results[:3] == [0, 0, 0], cpu_on_results
 for cpu in (1, 2, 3):

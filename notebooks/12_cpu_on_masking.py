@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -32,6 +34,9 @@
 # `cpu_on_keeps_pe_state`, which makes an in-kernel SDEI behave as if it missed CPU_ON.
 
 # %%
+import matplotlib.pyplot as plt
+from IPython.display import display
+
 from sdeilab.firmware.compare import run_on
 from sdeilab.firmware.platform import make_platform
 from sdeilab.firmware.profiles import POWER_EVENT_PATHS, PROFILES
@@ -39,6 +44,9 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import PowerTransition, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition, TraceLog
+from sdeilab.viz import figure_legend
+from sdeilab.viz.panels import address_text, cpu_on_panel, fact_text, marks
+from sdeilab.viz.tables import Table
 
 GUEST = guests_dir() / "sdei" / "cpu_on_masking.elf"
 
@@ -72,23 +80,57 @@ for label, verdict in (("kvm-vmm-sdei", hazard.verdict), ("kvm-vmm-psci-sdei", f
 print(hazard.output)
 
 # %% [markdown]
-# ## 2. What the trace shows
+# ## 2. The hazard and the fix, side by side
 #
-# The facts of CPU 1, from the second `CPU_ON` on. CPU 1 turns `on` and, at that same virtual
-# time, `SdeiDispatch` enters the handler registered in life 1, interrupting `secondary_entry`.
-# There is no `SdeiMask` with cause `cpu-on` anywhere in the run: the VMM's SDEI was never told.
+# CPU 1's second `CPU_ON` on both profiles, on the same time axis (CPU 0 above, CPU 1 below;
+# the hatched band is "SDEI-masked", the blue bar a handler running). On `kvm-vmm-sdei` (top)
+# CPU 1 turns on with **no** hatched band: nothing masked it, because the VMM's SDEI never heard
+# of the `CPU_ON` (there is no `SdeiMask` with cause `cpu-on` anywhere in the run), and at that
+# very instant the signal CPU 0 sent is dispatched to life 1's `stale_handler`, interrupting
+# `secondary_entry`. On `kvm-vmm-psci-sdei` (bottom) the same `CPU_ON` passes through the VMM:
+# CPU 1 comes out masked, its private event 0 is reset, and no handler runs. In the top panel
+# CPU 1's band starts only at its own `PE_MASK`, just before `CPU_OFF`.
 
 # %%
 ons = [f for f in hazard.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"]
 second_on = ons[1]
-kinds = (PowerTransition, SdeiTransition, SdeiDispatch, SdeiComplete, SdeiMask)
-for fact in hazard.trace.of_kind(*kinds, cpu=1):
-    if fact.vtime >= second_on.vtime - 100:
-        print(fact)
 (dispatch,) = hazard.trace.of_kind(SdeiDispatch, cpu=1)
 image = hazard.platform.machine.image
-print(f"\nhandler: <{image.symbolize(dispatch.handler)}>, interrupted PC: <{image.symbolize(dispatch.interrupted_pc)}>")
-print("SdeiMask facts of CPU 1:", [(m.vtime, m.masked, m.cause) for m in hazard.trace.of_kind(SdeiMask, cpu=1)])
+
+
+def second_life(run) -> tuple[int, int]:
+    """From CPU 1's second CPU_ON (its off -> on-pending) to its second CPU_OFF."""
+    facts = list(run.trace.of_kind(PowerTransition, cpu=1))
+    return ([f.vtime for f in facts if f.old == "off"][1], [f.vtime for f in facts if f.new == "off"][1])
+
+
+window = (min(second_life(run)[0] for run in (hazard, fixed)) - 60,
+          max(second_life(run)[1] for run in (hazard, fixed)) + 60)
+fig, (ax_hazard, ax_fixed) = plt.subplots(2, 1, figsize=(15, 8.5), sharex=True, layout="constrained")
+found = {}
+for ax, run, what in ((ax_hazard, hazard, "the hazard"), (ax_fixed, fixed, "the fix")):
+    found[run.profile.name] = cpu_on_panel(ax, run.trace, 1, window, cpus=[0, 1], symbolize=image.symbolize,
+                                           title=f"{what}: {run.profile.name}, CPU 1's second CPU_ON")
+ax_hazard.xaxis.label.set_visible(False)  # one time axis for both, under the lower panel
+figure_legend(fig)
+plt.show()
+
+# %% [markdown]
+# The facts behind the top panel, CPU 1's from its second `CPU_ON` on:
+
+# %%
+kinds = (PowerTransition, SdeiTransition, SdeiDispatch, SdeiComplete, SdeiMask)
+
+
+def facts_table(run, since: int) -> Table:
+    return Table(["vtime", "fact", "what"], [(f"{f.vtime:,} ns", type(f).__name__, fact_text(f, image.symbolize))
+                                             for f in run.trace.of_kind(*kinds, cpu=1) if f.vtime >= since - 100])
+
+
+display(facts_table(hazard, second_on.vtime))
+print(f"handler {address_text(dispatch.handler, image.symbolize)}, interrupted PC "
+      f"{address_text(dispatch.interrupted_pc, image.symbolize)}; SdeiMask facts of CPU 1: "
+      f"{[(m.vtime, 'masked' if m.masked else 'unmasked', m.cause) for m in hazard.trace.of_kind(SdeiMask, cpu=1)]}")
 
 # %% [markdown]
 # ## 3. Why: who hears of CPU_ON
@@ -120,9 +162,7 @@ for name in ("kvm-vmm-sdei", "kvm-vmm-psci-sdei", "virt"):
 # %%
 print(fixed.output)
 f_second_on = [f for f in fixed.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"][1]
-for fact in fixed.trace.of_kind(*kinds, cpu=1):
-    if fact.vtime >= f_second_on.vtime - 100:
-        print(fact)
+display(facts_table(fixed, f_second_on.vtime))
 for run in (hazard, fixed):
     layers = sorted(layer for (call, layer) in run.summary.by_name if call == "CPU_ON64")
     print(f"{run.profile.name}: CPU_ON answered by {layers}, {run.summary.exits} exits in all")
@@ -147,9 +187,22 @@ print(f"virt with quirk:  dispatch at {q_dispatch.vtime} ns, "
 #
 # On `kvm-vmm-sdei` the stale handler was entered at `secondary_entry` at the vtime of CPU 1's
 # second power-on, with no `cpu-on` mask anywhere; on `kvm-vmm-psci-sdei` and `virt` no handler
-# ran and CPU 1 was masked by `CPU_ON` at that vtime; the quirk reproduces the failure.
+# ran and CPU 1 was masked by `CPU_ON` at that vtime; the quirk reproduces the failure. The
+# figure shows it: its hazard panel marks a dispatch at `<secondary_entry>` and a missing
+# `cpu-on` mask, its fix panel a `cpu-on` mask and no dispatch, and only the fix panel has a
+# masked band on CPU 1 from the instant it turned on.
 
 # %%
+hazard_marks, fixed_marks = marks(ax_hazard), marks(ax_fixed)
+assert "<secondary_entry>" in hazard_marks["mark:stale-dispatch"]
+assert "<stale_handler>" in hazard_marks["mark:stale-dispatch"]
+assert "mark:no-cpu-on-mask" in hazard_marks and "mark:cpu-on-mask" not in hazard_marks
+assert "mark:cpu-on-mask" in fixed_marks and "mark:stale-dispatch" not in fixed_marks
+for ax, masked_from_on in ((ax_hazard, False), (ax_fixed, True)):
+    (band,) = [c for c in ax.collections if c.get_gid() == "masked"]
+    starts = {(round(p.vertices[:, 1].mean()), p.vertices[:, 0].min()) for p in band.get_paths()}
+    assert ((1, second_on.vtime) in starts) is masked_from_on, (ax.get_title(), starts)
+
 assert hazard.outcome.reason is StopReason.SYSTEM_OFF and hazard.verdict == "FAIL"
 assert len(ons) == 2 and dispatch.vtime == second_on.vtime
 assert dispatch.interrupted_pc == symbols["secondary_entry"] and dispatch.handler == symbols["stale_handler"]

@@ -65,6 +65,7 @@ from sdeilab.toolchain import guests_dir
 from sdeilab.trace import ExceptionTaken, SdeiComplete, SdeiDispatch, SdeiTransition
 from sdeilab.trace.intervals import handler_intervals
 from sdeilab.viz import sequence, style, timeline
+from sdeilab.viz.panels import address_text, marks, pstate_hex, state_columns
 from sdeilab.viz.sequence import messages
 
 DAIF = 0b1111 << 6  # PSTATE/SPSR bits 9:6 (Arm ARM C5.2.18)
@@ -139,6 +140,32 @@ for dispatch, at_entry, complete, after in tftf:
     print(f"  right after:   {describe(after, pstate.symbolize)}")
 print()
 print("\n".join(line for line in pstate.uart_text().splitlines() if line.startswith("  after")))
+
+# %% [markdown]
+# The same registers as a picture: for each run, the state when the event interrupted the guest
+# and right after the handler's last call. A shaded cell differs from the one on its left; a
+# blue arrow shows where a value went.
+
+# %%
+ROWS = ("PC", "PSTATE", "ELR_EL1", "SPSR_EL1")
+
+
+def cells(pc: int, pstate_value: int, elr: int, spsr: int) -> dict[str, str]:
+    return {"PC": address_text(pc, pstate.symbolize), "PSTATE": pstate_hex(pstate_value),
+            "ELR_EL1": address_text(elr, pstate.symbolize), "SPSR_EL1": pstate_hex(spsr)}
+
+
+WHAT = {"complete": "SDEI_EVENT_COMPLETE: back as if nothing had happened",
+        "complete-and-resume": "SDEI_EVENT_COMPLETE_AND_RESUME: an exception frame, DAIF all set"}
+fig, state_axes = plt.subplots(2, 1, figsize=(13, 7.4), layout="constrained")
+for ax, (dispatch, at_entry, complete, after) in zip(state_axes, tftf, strict=True):
+    call = "COMPLETE" if complete.how == "complete" else "COMPLETE_AND_RESUME"
+    before = cells(dispatch.interrupted_pc, dispatch.interrupted_pstate, at_entry["ELR_EL1"], at_entry["SPSR_EL1"])
+    now = cells(after["PC"], after["PSTATE"], after["ELR_EL1"], after["SPSR_EL1"])
+    state_columns(ax, ROWS, [("interrupted", before), (f"after {call}", now)],
+                  moves=[("PC", "ELR_EL1"), ("PSTATE", "SPSR_EL1")] if complete.how != "complete" else (),
+                  title=WHAT[complete.how])
+plt.show()
 
 # %% [markdown]
 # After `COMPLETE` the CPU is back in the interrupted PSTATE (D and I masked, as the guest had
@@ -258,9 +285,23 @@ plt.show()
 # anything else `COMPLETE_AND_RESUME` to `VBAR_EL1 + 0x280`, both kinds occurring; CPU 1 after
 # its resume was in the same state as `timer_irq` at a real IRQ vector, and its `ERET` went back
 # to the interrupted PC and PSTATE; the guest's IRQ vector counts equal its resumes, with no
-# IRQ exception in the run.
+# IRQ exception in the run. The register figure of section 1 shows it: nothing shaded after
+# `COMPLETE`; after `COMPLETE_AND_RESUME` the shaded PSTATE with DAIF set, `ELR_EL1` naming the
+# interrupted `<sdei_signal_probe_return>` and `SPSR_EL1` the interrupted PSTATE, arrows from both.
 
 # %%
+shown_complete, shown_resume = marks(state_axes[0]), marks(state_axes[1])
+assert shown_complete["cell:after COMPLETE:PC"] == shown_complete["cell:interrupted:PC"] \
+    == "<sdei_signal_probe_return>"
+assert all(shown_complete[f"cell:after COMPLETE:{r}"] == shown_complete[f"cell:interrupted:{r}"] for r in ROWS)
+assert shown_resume["cell:after COMPLETE_AND_RESUME:ELR_EL1"] == "<sdei_signal_probe_return>"
+assert shown_resume["cell:after COMPLETE_AND_RESUME:SPSR_EL1"] == shown_resume["cell:interrupted:PSTATE"]
+assert shown_resume["cell:after COMPLETE_AND_RESUME:PSTATE"].endswith("DAIF)")
+assert "DAIF)" not in shown_resume["cell:interrupted:PSTATE"]
+assert {a.get_gid() for a in state_axes[1].patches if (a.get_gid() or "").startswith("move:")} == {
+    "move:PC:ELR_EL1", "move:PSTATE:SPSR_EL1"}
+assert not [a for a in state_axes[0].patches if (a.get_gid() or "").startswith("move:")]
+
 assert pstate_end.reason == linux_end.reason == irq_end.reason == StopReason.SYSTEM_OFF.value
 assert pstate.uart_text().splitlines()[-1] == "tftf_pstate: PASS"
 assert linux.uart_text().splitlines()[-1] == "linux_client: PASS"

@@ -65,9 +65,10 @@ from sdeilab.linux.watchdog import MODULE, run_watchdog
 from sdeilab.machine.memmap import cpu_affinity
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
-from sdeilab.trace import SdeiComplete, SdeiDispatch, SmcccCall
+from sdeilab.trace import PowerTransition, SdeiComplete, SdeiDispatch, SdeiMask, SmcccCall
 from sdeilab.trace.intervals import firmware_calls
 from sdeilab.viz import figure_legend, style, timeline
+from sdeilab.viz.panels import call_ladder, ladder_labels, ladder_rows
 
 REPO = guests_dir().parent  # the repository: the notebook may run from anywhere
 EVENT = 5000  # the virt profile's normal hypervisor-originated event
@@ -250,6 +251,27 @@ figure_legend(fig)  # one legend for both panels
 plt.show()
 
 # %% [markdown]
+# The first cycle as a ladder, one row per step in the order the firmware saw them (the rows are
+# microseconds apart; their time is on the left): CPU 1's calls with their results by name and
+# the layer that answered, CPU 0's `CPU_ON`, and the firmware powering CPU 1 on. No mask row
+# follows it: CPU 1 is still masked by its own `PE_MASK`, so the mask `CPU_ON` applies (reference
+# section 3.1) changes nothing and leaves no fact. Linux masked before `CPU_OFF` and unmasks only
+# after re-registering and re-enabling event 5000.
+
+# %%
+first = cycles[0]
+seqs = (first[0].seq, first[-1].seq)
+stamps = [step.vtime for step in first]
+around = [f for f in trace.select(PowerTransition, SdeiMask, start=min(stamps), end=max(stamps) + 1)
+          if seqs[0] <= f.seq <= seqs[1] and f.cpu == SPIN_CPU]
+cycle_facts = [by_seq[step.seq] for step in first] + around
+rows = len(ladder_rows(trace, cycle_facts, cpus=[0, SPIN_CPU]))
+fig, ax_ladder = plt.subplots(figsize=(13, 0.32 * rows + 2), layout="constrained")
+call_ladder(ax_ladder, trace, cycle_facts, cpus=[0, SPIN_CPU], title=f"Debian 6.1 on virt: CPU {SPIN_CPU}'s first "
+            "hotplug cycle, call by call")
+plt.show()
+
+# %% [markdown]
 # ## 6. The watchdog: event 5000 dispatched where IRQs were masked
 #
 # Each dispatch of event 5000, with the PC it interrupted symbolized against the range the
@@ -318,6 +340,16 @@ assert [[s.label for s in c] for c in cycles] == [cycle] * CYCLES, cycles
 answers = {s.label: result(by_seq[s.seq]) for c in cycles for s in c if "CPU_OFF" not in s.label}
 # CPU_OFF never returns; PE_MASK answers 1, "this call masked an unmasked PE" (TF-A, reference 1.1).
 assert answers == {label: "1" if "PE_MASK" in label else "0" for label in answers}, answers
+# The ladder shows the first cycle's calls in that order, each answered as above, and CPU 1
+# powered on right after CPU 0's CPU_ON.
+shown = ladder_labels(ax_ladder)
+shown_calls = [label for label in shown if label.startswith(("SDEI_", "CPU_"))]
+assert [label.split("(")[0].split(":")[0].split(" ")[0] for label in shown_calls] == [
+    "SDEI_EVENT_UNREGISTER", "SDEI_PE_MASK", "CPU_OFF", "CPU_ON64", "SDEI_EVENT_REGISTER", "SDEI_EVENT_ENABLE",
+    "SDEI_PE_UNMASK"], shown
+assert shown_calls[1] == "SDEI_PE_MASK → 1 (was unmasked) [kvm]" and shown_calls[2] == "CPU_OFF: no return"
+assert all(label.endswith("→ SUCCESS [kvm]") for i, label in enumerate(shown_calls) if i not in (1, 2)), shown
+assert shown[shown.index(shown_calls[3]) + 1] == f"CPU {SPIN_CPU} powered on (on-pending)", shown
 for n in range(1, CYCLES + 1):
     assert f"init: cycle {n}: CPU 1 offline, online CPUs 0" in uart
     assert f"init: cycle {n}: CPU 1 online, online CPUs 0-1" in uart

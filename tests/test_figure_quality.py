@@ -33,13 +33,14 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from sdeilab.trace import PowerTransition, SdeiMask, SmcccCall, SmcccReturn, TraceLog  # noqa: E402
 from sdeilab.viz import figure_legend, timeline  # noqa: E402
+from sdeilab.viz.panels import call_ladder, ladder_rows  # noqa: E402
 from sdeilab.viz.quality import figure_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 DISPLAY_DPI = 100  # JupyterLab's inline backend: rcParams' figure.dpi, shown at 100% (no retina)
-DRAWING = ("11_where_sdei_lives", "20_psci_and_cpu_on", "30_sdei_event_lifecycle", "31_normal_vs_critical",
-           "32_nmi_watchdog", "33_complete_vs_resume")
+DRAWING = ("00_tour", "11_where_sdei_lives", "12_cpu_on_masking", "20_psci_and_cpu_on", "30_sdei_event_lifecycle",
+           "31_normal_vs_critical", "32_nmi_watchdog", "33_complete_vs_resume")
 LINUX = "40_linux_sdei_driver"
 
 
@@ -146,7 +147,12 @@ def synthetic_40() -> list[Figure]:
         ax.set_title("Debian 6.1 on virt: a hotplug cycle")
     figure_legend(figure)
     plt.close(figure)  # closed to pyplot, still drawable
-    return [figure]
+    # The notebook's zoom on one cycle, as a call ladder: rows microseconds apart a second into the run.
+    cycle = [f for f in log if spans[0][0] <= f.vtime <= spans[0][1]]
+    ladder, ax = plt.subplots(figsize=(13, 0.32 * len(ladder_rows(log, cycle, cpus=[0, 1])) + 2), layout="constrained")
+    call_ladder(ax, log, cycle, cpus=[0, 1], title="Debian 6.1 on virt: CPU 1's first hotplug cycle, call by call")
+    plt.close(ladder)
+    return [figure, ladder]
 
 
 def test_hotplug_timelines_like_notebook_40_are_readable() -> None:
