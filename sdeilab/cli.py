@@ -3,12 +3,25 @@
 Standard output carries exactly the bytes the guest wrote to the UART; every diagnostic goes to
 standard error. A user's or a guest's mistake gets one clear message and an exit status, never a
 Python traceback: 0 SYSTEM_OFF, 2 bad usage or unloadable guest, 3 guest fault, 4 budget or
-deadlock, 5 SYSTEM_RESET.
+deadlock, 5 SYSTEM_RESET. The run itself can end in other ways, each with its status:
+
+* 70 an internal error (a bug in sdeilab: a one-line message; ``SDEILAB_TRACEBACK=1`` shows the
+  traceback), sysexits(3) EX_SOFTWARE;
+* 74 the trace or the guest's output could not be written (a full disk, a closed standard
+  output), sysexits(3) EX_IOERR; an earlier trace file at that path is left as it was;
+* 130 and 143 interrupted by SIGINT (Ctrl-C) or SIGTERM, 128 + the signal as a shell reports it;
+  the run stops at the end of the running slice and the trace of what ran is written whole;
+* 141 standard output is a pipe whose reader went away (``| head``): the run stops quietly, as
+  a tool killed by SIGPIPE would, and 128 + SIGPIPE is what a shell reports for one.
+
+Signals are only noted while the trace is written: the file is renamed into place first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -17,10 +30,30 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sdeilab.machine.outcome import RunOutcome, StopReason
+
+if TYPE_CHECKING:
+    from sdeilab.machine.machine import Machine
+    from sdeilab.trace.export import TraceFile
+    from sdeilab.trace.log import TraceLog
 
 EXIT_USAGE = 2
+EXIT_SOFTWARE = 70  # sysexits(3) EX_SOFTWARE: an internal error
+EXIT_IOERR = 74  # sysexits(3) EX_IOERR: the trace or the guest's output could not be written
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, what a shell reports for a tool SIGPIPE ended
+MAX_QUANTUM = 10_000_000  # a slice ends at most this far on: Ctrl-C and the progress line wait for it
+NO_TRACE_LIMIT = 100_000  # facts kept when no --trace asked for them: nothing reads them
+# Facts a --trace run keeps in memory (about 140 bytes each). A Trace Event file is built in
+# memory besides (about 500 bytes a fact while it is made) and Perfetto's UI loads a few million
+# events at most; a .jsonl trace streams the facts past the limit to the file, so it loses nothing.
+DEFAULT_TRACE_LIMIT = 1_000_000
+PROGRESS_SECONDS = 1.0
 # Jupyter's and Voila's own defaults; an explicit --port must be free (no silent move to another).
 DEFAULT_PORTS = {"lab": 8888, "dashboard": 8866}
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000_000
@@ -73,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"instruction budget over all CPUs (default {DEFAULT_MAX_INSTRUCTIONS:,}; "
                           f"{DEFAULT_KERNEL_MAX_INSTRUCTIONS:,} with --kernel)")
     run.add_argument("--trace", type=Path, help="write the trace: .json (Trace Event, for Perfetto) or .jsonl")
-    run.add_argument("--quantum", type=_positive, default=None, help="scheduling quantum in instructions")
+    run.add_argument("--trace-limit", type=_positive, default=None, metavar="N",
+                     help=f"facts the trace keeps in memory (default {DEFAULT_TRACE_LIMIT:,}); a .json trace "
+                          "holds the first N and says it was cut, a .jsonl trace streams the rest to the file")
+    run.add_argument("--quantum", type=_positive, default=None,
+                     help=f"scheduling quantum in instructions (at most {MAX_QUANTUM:,})")
     run.add_argument("--quirk", action="append", default=[], choices=Quirks.names(), metavar="NAME",
                      help=f"switch on an SDEI quirk (repeatable): {', '.join(Quirks.names())}")
     build = sub.add_parser("build", help="build a guest from .S/.c sources with the guest toolchain")
@@ -103,7 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         return _lab(args)
     except KeyboardInterrupt:
         print("sdeilab: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except MemoryError:
+        print("sdeilab: out of memory (a smaller --trace-limit keeps less of the trace)", file=sys.stderr)
+        return EXIT_SOFTWARE
+    except Exception as error:  # the last guard: a bug gets one line and its own status, not a traceback
+        if os.environ.get("SDEILAB_TRACEBACK"):
+            raise
+        text = " ".join(str(error).split()) or "(no message)"
+        print(f"sdeilab: internal error: {type(error).__name__}: {text} "
+              "(a bug in sdeilab; SDEILAB_TRACEBACK=1 shows where)", file=sys.stderr)
+        return EXIT_SOFTWARE
 
 
 def _fail(message: str, status: int = EXIT_USAGE) -> int:
@@ -111,12 +158,38 @@ def _fail(message: str, status: int = EXIT_USAGE) -> int:
     return status
 
 
+def _source_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be built (missing, not a regular file, a name too long), or None.
+
+    The toolchain would wait forever on a FIFO and read a device without end: the check is the
+    loader's own (open without blocking, then the file type of the open descriptor)."""
+    from sdeilab.machine.loader import GuestLoadError, open_input
+
+    try:
+        stream, _ = open_input(path, "source file")
+    except GuestLoadError as error:
+        return str(error)
+    stream.close()
+    return None
+
+
+def _is_regular_file(path: Path) -> bool:
+    """``path.is_file()`` that answers False for a name the system refuses (ENAMETOOLONG) too."""
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return False
+
+
 def _build(args: argparse.Namespace) -> int:
     from sdeilab.toolchain import BuildError, build
 
-    missing = [str(s) for s in args.sources if not s.is_file()]
-    if missing:
-        return _fail(f"no such source file: {', '.join(missing)}")
+    for source in args.sources:
+        problem = _source_problem(source)
+        if problem is not None:
+            return _fail(problem)
     output = args.output or args.sources[0].with_suffix(".elf")
     try:
         build(args.sources, output)
@@ -127,60 +200,275 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
-    from sdeilab.machine.loader import GuestLoadError
+    from sdeilab.firmware.devicetree import bootargs_problem
     from sdeilab.machine.memmap import MAX_CPUS
-    from sdeilab.trace.export import write_trace
+    from sdeilab.trace.export import TraceFile, TraceFileError
 
-    if args.trace is not None and args.trace.suffix not in (".json", ".jsonl"):
-        return _fail(f"--trace {args.trace}: the file name must end in .json or .jsonl")
     if (args.guest is None) == (args.kernel is None):
         return _fail("run takes either a GUEST or --kernel IMAGE" if args.guest is None
                      else f"run takes either a GUEST or --kernel IMAGE, not both ({args.guest} and {args.kernel})")
     if args.kernel is None and (args.initrd is not None or args.append is not None):
         return _fail("--initrd and --append go with --kernel")
+    if args.append is not None:
+        problem = bootargs_problem(args.append)
+        if problem is not None:
+            return _fail(f"--append: the kernel command line holds {problem}")
+    if args.trace_limit is not None and args.trace is None:
+        return _fail("--trace-limit goes with --trace")
     if args.max_instructions is None:
         args.max_instructions = DEFAULT_MAX_INSTRUCTIONS if args.kernel is None else DEFAULT_KERNEL_MAX_INSTRUCTIONS
     if args.cpus > MAX_CPUS:
         return _fail(f"--cpus {args.cpus}: the virt board has room for at most {MAX_CPUS} CPUs")
+    if args.quantum is not None and args.quantum > MAX_QUANTUM:
+        return _fail(f"--quantum {args.quantum}: at most {MAX_QUANTUM:,} instructions (Ctrl-C and the "
+                     "progress line are taken between slices)")
+    stop = _Stop()
+    with stop.installed():  # from here on a signal is noted, never raised in the middle of something
+        # The trace's folder is checked, and its temporary file made, before anything runs: a run
+        # whose trace could not be saved is refused now, not after it has run for an hour.
+        trace_file = None
+        if args.trace is not None:
+            try:
+                trace_file = TraceFile(args.trace)
+            except TraceFileError as error:
+                return _fail(f"--trace {error}")
+        try:
+            status = _run_with(args, trace_file, stop)
+        finally:
+            if trace_file is not None:
+                trace_file.discard()
+    if stop.signal is not None and status != 128 + stop.signal:  # it came before the run began
+        print(f"sdeilab: {stop.describe()} before the run began", file=sys.stderr)
+        return 128 + stop.signal
+    return status
+
+
+def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop) -> int:
+    from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
+    from sdeilab.firmware.sdei.quirks import Quirks
+    from sdeilab.machine.loader import GuestLoadError, load_elf
+    from sdeilab.machine.memmap import VIRT_MEMMAP, Region
+    from sdeilab.trace.log import TraceLog
+
     with tempfile.TemporaryDirectory(prefix="sdeilab-") as scratch:
         guest: Path = args.guest or args.kernel
-        if args.kernel is None and guest.suffix in SOURCE_SUFFIXES and guest.is_file():
+        if args.kernel is None and guest.suffix in SOURCE_SUFFIXES and _is_regular_file(guest):
             from sdeilab.toolchain import BuildError, build
 
             try:
                 guest = build([guest], Path(scratch) / (guest.stem + ".elf"))
             except BuildError as error:
                 return _fail(f"cannot build {args.guest}:\n{error}")
-        from sdeilab.firmware.sdei.quirks import Quirks
-
+        image = None
+        if args.kernel is None:
+            # Read and checked before any vCPU exists: a file that is no guest costs no emulator.
+            try:
+                image = load_elf(guest, VIRT_MEMMAP[Region.RAM])
+            except GuestLoadError as error:
+                return _fail(str(error))
+        trace = TraceLog(NO_TRACE_LIMIT if trace_file is None else args.trace_limit or DEFAULT_TRACE_LIMIT)
+        if trace_file is not None:
+            trace_file.stream_overflow(trace)  # .jsonl: the facts past the limit go to the file too
         kwargs = {"quantum": args.quantum} if args.quantum else {}
         quirks = Quirks(**{name: True for name in args.quirk})
-        platform = make_platform(args.cpus, args.profile, quirks=quirks, **kwargs)
+        platform = make_platform(args.cpus, args.profile, quirks=quirks, trace=trace, **kwargs)
         try:
-            if args.kernel is not None:
+            if image is None:
                 bootargs = DEFAULT_BOOTARGS if args.append is None else args.append
                 platform.load_kernel(args.kernel, args.initrd, bootargs)
             else:
-                platform.load(guest)
+                platform.machine.load_image(image)
         except GuestLoadError as error:
             return _fail(str(error))
-        out = sys.stdout.buffer
-        platform.machine.uart_sinks.append(lambda byte: out.write(bytes((byte,))))
-        try:
-            outcome = platform.run(args.max_instructions)
-        finally:
-            out.flush()
-            if args.trace is not None:
+        machine = platform.machine
+        console = _Console(machine)
+        machine.uart_sinks.append(console.write)
+        stop.machine = machine
+        with _Progress(machine, enabled=sys.stderr.isatty()) as progress:
+            if stop.signal is not None:  # it came while the guest was loading
+                return _fail(f"{stop.describe()} before the run began", 128 + stop.signal)
+            outcome = machine.run(args.max_instructions)
+            # A pause is a stop between slices (Machine.request_pause): for the progress line it
+            # is resumed at once, the budget counted from the start of the run.
+            while outcome.reason is StopReason.PAUSED and stop.signal is None and console.error is None:
+                if progress.enabled:
+                    console.flush()  # what the guest wrote comes before the line that follows it
+                    if console.error is not None:
+                        break
+                progress.show()
+                outcome = machine.run(max(args.max_instructions - machine.retired, 0))
+            progress.clear()
+            console.flush()
+            trace_error = None
+            if trace_file is not None:
                 try:
-                    write_trace(platform.machine.trace, args.trace)
+                    trace_file.commit(trace)  # signals are only noted meanwhile (_Stop)
                 except OSError as error:
-                    print(f"sdeilab: cannot write the trace: {error}", file=sys.stderr)
+                    trace_error = error
+    return _report(outcome, stop, console, trace_error, args, trace)
+
+
+def _report(outcome: RunOutcome, stop: _Stop, console: _Console, trace_error: OSError | None,
+            args: argparse.Namespace, trace: TraceLog) -> int:
+    """The messages and the exit status (module docstring): a signal first, then output that could
+    not be written, then the trace, then how the guest's run ended. The line that explains the
+    status comes last."""
+    trace_message = None
+    if trace_error is not None:
+        trace_message = (f"sdeilab: cannot write the trace {args.trace}: {trace_error.strerror or trace_error} "
+                         "(an earlier file there is unchanged)")
+    elif args.trace is not None and trace.dropped and trace.overflow is None:
+        seq, vtime = trace.dropped_at or (0, 0)
+        print(f"sdeilab: the trace holds the first {len(trace):,} facts only ({trace.dropped:,} more from "
+              f"seq {seq}, vtime {vtime} ns, were not kept); --trace-limit N raises the limit, "
+              "a .jsonl trace keeps them all", file=sys.stderr)
+    if stop.signal is not None or console.error is not None:
+        if trace_message is not None:
+            print(trace_message, file=sys.stderr)
+        if stop.signal is not None:
+            print(f"sdeilab: {stop.describe()} after {outcome.instructions:,} instructions", file=sys.stderr)
+            return 128 + stop.signal
+        if isinstance(console.error, BrokenPipeError):
+            return EXIT_BROKEN_PIPE  # quietly, as `yes | head -1` ends
+        print(f"sdeilab: cannot write the guest's output: {console.describe()}", file=sys.stderr)
+        return EXIT_IOERR
     if outcome.fault is not None:
         print(outcome.fault.format(), file=sys.stderr)
     elif outcome.exit_status != 0:
         print(f"sdeilab: {outcome.reason.value}: {outcome.detail}", file=sys.stderr)
+    if trace_message is not None:
+        print(trace_message, file=sys.stderr)
+        return EXIT_IOERR
     return outcome.exit_status
+
+
+class _Console:
+    """The guest's UART bytes to standard output. A write that fails (a closed pipe, a full disk,
+    a closed descriptor) is kept, not raised inside the engine's hook, and the run is stopped."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+        stdout = sys.stdout
+        self._out = stdout.buffer if stdout is not None else None  # None: started with `>&-`
+        self.error: OSError | None = None
+
+    def write(self, byte: int) -> None:
+        if self.error is not None:
+            return
+        out = self._out
+        try:
+            if out is None:
+                raise OSError(errno.EBADF, "standard output is closed")
+            out.write(bytes((byte,)))
+        except (OSError, ValueError) as error:  # ValueError: the stream was closed
+            self._failed(error)
+
+    def flush(self) -> None:
+        if self.error is None and self._out is not None:
+            try:
+                self._out.flush()
+            except (OSError, ValueError) as error:
+                self._failed(error)
+        if isinstance(self.error, BrokenPipeError):
+            # What is left in the buffer cannot go anywhere, and the interpreter would try again
+            # at exit and print a warning: point descriptor 1 at /dev/null (Python's own advice
+            # for SIGPIPE, "Note on SIGPIPE" in the signal module's documentation).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+
+    def describe(self) -> str:
+        error = self.error
+        return (error.strerror or str(error)) if isinstance(error, OSError) else "standard output is closed"
+
+    def _failed(self, error: Exception) -> None:
+        self.error = error if isinstance(error, OSError) else OSError(errno.EBADF, "standard output is closed")
+        self._machine.request_pause("the guest's output cannot be written")
+
+
+class _Stop:
+    """SIGINT and SIGTERM during a run: note the signal and ask the machine to stop at the end of the
+    running slice (Machine.request_pause: only a flag is set, so no firmware call or device access
+    is left half done, and the trace stays whole). A second signal is noted too; the trace file
+    is still completed and renamed before the process exits with 128 + the first signal."""
+
+    def __init__(self) -> None:
+        self.machine: Machine | None = None  # set once there is one to stop
+        self.signal: int | None = None
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.signal is None:
+            self.signal = signum
+        machine = self.machine
+        if machine is not None:
+            machine.request_pause(f"stopped by {signal.Signals(signum).name}")
+
+    def describe(self) -> str:
+        assert self.signal is not None
+        name = signal.Signals(self.signal).name
+        return f"{'interrupted' if self.signal == signal.SIGINT else 'terminated'} ({name})"
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # A signal the parent set to be ignored stays ignored (a shell does that for `cmd &`
+            # in a script, nohup for SIGHUP): as Python itself leaves an ignored SIGINT alone.
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, self._handler)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _Progress:
+    """About once a second, on a terminal only, one line on standard error: instructions retired,
+    virtual time and speed. A helper thread asks the machine to pause (a flag, read between
+    slices), the line is printed and the run resumed, so an instruction costs nothing more."""
+
+    def __init__(self, machine: Machine, *, enabled: bool) -> None:
+        self._machine = machine
+        self.enabled = enabled
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = (time.monotonic(), 0)
+        self._shown = False
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._tick, name="sdeilab-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.clear()
+
+    def _tick(self) -> None:
+        while not self._done.wait(PROGRESS_SECONDS):
+            self._machine.request_pause("progress")
+
+    def show(self) -> None:
+        if not self.enabled:
+            return
+        now, retired = time.monotonic(), self._machine.retired
+        then, before = self._last
+        self._last = (now, retired)
+        mips = (retired - before) / max(now - then, 1e-9) / 1e6
+        sys.stderr.write(f"\rsdeilab: {retired:,} instructions, vtime {self._machine.now() / 1e9:.3f} s, "
+                         f"{mips:.1f} MIPS\x1b[K")
+        sys.stderr.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
 
 
 def _notebooks_dir() -> Path:

@@ -15,6 +15,7 @@ import pytest
 from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.firmware.platform import make_platform
 from sdeilab.firmware.session import REGISTERS, Session, SessionBusy
+from sdeilab.machine.loader import GuestLoadError
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.vcpu import VcpuState
 from sdeilab.toolchain import build_source_text
@@ -457,3 +458,159 @@ def test_a_stop_tells_its_vtime() -> None:
     assert stepped.vtime > info.vtime
     back = session.step_back(1)
     assert (back.cpu, back.vtime) == (info.cpu, info.vtime)
+
+
+# --------------------------------------------------------------------------- errors leave the guest intact
+
+
+@pytest.mark.parametrize("how", ["fact", "every"])
+def test_a_condition_that_raises_stops_cleanly_and_the_guest_goes_on(how: str) -> None:
+    # The SmcccCall fact is recorded before the firmware answers: an exception escaping from the
+    # condition there left x0 holding the function ID and the instruction uncounted, and the
+    # guest, run on, printed FAIL. Now the run stops right after the call and the error is raised.
+    clean = _plain_run(TFTF_STATE)
+    session = Session(TFTF_STATE)
+    calls: list[int] = []
+
+    def condition(fact: object) -> bool:
+        if type(fact) is SmcccCall:
+            calls.append(fact.seq)  # type: ignore[attr-defined]
+            if len(calls) == 5:
+                raise RuntimeError("the fifth call")
+        return False
+
+    def every(s: Session) -> bool:
+        if s.retired >= 20_000:
+            raise RuntimeError("past 20,000 instructions")
+        return False
+
+    with pytest.raises(RuntimeError) as raised:
+        if how == "fact":
+            session.run_until(condition)
+        else:
+            session.run_until(every, every=1000)
+    stop = session.last_stop
+    assert stop.reason == "break" and "raised RuntimeError" in stop.detail
+    assert session.retired == stop.retired > 0 and not session.running
+    assert "stopped cleanly" in "".join(getattr(raised.value, "__notes__", []))
+    if how == "fact":
+        fact = stop.fact
+        assert fact is not None and fact.seq == calls[-1] and stop.cpu == fact.cpu
+        # The call was answered: its return is recorded and x0 holds the result, not the function ID.
+        answer = session.trace[fact.seq + 1]
+        assert type(answer).__name__ == "SmcccReturn"
+        assert session.registers(fact.cpu)["x0"] == answer.results[0] & (1 << 64) - 1  # type: ignore[attr-defined]
+        assert session.registers(fact.cpu)["x0"] != fact.fid  # type: ignore[attr-defined]
+    assert session.run().reason == "system-off"
+    assert session.uart == bytes(clean.machine.uart_output) and session.uart_text().endswith("PASS\n")
+    assert facts(session) == facts(clean.machine)
+
+
+def test_invalid_arguments_are_refused_and_change_nothing() -> None:
+    session = Session(SMP_BOOT)
+    point = session.add_breakpoint("secondary_main")
+    session.step(100)
+    platform, position = session.platform, session.retired
+    for where in ("-1", -4, 2**70, 1 << 64, "0x40000002"):
+        with pytest.raises(ValueError, match=r"not an address|not 4-byte aligned"):
+            session.add_breakpoint(where)
+        with pytest.raises(ValueError):
+            session.remove_breakpoint(where)
+    with pytest.raises(TypeError):
+        session.add_breakpoint(1.5)  # type: ignore[arg-type]
+    assert session.breakpoints == [point]
+    for bad_count in (-5, -1):
+        with pytest.raises(ValueError, match="at least 0"):
+            session.step(bad_count)
+        with pytest.raises(ValueError, match="at least 0"):
+            session.run(bad_count)
+        with pytest.raises(ValueError, match="at least 0"):
+            session.step_back(bad_count)
+    for bad_type in (1.5, "3", True, None):
+        with pytest.raises(TypeError, match="whole number"):
+            session.step(bad_type)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        session.run_until(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="every"):
+        session.run_until(lambda s: False, every=0)
+    for cpu in (-1, 4, 1 << 70):
+        with pytest.raises(ValueError, match="CPU"):
+            session.raise_event(5000, cpu)
+        with pytest.raises(ValueError, match="CPU"):
+            session.break_on("CPU_ON", cpu)
+        with pytest.raises(ValueError, match="CPU"):
+            session.step_firmware(cpu)
+    with pytest.raises(ValueError, match="not a hypervisor-originated event"):
+        session.raise_event(12345, 0)
+    # configure is all or nothing: an invalid part anywhere changes no part.
+    for change in ({"cpus": 0}, {"cpus": 200}, {"profile": "firmware", "cpus": 0},
+                   {"profile": "nope", "quirks": ["version_1_1"]}, {"quirks": ["nope"], "cpus": 2}):
+        with pytest.raises(ValueError):
+            session.configure(**change)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        session.configure(cpus=2.0)  # type: ignore[arg-type]
+    assert (session.platform, session.retired, session.cpus, session.profile.name) == (platform, position, 4, "virt")
+    assert not session.quirks.version_1_1
+    assert session.run().reason == "breakpoint" and session.breakpoints == [point]
+    session.clear_breakpoints()
+    assert session.run().reason == "system-off"
+    for quantum in (0, -1):
+        with pytest.raises(ValueError, match="quantum"):
+            Session(SMP_BOOT, quantum=quantum)
+    with pytest.raises(ValueError, match="cpus"):
+        Session(SMP_BOOT, cpus=0)
+
+
+def test_reset_and_switches_need_no_guest_file(tmp_path: Path) -> None:
+    # The guest (both conduit builds) is kept as read: deleting the files used to leave reset,
+    # a profile switch and a quirk switch raising, with no guest loaded.
+    for build in ("tftf_state.elf", "tftf_state-smc.elf"):
+        (tmp_path / build).write_bytes((TFTF_STATE.parent / build).read_bytes())
+    session = Session(tmp_path / "tftf_state.elf")
+    session.step(1000)
+    for build in tmp_path.iterdir():
+        build.unlink()
+    assert session.reset().reason == "reset" and session.retired == 0
+    assert session.run().reason == "system-off" and session.uart_text().endswith("tftf_state: PASS\n")
+    session.configure(profile="firmware")
+    assert session.guest_file.name == "tftf_state-smc.elf"
+    assert session.run().reason == "system-off" and session.uart_text().endswith("tftf_state: PASS\n")
+    assert {f.conduit for f in session.trace.of_kind(SmcccCall)} == {"smc"}  # type: ignore[attr-defined]
+    session.configure(profile="virt", quirks=["version_1_1"], cpus=3)
+    assert session.run().reason == "system-off" and "tftf_state: FAIL" in session.uart_text()
+    # Reading the file again is asked for explicitly, and failing to changes nothing.
+    session.configure(quirks=[])
+    session.step(500)
+    platform = session.platform
+    with pytest.raises(GuestLoadError, match="no such file"):
+        session.reset(reload=True)
+    assert session.platform is platform and session.retired == 500 and session.cpus == 3
+    assert session.reset().reason == "reset"
+
+
+def test_a_firmware_break_past_the_trace_limit_does_not_stop_on_a_stale_fact() -> None:
+    # Past its limit the log drops facts; the session's watcher reads the last fact kept, so a
+    # dropped fact used to be judged as that one again: a break on CPU_ON stopped at every
+    # firmware call after it, each time "on" the same old fact.
+    reference = _plain_run(SMP_BOOT)
+    first = next(f for f in reference.machine.trace.of_kind(SmcccCall) if f.name == "CPU_ON64")  # type: ignore[attr-defined]
+    session = Session(SMP_BOOT)
+    session.trace.limit = first.seq + 1  # the CPU_ON call is the last fact kept
+    session.break_on("CPU_ON")
+    info = session.run()
+    assert info.reason == "break" and info.fact is not None and info.fact.seq == first.seq
+    assert session.run().reason == "system-off"
+    assert session.trace.dropped > 0 and len(session.trace) == first.seq + 1
+
+
+def test_the_platform_itself_refuses_a_zero_quantum_and_an_absent_cpu() -> None:
+    """Below the Session too: a round of 0 instructions never ends, and CPU -1 would index from the end."""
+    from sdeilab.firmware.platform import make_platform
+
+    with pytest.raises(ValueError, match="quantum"):
+        make_platform(2, quantum=0)
+    platform = make_platform(2)
+    assert platform.sdei is not None
+    for cpu in (-1, 2):
+        with pytest.raises(ValueError, match=f"no CPU {cpu}"):
+            platform.sdei.raise_event(5000, cpu)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import inspect
 import io
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from sdeilab.firmware.profiles import PROFILES
+from sdeilab.firmware.session import Session
 from sdeilab.toolchain import build_source_text
 from sdeilab.trace import SdeiTransition, SmcccCall
 from sdeilab.viz import state_machine, timeline
@@ -319,3 +324,128 @@ def test_a_redrawn_picture_is_what_a_fresh_figure_draws(tile: int, monkeypatch: 
         change()
         assert_pictures_are_fresh(lab)
     assert lab.plot_error == ""
+
+
+# --------------------------------------------------------------------------- every profile, bad input, exit
+
+# A guest in both conduit builds (NAME.elf HVC, NAME-smc.elf SMC): the session loads the one the
+# profile needs, so every profile can run it.
+VERSIONS = """
+#include "guest.h"
+int main(void)
+{
+    int64_t psci = psci_version();
+    int64_t sdei = smccc_call(SDEI_VERSION, 0, 0, 0);
+    puts(psci == 0x10001 ? "PSCI 1.1\\n" : "PSCI ?\\n");
+    puts(sdei < 0 ? "no SDEI\\n" : "SDEI\\n");
+    psci_system_off();
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def versions_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("versions")
+    build_source_text(VERSIONS, "c", folder / "versions-smc.elf", defines={"CONDUIT_SMC": ""})
+    return build_source_text(VERSIONS, "c", folder / "versions.elf")
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_profile_makes_a_session_and_a_dashboard_that_break_on_firmware_calls(
+        profile: str, versions_elf: Path) -> None:
+    # "kvm" (no SDEI) raised AttributeError in Session.function_names, from break_on and from Lab().
+    session = Session(versions_elf, cpus=1, profile=profile)
+    assert {"PSCI_VERSION", "SDEI_VERSION", "CPU_ON", "SMCCC_VERSION"} <= session.function_names()
+    session.break_on("PSCI_VERSION")
+    info = session.run()
+    assert info.reason == "break" and info.fact is not None and info.fact.name == "PSCI_VERSION"  # type: ignore[attr-defined]
+    assert session.registers(0)["x0"] == 0x1_0001  # every profile answers PSCI: 1.1 (DEN0022)
+    lab = Lab(versions_elf, cpus=1, profile=profile, plots_enabled=False)
+    assert lab.error == "" and "SDEI_VERSION" in lab.event_entry.options
+    assert lab.break_on("SDEI_VERSION") is not None and lab.error == ""
+    info = lab.run()
+    assert info is not None and info.reason == "break" and info.fact is not None
+    assert info.fact.name == "SDEI_VERSION"  # type: ignore[attr-defined]
+    x0 = lab.session.registers(0)["x0"]
+    # Answered where the profile offers SDEI (1.0, DEN0054), NOT_SUPPORTED (-1) where it does not.
+    assert x0 == (0x1_0000_0000_0000 if PROFILES[profile].reaches("sdei") else (1 << 64) - 1)
+    lab.run()
+    assert lab.uart_view.value == "PSCI 1.1\n" + ("SDEI\n" if PROFILES[profile].reaches("sdei") else "no SDEI\n")
+
+
+def test_bad_input_is_shown_in_the_status_line_and_changes_nothing(tmp_path: Path) -> None:
+    for build in ("tftf_state.elf", "tftf_state-smc.elf"):
+        (tmp_path / build).write_bytes((TFTF_STATE.parent / build).read_bytes())
+    lab = Lab(tmp_path / "tftf_state.elf", plots_enabled=False)
+    lab.step(100)
+    for where in ("-1", str(2**70), "0x40000002"):
+        lab.bp_entry.value = where
+        lab.bp_add_button.click()  # used to raise UcError out of the click, and keep the bad entry
+        assert "not" in lab.error and "sdeilab-error" in lab.status.value
+        assert lab.session.breakpoints == [] and lab.bp_list.options == ()
+    for count, message in ((-5, "at least 0"), (1.5, "whole number")):
+        assert lab.step(count) is None and message in lab.error and "sdeilab-error" in lab.status.value  # type: ignore[arg-type]
+        assert retired(lab) == 100
+    lab.raise_event(5000, -1)
+    assert "no CPU -1" in lab.error
+    # A predicate that raises: reported, the run stopped cleanly, and running on still passes.
+    def boom(fact: object) -> bool:
+        raise KeyError("boom")
+    assert lab.run_until(boom) is None and "KeyError" in lab.error and "boom" in lab.status.value
+    assert lab.session.last_stop.reason == "break" and retired(lab) > 100
+    # The guest's files are gone: the switches still work, from the images kept in memory.
+    for build in tmp_path.iterdir():
+        build.unlink()
+    lab.profile_select.value = "firmware"
+    assert lab.error == "" and lab.session.guest_file.name == "tftf_state-smc.elf" and retired(lab) == 0
+    lab.quirk_boxes["version_1_1"].value = True
+    assert lab.error == "" and lab.session.quirks.version_1_1
+    lab.reset_button.click()
+    assert lab.error == "" and "<b>reset</b>" in lab.status.value
+    # A CPU count: refused whole, or applied whole (the CPU choosers follow).
+    assert lab.set_cpus(0) is None and "cpus" in lab.error and lab.session.cpus == 4
+    assert lab.set_cpus(3) is not None and lab.error == "" and lab.session.cpus == 3
+    assert [v for _, v in lab.bp_cpu.options] == [ANY_CPU, 0, 1, 2]
+    assert [v for _, v in lab.cpu_select.options] == ["follow", 0, 1, 2]
+    lab.run_button.click()
+    info = lab.wait(60)
+    assert info is not None and info.reason == "system-off" and lab.error == ""
+    assert "tftf_state: FAIL" in lab.uart_view.value  # SDEI 1.1 (the quirk): as with 4 CPUs
+
+
+# Keeps the plot worker drawing on fresh figures (the slow case) or a run going in the background,
+# then lets the interpreter exit while it does.
+EXIT_SCRIPT = """
+import sys, time
+import matplotlib
+matplotlib.use("Agg")
+from sdeilab.widgets import Lab, plots
+lab = Lab(sys.argv[1])
+what, delay = sys.argv[2], float(sys.argv[3])
+if what == "run":
+    lab.start()
+    time.sleep(delay)
+else:
+    lab.run(3_000_000)
+    end = time.monotonic() + delay
+    while time.monotonic() < end:
+        lab.state_picture, lab.timeline_picture = plots.Picture(), plots.Picture()
+        lab._timeline_drawn = None
+        lab.show_event(0)
+        time.sleep(0.02)
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("what, delays", [("draw", (0.3, 0.6, 0.9, 1.2)), ("run", (0.2, 0.4))])
+def test_the_interpreter_exits_cleanly_while_the_dashboard_works(what: str, delays: tuple[float, ...]) -> None:
+    # Daemon threads inside matplotlib's Agg or Unicorn at interpreter exit aborted the process
+    # (rc 134, "terminate called without an active exception") or crashed it (rc 139): nearly
+    # every exit during a background run (Unicorn's exit handler closed the running engine), one
+    # exit in five to two while drawing, hence several exits at different moments.
+    guest = ROOT / "guests" / "sdei" / "tftf_rm_any.elf"  # about 27,000 facts: slow pictures
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    for delay in delays:
+        done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(guest), what, str(delay)], cwd=ROOT,
+                              capture_output=True, timeout=120, env=env)
+        assert done.returncode == 0 and done.stdout == b"exiting\n", (delay, done.returncode, done.stderr[-2000:])

@@ -48,12 +48,48 @@ PHANDLE_APB_PCLK = 2
 TIMER_PPIS = (Ppi.SECURE_PHYS_TIMER, Ppi.PHYS_TIMER, Ppi.VIRT_TIMER, Ppi.HYP_TIMER)
 
 
+# Linux's arm64 COMMAND_LINE_SIZE (arch/arm64/include/uapi/asm/setup.h): the kernel keeps at most
+# this many bytes of /chosen/bootargs, its terminating NUL included, and cuts the rest silently.
+COMMAND_LINE_SIZE = 2048
+# What a command line may hold: printable ASCII, space and tab. A devicetree string is
+# NUL-terminated (DTSpec v0.4, 2.2.4.1 "Property Values", <string>), so a NUL would end it early,
+# and the lab writes it as ASCII, so other text has no defined bytes in the blob.
+_BOOTARGS_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) | {"\t"}
+
+
+def bootargs_problem(bootargs: str) -> str | None:
+    """Why ``bootargs`` cannot be a kernel command line in the device tree, or None if it can.
+
+    Text from ``sys.argv`` holds an undecodable byte as a lone surrogate (PEP 383): it is named
+    as the byte it was.
+    """
+    for position, char in enumerate(bootargs):
+        if char in _BOOTARGS_CHARS:
+            continue
+        if char == "\0":
+            return f"a NUL byte at position {position} (a devicetree string ends at its first NUL)"
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            return f"the byte 0x{ord(char) - 0xDC00:02x} at position {position}, which is not ASCII text"
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return f"the control character 0x{ord(char):02x} at position {position}"
+        return f"the non-ASCII character {char!r} at position {position}; use printable ASCII only"
+    if len(bootargs) >= COMMAND_LINE_SIZE:
+        return (f"{len(bootargs)} characters; Linux keeps at most {COMMAND_LINE_SIZE - 1} "
+                "(COMMAND_LINE_SIZE) and would cut the rest")
+    return None
+
+
 @dataclass(frozen=True)
 class BootConfig:
     """What ``/chosen`` tells the kernel: its command line and where the initramfs lies (physical)."""
 
     bootargs: str = ""
     initrd: tuple[int, int] | None = None  # (start, end), end exclusive, as linux,initrd-end
+
+    def __post_init__(self) -> None:
+        problem = bootargs_problem(self.bootargs)
+        if problem is not None:
+            raise ValueError(f"the kernel command line holds {problem}")
 
 
 def conduit_of(profile: Profile) -> str:
@@ -161,7 +197,9 @@ def device_tree(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMA
         chosen.append(fdt.PropStrings("bootargs", boot.bootargs))
     if boot.initrd is not None:
         start, end = boot.initrd
-        if not (ram.contains(start, end - start) and start < end):
+        if start >= end:
+            raise ValueError(f"initrd 0x{start:x}..0x{end:x} is empty")
+        if not ram.contains(start, end - start):
             raise ValueError(f"initrd 0x{start:x}..0x{end:x} is not inside RAM")
         chosen.append(fdt.PropWords("linux,initrd-start", *_cells64(start)))
         chosen.append(fdt.PropWords("linux,initrd-end", *_cells64(end)))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdeilab.firmware.arch import ArchService
-from sdeilab.firmware.devicetree import BootConfig, device_tree_blob
+from sdeilab.firmware.devicetree import BootConfig, bootargs_problem, device_tree_blob
 from sdeilab.firmware.profiles import Profile, profile_named
 from sdeilab.firmware.psci import PowerEvent, PowerFeed, Psci
 from sdeilab.firmware.sdei.quirks import Quirks
@@ -53,6 +53,9 @@ class Platform:
         this machine and profile (sdeilab.firmware.devicetree), ``bootargs`` in /chosen and the
         initrd, if any, behind the kernel. Raises ``GuestLoadError`` with a one-line reason."""
         machine = self.machine
+        problem = bootargs_problem(bootargs)
+        if problem is not None:  # before the kernel is read: the cheap mistake is reported first
+            raise GuestLoadError(f"the kernel command line (bootargs) holds {problem}")
 
         def device_tree(initrd_range: tuple[int, int] | None) -> bytes:
             boot = BootConfig(bootargs, initrd_range)

@@ -36,10 +36,11 @@ firmware work, so stepping forward again shows the state right after the instruc
 
 from __future__ import annotations
 
+import numbers
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,8 +48,10 @@ from sdeilab.cpu.disasm import disassemble
 from sdeilab.firmware.platform import KernelBoot, Platform, make_platform
 from sdeilab.firmware.profiles import PROFILES, Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
-from sdeilab.machine.loader import GuestImage
+from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS
+from sdeilab.machine.loader import GuestImage, GuestLoadError, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
+from sdeilab.machine.memmap import MAX_CPUS
 from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.machine.vcpu import VcpuState
 from sdeilab.trace import FACT_KINDS, Fact, SdeiDispatch, SmcccCall, TraceLog
@@ -65,6 +68,8 @@ CHUNK = 250_000
 between chunks. Chunks do not change what the guest does."""
 
 _FINAL = frozenset({StopReason.SYSTEM_OFF, StopReason.SYSTEM_RESET, StopReason.FAULT, StopReason.DEADLOCK})
+
+ADDRESS_LIMIT = 1 << 64  # breakpoints are on 64-bit virtual addresses: nothing at or above this
 
 
 class SessionBusy(RuntimeError):
@@ -170,7 +175,9 @@ class _WatchedLog(TraceLog):
     def add(self, kind: type[Fact], cpu: int, vtime: int, *payload: object) -> None:
         TraceLog.add(self, kind, cpu, vtime, *payload)
         watch = self.watch
-        if watch is not None:
+        # Past the log's limit every fact is dropped (counted in ``dropped``): the watcher reads
+        # the last fact kept, so it is told only of facts that were kept.
+        if watch is not None and not self.dropped:
             watch(kind)
 
 
@@ -195,9 +202,10 @@ class Session:
         # A KernelBoot boots a Linux Image (docs/linux.md); its kernel file stands for the guest's.
         self.kernel = guest if isinstance(guest, KernelBoot) else None
         self.guest = Path(guest.kernel if isinstance(guest, KernelBoot) else guest)
-        self.cpus = cpus
-        self.quantum = quantum
-        self.profile = profile_named(profile) if isinstance(profile, str) else profile
+        # Validated here: a quantum of 0 made every round empty, so run() never returned.
+        self.quantum = _count(quantum, "quantum", minimum=1)
+        self.cpus = _cpu_count(cpus)
+        self.profile = _profile(profile)
         self.quirks = _quirks(quirks)
         self._breakpoints: dict[int, Breakpoint] = {}
         self._event_breaks: list[EventBreak] = []
@@ -206,12 +214,19 @@ class Session:
         self._conditions: list[Callable[[Fact], bool]] = []
         self._watch_kinds: frozenset[type[Fact]] | None = None  # None: every kind
         self._stop_fact: Fact | None = None
+        self._raised: BaseException | None = None  # a condition's exception, raised once the run has stopped
         self.platform: Platform
         self._image: GuestImage | None = None  # what was loaded: a replay must not see a rebuilt file
+        # Each ELF as read the first time (this guest and its other-conduit build), so that reset,
+        # a profile or quirk switch and step back never need the files again: deleted or rebuilt
+        # meanwhile, they change nothing here until ``reset(reload=True)``.
+        self._images: dict[Path, GuestImage] = {}
         self._regs: list[dict[str, int]] = []
         self._changed: list[frozenset[str]] = []
         self.last_stop = StopInfo("reset", "loaded", 0)
-        self._load()
+        self._load(self.profile, self.quirks, self.cpus)
+        if self.kernel is None:
+            self._read_builds()
         self._stopped(self.last_stop, previous=None)
 
     # --- the platform ------------------------------------------------------------------
@@ -235,36 +250,77 @@ class Session:
     @property
     def guest_file(self) -> Path:
         """The ELF actually loaded: ``guest``, or its other-conduit build (see the class docstring)."""
+        return self._file_for(self.profile)
+
+    def _builds(self) -> tuple[Path, Path]:
+        """This guest's two conduit builds: ``NAME.elf`` (HVC) and ``NAME-smc.elf``."""
+        stem = self.guest.stem.removesuffix("-smc")
+        return self.guest.with_name(f"{stem}.elf"), self.guest.with_name(f"{stem}-smc.elf")
+
+    def _file_for(self, profile: Profile, images: dict[Path, GuestImage] | None = None) -> Path:
         if self.kernel is not None:
             return self.guest
-        smc_only = "smc" in self.profile.conduits and "hvc" not in self.profile.conduits
-        stem = self.guest.stem.removesuffix("-smc")
-        wanted = self.guest.with_name(f"{stem}-smc.elf" if smc_only else f"{stem}.elf")
-        return wanted if wanted.exists() else self.guest
+        smc_only = "smc" in profile.conduits and "hvc" not in profile.conduits
+        wanted = self._builds()[1 if smc_only else 0]
+        return wanted if wanted in (self._images if images is None else images) or wanted.exists() else self.guest
 
-    def _load(self, *, replay: bool = False) -> None:
-        """A fresh platform with the guest loaded: read from its file again, or (for a replay) the
-        very image the history being replayed started from."""
-        self.platform = make_platform(self.cpus, self.profile, quantum=self.quantum, trace=_WatchedLog(),
-                                      quirks=self.quirks)
+    def _read_builds(self) -> None:
+        """Keep the other conduit's build too, if there is one, so a profile switch needs no file.
+
+        One that cannot be read is left out: the switch that needs it reads it then, and reports."""
+        for path in self._builds():
+            if path not in self._images and path.exists():
+                with suppress(GuestLoadError):
+                    self._images[path] = load_elf(path, self.machine.ram_region)
+
+    def _load(self, profile: Profile, quirks: Quirks, cpus: int, *, replay: bool = False,
+              images: dict[Path, GuestImage] | None = None) -> None:
+        """A fresh platform with the guest loaded, then made the session's: profile, quirks, CPU
+        count, platform and image change together or, if anything fails (a file gone, a bad
+        ELF, a device tree the profile cannot have), not at all.
+
+        The image is the one read before (``images``, by default the session's), or for a replay
+        the very image the history being replayed started from; a file is read only the first
+        time it is needed. ``images`` empty: every file is read again.
+        """
+        known = self._images if images is None else images
+        platform = make_platform(cpus, profile, quantum=self.quantum, trace=_WatchedLog(), quirks=quirks)
+        machine = platform.machine
+        path: Path | None = None
         if replay and self._image is not None:
-            self.machine.load_image(self._image)
+            image = self._image
+            machine.load_image(image)
         elif self.kernel is not None:
-            self._image = self.platform.load_kernel(self.kernel.kernel, self.kernel.initrd, self.kernel.bootargs)
+            if images is None and self._image is not None and (profile, cpus) == (self.profile, self.cpus):
+                image = self._image  # its device tree depends on the profile and the CPU count only
+                machine.load_image(image)
+            else:
+                image = platform.load_kernel(self.kernel.kernel, self.kernel.initrd, self.kernel.bootargs)
         else:
-            self._image = self.machine.load(self.guest_file)
-        self.machine.set_breakpoints(frozenset(self._breakpoints))
+            path = self._file_for(profile, known)
+            read = known.get(path)
+            if read is None:
+                image = machine.load(path)
+            else:
+                image = read
+                machine.load_image(image)
+        machine.set_breakpoints(frozenset(self._breakpoints))
+        # Everything is built: only now does the session change.
+        self.platform, self._image, self._images = platform, image, known
+        self.profile, self.quirks, self.cpus = profile, quirks, cpus
+        if path is not None:
+            known[path] = image
 
     def configure(self, *, profile: str | Profile | None = None, quirks: Quirks | Iterable[str] | None = None,
                   cpus: int | None = None) -> StopInfo:
-        """Change the platform profile, the SDEI quirks or the CPU count; the guest starts over."""
-        if profile is not None:
-            self.profile = profile_named(profile) if isinstance(profile, str) else profile
-        if quirks is not None:
-            self.quirks = _quirks(quirks)
-        if cpus is not None:
-            self.cpus = cpus
-        return self.reset()
+        """Change the platform profile, the SDEI quirks or the CPU count; the guest starts over.
+
+        All or nothing: an invalid value, or a platform that cannot be built, raises and leaves
+        the session as it was (same platform, same position)."""
+        new_profile = self.profile if profile is None else _profile(profile)
+        new_quirks = self.quirks if quirks is None else _quirks(quirks)
+        new_cpus = self.cpus if cpus is None else _cpu_count(cpus)
+        return self._restart(new_profile, new_quirks, new_cpus)
 
     @staticmethod
     def profiles() -> list[str]:
@@ -277,18 +333,21 @@ class Session:
 
         ``progress(done, total)`` is called between chunks of :data:`CHUNK` instructions.
         """
-        return self._go(max_instructions, [], progress=progress)
+        return self._go(_limit(max_instructions), [], progress=progress)
 
     def step(self, count: int = 1) -> StopInfo:
         """Exactly ``count`` instructions (machine-wide, on whichever CPU the scheduler runs), unless
         a breakpoint, a watched event or the guest's end comes first."""
-        return self._go(count, [])
+        return self._go(_count(count, "count"), [])
 
     def step_firmware(self, cpu: int | None = None, max_instructions: int | None = None) -> StopInfo:
         """Run to just after the next SMCCC call or SDEI handler entry (of ``cpu``, if given)."""
+        cpu = self._cpu_or_any(cpu)
+        limit = _limit(max_instructions)
+
         def firmware(fact: Fact) -> bool:
             return type(fact) in (SmcccCall, SdeiDispatch) and (cpu is None or fact.cpu == cpu)
-        return self._go(max_instructions, [firmware], kinds=frozenset({SmcccCall, SdeiDispatch}))
+        return self._go(limit, [firmware], kinds=frozenset({SmcccCall, SdeiDispatch}))
 
     def run_until(self, predicate: Callable[..., bool] | EventBreak, max_instructions: int | None = None, *,
                   every: int | None = None) -> StopInfo:
@@ -301,38 +360,65 @@ class Session:
         stops right after the instruction that caused the first one it accepts. With ``every=N``
         it is ``predicate(session)``, asked every N instructions (N = 1 is exact and slow, about
         20 µs an instruction), for conditions on registers or memory.
+
+        A predicate that raises stops the run where it was asked, as a stop on a fact that it
+        accepted would (the machine is never left inside a firmware call), and the exception is
+        raised here once the session has stopped: ``last_stop`` says where, and a run from there
+        goes on as if the run had never stopped.
         """
+        limit = _limit(max_instructions)
         if isinstance(predicate, EventBreak):  # a firmware event (``event_matcher``): only its kinds are read
-            return self._go(max_instructions, [predicate.matches], kinds=predicate.kinds)
+            return self._go(limit, [predicate.matches], kinds=predicate.kinds)
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable or an EventBreak, not {type(predicate).__name__}")
         if every is None:
-            return self._go(max_instructions, [predicate], kinds=None)
-        if every < 1:
-            raise ValueError("every must be at least 1")
-        return self._go(max_instructions, [], every=every, state_check=predicate)
+            return self._go(limit, [predicate], kinds=None)
+        return self._go(limit, [], every=_count(every, "every", minimum=1), state_check=predicate)
+
+    def raise_event(self, number: int, cpu: int) -> None:
+        """Raise the hypervisor-originated SDEI event ``number`` on ``cpu``, as the host does (a
+        watchdog): the firmware dispatches it when that PE can take it (DEN0054)."""
+        sdei = self.platform.sdei
+        if sdei is None:
+            raise ValueError(f"profile {self.profile.name!r} has no SDEI dispatcher to raise an event with")
+        number = _count(number, "event number")
+        target = self._cpu_index(cpu)
+        with self._exclusive():  # not while a run in another thread reads the PEs' state
+            sdei.raise_event(number, target)
 
     def pause(self) -> None:
         """Stop a run going on in another thread (or a long ``run`` after Ctrl-C); safe from any thread."""
         self._pause.set()
         self.machine.request_pause("paused by request")
 
-    def reset(self) -> StopInfo:
-        """Load the guest again (same profile, quirks and breakpoints): a fresh platform and trace."""
+    def reset(self, *, reload: bool = False) -> StopInfo:
+        """Load the guest again (same profile, quirks and breakpoints): a fresh platform and trace.
+
+        The guest is the image read when it was first loaded, whatever happened to its file since;
+        ``reload=True`` reads the file again (after rebuilding it). Either way, if the guest cannot
+        be loaded the session stays as it was."""
+        return self._restart(self.profile, self.quirks, self.cpus, images={} if reload else None)
+
+    def _restart(self, profile: Profile, quirks: Quirks, cpus: int,
+                 images: dict[Path, GuestImage] | None = None) -> StopInfo:
+        """The guest from its start on a new platform (``_load``: all or nothing)."""
         with self._exclusive():
             previous = self._regs
             start = self.retired
-            self._load()
+            self._load(profile, quirks, cpus, images=images)
+            if images is not None and self.kernel is None:
+                self._read_builds()
         return self._stopped(StopInfo("reset", f"{self.guest_file.name} loaded", 0, executed=-start), previous)
 
     def step_back(self, count: int = 1) -> StopInfo:
         """Return to ``count`` instructions earlier, by replaying the guest from its start (see the
         module docstring for why this is exact and what it costs)."""
-        if count < 0:
-            raise ValueError("count must not be negative")
+        count = _count(count, "count")
         with self._exclusive():
             previous = self._regs
             start = self.retired
             target = max(0, start - count)
-            self._load(replay=True)
+            self._load(self.profile, self.quirks, self.cpus, replay=True)
             self.machine.set_breakpoints(frozenset())
             while self.retired < target:
                 outcome = self.machine.run(min(CHUNK, target - self.retired), debugger=True)
@@ -346,17 +432,48 @@ class Session:
 
     # --- breakpoints -------------------------------------------------------------------
     def add_breakpoint(self, where: int | str, cpu: int | None = None) -> Breakpoint:
-        """Stop before the instruction at ``where``: an address, ``"0x..."``, or a symbol (``"name+0x10"``)."""
-        address = self.address_of(where)
-        point = Breakpoint(address, cpu, self.symbolize(address))
-        self._breakpoints[address] = point
-        self.machine.set_breakpoints(frozenset(self._breakpoints))
+        """Stop before the instruction at ``where``: an address, ``"0x..."``, or a symbol (``"name+0x10"``).
+
+        An address no instruction can be at (negative, 64 bits or more, not a multiple of 4) is
+        refused with ValueError, and nothing changes."""
+        address = self._code_address(where)
+        point = Breakpoint(address, self._cpu_or_any(cpu), self.symbolize(address))
+        self._set_breakpoints({**self._breakpoints, address: point})
         return point
 
     def remove_breakpoint(self, where: int | str | Breakpoint) -> None:
-        address = where.address if isinstance(where, Breakpoint) else self.address_of(where)
-        self._breakpoints.pop(address, None)
-        self.machine.set_breakpoints(frozenset(self._breakpoints))
+        address = where.address if isinstance(where, Breakpoint) else self._code_address(where)
+        if address in self._breakpoints:
+            self._set_breakpoints({a: p for a, p in self._breakpoints.items() if a != address})
+
+    def _set_breakpoints(self, points: dict[int, Breakpoint]) -> None:
+        """Give the engine the new set first: the session's list changes only if that worked."""
+        self.machine.set_breakpoints(frozenset(points))
+        self._breakpoints = points
+
+    def _cpu_index(self, cpu: object) -> int:
+        """``cpu`` as the index of one of this machine's CPUs, else TypeError or ValueError (a
+        negative index used to pick a CPU from the end of the list)."""
+        if isinstance(cpu, bool) or not isinstance(cpu, numbers.Integral):
+            raise TypeError(f"a CPU is given by its index, a whole number, not {type(cpu).__name__} {cpu!r}")
+        if not 0 <= cpu < self.cpus:
+            raise ValueError(f"there is no CPU {cpu}: this machine has CPUs 0 to {self.cpus - 1}")
+        return int(cpu)
+
+    def _cpu_or_any(self, cpu: object) -> int | None:
+        return None if cpu is None else self._cpu_index(cpu)
+
+    def _code_address(self, where: int | str) -> int:
+        """``where`` as an address an A64 instruction can be at, else ValueError."""
+        if isinstance(where, bool) or not isinstance(where, (numbers.Integral, str)):
+            raise TypeError(f"an address is an int or a string, not {type(where).__name__}")
+        address = self.address_of(where)
+        if not 0 <= address < ADDRESS_LIMIT:
+            raise ValueError(f"{where!r} is not an address: addresses run from 0 to 0x{ADDRESS_LIMIT - 1:x}")
+        if address % 4:
+            # A64 instructions are 4 bytes, word-aligned: nothing executes at this address.
+            raise ValueError(f"0x{address:x} is not 4-byte aligned: no A64 instruction starts there")
+        return address
 
     @property
     def breakpoints(self) -> list[Breakpoint]:
@@ -373,6 +490,9 @@ class Session:
 
     def event_matcher(self, name: str, cpu: int | None = None) -> EventBreak:
         """The matcher ``break_on`` would install, without installing it (for ``run_until(matcher.matches)``)."""
+        if not isinstance(name, str):
+            raise TypeError(f"an event is named by a string, not {type(name).__name__}")
+        cpu = self._cpu_or_any(cpu)
         kinds = {kind.__name__: kind for kind in FACT_KINDS}
         if name in kinds:
             return EventBreak(name, cpu, _kind=kinds[name])
@@ -394,20 +514,18 @@ class Session:
         return list(self._event_breaks)
 
     def clear_breakpoints(self) -> None:
-        self._breakpoints.clear()
+        self._set_breakpoints({})
         self._event_breaks.clear()
-        self.machine.set_breakpoints(frozenset())
 
     def function_names(self) -> frozenset[str]:
-        """Every SMCCC function name the firmware layers know (arch, PSCI, SDEI)."""
+        """Every SMCCC function name the firmware layers know (arch, PSCI, SDEI), offered by this
+        profile or not: a profile without SDEI still sees (and can break on) the guest's SDEI
+        calls, which it answers NOT_SUPPORTED."""
         platform = self.platform
-        services: list[object] = [platform.arch, platform.psci]
-        if platform.sdei is not None:
-            services.append(platform.sdei)
-        else:
-            from sdeilab.firmware.sdei.service import Sdei
-            services.append(Sdei.names())
-        return frozenset(f.name for s in services for f in s.functions())  # type: ignore[attr-defined]
+        names = {f.name for service in (platform.arch, platform.psci) for f in service.functions()}
+        # SDEI's names come from its table (DEN0054 function IDs), not from a service object,
+        # which a profile without SDEI does not build.
+        return frozenset(names | {name for name, _ in SDEI_FUNCTIONS})
 
     # --- views -------------------------------------------------------------------------
     def cpu_view(self, cpu: int) -> CpuView:
@@ -508,6 +626,7 @@ class Session:
             self._watch_kinds = None if kinds is None else frozenset(
                 FACT_KINDS[code] for kind in kinds for code in kind.FAMILY)
             self._stop_fact = None
+            self._raised = None
             if isinstance(trace, _WatchedLog) and self._conditions:
                 trace.watch = self._on_fact
             try:
@@ -520,7 +639,14 @@ class Session:
         info = StopInfo(outcome.reason.value, outcome.detail, machine.retired, machine.last_cpu,
                         self._stop_fact if outcome.reason is StopReason.BREAK else None, machine.retired - start,
                         machine.now())
-        return self._stopped(info, previous)
+        self._stopped(info, previous)
+        raised, self._raised = self._raised, None
+        if raised is not None:
+            # The machine stopped as for any break, so the caller gets the exception with the
+            # guest intact: ``last_stop`` says where, and running on continues the same history.
+            raised.add_note(f"sdeilab: the run stopped cleanly ({info.detail}); session.last_stop tells where")
+            raise raised
+        return info
 
     def _loop(self, start: int, target: int | None, sitting: dict[int, tuple[int, int]], every: int | None,
               state_check: Callable[[Session], bool] | None,
@@ -534,14 +660,26 @@ class Session:
                 if chunk <= 0:
                     return RunOutcome(StopReason.BUDGET, f"{total} instructions", machine.retired)
             outcome = machine.run(chunk, debugger=True)
+            if self._raised is not None:  # a condition raised: the machine stopped right after its fact
+                return outcome
+            # Between chunks the machine is at a clean stop: a callback that raises ends the run
+            # here, and _go raises its exception once the session has taken the stop.
             if progress is not None:
-                progress(machine.retired - start, total)
+                self._call_safely(progress, machine.retired - start, total)
+                if self._raised is not None:
+                    return RunOutcome(StopReason.BREAK, f"progress raised {type(self._raised).__name__}",
+                                      machine.retired)
             reason = outcome.reason
             if reason is StopReason.BUDGET:
                 if target is not None and machine.retired >= target:
                     return RunOutcome(StopReason.BUDGET, f"{machine.retired - start} instructions", machine.retired)
-                if state_check is not None and state_check(self):
-                    return RunOutcome(StopReason.BREAK, "the condition holds", machine.retired)
+                if state_check is not None:
+                    holds = self._call_safely(state_check, self)
+                    if self._raised is not None:
+                        return RunOutcome(StopReason.BREAK, f"the condition raised {type(self._raised).__name__}",
+                                          machine.retired)
+                    if holds:
+                        return RunOutcome(StopReason.BREAK, "the condition holds", machine.retired)
                 if self._pause.is_set():
                     return RunOutcome(StopReason.PAUSED, "paused by request", machine.retired)
                 continue
@@ -561,13 +699,36 @@ class Session:
                 continue  # a stale pause request from before this command
             return outcome
 
+    def _call_safely(self, function: Callable[..., object], *args: object) -> object:
+        """``function(*args)``; if it raises, the exception is kept for ``_go`` and the result is None."""
+        try:
+            return function(*args)
+        except BaseException as error:
+            self._raised = error
+            return None
+
     def _on_fact(self, kind: type[Fact]) -> None:
-        if self._stop_fact is not None or (self._watch_kinds is not None and kind not in self._watch_kinds):
+        """Ask the conditions about the fact just appended. This runs inside the machine, often in
+        the middle of a firmware call (the SmcccCall fact is recorded before the handler runs and
+        the results are written), so nothing may escape from here: an exception would unwind
+        through the engine's hook and leave the call half done (x0 still the function ID, the
+        instruction not counted). A condition that raises is treated as one that accepted the
+        fact: the machine stops after the instruction, and _go raises the exception then."""
+        if (self._stop_fact is not None or self._raised is not None
+                or (self._watch_kinds is not None and kind not in self._watch_kinds)):
             return
         trace = self.machine.trace
         fact = trace[len(trace) - 1]
         for condition in self._conditions:
-            if condition(fact):
+            try:
+                accepted = condition(fact)
+            except BaseException as error:
+                self._raised = error
+                self._stop_fact = fact
+                self.machine.request_break(StopReason.BREAK, f"the condition raised {type(error).__name__} on "
+                                           + _describe(fact))
+                return
+            if accepted:
                 self._stop_fact = fact
                 self.machine.request_break(StopReason.BREAK, _describe(fact))
                 return
@@ -602,6 +763,36 @@ class Session:
                              for now, before in zip(self._regs, previous, strict=True)]
         self.last_stop = info
         return info
+
+
+def _count(value: object, name: str, *, minimum: int = 0) -> int:
+    """``value`` as a whole number of at least ``minimum``: TypeError for a float, a bool or a
+    string (1.5 instructions used to reach the engine as a ctypes error), ValueError below it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number, not {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return int(value)
+
+
+def _limit(max_instructions: object) -> int | None:
+    """An instruction budget: None (no limit) or a count of at least 0 (-5 used to be accepted)."""
+    return None if max_instructions is None else _count(max_instructions, "max_instructions")
+
+
+def _cpu_count(cpus: object) -> int:
+    count = _count(cpus, "cpus", minimum=1)
+    if count > MAX_CPUS:
+        raise ValueError(f"cpus must be at most {MAX_CPUS} (the GIC redistributors the memory map has room for)")
+    return count
+
+
+def _profile(profile: str | Profile) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    if not isinstance(profile, str):
+        raise TypeError(f"a profile is a name or a Profile, not {type(profile).__name__}")
+    return profile_named(profile)
 
 
 def _quirks(quirks: Quirks | Iterable[str] | None) -> Quirks:

@@ -27,14 +27,13 @@ section 3: exit status 2).
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdeilab.machine.loader import GuestImage, GuestLoadError, Segment
+from sdeilab.machine.loader import GuestImage, GuestLoadError, Segment, read_input, shown
 from sdeilab.machine.memmap import MemMapEntry
 
 IMAGE_MAGIC = b"ARM\x64"
@@ -48,6 +47,7 @@ PAGE_SIZES = {0: "unspecified", 1: "4 KiB", 2: "16 KiB", 3: "64 KiB"}
 # The Cortex-A57 the lab models implements the 4 KiB and 64 KiB granules only
 # (ID_AA64MMFR0_EL1.TGran16 = 0, Cortex-A57 TRM 4.3.26); a 16 KiB kernel stops before any output.
 UNSUPPORTED_PAGE_SIZE = 2
+DEFAULT_MAX_FILE = 1 << 30  # read_kernel without a RAM size: larger than any RAM the lab gives a machine
 
 DeviceTreeFor = Callable[[tuple[int, int] | None], bytes]
 """Builds the device tree blob, given where the initrd lies (``(start, end)``, physical) or None."""
@@ -123,15 +123,32 @@ def plan_layout(header: ImageHeader, ram: MemMapEntry, *, initrd_size: int | Non
     return LinuxLayout(kernel, kernel_end, dtb, initrd)
 
 
-def read_kernel(path: Path | str) -> bytes:
-    """The Image's bytes; an ``Image.gz`` is decompressed (as QEMU's -kernel does)."""
-    data = _read(path, "kernel")
+def read_kernel(path: Path | str, max_size: int | None = None) -> bytes:
+    """The Image's bytes; an ``Image.gz`` is decompressed (as QEMU's -kernel does).
+
+    ``max_size`` (the machine's RAM: the kernel must fit in it) bounds both the file and what it
+    decompresses to, so a sparse file of many GiB or a gzip bomb is refused, not read into memory.
+    """
+    limit = DEFAULT_MAX_FILE if max_size is None else max_size
+    data = read_input(path, "kernel", limit)
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise GuestLoadError(f"{path}: a damaged gzip file ({error})") from None
+        data = _gunzip(data, limit, path)
     return data
+
+
+def _gunzip(data: bytes, limit: int, path: Path | str) -> bytes:
+    """Decompress a gzip member (RFC 1952) into at most ``limit`` bytes."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16 +: expect the gzip header and trailer
+    try:
+        out = inflater.decompress(data, limit + 1)
+        if len(out) > limit:
+            raise GuestLoadError(f"{shown(path)}: decompresses to more than {limit:,} bytes, "
+                                 "more than the machine's RAM")
+        if not inflater.eof:
+            raise GuestLoadError(f"{shown(path)}: a damaged gzip file (it ends before its last block)")
+    except zlib.error as error:
+        raise GuestLoadError(f"{shown(path)}: a damaged gzip file ({error})") from None
+    return out
 
 
 def linux_image(kernel: Path | str, ram: MemMapEntry, device_tree: DeviceTreeFor, *,
@@ -141,9 +158,14 @@ def linux_image(kernel: Path | str, ram: MemMapEntry, device_tree: DeviceTreeFor
     ``device_tree(initrd_range)`` supplies the blob; ``initrd`` is a file or its bytes.
     """
     path = Path(kernel)
-    data = read_kernel(path)
-    header = parse_image_header(data, str(path))
-    rd = _read(initrd, "initrd") if isinstance(initrd, (str, Path)) else initrd
+    data = read_kernel(path, ram.size)
+    header = parse_image_header(data, shown(path))
+    rd = read_input(initrd, "initrd", ram.size) if isinstance(initrd, (str, Path)) else initrd
+    if rd is not None and len(rd) == 0:
+        # Nothing to hand the kernel; linux,initrd-start == linux,initrd-end would describe no
+        # initramfs at all, so say so rather than boot as if one had been given.
+        raise GuestLoadError(f"{shown(initrd) if isinstance(initrd, (str, Path)) else 'initrd'}: "
+                             "the initrd is empty (0 bytes)")
     layout = plan_layout(header, ram, initrd_size=None if rd is None else len(rd), name=str(path))
     dtb = device_tree(layout.initrd)
     if len(dtb) > DTB_MAX_SIZE:
@@ -152,18 +174,6 @@ def linux_image(kernel: Path | str, ram: MemMapEntry, device_tree: DeviceTreeFor
     if rd is not None and layout.initrd is not None:
         segments.append(Segment(layout.initrd[0], bytes(rd), len(rd)))
     return GuestImage(path, layout.kernel, tuple(segments), x0=layout.dtb)
-
-
-def _read(path: Path | str, what: str) -> bytes:
-    path = Path(path)
-    if not path.exists():
-        raise GuestLoadError(f"{path}: no such file ({what})")
-    if path.is_dir():
-        raise GuestLoadError(f"{path}: is a directory, not a {what}")
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise GuestLoadError(f"{path}: cannot read the {what} ({error.strerror})") from None
 
 
 def _align_up(value: int, alignment: int) -> int:

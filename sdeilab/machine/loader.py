@@ -1,21 +1,34 @@
 """Loading a guest: an AArch64 ELF executable whose segments lie in RAM.
 
 Every way a file can fail to be a guest gets its own one-line message (DESIGN.md section 3:
-exit status 2), never a traceback.
+exit status 2), never a traceback. A file given on the command line is hostile input: it may be a
+FIFO (whose open() blocks until a writer comes, POSIX open()), a device that never ends
+(/dev/zero), a sparse file of many GiB, or an ELF whose headers point anywhere. So every input is
+opened without blocking, checked to be a regular file of a bounded size on the open descriptor,
+and an ELF's program headers are checked against the ELF specification (gABI, "Program Header")
+and against the file's real length before a byte of a segment is read.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
+from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from sdeilab.machine.memmap import MemMapEntry
 
 EM_AARCH64 = 183
+MAX_SYMBOLS = 1 << 20
+"""Symbols kept from a guest's .symtab (they only name addresses in fault reports); a bigger table is cut."""
+_SHOWN_PATH = 160  # a path longer than this is shortened in messages, so a message stays one readable line
 
 
 class GuestLoadError(Exception):
@@ -46,48 +59,126 @@ class GuestImage:
         return self.symbols[best] + (f"+0x{offset:x}" if offset else "")
 
 
+def shown(path: Path | str) -> str:
+    """``path`` for a one-line message: a path longer than the system allows is cut in the middle."""
+    text = str(path)
+    if len(text) <= _SHOWN_PATH:
+        return text
+    half = _SHOWN_PATH // 2
+    return f"{text[:half]}...{text[-half:]} ({len(text)} characters)"
+
+
+_FILE_TYPES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def open_input(path: Path | str, what: str, max_size: int | None = None) -> tuple[BinaryIO, int]:
+    """Open ``path`` for reading as a ``what`` ("ELF file", "kernel", ...): (stream, size in bytes).
+
+    Refused with a one-line :class:`GuestLoadError`: a missing file, a name the system cannot take
+    (ENAMETOOLONG), anything but a regular file, and a file over ``max_size`` bytes. O_NONBLOCK
+    keeps open() of a FIFO from waiting for a writer (POSIX open()); it changes nothing for a
+    regular file. The type is read from the open descriptor, so nothing can be swapped in between.
+    """
+    name = shown(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            raise GuestLoadError(f"{name}: no such file" + ("" if what == "ELF file" else f" ({what})")) from None
+        if error.errno == errno.ENAMETOOLONG:
+            raise GuestLoadError(f"{name}: file name too long for this system ({what})") from None
+        raise GuestLoadError(f"{name}: cannot open the {what} ({error.strerror})") from None
+    stream = os.fdopen(fd, "rb")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((k for test, k in _FILE_TYPES if test(info.st_mode)), "a special file")
+            raise GuestLoadError(f"{name}: is {kind}; the {what} must be a regular file")
+        if max_size is not None and info.st_size > max_size:
+            raise GuestLoadError(f"{name}: {info.st_size:,} bytes, more than the {what} can be "
+                                 f"({max_size:,} bytes: it must fit in the machine's RAM)")
+    except BaseException:
+        stream.close()
+        raise
+    return stream, info.st_size
+
+
+def read_input(path: Path | str, what: str, max_size: int) -> bytes:
+    """The whole of a regular file of at most ``max_size`` bytes (see :func:`open_input`)."""
+    stream, _ = open_input(path, what, max_size)
+    with stream:
+        try:
+            data = stream.read(max_size + 1)  # bounded even if the file grows after the check
+        except OSError as error:
+            raise GuestLoadError(f"{shown(path)}: cannot read the {what} ({error.strerror})") from None
+    if len(data) > max_size:
+        raise GuestLoadError(f"{shown(path)}: more than {max_size:,} bytes, too big for the {what} "
+                             "(it must fit in the machine's RAM)")
+    return data
+
+
 def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
     path = Path(path)  # a plain string is a path too (Python callers and notebooks pass both)
-    if not path.exists():
-        raise GuestLoadError(f"{path}: no such file")
-    if path.is_dir():
-        raise GuestLoadError(f"{path}: is a directory, not an ELF file")
+    stream, file_size = open_input(path, "ELF file")
+    name = shown(path)
     try:
-        with path.open("rb") as stream:
+        with stream:
             if stream.read(4) != b"\x7fELF":
-                raise GuestLoadError(f"{path}: not an ELF file")
+                raise GuestLoadError(f"{name}: not an ELF file")
             stream.seek(0)
             elf = ELFFile(stream)
             if elf["e_machine"] != "EM_AARCH64":
-                raise GuestLoadError(f"{path}: ELF for {elf['e_machine']}, not AArch64 (EM_AARCH64)")
+                raise GuestLoadError(f"{name}: ELF for {elf['e_machine']}, not AArch64 (EM_AARCH64)")
             if elf.elfclass != 64 or not elf.little_endian:
-                raise GuestLoadError(f"{path}: not a 64-bit little-endian ELF")
+                raise GuestLoadError(f"{name}: not a 64-bit little-endian ELF")
             if elf["e_type"] != "ET_EXEC":
-                raise GuestLoadError(f"{path}: ELF type {elf['e_type']}, not an executable (ET_EXEC)")
+                raise GuestLoadError(f"{name}: ELF type {elf['e_type']}, not an executable (ET_EXEC)")
             segments = []
-            for seg in elf.iter_segments("PT_LOAD"):
+            for number, seg in enumerate(elf.iter_segments()):
+                if seg["p_type"] != "PT_LOAD":
+                    continue
                 address, memsize = seg["p_paddr"], seg["p_memsz"]
+                offset, filesize = seg["p_offset"], seg["p_filesz"]
+                where = f"{name}: segment {number} (PT_LOAD at 0x{address:x})"
+                # gABI, Program Header: "p_filesz ... may not be larger than the memory size".
+                if filesize > memsize:
+                    raise GuestLoadError(f"{where}: p_filesz 0x{filesize:x} is larger than p_memsz 0x{memsize:x}, "
+                                         "which the ELF specification forbids")
                 if memsize == 0:
                     continue
                 if not ram.contains(address, memsize):
                     raise GuestLoadError(
-                        f"{path}: segment at 0x{address:x}..0x{address + memsize:x} lies outside RAM "
+                        f"{where}: 0x{address:x}..0x{address + memsize:x} lies outside RAM "
                         f"(0x{ram.base:x}..0x{ram.end:x})")
-                segments.append(Segment(address, seg.data(), memsize))
+                if offset + filesize > file_size:
+                    raise GuestLoadError(f"{where}: its bytes at offset 0x{offset:x}+0x{filesize:x} lie past "
+                                         f"the end of the file ({file_size} bytes): truncated or damaged")
+                stream.seek(offset)
+                data = stream.read(filesize)
+                if len(data) != filesize:  # the file shrank under us
+                    raise GuestLoadError(f"{where}: the file ends inside the segment: truncated")
+                segments.append(Segment(address, data, memsize))
             if not segments:
-                raise GuestLoadError(f"{path}: no loadable segment")
+                raise GuestLoadError(f"{name}: no loadable segment")
             entry = elf["e_entry"]
             if not ram.contains(entry, 4):
-                raise GuestLoadError(f"{path}: entry point 0x{entry:x} is outside RAM")
+                raise GuestLoadError(f"{name}: entry point 0x{entry:x} is outside RAM")
             symbols: dict[int, str] = {}
             symtab = elf.get_section_by_name(".symtab")
-            if isinstance(symtab, SymbolTableSection):
-                for sym in symtab.iter_symbols():
+            # Symbols only name addresses in reports: a table that lies past the end of the file
+            # (a damaged or hostile header) is ignored, and a huge one is cut, rather than read.
+            if isinstance(symtab, SymbolTableSection) and symtab["sh_offset"] + symtab["sh_size"] <= file_size:
+                for count, sym in enumerate(symtab.iter_symbols()):
+                    if count >= MAX_SYMBOLS:
+                        break
                     if sym.name and sym["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE", "STT_OBJECT") \
                             and sym["st_shndx"] != "SHN_UNDEF" and not sym.name.startswith("$"):
                         symbols.setdefault(sym["st_value"], sym.name)
     except GuestLoadError:
         raise
-    except (ELFError, OSError, ValueError, KeyError) as error:
-        raise GuestLoadError(f"{path}: malformed ELF file ({error})") from None
+    # What pyelftools raises on headers that point outside the file or hold impossible values.
+    except (ELFError, ConstructError, OSError, ValueError, KeyError, IndexError, OverflowError, TypeError,
+            AttributeError) as error:
+        raise GuestLoadError(f"{name}: malformed ELF file ({type(error).__name__}: {error})") from None
     return GuestImage(path, entry, tuple(segments), symbols)

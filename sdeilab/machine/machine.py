@@ -109,6 +109,8 @@ class Machine:
         if not 1 <= cpus <= MAX_CPUS:
             raise ValueError(f"cpus must be between 1 and {MAX_CPUS}")
         self.trace = trace if trace is not None else TraceLog()
+        if quantum < 1:
+            raise ValueError(f"quantum must be at least 1 instruction, not {quantum}")  # 0 never ends a round
         self.quantum = quantum
         self.ram_region = MemMapEntry(VIRT_MEMMAP[Region.RAM].base, ram_size)
         self.ram = mmap.mmap(-1, ram_size)

@@ -13,10 +13,18 @@ window, then each candidate's vtime is checked exactly.
 
 The same index pass shares equal payload tuples among facts of one kind (long runs repeat the
 same calls with the same arguments), which is what keeps a record near 30 bytes instead of 160.
+
+Threads: one thread appends (the one running the machine) while any thread may query (the
+dashboard's plot worker reads the log during a background run). ``add`` takes no lock, so the
+hypercall path pays nothing: it appends to the columns with the payload last, and the length of
+the payload column is the number of complete records. Building the indexes and reading them take
+one lock, so two queries never index the same records twice, and a query sees the log up to the
+length it indexed, never a half-built index.
 """
 
 from __future__ import annotations
 
+import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +35,11 @@ from sdeilab.trace.records import FACT_KINDS, Fact
 
 BLOCK = 64
 """Facts per sample of the running vtime maximum: a window query scans at most this many extra."""
+
+DEFAULT_LIMIT = 4_000_000
+"""Facts a :class:`TraceLog` keeps unless told otherwise: near 120 MB once indexed (30 bytes a fact),
+at most about 460 MB if nothing ever queries it. A guest that polls a firmware call forever adds
+facts at about 400,000 a second, and without a bound would grow the log until the host kills it."""
 
 _INTERN_LIMIT = 1 << 14
 """Distinct payloads remembered per kind; past this the memory is restarted (sharing is a cache)."""
@@ -50,12 +63,26 @@ def _event_position(kind: type[Fact]) -> int:
 
 
 class TraceLog:
-    """Facts in ``seq`` order; ``log[i]`` is the fact with ``seq == i``."""
+    """Facts in ``seq`` order; ``log[i]`` is the fact with ``seq == i``.
+
+    The log keeps at most ``limit`` facts (:data:`DEFAULT_LIMIT`; None: no bound). The first
+    ``limit`` are kept; each later one is counted in ``dropped``, handed to ``overflow`` if that is
+    set (as a :class:`Fact` with the seq it would have had: a writer can stream them to a file),
+    and ``dropped_at`` is the (seq, vtime) of the first fact not kept (None while nothing was
+    dropped). Queries see the kept facts only.
+    """
 
     __slots__ = ("_block_max", "_by_cpu", "_by_event", "_by_kind", "_cpu", "_indexed", "_interned", "_kind",
-                 "_lag", "_payload", "_run_max", "_vtime")
+                 "_lag", "_lock", "_payload", "_run_max", "_vtime", "dropped", "dropped_at", "limit",
+                 "overflow")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = DEFAULT_LIMIT) -> None:
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be 0 or more (or None for no bound), not {limit}")
+        self.limit = limit if limit is not None else 1 << 62  # an int either way: add() compares once
+        self.dropped = 0
+        self.dropped_at: tuple[int, int] | None = None
+        self.overflow: Callable[[Fact], None] | None = None
         self._kind = array("h")
         self._cpu = array("h")
         self._vtime = array("q")
@@ -68,20 +95,41 @@ class TraceLog:
         self._lag = 0  # the most any indexed fact's vtime lies below the running maximum before it
         self._interned: dict[int, dict[tuple[object, ...], tuple[object, ...]]] = {}
         self._indexed = 0  # facts before this seq are in the indexes
+        # Held while the indexes are built or read (module docstring, "Threads"); reentrant, as a
+        # query indexes first and the window lookup inside it indexes again.
+        self._lock = threading.RLock()
 
     def add(self, kind: type[Fact], cpu: int, vtime: int, *payload: object) -> None:
         """Append a fact of ``kind``; ``payload`` holds its fields after (seq, cpu, vtime).
 
-        This is on the hypercall path: four appends, nothing else. The indexes are brought up
-        to date by the first query that needs them, from where they stopped.
+        This is on the hypercall path: one compare against ``limit`` and four appends, nothing
+        else. The indexes are brought up to date by the first query that needs them.
         """
+        if len(self._payload) >= self.limit:
+            self._drop(kind, cpu, vtime, payload)
+            return
         self._kind.append(kind.CODE)
         self._cpu.append(cpu)
         self._vtime.append(vtime)
-        self._payload.append(payload)
+        self._payload.append(payload)  # last: its length says which records are complete
+
+    def _drop(self, kind: type[Fact], cpu: int, vtime: int, payload: tuple[object, ...]) -> None:
+        """A fact past ``limit``: counted, and handed to ``overflow`` (class docstring)."""
+        seq = len(self._payload) + self.dropped
+        if self.dropped_at is None:
+            self.dropped_at = (seq, vtime)
+        self.dropped += 1
+        overflow = self.overflow
+        if overflow is not None:
+            overflow(kind(seq, cpu, vtime, *payload))  # type: ignore[call-arg]
 
     def _index(self) -> dict[int, array[int]]:
         """Bring every index up to the end of the log; returns the per-kind index."""
+        with self._lock:
+            return self._index_locked()
+
+    def _index_locked(self) -> dict[int, array[int]]:
+        # The appending thread may add records meanwhile: index up to the length seen now.
         start, end = self._indexed, len(self._payload)
         if start == end:
             return self._by_kind
@@ -179,6 +227,11 @@ class TraceLog:
         The smallest of the matching indexes (per kind, per CPU, per event) drives the walk,
         narrowed to the seq range the window allows; the other filters are checked per candidate.
         """
+        with self._lock:  # the indexes must not grow under the walk (module docstring, "Threads")
+            return self._seqs(kinds, cpu, event, start, end)
+
+    def _seqs(self, kinds: tuple[type[Fact], ...], cpu: int | None, event: int | None,
+              start: int | None, end: int | None) -> list[int]:
         self._index()
         lo, hi = self.seq_range(start, end)
         # Per filter, its index (or indexes, for several kinds), counted in [lo, hi) by bisection;
@@ -220,8 +273,12 @@ class TraceLog:
 
     def seq_range(self, start: int | None = None, end: int | None = None) -> tuple[int, int]:
         """A range of seqs holding every fact with ``start <= vtime < end`` (maybe a few more)."""
-        self._index()
-        lo, hi = 0, len(self._payload)
+        with self._lock:
+            self._index()
+            return self._seq_range(start, end)
+
+    def _seq_range(self, start: int | None, end: int | None) -> tuple[int, int]:
+        lo, hi = 0, self._indexed  # not len(): records appended since the indexing are not in them
         full = len(self._block_max)
         if start is not None:
             # Blocks whose running maximum is below ``start`` hold only earlier facts.
@@ -247,13 +304,15 @@ class TraceLog:
 
     def cpus(self) -> list[int]:
         """The CPUs facts were recorded for (-1, the machine itself, excluded)."""
-        self._index()
-        return sorted(c for c in self._by_cpu if c >= 0)
+        with self._lock:
+            self._index()
+            return sorted(c for c in self._by_cpu if c >= 0)
 
     def events(self) -> list[int]:
         """The SDEI event numbers that some fact concerns (-1, a call naming no valid event, excluded)."""
-        self._index()
-        return sorted(e for e in self._by_event if e >= 0)
+        with self._lock:
+            self._index()
+            return sorted(e for e in self._by_event if e >= 0)
 
     def vtime_at(self, seq: int) -> int:
         """The vtime of fact ``seq``, without building the fact."""
@@ -294,16 +353,21 @@ class TraceLog:
 
     def max_vtime(self) -> int:
         """The latest vtime of any fact (``last_vtime`` is the vtime of the last fact appended)."""
-        self._index()
-        return max(self._run_max, 0)
+        with self._lock:
+            self._index()
+            return max(self._run_max, 0)
 
     def count(self, kind: type[Fact]) -> int:
         """How many facts are of ``kind`` (its sub-kinds included)."""
-        by_kind = self._index()
-        return sum(len(by_kind.get(code, ())) for code in kind.FAMILY)
+        with self._lock:
+            by_kind = self._index()
+            return sum(len(by_kind.get(code, ())) for code in kind.FAMILY)
 
     def last_vtime(self) -> int:
         return self._vtime[-1] if self._vtime else 0
 
     def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        """Forget every fact; the limit and the overflow stay."""
+        limit, overflow = self.limit, self.overflow
+        TraceLog.__init__(self, limit)
+        self.overflow = overflow

@@ -12,14 +12,27 @@ answering and the Pause button works; the progress bar and the views are refresh
 chunks. ``run`` (for notebooks) blocks; Ctrl-C / "interrupt kernel" pauses it cleanly. Either way
 the run stops at a slice boundary with nothing lost from the trace.
 
-Errors the user can cause (a symbol that does not exist, pressing Step while a run goes on) are
-shown in the status line and kept in ``lab.error``; the method returns None.
+Errors the user can cause (a symbol that does not exist, an address or count out of range,
+pressing Step while a run goes on, a guest file that cannot be read, a ``run_until`` predicate that
+raises) are shown in the status line and kept in ``lab.error``; the method returns None. No
+button or switch lets an exception escape into ipywidgets' callback machinery.
+
+Threads at exit: the run and the plot worker are daemon threads, and a daemon thread that is
+inside matplotlib's or Unicorn's native code when the interpreter finalizes is killed there
+(the process aborted with "terminate called without an active exception", or crashed when
+Unicorn's own exit handler closed an engine that was still running). An ``atexit`` handler
+therefore pauses any background run and lets the drawing in progress finish, and no new drawing
+starts once the interpreter is exiting. It is registered again each time a thread starts:
+``atexit`` runs the last registered first, so it runs before the exit handlers of what the
+threads use (Unicorn's engines are closed by a ``weakref.finalize`` registered at their creation).
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +51,24 @@ FOLLOW = "follow"  # the CPU selector's value that follows the CPU that ran last
 # The CPU choosers' value for "any CPU" / "all CPUs". Not None: ipywidgets 8 reads a selection
 # whose value is None as "nothing selected" (index None), so the browser showed an empty box.
 ANY_CPU = -1
+EXIT_JOIN_S = 10.0  # at interpreter exit, how long to wait for a run to pause and a drawing to finish
+
+_LABS: weakref.WeakSet[Lab] = weakref.WeakSet()  # every live dashboard, for the exit handler
+_EXITING = threading.Event()  # the interpreter is exiting: no drawing starts any more
+
+
+def _stop_threads_at_exit() -> None:
+    """Pause background runs and let drawings finish while the interpreter can still run them
+    (module docstring, "Threads at exit")."""
+    _EXITING.set()
+    for lab in list(_LABS):
+        lab.close(EXIT_JOIN_S)
+
+
+def _stop_threads_first_at_exit() -> None:
+    """(Re-)register the exit handler last, so that it runs first (module docstring)."""
+    atexit.unregister(_stop_threads_at_exit)
+    atexit.register(_stop_threads_at_exit)
 
 
 class Lab:
@@ -72,6 +103,7 @@ class Lab:
         self.timeline_picture = plots.Picture()
         self._syncing = False  # the lab itself is setting widget values: observers stay quiet
         self._build()
+        _LABS.add(self)
         self.refresh()
 
     # --- widgets -----------------------------------------------------------------------
@@ -102,8 +134,7 @@ class Lab:
         self.progress = w.IntProgress(value=0, min=0, max=100, description="", layout=w.Layout(width="240px"))
         self.progress_label = w.Label("")
 
-        cpu_options = [("follow", FOLLOW)] + [(f"CPU {n}", n) for n in range(s.cpus)]
-        self.cpu_select = w.ToggleButtons(options=cpu_options, value=FOLLOW, style={"button_width": "64px"})
+        self.cpu_select = w.ToggleButtons(options=_follow_options(s.cpus), value=FOLLOW, style={"button_width": "64px"})
         self.cpu_select.observe(lambda change: self._syncing or self.show_cpu(change["new"]), "value")
         self.registers_html = w.HTML()
         self.disasm_html = w.HTML()
@@ -114,14 +145,13 @@ class Lab:
         self.uart_view = w.Textarea(value="", disabled=True, layout=w.Layout(width="100%", height="140px"))
 
         self.bp_entry = w.Text(placeholder="address or symbol", description="breakpoint")
-        self.bp_cpu = w.Dropdown(options=[("any CPU", ANY_CPU)] + [(f"CPU {n}", n) for n in range(s.cpus)],
-                                 value=ANY_CPU, layout=w.Layout(width="110px"))
+        self.bp_cpu = w.Dropdown(options=_any_options(s.cpus, "any CPU"), value=ANY_CPU, layout=w.Layout(width="110px"))
         self.bp_add_button = button(description="Add", icon="plus")
         self.bp_add_button.on_click(lambda _: self.add_breakpoint())
         self.event_entry = w.Combobox(placeholder="SDEI_EVENT_COMPLETE, CPU_ON, SdeiDispatch, ...",
                                       options=self._event_names(), description="event")
-        self.event_cpu = w.Dropdown(options=[("any CPU", ANY_CPU)] + [(f"CPU {n}", n) for n in range(s.cpus)],
-                                    value=ANY_CPU, layout=w.Layout(width="110px"))
+        self.event_cpu = w.Dropdown(options=_any_options(s.cpus, "any CPU"), value=ANY_CPU,
+                                    layout=w.Layout(width="110px"))
         self.event_add_button = button(description="Break on", icon="plus")
         self.event_add_button.on_click(lambda _: self.break_on())
         self.bp_list = w.Select(options=[], rows=4, layout=w.Layout(width="420px"))
@@ -137,8 +167,7 @@ class Lab:
 
         self.event_select = w.Dropdown(options=[0], value=0, description="SDEI event")
         self.event_select.observe(lambda change: self._syncing or self.show_event(change["new"]), "value")
-        self.state_cpu = w.Dropdown(options=[("all CPUs", ANY_CPU)] + [(f"CPU {n}", n) for n in range(s.cpus)],
-                                    value=ANY_CPU, description="on")
+        self.state_cpu = w.Dropdown(options=_any_options(s.cpus, "all CPUs"), value=ANY_CPU, description="on")
         self.state_cpu.observe(lambda change: self._syncing or self.show_event_cpu(_cpu(change["new"])), "value")
         self.state_label = w.HTML()  # the highlighted state in words: readable from the back of a room
         self.state_image = w.Image(format="png", layout=w.Layout(width="720px"))  # plots.py draws it 720 x 480
@@ -196,6 +225,7 @@ class Lab:
         self._last_live = time.monotonic()
         self._thread = threading.Thread(target=self._background, args=(max_instructions,), daemon=True,
                                         name="sdeilab-run")
+        _stop_threads_first_at_exit()
         self._thread.start()
         return self._thread
 
@@ -270,17 +300,31 @@ class Lab:
 
     def set_profile(self, name: str) -> StopInfo | None:
         """Switch the platform profile; the guest starts over (its SMC build where the profile needs it)."""
-        result = self._do(lambda: self.session.configure(profile=name))
-        self._sync_switches()
-        return result
+        return self._do(lambda: self.session.configure(profile=name))
 
     def set_quirk(self, name: str, on: bool) -> StopInfo | None:
         """Turn an SDEI quirk on or off; the guest starts over."""
         enabled = {n for n in Quirks.names() if getattr(self.session.quirks, n)}
         enabled = enabled | {name} if on else enabled - {name}
-        result = self._do(lambda: self.session.configure(quirks=sorted(enabled)))
-        self._sync_switches()
-        return result
+        return self._do(lambda: self.session.configure(quirks=sorted(enabled)))
+
+    def set_cpus(self, count: int) -> StopInfo | None:
+        """Change the number of CPUs; the guest starts over and the CPU choosers follow."""
+        return self._do(lambda: self.session.configure(cpus=count))
+
+    def raise_event(self, number: int, cpu: int) -> None:
+        """Raise a hypervisor-originated SDEI event on ``cpu`` (``Session.raise_event``)."""
+        self._edit(lambda: self.session.raise_event(number, cpu))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Pause a background run and wait for it and for the drawing in progress to end (done
+        for every dashboard at interpreter exit; the dashboard stays usable)."""
+        if self.busy:
+            self.session.pause()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        self.wait_plots(timeout)
 
     def show_cpu(self, cpu: int | str) -> None:
         """Show ``cpu``'s disassembly and memory (``"follow"``: the CPU that ran last)."""
@@ -368,6 +412,8 @@ class Lab:
         if not force and key == self._plotted:
             return  # nothing new to draw: a step that recorded no fact costs no plotting
         self._plotted = key
+        if _EXITING.is_set():
+            return  # too late to draw (module docstring, "Threads at exit")
         if not self.plots_async:
             self._draw_plots()
             return
@@ -377,6 +423,7 @@ class Lab:
             self._plot_pending = True
             if self._plot_thread is None:
                 self._plot_thread = threading.Thread(target=self._plot_worker, daemon=True, name="sdeilab-plots")
+                _stop_threads_first_at_exit()
                 self._plot_thread.start()
 
     def wait_plots(self, timeout: float | None = None) -> bool:
@@ -391,7 +438,7 @@ class Lab:
     def _plot_worker(self) -> None:
         while True:
             with self._plot_lock:
-                if not self._plot_pending:
+                if not self._plot_pending or _EXITING.is_set():
                     self._plot_thread = None
                     return
                 self._plot_pending = False
@@ -435,6 +482,14 @@ class Lab:
             self.profile_select.value = s.profile.name
             for name, box in self.quirk_boxes.items():
                 box.value = getattr(s.quirks, name)
+            if len(self.bp_cpu.options) != s.cpus + 1:  # the CPU count changed: so do the choosers
+                for chooser, options in ((self.cpu_select, _follow_options(s.cpus)),
+                                         (self.bp_cpu, _any_options(s.cpus, "any CPU")),
+                                         (self.event_cpu, _any_options(s.cpus, "any CPU")),
+                                         (self.state_cpu, _any_options(s.cpus, "all CPUs"))):
+                    keep = chooser.value
+                    chooser.options = options
+                    chooser.value = keep if keep in [value for _, value in options] else options[0][1]
 
     @contextmanager
     def _quiet(self) -> Iterator[None]:
@@ -446,25 +501,38 @@ class Lab:
 
     # --- plumbing ------------------------------------------------------------------------
     def _do(self, action: Callable[[], StopInfo]) -> StopInfo | None:
+        """Drive the session; then the switches show what the session has (a profile switch that
+        failed leaves the old one selected) and the views are refreshed."""
         if self.busy:
+            self._sync_switches()
             return self._fail("the machine is running: pause it first")
         self.error = ""
         try:
-            result = action()
-        except (SessionBusy, ValueError) as error:
-            return self._fail(str(error))
-        self.progress.value = self.progress.max
-        self.refresh()
+            result: StopInfo | None = action()
+        except Exception as error:  # shown in the status line, never raised into a widget callback
+            self.error = _message(error)
+            result = None
+        else:
+            self.progress.value = self.progress.max
+        self._sync_switches()
+        # Also after an error: a run_until predicate that raised has stopped the run somewhere new.
+        self._refresh_safely()
         return result
 
     def _edit(self, action: Callable[[], Any]) -> Any:
         self.error = ""
         try:
             result = action()
-        except ValueError as error:
-            return self._fail(str(error))
-        self.refresh()
+        except Exception as error:  # as in _do
+            return self._fail(_message(error))
+        self._refresh_safely()
         return result
+
+    def _refresh_safely(self) -> None:
+        try:
+            self.refresh()
+        except Exception as error:  # a view that cannot be drawn must not take the button down
+            self._fail(f"{self.error + '; ' if self.error else ''}view refresh failed: {_message(error)}")
 
     def _fail(self, message: str) -> None:
         self.error = message
@@ -475,9 +543,9 @@ class Lab:
         try:
             self._result = self.session.run(max_instructions, progress=self._progress)
         except BaseException as error:  # shown, never lost in a thread
-            self.error = f"{type(error).__name__}: {error}"
+            self.error = _message(error)
         self.progress.value = self.progress.max
-        self.refresh()
+        self._refresh_safely()
 
     def _progress(self, done: int, total: int | None) -> None:
         if total:
@@ -492,6 +560,22 @@ class Lab:
             self.status.value = status_html(s.last_stop, running=True, retired=s.retired)
             self.uart_view.value = s.uart_text()
             self._refresh_plots()
+
+
+def _follow_options(cpus: int) -> list[tuple[str, int | str]]:
+    return [("follow", FOLLOW)] + [(f"CPU {n}", n) for n in range(cpus)]
+
+
+def _any_options(cpus: int, label: str) -> list[tuple[str, int]]:
+    return [(label, ANY_CPU)] + [(f"CPU {n}", n) for n in range(cpus)]
+
+
+def _message(error: BaseException) -> str:
+    """An error as the status line shows it: the message of the errors a user causes, with the
+    type for anything else (that is a bug to report, and the type says where to look)."""
+    if isinstance(error, (SessionBusy, ValueError, TypeError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _cpu(choice: int) -> int | None:

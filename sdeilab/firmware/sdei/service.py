@@ -435,6 +435,8 @@ class Sdei(Service):
         event = self.events.get(number)
         if event is None or event.source is not Source.HYPERVISOR:
             raise ValueError(f"event {number} is not a hypervisor-originated event of this platform")
+        if not 0 <= cpu < len(self.pes):
+            raise ValueError(f"there is no CPU {cpu} (this machine has CPUs 0 to {len(self.pes) - 1})")
         self.pes[cpu].pending.add(number)
         self.machine.poke(cpu)
 
