@@ -199,6 +199,23 @@ figure_legend(fig)  # one legend for both panels
 plt.show()
 
 # %% [markdown]
+# ### Explore it yourself
+#
+# The same lane, live: turn the mouse wheel over it to zoom (around the pointer), drag it to
+# pan, and point at a bar or a tick to read its fact below the figure: a handler's event, its
+# class and depth, the PC it interrupted and where COMPLETE resumed; a call's arguments, its
+# result by name and the layer that answered. "Reset view" brings back this window. Zoom in
+# on the white line inside the vermillion bar: two runs of 5001, back to back. Which call
+# did the second one interrupt, and at which PC did each resume?
+
+# %%
+from sdeilab.widgets.timeline_view import TimelineView
+
+explore = TimelineView(trace, cpus=[0], window=window, symbolize=session.symbolize,
+                       title="CPU 0, the host raising 5001, then 5001 and 5000")
+explore
+
+# %% [markdown]
 # ## 5. One critical event's life, as a sequence
 #
 # Event 5001's facts in order, between CPU 0 and the firmware: the guest's REGISTER and
@@ -253,6 +270,10 @@ nested = [(n, c) for c in handlers if c.critical for n in handlers
           if not n.critical and n.start < c.start and c.end is not None and n.end is not None and c.end < n.end]
 assert nested, handlers
 assert all(image.symbolize(c.interrupted_pc).startswith("normal_window") for _, c in nested)
+# Pointing at the middle of a nested critical bar in the interactive view reads that run's fact.
+_, c = nested[0]
+read = explore.describe((c.start + c.end) / 2, 0.0)
+assert f"event {c.event}</b> (critical, depth 2)" in read and "interrupted &lt;normal_window" in read, read
 
 # Each trigger was taken as soon as the rules let it: at the end of the chain of handlers it
 # may not pre-empt (a COMPLETE is a dispatch point), or, if nothing blocked it, at the next
