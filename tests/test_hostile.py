@@ -502,3 +502,102 @@ def test_trace_log_limit_counts_what_it_drops() -> None:
     assert [f.seq for f in spilled] == [3, 4]  # type: ignore[attr-defined]
     log.clear()
     assert len(log) == 0 and log.dropped == 0 and log.limit == 3 and log.overflow is not None
+
+
+# --- 8. guests that misbehave: the CLI tests' six classes and the machine's, under the same bounds --
+# A vector table whose every entry skips the faulting instruction (ELR_EL1 += 4, ERET), so a guest
+# of faults runs on instead of stopping at its first one (ARM ARM D1.10: each vector is 128 bytes).
+SKIPPING_VECTORS = """
+    .text
+    .balign 2048
+skip_vectors:
+    .rept 16
+    mrs x9, elr_el1
+    add x9, x9, #4
+    msr elr_el1, x9
+    eret
+    .balign 128
+    .endr
+"""
+SET_SKIPPING = "    adr x0, skip_vectors\n    msr vbar_el1, x0\n    isb\n"
+# Vectors whose handler faults again (a load from unmapped address 0) before it could return.
+FAULTING_VECTORS = SKIPPING_VECTORS.replace("skip_vectors", "bad_vectors").replace(
+    "    mrs x9, elr_el1\n", "    mov x9, #0\n    ldr x9, [x9]\n    mrs x9, elr_el1\n")
+SET_FAULTING = "    adr x0, bad_vectors\n    msr vbar_el1, x0\n    isb\n"
+NO_VECTORS = "    msr vbar_el1, xzr\n"
+BODIES: dict[str, str] = {
+    "udf": "    udf #0x2a\n",
+    "branch-unmapped": "    mov x0, #0x100000\n    br x0\n",
+    "branch-gicd": "    ldr x0, =0x08000000\n    br x0\n",
+    "branch-gicr": "    ldr x0, =0x080A0000\n    br x0\n",
+    "branch-uart": "    ldr x0, =0x09000000\n    br x0\n",
+    "branch-sp804": "    ldr x0, =0x090C0000\n    br x0\n",
+    "misaligned-pc": "    ldr x0, =main + 2\n    br x0\n",
+    "spin": "1:  b 1b\n",
+    "wfi": "1:  wfi\n    b 1b\n",
+    # An interrupt pending that PSTATE.I masks ends every WFI at once (ARM ARM D1.16.2): the EL1
+    # virtual timer (PPI 27) fires at once, DAIF stays masked, and the guest waits for ever.
+    "wfi-masked-irq": ("    bl gic_dist_init\n    bl gic_redist_init\n    bl gic_cpu_init\n"
+                       "    mov w0, #27\n    mov w1, #0x80\n    bl gic_enable_ppi\n"
+                       "    msr cntv_cval_el0, xzr\n    mov x0, #1\n    msr cntv_ctl_el0, x0\n    isb\n"
+                       "1:  wfi\n    b 1b\n"),
+    # Every store to the SP804 makes the slice end; STP and 64-bit stores make several device writes.
+    "mmio-storm": ("    ldr x0, =0x090C0000\n    mov x1, #1\n    mov x2, #2\n"
+                   "1:  stp x1, x2, [x0, #8]\n    str x1, [x0, #0x20]\n    str w2, [x0, #0x9]\n    b 1b\n"),
+    # A handler that faults again: with skipping vectors, the fault storm never ends by itself.
+    "fault-storm": "1:  udf #0\n    mov x1, #0\n    ldr x1, [x1]\n    b 1b\n",
+    "poll-affinity": "1:  ldr x0, =0xC4000004\n    mov x1, #7\n    mov x2, #0\n    hvc #0\n    b 1b\n",
+    "random-words": "    .rept 512\n    .inst 0x{word:08x}\n    .endr\n    b main\n",
+}
+# (body, vectors, exit status, words in the last line of stderr). Budgets are small: these check the
+# contract and the bounds, not speed.
+MISBEHAVIOUR = [
+    ("udf", NO_VECTORS, 3, "undefined instruction"),
+    ("branch-unmapped", NO_VECTORS, 3, "unmapped address 0x100000"),
+    *[(f"branch-{d}", NO_VECTORS, 3, "") for d in ("gicd", "gicr", "uart", "sp804")],
+    *[(f"branch-{d}", SET_SKIPPING, 4, "budget") for d in ("gicd", "uart")],
+    ("misaligned-pc", NO_VECTORS, 3, "PC alignment"),
+    ("spin", NO_VECTORS, 4, "budget"),
+    ("wfi", NO_VECTORS, 4, "every CPU waits"),
+    ("wfi-masked-irq", NO_VECTORS, 4, ""),
+    ("mmio-storm", NO_VECTORS, 4, "budget"),
+    ("fault-storm", SET_SKIPPING, 4, "budget"),
+    ("udf", SET_FAULTING, 3, "inside its own exception vector"),
+    ("poll-affinity", NO_VECTORS, 4, "budget"),
+    ("random-words", SET_SKIPPING, 4, "budget"),
+]
+
+
+@pytest.mark.parametrize(("body", "vectors", "status", "words"), MISBEHAVIOUR,
+                         ids=[f"{b}-{ {SET_SKIPPING: 'skip', SET_FAULTING: 'faulting'}.get(v, 'novec')}"
+                              for b, v, _, _ in MISBEHAVIOUR])
+def test_guests_that_misbehave(tmp_path: Path, body: str, vectors: str, status: int, words: str) -> None:
+    """Each ends with its documented status and one message, within its time and address space,
+    and a --trace of it parses."""
+    import random
+
+    word = random.Random(12).getrandbits(32)
+    table = {SET_SKIPPING: SKIPPING_VECTORS, SET_FAULTING: FAULTING_VECTORS}.get(vectors, "    .text\n")
+    text = ('#include "guest.h"\n' + table
+            + "    .globl main\nmain:\n" + vectors + BODIES[body].format(word=word))
+    guest = build_source_text(text, "asm", tmp_path / f"{body}.elf")
+    trace = tmp_path / "t.jsonl"
+    result = run("run", guest, "--max-instructions", "300000", "--trace", trace)
+    if status == 3:  # the fault report (DESIGN.md section 3): reason first, then PC and registers
+        assert "Traceback" not in result.err and result.status == 3, result.err
+        first = result.err.splitlines()[0]
+        assert first.startswith("guest fault on CPU 0: ") and words in first, result.err
+        assert "pc  0x" in result.err and "x30" in result.err
+    else:
+        assert_message(result, status, *([words] if words else []))
+    load_trace(trace)
+
+
+@pytest.mark.parametrize(("name", "make", "words"), [
+    ("missing", lambda p: p / "nope.elf", "no such file"),
+    ("not-elf", lambda p: (p / "junk.elf", (p / "junk.elf").write_bytes(b"not an ELF\n" * 10))[0], "not an ELF"),
+    ("other-arch", lambda p: Path("/bin/true"), "not AArch64"),
+    ("outside-ram", lambda p: (p / "o.elf", (p / "o.elf").write_bytes(elf(address=0x1000)))[0], "outside RAM"),
+])
+def test_guests_that_cannot_be_loaded(tmp_path: Path, name: str, make: Callable[[Path], Path], words: str) -> None:
+    assert_one_line(run("run", make(tmp_path)), 2, words)
