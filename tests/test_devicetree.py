@@ -97,9 +97,8 @@ def test_cpu_affinities_are_qemus(tmp_path: Path) -> None:
     """The reference itself: QEMU's own device tree for 17 CPUs gives each CPU the lab's MPIDR affinity."""
     cpus = 17
     dumped = tmp_path / "qemu.dtb"
-    command = qemu_virt_command("none", cpus)
-    command[command.index("-M") + 1] += f",dumpdtb={dumped}"
-    subprocess.run(command[:command.index("-kernel")], capture_output=True, timeout=60, check=True)
+    command = qemu_virt_command(None, cpus, machine_options=[f"dumpdtb={dumped}"])
+    subprocess.run(command, capture_output=True, timeout=60, check=True)
     qemu_tree = fdt.parse_dtb(dumped.read_bytes())
     qemu_regs = sorted(list(node.get_property("reg").data) for node in qemu_tree.get_node("/cpus").nodes
                        if node.name.startswith("cpu@"))

@@ -18,7 +18,8 @@ from pathlib import Path
 from sdeilab.machine.memmap import VIRT_MEMMAP, Region
 
 QEMU_BINARY = "qemu-system-aarch64"
-QEMU_MACHINE = ("-M", "virt,gic-version=3", "-cpu", "cortex-a57")
+QEMU_MACHINE = "virt,gic-version=3"
+QEMU_CPU = "cortex-a57"
 QEMU_NO_DEVICES = ("-nic", "none")  # no network card (see the module docstring)
 
 
@@ -27,14 +28,17 @@ def qemu_binary() -> str | None:
     return shutil.which(QEMU_BINARY)
 
 
-def qemu_virt_command(kernel: Path | str, cpus: int, *, memory_mib: int | None = None,
-                      extra: Sequence[str] = ()) -> list[str]:
+def qemu_virt_command(kernel: Path | str | None, cpus: int, *, memory_mib: int | None = None,
+                      extra: Sequence[str] = (), machine_options: Sequence[str] = ()) -> list[str]:
     """``qemu-system-aarch64`` booting ``kernel`` (an ELF or an arm64 Image) on the lab's board.
 
     ``memory_mib`` defaults to the lab's RAM size; ``extra`` adds options such as ``-initrd``,
     ``-append``, ``-dtb``, ``-serial`` or ``-monitor``. Without ``-serial`` in ``extra`` the
-    UART goes to standard output (``-nographic``).
+    UART goes to standard output (``-nographic``). ``machine_options`` are appended to the
+    board's (e.g. ``dumpdtb=FILE``, with no ``kernel``: QEMU writes its device tree and exits).
     """
     memory = memory_mib if memory_mib is not None else VIRT_MEMMAP[Region.RAM].size >> 20
-    return [qemu_binary() or QEMU_BINARY, *QEMU_MACHINE, "-smp", str(cpus), "-m", f"{memory}M",
-            "-nographic", *QEMU_NO_DEVICES, *extra, "-kernel", str(kernel)]
+    board = ",".join((QEMU_MACHINE, *machine_options))
+    boot = [] if kernel is None else ["-kernel", str(kernel)]
+    return [qemu_binary() or QEMU_BINARY, "-M", board, "-cpu", QEMU_CPU, "-smp", str(cpus), "-m", f"{memory}M",
+            "-nographic", *QEMU_NO_DEVICES, *extra, *boot]
