@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -173,24 +173,75 @@ for key in ("SMC guest, KVM without EL3", "SMC guest on kvm (HVC only)"):
 # without EL3 no call reaches any layer.
 
 # %%
-(exc,) = undef.trace.of_kind(ExceptionTaken)
-assert exc.esr == ESR_UNDEFINED and symbol(undef, exc.elr) == "smc_insn", (exc, symbol(undef, exc.elr))
-assert [(c.conduit, c.name) for c in undef.trace.of_kind(SmcccCall)] == [("hvc", "PSCI_VERSION"), ("hvc", "SYSTEM_OFF")]
+from sdeilab.widgets.exercise import Checks, Exercise
 
-assert fw.verdict == "PASS" and {c.conduit for c in fw.trace.of_kind(SmcccCall)} == {"smc"}
-assert {r.layer for r in fw.trace.of_kind(SmcccReturn)} == {"el3"} and fw.trace.count(LayerExit) == 0
+with Checks() as check:
+    (exc,) = undef.trace.of_kind(ExceptionTaken)
+    check("smc_undef's SMC was UNDEFINED (ESR_EL1 = 0x02000000) with ELR_EL1 at <smc_insn>",
+          exc.esr == ESR_UNDEFINED and symbol(undef, exc.elr) == "smc_insn", (exc, symbol(undef, exc.elr)))
+    undef_calls = [(c.conduit, c.name) for c in undef.trace.of_kind(SmcccCall)]
+    check("no layer saw the SMC: the only calls were PSCI_VERSION and SYSTEM_OFF over HVC",
+          undef_calls == [("hvc", "PSCI_VERSION"), ("hvc", "SYSTEM_OFF")], undef_calls)
 
-smc_exits, hvc_exits = smc_run.trace.of_kind(LayerExit), hvc_run.trace.of_kind(LayerExit)
-assert smc_run.verdict == hvc_run.verdict == "PASS"
-assert len(smc_exits) == smc_run.summary.calls["vmm"] == smc_run.trace.count(SmcccCall) > 0
-assert [e.name for e in smc_exits] == [e.name for e in hvc_exits]
-assert all(e.flags & 1 for e in smc_exits) and not any(e.flags & 1 for e in hvc_exits)
+    check("on firmware the SMC build passes and every call is an SMC",
+          fw.verdict == "PASS" and {c.conduit for c in fw.trace.of_kind(SmcccCall)} == {"smc"})
+    check("on firmware EL3 answers every call and nothing exits to a VMM",
+          {r.layer for r in fw.trace.of_kind(SmcccReturn)} == {"el3"} and fw.trace.count(LayerExit) == 0)
 
-for key in ("SMC guest, KVM without EL3", "SMC guest on kvm (HVC only)"):
-    run = runs[key]
-    assert run.outcome.reason is StopReason.DEADLOCK, run.outcome
-    assert run.trace.count(SmcccCall) == 0 and run.trace.count(LayerExit) == 0
-    excs = run.trace.of_kind(ExceptionTaken)
-    assert excs and all(e.esr == ESR_UNDEFINED for e in excs)
-    assert symbol(run, excs[0].elr).startswith("sdei_version")
-print("all checks passed")
+    smc_exits, hvc_exits = smc_run.trace.of_kind(LayerExit), hvc_run.trace.of_kind(LayerExit)
+    check("under KVM with EL3 the SMC build passes, as the HVC build does",
+          smc_run.verdict == hvc_run.verdict == "PASS", (smc_run.verdict, hvc_run.verdict))
+    check("each of the SMC build's calls exits to the VMM, which answers it",
+          len(smc_exits) == smc_run.summary.calls["vmm"] == smc_run.trace.count(SmcccCall) > 0)
+    check("the SMC build makes the HVC build's exits, in the same order",
+          [e.name for e in smc_exits] == [e.name for e in hvc_exits])
+    check("every exit of the SMC build has KVM_HYPERCALL_EXIT_SMC set, and none of the HVC build's",
+          all(e.flags & 1 for e in smc_exits) and not any(e.flags & 1 for e in hvc_exits))
+
+    for key in ("SMC guest, KVM without EL3", "SMC guest on kvm (HVC only)"):
+        run = runs[key]
+        excs = run.trace.of_kind(ExceptionTaken)
+        check(f"{key}: the run ends in deadlock", run.outcome.reason is StopReason.DEADLOCK, run.outcome)
+        check(f"{key}: no call reaches any layer, nothing exits",
+              run.trace.count(SmcccCall) == 0 and run.trace.count(LayerExit) == 0)
+        check(f"{key}: every exception is UNDEFINED, the first at <sdei_version...>",
+              excs and all(e.esr == ESR_UNDEFINED for e in excs)
+              and symbol(run, excs[0].elr).startswith("sdei_version"))
+
+# %% [markdown]
+# ## Exercise: the other way round
+#
+# On `firmware` there is no hypervisor: EL3 answers `SMC #0`, and nothing is there to take an
+# `HVC`. Run the **HVC** build of the same guest (`tftf_signal_serial.elf`) on `firmware`.
+# What happens at its first call, `SDEI_VERSION`? Choose one of:
+#
+# * `"EL3 answers it"`
+# * `"UNDEFINED: EC 0x00, Unknown reason"`
+# * `"trapped as an HVC: EC 0x16"`
+# * `"trapped as an SMC: EC 0x17"`
+#
+# Write your answer into `prediction` (or click it, in JupyterLab), then run the two cells.
+
+# %%
+prediction = None  # e.g. "EL3 answers it"
+exercise = Exercise("The HVC build on firmware: what happens at its first call?",
+                    ["EL3 answers it", "UNDEFINED: EC 0x00, Unknown reason", "trapped as an HVC: EC 0x16",
+                     "trapped as an SMC: EC 0x17"]).predict(prediction)
+
+# %%
+hvc_on_fw = run_on(HVC_GUEST, "firmware", max_instructions=NO_ANSWER_BUDGET)
+fw_excs = hvc_on_fw.trace.of_kind(ExceptionTaken)
+EC_NAMES = {0x00: "UNDEFINED: EC 0x00, Unknown reason", 0x16: "trapped as an HVC: EC 0x16",
+            0x17: "trapped as an SMC: EC 0x17"}
+if hvc_on_fw.trace.count(SmcccCall):
+    shown = "EL3 answers it"
+else:
+    shown = EC_NAMES.get(fw_excs[0].esr >> 26, f"EC {fw_excs[0].esr >> 26:#04x}") if fw_excs else "nothing"
+exercise.reveal(shown, "with no EL2, HVC at EL1 is UNDEFINED, as SMC is without EL3: the mirror of section 4")
+print(f"first exception at <{symbol(hvc_on_fw, fw_excs[0].elr)}>, run ended: {hvc_on_fw.outcome.reason.value}")
+with Checks() as check:
+    check("no call reached EL3", hvc_on_fw.trace.count(SmcccCall) == 0)
+    check("the first exception is UNDEFINED (EC 0) at <sdei_version...>",
+          fw_excs and fw_excs[0].esr == ESR_UNDEFINED and symbol(hvc_on_fw, fw_excs[0].elr).startswith("sdei_version"))
+    check("the guest cannot power itself off: the run ends in deadlock",
+          hvc_on_fw.outcome.reason is StopReason.DEADLOCK, hvc_on_fw.outcome)

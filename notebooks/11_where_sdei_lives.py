@@ -230,23 +230,74 @@ for run in comparison.runs:
 # is the sum shown above; and the filter failed with the errors KVM gives.
 
 # %%
-for run in comparison.runs:
-    name, s, trace = run.profile.name, run.summary, run.trace
-    assert run.verdict == ("PASS" if "bind-spi" in run.profile.features else "FAIL"), name
-    assert s.exits == trace.count(LayerExit) == s.calls.get("vmm", 0), name
-    assert s.total_calls == trace.count(SmcccCall), name
-    if run.verdict == "PASS":
-        symbols = {v: k for k, v in run.platform.machine.image.symbols.items()}
-        loop, end = symbols["watchdog_spin_loop"], symbols["watchdog_spin_end"]
-        dispatches = trace.of_kind(SdeiDispatch)
-        assert len(dispatches) == 3 and {d.cpu for d in dispatches} == {1}, name
-        assert all(loop <= d.interrupted_pc < end for d in dispatches), name
-    kick = costs.vmm_kick_ns if run.profile.services.get("sdei") == "vmm" else 0
-    assert s.modelled_ns == sum(costs.call_ns(layer) * n for layer, n in s.calls.items()) + kick * s.dispatches
+from sdeilab.firmware.compare import run_on
+from sdeilab.widgets.exercise import Checks, Exercise
 
-sdei_only = comparison["kvm-vmm-sdei"].trace
-assert {e.name for e in sdei_only.of_kind(LayerExit)} == {
-    c.name for c in sdei_only.of_kind(SmcccCall) if c.name.startswith("SDEI_")}
-assert comparison["kvm-vmm-psci-sdei"].summary.calls.get("kvm", 0) == 0  # the watchdog makes no arch call
-assert Counter(e.errno for e in errors.values()) == Counter({errno.EEXIST: 3, errno.EBUSY: 1})
-print("all checks passed")
+with Checks() as check:
+    for run in comparison.runs:
+        name, s, trace = run.profile.name, run.summary, run.trace
+        check(f"{name}: the watchdog {'passes' if 'bind-spi' in run.profile.features else 'is refused'}, "
+              f"as the profile's bind-spi feature says", run.verdict == ("PASS" if "bind-spi" in run.profile.features
+                                                                         else "FAIL"), run.verdict)
+        check(f"{name}: every exit is a call the VMM answered, and the summary counts every call",
+              s.exits == trace.count(LayerExit) == s.calls.get("vmm", 0) and s.total_calls == trace.count(SmcccCall))
+        if run.verdict == "PASS":
+            symbols = {v: k for k, v in run.platform.machine.image.symbols.items()}
+            loop, end = symbols["watchdog_spin_loop"], symbols["watchdog_spin_end"]
+            dispatches = trace.of_kind(SdeiDispatch)
+            check(f"{name}: three handler entries, all on CPU 1, each interrupting watchdog_spin_loop",
+                  len(dispatches) == 3 and {d.cpu for d in dispatches} == {1}
+                  and all(loop <= d.interrupted_pc < end for d in dispatches), dispatches)
+        kick = costs.vmm_kick_ns if run.profile.services.get("sdei") == "vmm" else 0
+        check(f"{name}: the modelled cost is the sum of its calls' costs and kicks ({s.modelled_ns} ns)",
+              s.modelled_ns == sum(costs.call_ns(layer) * n for layer, n in s.calls.items()) + kick * s.dispatches)
+
+    sdei_only = comparison["kvm-vmm-sdei"].trace
+    check("on kvm-vmm-sdei the exits are exactly the SDEI calls",
+          {e.name for e in sdei_only.of_kind(LayerExit)} == {
+              c.name for c in sdei_only.of_kind(SmcccCall) if c.name.startswith("SDEI_")})
+    check("on kvm-vmm-psci-sdei the kernel answers nothing (the watchdog makes no arch call)",
+          comparison["kvm-vmm-psci-sdei"].summary.calls.get("kvm", 0) == 0)
+    check("the filter refused three installs with EEXIST and one with EBUSY",
+          Counter(e.errno for e in errors.values()) == Counter({errno.EEXIST: 3, errno.EBUSY: 1}),
+          Counter(e.errno for e in errors.values()))
+
+# %% [markdown]
+# ## Exercise: what PSCI in the VMM costs another guest
+#
+# Take a different guest, `tftf_signal_serial` (notebook 30: each CPU in turn registers event 0,
+# signals it to itself and handles it; CPU 0 starts and stops CPU 1 with PSCI), on 2 CPUs, and
+# run it on `kvm-vmm-sdei` and on `kvm-vmm-psci-sdei`. How many more exits to the VMM does
+# `kvm-vmm-psci-sdei` make? Choose one of:
+#
+# * `"none: the same calls exit on both"`
+# * `"one per PSCI call of the guest"`
+# * `"one per call of the guest, of any kind"`
+# * `"fewer: the VMM answers PSCI and SDEI in one exit"`
+
+# %%
+prediction = None  # e.g. "none: the same calls exit on both"
+exercise = Exercise("tftf_signal_serial on 2 CPUs: how many more exits on kvm-vmm-psci-sdei than on kvm-vmm-sdei?",
+                    ["none: the same calls exit on both", "one per PSCI call of the guest",
+                     "one per call of the guest, of any kind", "fewer: the VMM answers PSCI and SDEI in one exit"]
+                    ).predict(prediction)
+
+# %%
+serial = {name: run_on(SDEI_DIR / "tftf_signal_serial.elf", name, cpus=2)
+          for name in ("kvm-vmm-sdei", "kvm-vmm-psci-sdei")}
+exits = {name: run.trace.count(LayerExit) for name, run in serial.items()}
+extra = exits["kvm-vmm-psci-sdei"] - exits["kvm-vmm-sdei"]
+psci_calls = [c.name for c in serial["kvm-vmm-psci-sdei"].trace.of_kind(SmcccCall) if not c.name.startswith("SDEI_")]
+all_calls = serial["kvm-vmm-psci-sdei"].trace.count(SmcccCall)
+shown = ("none: the same calls exit on both" if extra == 0 else "one per PSCI call of the guest"
+         if extra == len(psci_calls) else "one per call of the guest, of any kind" if extra == all_calls
+         else "fewer: the VMM answers PSCI and SDEI in one exit" if extra < 0 else f"{extra} more")
+exercise.reveal(shown, f"{exits} exits; the PSCI calls are {dict(Counter(psci_calls))}: they leave the kernel "
+                "only where PSCI lives in the VMM")
+with Checks() as check:
+    check("the guest passes on both profiles", all(run.verdict == "PASS" for run in serial.values()))
+    check("both runs make the same calls", [c.name for c in serial["kvm-vmm-sdei"].trace.of_kind(SmcccCall)]
+          == [c.name for c in serial["kvm-vmm-psci-sdei"].trace.of_kind(SmcccCall)])
+    check("on kvm-vmm-sdei only SDEI calls exit", all(e.name.startswith("SDEI_")
+                                                     for e in serial["kvm-vmm-sdei"].trace.of_kind(LayerExit)))
+    check("on kvm-vmm-psci-sdei every call exits", exits["kvm-vmm-psci-sdei"] == all_calls, exits)

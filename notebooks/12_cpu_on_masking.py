@@ -193,30 +193,83 @@ print(f"virt with quirk:  dispatch at {q_dispatch.vtime} ns, "
 # masked band on CPU 1 from the instant it turned on.
 
 # %%
-hazard_marks, fixed_marks = marks(ax_hazard), marks(ax_fixed)
-assert "<secondary_entry>" in hazard_marks["mark:stale-dispatch"]
-assert "<stale_handler>" in hazard_marks["mark:stale-dispatch"]
-assert "mark:no-cpu-on-mask" in hazard_marks and "mark:cpu-on-mask" not in hazard_marks
-assert "mark:cpu-on-mask" in fixed_marks and "mark:stale-dispatch" not in fixed_marks
-for ax, masked_from_on in ((ax_hazard, False), (ax_fixed, True)):
-    (band,) = [c for c in ax.collections if c.get_gid() == "masked"]
-    starts = {(round(p.vertices[:, 1].mean()), p.vertices[:, 0].min()) for p in band.get_paths()}
-    assert ((1, second_on.vtime) in starts) is masked_from_on, (ax.get_title(), starts)
+from sdeilab.widgets.exercise import Checks, Exercise
 
-assert hazard.outcome.reason is StopReason.SYSTEM_OFF and hazard.verdict == "FAIL"
-assert len(ons) == 2 and dispatch.vtime == second_on.vtime
-assert dispatch.interrupted_pc == symbols["secondary_entry"] and dispatch.handler == symbols["stale_handler"]
-assert dispatch.source == "signal" and dispatch.event == 0
-assert not [m for m in hazard.trace.of_kind(SdeiMask) if m.cause == "cpu-on"]
-assert "SP 0x0, VBAR_EL1 0x0" in hazard.output
+with Checks() as check:
+    hazard_marks, fixed_marks = marks(ax_hazard), marks(ax_fixed)
+    check("the hazard panel marks the stale dispatch of <stale_handler> at <secondary_entry>",
+          "<secondary_entry>" in hazard_marks.get("mark:stale-dispatch", "")
+          and "<stale_handler>" in hazard_marks.get("mark:stale-dispatch", ""), hazard_marks)
+    check("the hazard panel marks the missing cpu-on mask, and no cpu-on mask",
+          "mark:no-cpu-on-mask" in hazard_marks and "mark:cpu-on-mask" not in hazard_marks, hazard_marks)
+    check("the fix panel marks a cpu-on mask and no stale dispatch",
+          "mark:cpu-on-mask" in fixed_marks and "mark:stale-dispatch" not in fixed_marks, fixed_marks)
+    for ax, masked_from_on in ((ax_hazard, False), (ax_fixed, True)):
+        (band,) = [c for c in ax.collections if c.get_gid() == "masked"]
+        starts = {(round(p.vertices[:, 1].mean()), p.vertices[:, 0].min()) for p in band.get_paths()}
+        check(f"{ax.get_title()}: CPU 1's masked band {'starts' if masked_from_on else 'does not start'} "
+              "at its second power-on", ((1, second_on.vtime) in starts) is masked_from_on, starts)
 
-for run in (fixed, virt):
-    assert run.verdict == "PASS" and run.trace.count(SdeiDispatch) == 0, run.profile.name
-    second = [f for f in run.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"][1]
-    assert [m.vtime for m in run.trace.of_kind(SdeiMask, cpu=1) if m.cause == "cpu-on"][-1] == second.vtime
-assert ("CPU_ON64", "vmm") in fixed.summary.by_name and ("CPU_ON64", "kvm") in hazard.summary.by_name
+    check("kvm-vmm-sdei: the guest powers off and reports FAIL",
+          hazard.outcome.reason is StopReason.SYSTEM_OFF and hazard.verdict == "FAIL", hazard.outcome)
+    check("kvm-vmm-sdei: CPU 1 powered on twice, and the dispatch came at the second power-on's vtime",
+          len(ons) == 2 and dispatch.vtime == second_on.vtime)
+    check("kvm-vmm-sdei: the dispatch entered <stale_handler>, interrupting <secondary_entry>",
+          dispatch.interrupted_pc == symbols["secondary_entry"] and dispatch.handler == symbols["stale_handler"])
+    check("kvm-vmm-sdei: it was event 0, from a signal", dispatch.source == "signal" and dispatch.event == 0)
+    check("kvm-vmm-sdei: no SdeiMask with cause cpu-on anywhere in the run",
+          not [m for m in hazard.trace.of_kind(SdeiMask) if m.cause == "cpu-on"])
+    check("kvm-vmm-sdei: the stale handler found SP 0 and VBAR_EL1 0", "SP 0x0, VBAR_EL1 0x0" in hazard.output)
 
-assert quirk_outcome.reason is StopReason.SYSTEM_OFF
-assert quirk_output.splitlines()[-1].startswith("cpu_on_masking: FAIL")
-assert (q_dispatch.vtime, q_dispatch.interrupted_pc) == (dispatch.vtime, dispatch.interrupted_pc)
-print("all checks passed")
+    for run in (fixed, virt):
+        name = run.profile.name
+        check(f"{name}: the guest passes and no handler runs",
+              run.verdict == "PASS" and run.trace.count(SdeiDispatch) == 0, run.verdict)
+        second = [f for f in run.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"][1]
+        cpu_on_masks = [m.vtime for m in run.trace.of_kind(SdeiMask, cpu=1) if m.cause == "cpu-on"]
+        check(f"{name}: CPU_ON masked CPU 1 at its second power-on",
+              bool(cpu_on_masks) and cpu_on_masks[-1] == second.vtime, cpu_on_masks)
+    check("CPU_ON was answered by the VMM on kvm-vmm-psci-sdei and by KVM on kvm-vmm-sdei",
+          ("CPU_ON64", "vmm") in fixed.summary.by_name and ("CPU_ON64", "kvm") in hazard.summary.by_name)
+
+    check("virt with cpu_on_keeps_pe_state: the guest powers off and reports FAIL",
+          quirk_outcome.reason is StopReason.SYSTEM_OFF and quirk_output.splitlines()[-1].startswith(
+              "cpu_on_masking: FAIL"), quirk_output.splitlines()[-1])
+    check("the quirk's dispatch has the hazard's vtime and interrupted PC",
+          (q_dispatch.vtime, q_dispatch.interrupted_pc) == (dispatch.vtime, dispatch.interrupted_pc))
+
+# %% [markdown]
+# ## Exercise: an in-kernel SDEI with fewer features
+#
+# `kvm-sdei` is Gavin Shan's in-kernel SDEI (v7): private events only, no binding, no routing,
+# no critical events; PSCI stays in the kernel too. Run `cpu_on_masking` on it. Does CPU 1 come
+# out of its second `CPU_ON` masked? Choose one of:
+#
+# * `"masked by CPU_ON: no handler runs"`
+# * `"unmasked: the stale handler runs at secondary_entry"`
+# * `"the guest cannot run: kvm-sdei lacks a call it needs"`
+
+# %%
+prediction = None  # e.g. "masked by CPU_ON: no handler runs"
+exercise = Exercise("cpu_on_masking on kvm-sdei: does CPU 1 come out of its second CPU_ON masked?",
+                    ["masked by CPU_ON: no handler runs", "unmasked: the stale handler runs at secondary_entry",
+                     "the guest cannot run: kvm-sdei lacks a call it needs"]).predict(prediction)
+
+# %%
+gavin = run_on(GUEST, "kvm-sdei")
+g_second_on = [f for f in gavin.trace.of_kind(PowerTransition, cpu=1) if f.new == "on"][1]
+g_masked = any(m.masked and m.cause == "cpu-on" and m.vtime == g_second_on.vtime
+               for m in gavin.trace.of_kind(SdeiMask, cpu=1))
+g_stale = gavin.trace.of_kind(SdeiDispatch, cpu=1)
+shown = ("the guest cannot run: kvm-sdei lacks a call it needs" if gavin.verdict not in ("PASS", "FAIL")
+         else "masked by CPU_ON: no handler runs" if g_masked and not g_stale
+         else "unmasked: the stale handler runs at secondary_entry")
+exercise.reveal(shown, "what matters is that SDEI lives beside PSCI, not how much of SDEI there is: "
+                "the kernel's SDEI sees the CPU_ON (cpu-on-masks: "
+                f"{'cpu-on-masks' in PROFILES['kvm-sdei'].features})")
+display(facts_table(gavin, g_second_on.vtime))
+with Checks() as check:
+    check("on kvm-sdei the guest passes", gavin.verdict == "PASS", gavin.output.splitlines()[-1])
+    check("CPU_ON masked CPU 1 at its second power-on", g_masked)
+    check("no handler ran on CPU 1", not g_stale, g_stale)
+    check("the kernel answered CPU_ON", ("CPU_ON64", "kvm") in gavin.summary.by_name)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -220,18 +222,67 @@ print(lied_to.output)
 # the mitigation off.
 
 # %%
-for run in comparison.runs:
-    lowest = run.profile.lowest_layer
-    wa1 = [r for r in run.trace.of_kind(SmcccReturn) if r.fid == SMCCC_ARCH_WORKAROUND_1]
-    assert len(wa1) == WA1_CALLS and {r.layer for r in wa1} == {lowest}, run.profile.name
-    assert not [e for e in run.trace.of_kind(LayerExit) if e.fid >> 16 in (0x8000, 0xC000)], run.profile.name
-    assert run.summary.exits == run.trace.count(LayerExit) == run.summary.calls.get("vmm", 0)
-    assert f"WORKAROUND_1 calls made: {WA1_CALLS}" in run.output
-assert {r.layer for r in comparison.runs[0].trace.of_kind(SmcccReturn)} == {"kvm"}  # virt
-forwarded_run = comparison["kvm-vmm-psci-sdei"]
-assert {e.name for e in forwarded_run.trace.of_kind(LayerExit)} == {"PSCI_VERSION", "SDEI_VERSION", "SYSTEM_OFF"}
-assert len(refusals) == 4 and all(e.errno == errno.EEXIST for e in refusals)
-assert costs.call_ns("vmm") - costs.call_ns("kvm") == costs.kvm_vmm_ns == 1377
-assert "WORKAROUND_1 calls made: 0" in lied_to.output
-assert not [c for c in lied_to.trace.of_kind(SmcccCall) if c.fid == SMCCC_ARCH_WORKAROUND_1]
-print("all checks passed")
+from dataclasses import replace
+
+from sdeilab.firmware.smccc_filter import FilterRange
+from sdeilab.widgets.exercise import Checks, Exercise
+
+with Checks() as check:
+    for run in comparison.runs:
+        name, lowest = run.profile.name, run.profile.lowest_layer
+        wa1 = [r for r in run.trace.of_kind(SmcccReturn) if r.fid == SMCCC_ARCH_WORKAROUND_1]
+        check(f"{name}: all {WA1_CALLS} WORKAROUND_1 calls made and answered by {lowest}",
+              len(wa1) == WA1_CALLS and {r.layer for r in wa1} == {lowest}
+              and f"WORKAROUND_1 calls made: {WA1_CALLS}" in run.output, {r.layer for r in wa1})
+        check(f"{name}: no arch-range call exits; every exit is a call the VMM answered",
+              not [e for e in run.trace.of_kind(LayerExit) if e.fid >> 16 in (0x8000, 0xC000)]
+              and run.summary.exits == run.trace.count(LayerExit) == run.summary.calls.get("vmm", 0))
+    check("on virt the kernel answers every call",
+          {r.layer for r in comparison.runs[0].trace.of_kind(SmcccReturn)} == {"kvm"})
+    forwarded_run = comparison["kvm-vmm-psci-sdei"]
+    forwarded_exits = {e.name for e in forwarded_run.trace.of_kind(LayerExit)}
+    check("on kvm-vmm-psci-sdei exactly PSCI_VERSION, SDEI_VERSION and SYSTEM_OFF exit",
+          forwarded_exits == {"PSCI_VERSION", "SDEI_VERSION", "SYSTEM_OFF"}, forwarded_exits)
+    check("all four attempts to filter the architecture range failed with EEXIST",
+          len(refusals) == 4 and all(e.errno == errno.EEXIST for e in refusals), refusals)
+    check("forwarding costs 1377 ns more per call than KVM's answer",
+          costs.call_ns("vmm") - costs.call_ns("kvm") == costs.kvm_vmm_ns == 1377)
+    check("with the misreported answer the guest makes no WORKAROUND_1 call",
+          "WORKAROUND_1 calls made: 0" in lied_to.output
+          and not [c for c in lied_to.trace.of_kind(SmcccCall) if c.fid == SMCCC_ARCH_WORKAROUND_1])
+
+# %% [markdown]
+# ## Exercise: a VMM that asks for the workaround anyway
+#
+# Build a profile of your own: `kvm-vmm-psci-sdei` with one more filter range, forwarding
+# `SMCCC_ARCH_WORKAROUND_1` to the VMM (`FilterRange(SMCCC_ARCH_WORKAROUND_1, 1, FWD_TO_USER)`),
+# and run the guest on it. Who answers the hundred `WORKAROUND_1` calls? Choose one of:
+#
+# * `"the VMM: each call exits"`
+# * `"KVM, as on kvm-vmm-psci-sdei: the range is ignored"`
+# * `"nobody: the VM is never set up (the filter refuses the range)"`
+
+# %%
+prediction = None  # e.g. "the VMM: each call exits"
+exercise = Exercise("A profile that forwards WORKAROUND_1: who answers the guest's hundred calls?",
+                    ["the VMM: each call exits", "KVM, as on kvm-vmm-psci-sdei: the range is ignored",
+                     "nobody: the VM is never set up (the filter refuses the range)"]).predict(prediction)
+
+# %%
+base = PROFILES["kvm-vmm-psci-sdei"]
+greedy = replace(base, name="kvm-vmm-psci-sdei + WORKAROUND_1",
+                 smccc_filter=(*base.smccc_filter, FilterRange(SMCCC_ARCH_WORKAROUND_1, 1, FilterAction.FWD_TO_USER)))
+greedy_run, greedy_error = None, None
+try:
+    greedy_run = run_on(hvc_elf, greedy, cpus=1)
+except FilterError as error:
+    greedy_error = error
+if greedy_error is not None:
+    shown = "nobody: the VM is never set up (the filter refuses the range)"
+else:
+    shown = {"vmm": "the VMM: each call exits", "kvm": "KVM, as on kvm-vmm-psci-sdei: the range is ignored"}.get(
+        next(iter(wa1_layers(greedy_run.trace)), "none"), str(wa1_layers(greedy_run.trace)))
+exercise.reveal(shown, f"installing the filter is part of setting up the VM, before any vCPU runs: {greedy_error}")
+with Checks() as check:
+    check("the filter refused the range with EEXIST and the run never started",
+          greedy_error is not None and greedy_error.errno == errno.EEXIST and greedy_run is None, greedy_error)

@@ -356,32 +356,94 @@ def expected_affinity(trace: TraceLog, cpus: int, call: SmcccCall) -> int:
 
 
 seen: dict[str, set[int]] = {"CPU_ON": set(), "AFFINITY_INFO": set()}
+wrong: list[tuple] = []  # (run, call, answer, expected) for every answer the rules do not give
 for name, trace in runs.items():
     cpus = CPUS if name != "cpu_on_probe" else 2
     for call, ret in psci_answers(trace):
         kind = "CPU_ON" if call.name.startswith("CPU_ON") else "AFFINITY_INFO"
         want = (expected_cpu_on if kind == "CPU_ON" else expected_affinity)(trace, cpus, call)
-        assert ret.results[0] == want, (name, call, ret)
+        if ret.results[0] != want:
+            wrong.append((name, call, ret.results[0], want))
         seen[kind].add(ret.results[0])
-assert seen["CPU_ON"] >= {0, -2, -4, -5, -9} and seen["AFFINITY_INFO"] >= {0, 1, 2, -2}, seen
 
-for call in cpu_on_calls:  # what CPU_ON did to each PE it started
-    target, entry, context_id = call.args[:3]
-    cpu = pe_of(target, CPUS)
-    if cpu is None:
-        continue
-    regs = entered[cpu]
-    assert (regs["PC"], regs["x0"]) == (entry, context_id), (cpu, regs["PC"], regs["x0"])
-    assert regs["PSTATE"] & 0x3CF == 0x3C5  # EL1h (M = 0b0101), D, A, I, F set
-    path = [(f.old, f.new, f.seq > call.seq) for f in boot_trace.of_kind(PowerTransition, cpu=cpu)]
-    assert path == [("off", "on-pending", True), ("on-pending", "on", True), ("on", "off", True)], path
+from sdeilab.widgets.exercise import Checks, Exercise  # noqa: E402
 
-probe_on = next(c for c in probe_trace.of_kind(SmcccCall) if c.name == "CPU_ON64" and c.args[0] == 1)
-assert int(re.search(r"x0 was (0x[0-9a-f]+)", probe_output)[1], 16) == probe_on.args[2]
+with Checks() as check:
+    answered = sum(len(psci_answers(trace)) for trace in runs.values())
+    check(f"every CPU_ON and AFFINITY_INFO answer of the three runs ({answered}) is what the rules give",
+          not wrong, wrong[:3])
+    check("CPU_ON answered SUCCESS, INVALID_PARAMETERS, ALREADY_ON, ON_PENDING and INVALID_ADDRESS",
+          seen["CPU_ON"] >= {0, -2, -4, -5, -9}, sorted(seen["CPU_ON"]))
+    check("AFFINITY_INFO answered ON, OFF, ON_PENDING and INVALID_PARAMETERS",
+          seen["AFFINITY_INFO"] >= {0, 1, 2, -2}, sorted(seen["AFFINITY_INFO"]))
 
-# CPU 1 unmasked SDEI in its first life and never masked it; CPU_ON masked it for the second.
-first_life, second_life = [f for f in probe_trace.of_kind(PowerTransition, cpu=1) if f.new == "on"]
-assert [m.masked for m in probe_trace.of_kind(SdeiMask, cpu=1) if m.vtime < second_life.vtime] == [False]
-assert any(m.cpu == 1 and m.start == second_life.vtime for m in masked_intervals(probe_trace))
-assert re.search(r"second life: SDEI PE_MASK = (-?\d+)", probe_output)[1] == "0"  # 1: it had to mask
-print("all checks passed:", {k: sorted(v) for k, v in seen.items()})
+    started = []  # what CPU_ON did to each PE it started
+    for call in cpu_on_calls:
+        target, entry, context_id = call.args[:3]
+        cpu = pe_of(target, CPUS)
+        if cpu is None:
+            continue
+        regs = entered[cpu]
+        path = [(f.old, f.new, f.seq > call.seq) for f in boot_trace.of_kind(PowerTransition, cpu=cpu)]
+        started.append((cpu, (regs["PC"], regs["x0"]) == (entry, context_id), regs["PSTATE"] & 0x3CF == 0x3C5,
+                        path == [("off", "on-pending", True), ("on-pending", "on", True), ("on", "off", True)]))
+    check("smp_boot: each started PE began at its entry point with x0 = context_id",
+          started and all(ok for _, ok, _, _ in started), started)
+    check("smp_boot: each started PE began at EL1h with D, A, I and F masked", all(ok for *_, ok, _ in started))
+    check("smp_boot: each started PE went off -> on-pending -> on after its CPU_ON, then off",
+          all(ok for *_, ok in started))
+
+    probe_on = next(c for c in probe_trace.of_kind(SmcccCall) if c.name == "CPU_ON64" and c.args[0] == 1)
+    check("the probe's CPU 1 saw the x0 it was given",
+          int(re.search(r"x0 was (0x[0-9a-f]+)", probe_output)[1], 16) == probe_on.args[2])
+
+    # CPU 1 unmasked SDEI in its first life and never masked it; CPU_ON masked it for the second.
+    first_life, second_life = [f for f in probe_trace.of_kind(PowerTransition, cpu=1) if f.new == "on"]
+    check("the probe's CPU 1 unmasked SDEI once in its first life and never masked it",
+          [m.masked for m in probe_trace.of_kind(SdeiMask, cpu=1) if m.vtime < second_life.vtime] == [False])
+    check("CPU 1 was masked from the first instruction of its second life",
+          any(m.cpu == 1 and m.start == second_life.vtime for m in masked_intervals(probe_trace)))
+    check("so its PE_MASK in the second life answered 0 (already masked)",
+          re.search(r"second life: SDEI PE_MASK = (-?\d+)", probe_output)[1] == "0")
+print({k: sorted(v) for k, v in seen.items()})
+
+# %% [markdown]
+# ## Exercise: two reasons to refuse
+#
+# Change the probe: when CPU 1 is up, CPU 0 calls `CPU_ON(CPU 1, secondary_entry + 2)`, an
+# entry point that is not 4-byte aligned, instead of `CPU_ON(CPU 1, secondary_entry)`. The
+# target is on *and* the address is bad. What does `CPU_ON` answer? Choose one of:
+#
+# * `"SUCCESS"`
+# * `"ALREADY_ON"`
+# * `"INVALID_ADDRESS"`
+# * `"INVALID_PARAMETERS"`
+
+# %%
+prediction = None  # e.g. "ALREADY_ON"
+exercise = Exercise("CPU_ON(CPU 1, secondary_entry + 2) while CPU 1 is on: what is the answer?",
+                    ["SUCCESS", "ALREADY_ON", "INVALID_ADDRESS", "INVALID_PARAMETERS"]).predict(prediction)
+
+# %%
+NOW = 'show("CPU_ON(CPU 1) now", psci_cpu_on(cpu1, entry, 0));'
+changed_probe = PROBE.replace(NOW, 'show("CPU_ON(CPU 1) now", psci_cpu_on(cpu1, entry + 2, 0));')
+assert changed_probe != PROBE, "the probe's line to change is not there"
+changed_trace = TraceLog()
+changed = make_platform(2, "virt", trace=changed_trace)
+with tempfile.TemporaryDirectory(prefix="sdeilab-") as tmp:
+    changed.load(build_source_text(changed_probe, "c", Path(tmp) / "cpu_on_probe2.elf"))
+changed_outcome = changed.run(10_000_000)
+# The changed call: the first CPU_ON of CPU 1 with an entry point that is not 4-byte aligned.
+call, ret = next((c, r) for c, r in psci_answers(changed_trace)
+                 if c.name.startswith("CPU_ON") and c.args[0] == 1 and c.args[1] % 4)
+state = state_before(changed_trace, 1, call.seq)
+exercise.reveal(PSCI_RESULTS.get(ret.results[0], str(ret.results[0])),
+                f"CPU 1 was {state}; CPU_ON checks the target's MPIDR, then the entry point, and only then "
+                "the target's state (the order of expected_cpu_on above, and of TF-A's psci_cpu_on)")
+with Checks() as check:
+    check("the changed probe ran to SYSTEM_OFF", changed_outcome.reason is StopReason.SYSTEM_OFF, changed_outcome)
+    check("CPU 1 was on when the changed call was made", state == "on", state)
+    check("the answer is the rules' answer", ret.results[0] == expected_cpu_on(changed_trace, 2, call),
+          ret.results[0])
+    check("the target was not started again: CPU 1 stayed on",
+          state_before(changed_trace, 1, ret.seq + 1) == "on")

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -196,37 +198,118 @@ def parse_spec(text: str) -> dict[str, dict[str, tuple[str | None, int]]]:
 
 
 SPEC = parse_spec(SPEC_2_2)
-for state_, row in TABLE.items():  # (1) the firmware's table is the spec's
-    for action, cell in row.items():
-        want_next, want_result = SPEC[LABELS[state_]][action.value]
-        assert (None if cell.next is None else LABELS[cell.next], cell.result) == (want_next, want_result), \
-            (state_, action)
+from sdeilab.widgets.exercise import Checks, Exercise  # noqa: E402
 
-checked = 0
-for trace in (serial, state):  # (2) every fact that reached the table did what the spec says
-    for fact in trace.of_kind(SdeiTransition):
-        if fact.old == "-":
-            continue  # refused before the table: section 2.2's extra conditions (no dispatch, binding rules)
-        want_next, want_result = SPEC[fact.old][fact.action]
-        assert fact.new == (want_next or fact.old) and fact.result == want_result, fact
-        checked += 1
-replayed = [f for trace in (serial, state) for f in trace.of_kind(SdeiTransition) if f.old != "-"]
-assert {f.old for f in replayed} == set(STATUS_NAMES.values())  # every row of the table was exercised
-assert any(f.result == -3 for f in replayed) and any(f.result == -5 for f in replayed)
+with Checks() as check:
+    differ = []  # (1) the firmware's table is the spec's, cell by cell
+    for state_, row in TABLE.items():
+        for action, cell in row.items():
+            want_next, want_result = SPEC[LABELS[state_]][action.value]
+            if (None if cell.next is None else LABELS[cell.next], cell.result) != (want_next, want_result):
+                differ.append((LABELS[state_], action.value))
+    check(f"the firmware's TABLE is reference 2.2's, all {sum(map(len, TABLE.values()))} cells", not differ, differ)
 
-for cpu in (0, 1):  # the plain life of event 0 on each PE
-    moves = [f for f in serial.of_kind(SdeiTransition, cpu=cpu) if f.event == 0 and f.old != f.new]
-    path = [moves[0].old] + [f.new for f in moves]
-    assert path == ["unregistered", "registered", "enabled", "enabled-running", "enabled", "registered",
-                    "unregistered"], (cpu, path)
-    (signal,) = [c for c in serial.of_kind(SmcccCall, cpu=cpu) if c.name == "SDEI_EVENT_SIGNAL"]
-    (dispatch,) = serial.of_kind(SdeiDispatch, cpu=cpu)
-    assert dispatch.vtime == signal.vtime and dispatch.event == 0
-    assert not any(m.covers(dispatch.vtime) for m in masked_intervals(serial) if m.cpu == cpu)
+    checked, disobeyed = 0, []  # (2) every fact that reached the table did what the spec says
+    for trace in (serial, state):
+        for fact in trace.of_kind(SdeiTransition):
+            if fact.old == "-":
+                continue  # refused before the table: section 2.2's extra conditions (no dispatch, binding rules)
+            want_next, want_result = SPEC[fact.old][fact.action]
+            if not (fact.new == (want_next or fact.old) and fact.result == want_result):
+                disobeyed.append(fact)
+            checked += 1
+    check(f"every transition of both runs ({checked}) did what reference 2.2 says", not disobeyed, disobeyed[:3])
+    replayed = [f for trace in (serial, state) for f in trace.of_kind(SdeiTransition) if f.old != "-"]
+    check("every row of the table was exercised", {f.old for f in replayed} == set(STATUS_NAMES.values()),
+          {f.old for f in replayed})
+    check("some call was refused with DENIED and some answered PENDING",
+          any(f.result == -3 for f in replayed) and any(f.result == -5 for f in replayed))
 
-visited = {f.old for f in state.of_kind(SdeiTransition)} | {f.new for f in state.of_kind(SdeiTransition)}
-assert set(STATUS_NAMES.values()) <= visited, visited
-(refused_enable,) = [f for f in state.of_kind(SdeiTransition) if f.action == "enable" and f.old == "unregistered"]
-assert refused_enable.result == -3 and refused_enable.new == "unregistered"
-assert serial_out.splitlines()[-1] == "tftf_signal_serial: PASS" and state_out.splitlines()[-1] == "tftf_state: PASS"
-print(f"all checks passed ({checked} transitions replayed against reference 2.2)")
+    for cpu in (0, 1):  # the plain life of event 0 on each PE
+        moves = [f for f in serial.of_kind(SdeiTransition, cpu=cpu) if f.event == 0 and f.old != f.new]
+        path = [moves[0].old] + [f.new for f in moves]
+        check(f"CPU {cpu}: event 0 went unregistered -> registered -> enabled -> running -> enabled -> "
+              "registered -> unregistered", path == ["unregistered", "registered", "enabled", "enabled-running",
+                                                     "enabled", "registered", "unregistered"], path)
+        (signal,) = [c for c in serial.of_kind(SmcccCall, cpu=cpu) if c.name == "SDEI_EVENT_SIGNAL"]
+        (dispatch,) = serial.of_kind(SdeiDispatch, cpu=cpu)
+        check(f"CPU {cpu}: event 0 was dispatched at its SIGNAL's vtime, on an unmasked PE",
+              dispatch.vtime == signal.vtime and dispatch.event == 0
+              and not any(m.covers(dispatch.vtime) for m in masked_intervals(serial) if m.cpu == cpu))
+
+    visited = {f.old for f in state.of_kind(SdeiTransition)} | {f.new for f in state.of_kind(SdeiTransition)}
+    check("tftf_state visited all six states", set(STATUS_NAMES.values()) <= visited, visited)
+    (refused_enable,) = [f for f in state.of_kind(SdeiTransition) if f.action == "enable" and f.old == "unregistered"]
+    check("ENABLE of the unregistered event was refused with DENIED, without moving it",
+          refused_enable.result == -3 and refused_enable.new == "unregistered", refused_enable)
+    check("both guests report PASS", serial_out.splitlines()[-1] == "tftf_signal_serial: PASS"
+          and state_out.splitlines()[-1] == "tftf_state: PASS")
+
+# %% [markdown]
+# ## Exercise: DISABLE before ENABLE
+#
+# A driver registers event 0 and, to be safe, disables it before it ever enabled it. The guest
+# below is built from this cell's text: REGISTER, DISABLE, EVENT_STATUS, UNREGISTER. What does
+# `SDEI_EVENT_DISABLE` answer, and in which state does it leave the event? Choose one of:
+#
+# * `"SUCCESS, still registered"`
+# * `"DENIED, still registered"`
+# * `"SUCCESS, unregistered"`
+# * `"INVALID_PARAMETERS, still registered"`
+
+# %%
+prediction = None  # e.g. "DENIED, still registered"
+exercise = Exercise("SDEI_EVENT_DISABLE of a registered event that was never enabled: the answer, and the state?",
+                    ["SUCCESS, still registered", "DENIED, still registered", "SUCCESS, unregistered",
+                     "INVALID_PARAMETERS, still registered"]).predict(prediction)
+
+# %%
+import tempfile
+from pathlib import Path
+
+from sdeilab.toolchain import build_source_text
+
+CAREFUL = r"""
+#include "guest.h"
+
+void never(void);                       /* the handler: never entered, nothing is signalled */
+__asm__(".text\n.globl never\n.balign 4\nnever:\n    b .\n");
+
+static void show(const char *what, int64_t v)
+{
+    puts(what);
+    puts(" = ");
+    put_dec(v);
+    putc('\n');
+}
+
+int main(void)
+{
+    show("EVENT_REGISTER(0)", smccc_call5(SDEI_EVENT_REGISTER, 0, (uint64_t)(uintptr_t)never, 0, 0, 0));
+    show("EVENT_DISABLE(0)", smccc_call(SDEI_EVENT_DISABLE, 0, 0, 0));
+    show("EVENT_STATUS(0)", smccc_call(SDEI_EVENT_STATUS, 0, 0, 0));
+    show("EVENT_UNREGISTER(0)", smccc_call(SDEI_EVENT_UNREGISTER, 0, 0, 0));
+    return 0;
+}
+"""
+careful_trace = TraceLog()
+careful = make_platform(1, "virt", trace=careful_trace)
+with tempfile.TemporaryDirectory(prefix="sdeilab-") as tmp:
+    careful.load(build_source_text(CAREFUL, "c", Path(tmp) / "careful.elf"))
+careful_outcome = careful.run(1_000_000)
+print(bytes(careful.machine.uart_output).decode())
+(disable,) = [f for f in careful_trace.of_kind(SdeiTransition) if f.action == "disable"]
+NAMES = {0: "SUCCESS", -2: "INVALID_PARAMETERS", -3: "DENIED", -5: "PENDING"}
+after = "still registered" if disable.new == "registered" else disable.new
+exercise.reveal(f"{NAMES.get(disable.result, disable.result)}, {after}",
+                f"the table's cell for DISABLE in state 1 (registered) is '{cell_text(EventState.REGISTERED, Action.DISABLE)}': "
+                "accepted without moving")
+with Checks() as check:
+    check("the guest ran to its SYSTEM_OFF", careful_outcome.reason is StopReason.SYSTEM_OFF, careful_outcome)
+    check("DISABLE found event 0 registered", disable.old == "registered", disable.old)
+    check("it did what the firmware's TABLE says for that cell",
+          (disable.new, disable.result) == (LABELS[TABLE[EventState.REGISTERED][Action.DISABLE].next or EventState.REGISTERED],
+                                            TABLE[EventState.REGISTERED][Action.DISABLE].result), disable)
+    check("and what reference 2.2 says", (disable.new, disable.result) == (SPEC["registered"]["disable"][0]
+                                                                           or "registered",
+                                                                           SPEC["registered"]["disable"][1]))

@@ -241,57 +241,123 @@ plt.show()
 # rules allowed, the guest's own log agrees with the trace, and alone the guest never nests.
 
 # %%
-def check_nesting(log: TraceLog) -> int:
-    """Replay SdeiDispatch/SdeiComplete per CPU against the nesting rules; return the deepest nesting."""
+def nesting_faults(log: TraceLog) -> tuple[int, list[str]]:
+    """Replay SdeiDispatch/SdeiComplete per CPU against the nesting rules: the deepest nesting, and
+    each fact that broke a rule (reference 2.4-2.5)."""
     stacks: dict[int, list[SdeiDispatch]] = {}
-    deepest = 0
+    deepest, faults = 0, []
     for fact in log.of_kind(SdeiDispatch, SdeiComplete):
         stack = stacks.setdefault(fact.cpu, [])
         if isinstance(fact, SdeiDispatch):
-            if fact.critical:
-                assert not any(d.critical for d in stack), f"critical over critical: {fact}"
-            else:
-                assert not stack, f"a normal event pre-empted a handler: {fact}"
+            if fact.critical and any(d.critical for d in stack):
+                faults.append(f"critical over critical: {fact}")
+            if not fact.critical and stack:
+                faults.append(f"a normal event pre-empted a handler: {fact}")
             stack.append(fact)
-            assert fact.depth == len(stack) <= 2, fact
+            if not fact.depth == len(stack) <= 2:
+                faults.append(f"depth {fact.depth} with {len(stack)} on the stack: {fact}")
             deepest = max(deepest, fact.depth)
+        elif not stack:
+            faults.append(f"a COMPLETE with no dispatch outstanding: {fact}")
         else:
             top = stack.pop()
-            assert fact.event == top.event and fact.resume_pc == top.interrupted_pc, (fact, top)
-    assert not any(stacks.values()), "a handler never completed"
-    return deepest
+            if not (fact.event == top.event and fact.resume_pc == top.interrupted_pc):
+                faults.append(f"COMPLETE of {fact.event} ended {top.event} or resumed elsewhere: {fact}")
+    if any(stacks.values()):
+        faults.append("a handler never completed")
+    return deepest, faults
 
 
-assert check_nesting(trace) == 2 and check_nesting(alone_trace) == 1
-assert output.splitlines()[-1] == "nesting: PASS" and alone_output.splitlines()[-1] == "nesting: PASS"
+from sdeilab.widgets.exercise import Checks, Exercise  # noqa: E402
 
-# A critical bar inside a normal bar, interrupting normal_window.
-nested = [(n, c) for c in handlers if c.critical for n in handlers
-          if not n.critical and n.start < c.start and c.end is not None and n.end is not None and c.end < n.end]
-assert nested, handlers
-assert all(image.symbolize(c.interrupted_pc).startswith("normal_window") for _, c in nested)
-# Pointing at the middle of a nested critical bar in the interactive view reads that run's fact.
-_, c = nested[0]
-read = explore.describe((c.start + c.end) / 2, 0.0)
-assert f"event {c.event}</b> (critical, depth 2)" in read and "interrupted &lt;normal_window" in read, read
+with Checks() as check:
+    for name, log, deepest_wanted in (("with the host raising", trace, 2), ("alone", alone_trace, 1)):
+        deepest, faults = nesting_faults(log)
+        check(f"{name}: every dispatch and COMPLETE obeys the nesting rules", not faults, faults[:3])
+        check(f"{name}: the deepest nesting is {deepest_wanted}", deepest == deepest_wanted, deepest)
+    check("both runs report PASS",
+          output.splitlines()[-1] == "nesting: PASS" and alone_output.splitlines()[-1] == "nesting: PASS")
 
-# Each trigger was taken as soon as the rules let it: at the end of the chain of handlers it
-# may not pre-empt (a COMPLETE is a dispatch point), or, if nothing blocked it, at the next
-# firmware call's return (normal_window calls the firmware every few dozen instructions).
-for when, event, dispatch, chain in waits:
-    if chain:
-        assert dispatch.vtime == chain[-1].end, (event, when, dispatch, chain)
-    else:
-        assert 0 <= dispatch.vtime - when <= 100, (event, when, dispatch)
-assert any(chain for *_, chain in waits), "nothing ever had to wait"
-assert any(d.critical and d.depth == 2 for _, _, d, chain in waits if not chain), "no critical pre-empted at once"
+    # A critical bar inside a normal bar, interrupting normal_window.
+    nested = [(n, c) for c in handlers if c.critical for n in handlers
+              if not n.critical and n.start < c.start and c.end is not None and n.end is not None and c.end < n.end]
+    check("a critical handler ran inside a normal one", nested, handlers)
+    check("each nested critical handler interrupted normal_window",
+          nested and all(image.symbolize(c.interrupted_pc).startswith("normal_window") for _, c in nested))
+    if nested:  # pointing at the middle of a nested critical bar in the interactive view reads that run's fact
+        _, c = nested[0]
+        read = explore.describe((c.start + c.end) / 2, 0.0)
+        check("the live view, pointed at a nested critical bar, names it (critical, depth 2) and what it interrupted",
+              f"event {c.event}</b> (critical, depth 2)" in read and "interrupted &lt;normal_window" in read, read)
 
-# The guest's printed log, entry by entry, is the trace's dispatch order and depth.
-printed = [(int(m[1]), int(m[2])) for m in re.finditer(r"enter event (\d+) \(\w+\) at depth (\d)", output)]
-assert printed == [(d.event, d.depth) for d in dispatches], printed
+    # Each trigger was taken as soon as the rules let it: at the end of the chain of handlers it
+    # may not pre-empt (a COMPLETE is a dispatch point), or, if nothing blocked it, at the next
+    # firmware call's return (normal_window calls the firmware every few dozen instructions).
+    late = [(event, when, dispatch.vtime) for when, event, dispatch, chain in waits
+            if (dispatch.vtime != chain[-1].end if chain else not 0 <= dispatch.vtime - when <= 100)]
+    check("every trigger was taken at the first moment the rules allowed", not late, late)
+    check("something had to wait", any(chain for *_, chain in waits))
+    check("a critical event pre-empted at once, at depth 2",
+          any(d.critical and d.depth == 2 for _, _, d, chain in waits if not chain))
 
-# Alone: event 0 ran twice, the second time at the first one's COMPLETE, over the same PC.
-runs = alone_trace.of_kind(SdeiDispatch)
-assert [d.event for d in runs] == [0, 0] and runs[0].interrupted_pc == runs[1].interrupted_pc
-assert runs[1].vtime == alone_trace.of_kind(SdeiComplete)[0].vtime
-print("all checks passed")
+    # The guest's printed log, entry by entry, is the trace's dispatch order and depth.
+    printed = [(int(m[1]), int(m[2])) for m in re.finditer(r"enter event (\d+) \(\w+\) at depth (\d)", output)]
+    check("the guest's own log lists the trace's dispatches, in order, at their depths",
+          printed == [(d.event, d.depth) for d in dispatches], printed)
+
+    # Alone: event 0 ran twice, the second time at the first one's COMPLETE, over the same PC.
+    runs = alone_trace.of_kind(SdeiDispatch)
+    check("alone, event 0 ran twice over the same PC, the second at the first one's COMPLETE",
+          [d.event for d in runs] == [0, 0] and runs[0].interrupted_pc == runs[1].interrupted_pc
+          and runs[1].vtime == alone_trace.of_kind(SdeiComplete)[0].vtime, runs)
+
+# %% [markdown]
+# ## Exercise: a normal event inside a normal handler
+#
+# Change the host's plan: at the first stop in `normal_window` (event 0's handler running, at
+# depth 1) raise the **normal** event 5000 instead of the critical 5001, and nothing else. When,
+# and at which depth, does 5000's handler run? Choose one of:
+#
+# * `"at once, at depth 2, over event 0's handler"`
+# * `"later, at depth 1, once no handler runs"`
+# * `"never: the raise is dropped while a handler runs"`
+
+# %%
+prediction = None  # e.g. "at once, at depth 2, over event 0's handler"
+exercise = Exercise("Normal event 5000 raised while event 0's handler runs: when, and at which depth, does it run?",
+                    ["at once, at depth 2, over event 0's handler", "later, at depth 1, once no handler runs",
+                     "never: the raise is dropped while a handler runs"]).predict(prediction)
+
+# %%
+normal_plan = {("normal_window", 1): [NORMAL_HYP]}
+again = Session(GUEST, cpus=1)
+again.add_breakpoint("normal_window", cpu=0)
+again_stops: dict[str, int] = {}
+again_raised: list[int] = []
+while not (again_stop := again.run()).final:
+    where = again.symbolize(again.pc(0))
+    again_stops[where] = again_stops.get(where, 0) + 1
+    for event in normal_plan.get((where, again_stops[where]), []):
+        again.platform.sdei.raise_event(event, 0)
+        again_raised.append(again_stop.vtime)
+late_5000 = [d for d in again.trace.of_kind(SdeiDispatch) if d.event == NORMAL_HYP]
+again_handlers = handler_intervals(again.trace)
+running_then = [h for h in again_handlers if again_raised and h.start <= again_raised[0] < (h.end or h.start + 1)]
+if not late_5000:
+    shown = "never: the raise is dropped while a handler runs"
+elif late_5000[0].depth == 2:
+    shown = "at once, at depth 2, over event 0's handler"
+else:
+    shown = "later, at depth 1, once no handler runs"
+exercise.reveal(shown, "a normal event is dispatched only when no event runs on the PE (reference 2.4, "
+                "condition 5); it waits, enabled, and COMPLETE is a dispatch point")
+for d in again.trace.of_kind(SdeiDispatch):
+    print(f"{d.vtime:>6} ns  dispatch {d.event} at depth {d.depth}, interrupted <{again.symbolize(d.interrupted_pc)}>")
+with Checks() as check:
+    check("the host raised 5000 once, while event 0's handler ran",
+          len(again_raised) == 1 and [h.event for h in running_then] == [0], (again_raised, running_then))
+    check("5000 was dispatched once, at depth 1", [d.depth for d in late_5000] == [1], late_5000)
+    check("it was dispatched at the very vtime a handler completed",
+          late_5000 and any(h.end == late_5000[0].vtime for h in again_handlers))
+    check("the nesting rules held throughout", not nesting_faults(again.trace)[1], nesting_faults(again.trace)[1])
+    check("the guest still reports PASS", again.uart_text().splitlines()[-1] == "nesting: PASS")

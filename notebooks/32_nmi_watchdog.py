@@ -451,49 +451,116 @@ plt.show()
 # IRQ inside it.
 
 # %%
-assert finished.reason == StopReason.SYSTEM_OFF.value and output.splitlines()[-1] == "linux_client: PASS"
-assert stuck_view.pc == symbols["stuck_loop"] and stuck_view.registers["PSTATE"] & PSTATE_I
-stuck = [d for d in dispatches if d.cpu == STUCK_CPU]
-assert len(stuck) == 2
-for d in stuck:
-    assert image.symbolize(d.interrupted_pc) == "stuck_loop" and d.interrupted_pstate & PSTATE_I
-    assert i_masked_from <= d.vtime < end and d.source == f"interrupt {binding.intid}"
-for h in handlers:
-    if h.cpu == STUCK_CPU:
-        assert i_masked_from <= h.start < h.end <= end and h.how == "complete"
-        resumed_at = [c.resume_pc for c in trace.of_kind(SdeiComplete, cpu=STUCK_CPU) if c.vtime == h.end]
-        assert resumed_at == [symbols["stuck_loop"]]
-assert "CPU 2: watchdog: IRQs taken 0 -> 0: hard LOCKUP" in output
-idle = [d for d in dispatches if d.cpu in (1, 3)]
-assert idle and all(not d.interrupted_pstate & PSTATE_I for d in idle)
-assert all(image.symbolize(d.interrupted_pc) == "cpu_idle_woken" for d in idle)
-assert binding.intid == 30 and acks and all(a.group == 0 for a in acks)
-assert sorted((a.cpu, a.vtime) for a in acks) == sorted((d.cpu, d.vtime) for d in dispatches
-                                                       if d.source == f"interrupt {binding.intid}")
-assert trace.count(ExceptionTaken) == 0
-on_times = [p.vtime for p in trace.of_kind(PowerTransition, cpu=STUCK_CPU) if p.new == "on"]
-assert on_times and on_times[-1] < i_masked_from
+from sdeilab.widgets.exercise import Checks, Exercise
 
-bind_results = {run.profile.name: {c.args[0]: c.results[0] for c in firmware_calls(run.trace)
-                                   if c.label == "SDEI_INTERRUPT_BIND"} for run in (owner, owner_vmm)}
-for run in (owner, owner_vmm):
-    assert bind_results[run.profile.name][27] == DENIED, run.profile.name
-    assert 27 not in {b.intid for b in run.trace.of_kind(SdeiBinding)} and 27 in run.profile.sdei.reserved_intids
-assert bind_results["virt"][30] == owner_binding.event >= 0
-assert bind_results["kvm-vmm-psci-sdei"][30] == DENIED  # no PPI is the VMM's
-assert owner_vmm.trace.count(SdeiBinding) == 0
+with Checks() as check:
+    check("linux_client ran to SYSTEM_OFF and reports PASS",
+          finished.reason == StopReason.SYSTEM_OFF.value and output.splitlines()[-1] == "linux_client: PASS")
+    check("at the breakpoint CPU 2 was at <stuck_loop> with PSTATE.I set",
+          stuck_view.pc == symbols["stuck_loop"] and stuck_view.registers["PSTATE"] & PSTATE_I)
+    stuck = [d for d in dispatches if d.cpu == STUCK_CPU]
+    check("CPU 2 took two dispatches", len(stuck) == 2, stuck)
+    check("each interrupted <stuck_loop> with PSTATE.I set, inside the masked interval, from INTID 30",
+          all(image.symbolize(d.interrupted_pc) == "stuck_loop" and d.interrupted_pstate & PSTATE_I
+              and i_masked_from <= d.vtime < end and d.source == f"interrupt {binding.intid}" for d in stuck))
+    stuck_handlers = [h for h in handlers if h.cpu == STUCK_CPU]
+    check("each of CPU 2's handlers ran inside that interval and ended with COMPLETE",
+          all(i_masked_from <= h.start < h.end <= end and h.how == "complete" for h in stuck_handlers))
+    check("each COMPLETE resumed CPU 2 at <stuck_loop>",
+          all([c.resume_pc for c in trace.of_kind(SdeiComplete, cpu=STUCK_CPU) if c.vtime == h.end]
+              == [symbols["stuck_loop"]] for h in stuck_handlers))
+    check("the guest reported CPU 2's hard lockup", "CPU 2: watchdog: IRQs taken 0 -> 0: hard LOCKUP" in output)
+    idle = [d for d in dispatches if d.cpu in (1, 3)]
+    check("CPUs 1 and 3 took the event in <cpu_idle_woken> with PSTATE.I clear",
+          idle and all(not d.interrupted_pstate & PSTATE_I and image.symbolize(d.interrupted_pc) == "cpu_idle_woken"
+                       for d in idle))
+    check("INTID 30 was bound and only ever acknowledged in Group 0 (by the firmware)",
+          binding.intid == 30 and acks and all(a.group == 0 for a in acks))
+    check("INTID 30's acknowledges are exactly its dispatches (CPU and vtime)",
+          sorted((a.cpu, a.vtime) for a in acks) == sorted((d.cpu, d.vtime) for d in dispatches
+                                                           if d.source == f"interrupt {binding.intid}"))
+    check("no IRQ exception was taken in the whole run", trace.count(ExceptionTaken) == 0)
+    on_times = [p.vtime for p in trace.of_kind(PowerTransition, cpu=STUCK_CPU) if p.new == "on"]
+    check("CPU 2 was on before it masked IRQs", on_times and on_times[-1] < i_masked_from)
 
-assert owner_binding.intid == 30 and owner_binding.bound
-o_acks = [a for a in ot.of_kind(IrqAcknowledged) if a.intid == 30]
-guest_acks = [a.vtime for a in o_acks if a.group == 1]
-firmware_acks = [a.vtime for a in o_acks if a.group == 0]
-assert firmware_acks and all(owned[0] <= t < owned[1] for t in firmware_acks)
-assert any(t < owned[0] for t in guest_acks) and any(t >= owned[1] for t in guest_acks)
-assert not [t for t in guest_acks if owned[0] <= t < owned[1]]
-assert [d.vtime for d in ot.of_kind(SdeiDispatch)] == firmware_acks
-assert next(b.vtime for b in ot.of_kind(SdeiBinding) if not b.bound) >= owned[1]  # RELEASE after UNREGISTER
-vtimer_irqs = [a.vtime for a in ot.of_kind(IrqAcknowledged) if a.intid == 27]
-assert vtimer_irqs and all(a.group == 1 for a in ot.of_kind(IrqAcknowledged) if a.intid == 27)
-assert any(owned[0] <= t < owned[1] for t in vtimer_irqs)
-assert len(guest_acks) + len(vtimer_irqs) == sum(e.kind == "irq" for e in ot.of_kind(ExceptionTaken))
-print("all checks passed")
+    bind_results = {run.profile.name: {c.args[0]: c.results[0] for c in firmware_calls(run.trace)
+                                       if c.label == "SDEI_INTERRUPT_BIND"} for run in (owner, owner_vmm)}
+    for run in (owner, owner_vmm):
+        name = run.profile.name
+        check(f"{name}: INTERRUPT_BIND(27) was DENIED, with no binding made, as 27 is reserved",
+              bind_results[name][27] == DENIED and 27 not in {b.intid for b in run.trace.of_kind(SdeiBinding)}
+              and 27 in run.profile.sdei.reserved_intids, bind_results[name])
+    check("virt: INTERRUPT_BIND(30) gave the bound event", bind_results["virt"][30] == owner_binding.event >= 0)
+    check("kvm-vmm-psci-sdei: INTERRUPT_BIND(30) was DENIED and nothing was bound (no PPI is the VMM's)",
+          bind_results["kvm-vmm-psci-sdei"][30] == DENIED and owner_vmm.trace.count(SdeiBinding) == 0)
+
+    check("virt: the binding is of INTID 30", owner_binding.intid == 30 and owner_binding.bound)
+    o_acks = [a for a in ot.of_kind(IrqAcknowledged) if a.intid == 30]
+    guest_acks = [a.vtime for a in o_acks if a.group == 1]
+    firmware_acks = [a.vtime for a in o_acks if a.group == 0]
+    check("every Group 0 acknowledge of 30 (the firmware's) lies inside REGISTER-UNREGISTER",
+          firmware_acks and all(owned[0] <= t < owned[1] for t in firmware_acks), (firmware_acks, owned))
+    check("Group 1 acknowledges of 30 (the guest's IRQs) come before and after it, none inside",
+          any(t < owned[0] for t in guest_acks) and any(t >= owned[1] for t in guest_acks)
+          and not [t for t in guest_acks if owned[0] <= t < owned[1]], (guest_acks, owned))
+    check("each firmware acknowledge is a dispatch", [d.vtime for d in ot.of_kind(SdeiDispatch)] == firmware_acks)
+    check("RELEASE came after UNREGISTER", next(b.vtime for b in ot.of_kind(SdeiBinding) if not b.bound) >= owned[1])
+    vtimer_irqs = [a.vtime for a in ot.of_kind(IrqAcknowledged) if a.intid == 27]
+    check("INTID 27 stayed the guest's (Group 1), an IRQ inside the interval too",
+          vtimer_irqs and all(a.group == 1 for a in ot.of_kind(IrqAcknowledged) if a.intid == 27)
+          and any(owned[0] <= t < owned[1] for t in vtimer_irqs), vtimer_irqs)
+    check("every guest acknowledge of 27 or 30 is an IRQ exception",
+          len(guest_acks) + len(vtimer_irqs) == sum(e.kind == "irq" for e in ot.of_kind(ExceptionTaken)))
+
+# %% [markdown]
+# ## Exercise: both timers fire while IRQs are masked
+#
+# Change the one-CPU guest: once PPI 30 is bound, registered and enabled and the PE unmasked, it
+# arms both timers (30 after 16 µs, 27 after 32 µs) as before, but instead of waiting with IRQs
+# unmasked it spins for about 100 µs with `PSTATE.I` set, prints its counters, and only then
+# waits for 27 with IRQs unmasked. What has it counted by the end of the spin? Choose one of:
+#
+# * `"nothing: both wait until PSTATE.I is clear"`
+# * `"one SDEI handler run, no IRQ of 27"`
+# * `"one IRQ of 27, no SDEI handler run"`
+# * `"one of each"`
+
+# %%
+prediction = None  # e.g. "nothing: both wait until PSTATE.I is clear"
+exercise = Exercise("Both timers fire during a spin with PSTATE.I set: what has the guest counted by its end?",
+                    ["nothing: both wait until PSTATE.I is clear", "one SDEI handler run, no IRQ of 27",
+                     "one IRQ of 27, no SDEI handler run", "one of each"]).predict(prediction)
+
+# %%
+import re
+
+WAIT_UNMASKED = """    wait_change(&nmis, 0);
+    wait_change(&irqs[TIMER_VIRT_INTID], 0);
+    report("bound");"""
+SPIN_MASKED = """    for (volatile int i = 0; i < 20000; i++)    /* about 100 us, PSTATE.I set all along */
+        ;
+    report("after the spin");
+    wait_change(&irqs[TIMER_VIRT_INTID], 0);    /* IRQs unmasked: 27 gets in */
+    report("bound");"""
+assert WAIT_UNMASKED in OWNER, "the guest's lines to change are not there"
+spinner_elf = build_source_text(OWNER.replace(WAIT_UNMASKED, SPIN_MASKED), "c",
+                                Path(tempfile.mkdtemp(prefix="spin-")) / "spin.elf")
+spin = run_on(spinner_elf, "virt", cpus=1)
+print(spin.output)
+counted = re.search(r"after the spin: IRQs of INTID 27 = (\d+), IRQs of INTID 30 = \d+, SDEI handler runs = (\d+)",
+                    spin.output)
+irqs_27, nmi_runs = (int(counted[1]), int(counted[2])) if counted else (-1, -1)
+shown = {(0, 0): "nothing: both wait until PSTATE.I is clear", (0, 1): "one SDEI handler run, no IRQ of 27",
+         (1, 0): "one IRQ of 27, no SDEI handler run", (1, 1): "one of each"}.get(
+    (irqs_27, nmi_runs), f"{irqs_27} IRQs of 27, {nmi_runs} handler runs")
+exercise.reveal(shown, "PSTATE.I holds IRQs back, and 27 is an IRQ; no dispatch condition reads PSTATE.I, "
+                "so bound 30 gets in (reference 2.4 and 2.9)")
+spin_dispatches = spin.trace.of_kind(SdeiDispatch)
+spin_irq27 = [a for a in spin.trace.of_kind(IrqAcknowledged) if a.intid == 27]
+with Checks() as check:
+    check("the changed guest ran to SYSTEM_OFF", spin.outcome.reason is StopReason.SYSTEM_OFF, spin.outcome)
+    check("one dispatch, and it interrupted a context with PSTATE.I set",
+          len(spin_dispatches) == 1 and spin_dispatches[0].interrupted_pstate & PSTATE_I, spin_dispatches)
+    check("one IRQ of 27, acknowledged by the guest (Group 1) after the dispatch",
+          len(spin_irq27) == 1 and spin_irq27[0].group == 1 and spin_dispatches
+          and spin_irq27[0].vtime > spin_dispatches[0].vtime, spin_irq27)

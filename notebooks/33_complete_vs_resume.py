@@ -290,54 +290,162 @@ plt.show()
 # interrupted `<sdei_signal_probe_return>` and `SPSR_EL1` the interrupted PSTATE, arrows from both.
 
 # %%
-shown_complete, shown_resume = marks(state_axes[0]), marks(state_axes[1])
-assert shown_complete["cell:after COMPLETE:PC"] == shown_complete["cell:interrupted:PC"] \
-    == "<sdei_signal_probe_return>"
-assert all(shown_complete[f"cell:after COMPLETE:{r}"] == shown_complete[f"cell:interrupted:{r}"] for r in ROWS)
-assert shown_resume["cell:after COMPLETE_AND_RESUME:ELR_EL1"] == "<sdei_signal_probe_return>"
-assert shown_resume["cell:after COMPLETE_AND_RESUME:SPSR_EL1"] == shown_resume["cell:interrupted:PSTATE"]
-assert shown_resume["cell:after COMPLETE_AND_RESUME:PSTATE"].endswith("DAIF)")
-assert "DAIF)" not in shown_resume["cell:interrupted:PSTATE"]
-assert {a.get_gid() for a in state_axes[1].patches if (a.get_gid() or "").startswith("move:")} == {
-    "move:PC:ELR_EL1", "move:PSTATE:SPSR_EL1"}
-assert not [a for a in state_axes[0].patches if (a.get_gid() or "").startswith("move:")]
+from sdeilab.widgets.exercise import Checks, Exercise
 
-assert pstate_end.reason == linux_end.reason == irq_end.reason == StopReason.SYSTEM_OFF.value
-assert pstate.uart_text().splitlines()[-1] == "tftf_pstate: PASS"
-assert linux.uart_text().splitlines()[-1] == "linux_client: PASS"
-probe_return = pstate.address_of("sdei_signal_probe_return")
-(d1, entry1, c1, after1), (d2, entry2, c2, after2) = tftf
-assert (c1.how, c2.how) == ("complete", "complete-and-resume")
-assert d1.interrupted_pc == d2.interrupted_pc == c1.resume_pc == c2.resume_pc == probe_return
-assert after1["PC"] == after2["PC"] == probe_return
-assert after1["PSTATE"] == d1.interrupted_pstate and d1.interrupted_pstate & DAIF != DAIF
-assert (after1["ELR_EL1"], after1["SPSR_EL1"]) == (entry1["ELR_EL1"], entry1["SPSR_EL1"])
-assert (after2["ELR_EL1"], after2["SPSR_EL1"]) == (d2.interrupted_pc, d2.interrupted_pstate)
-assert after2["PSTATE"] & DAIF == DAIF and after2["PSTATE"] & MODE == EL1H
-assert after2["PSTATE"] & DAIF != d2.interrupted_pstate & DAIF  # the resume did not restore PSTATE
-refused = [t for t in pstate.trace.of_kind(SdeiTransition) if t.action.startswith("complete") and t.result]
-assert not refused
+with Checks() as check:
+    shown_complete, shown_resume = marks(state_axes[0]), marks(state_axes[1])
+    check("the figure: after COMPLETE the PC is the interrupted <sdei_signal_probe_return>",
+          shown_complete["cell:after COMPLETE:PC"] == shown_complete["cell:interrupted:PC"]
+          == "<sdei_signal_probe_return>", shown_complete)
+    check("the figure: after COMPLETE every register is as interrupted (nothing shaded)",
+          all(shown_complete[f"cell:after COMPLETE:{r}"] == shown_complete[f"cell:interrupted:{r}"] for r in ROWS))
+    check("the figure: after COMPLETE_AND_RESUME, ELR_EL1 names the interrupted <sdei_signal_probe_return>",
+          shown_resume["cell:after COMPLETE_AND_RESUME:ELR_EL1"] == "<sdei_signal_probe_return>")
+    check("the figure: after COMPLETE_AND_RESUME, SPSR_EL1 is the interrupted PSTATE",
+          shown_resume["cell:after COMPLETE_AND_RESUME:SPSR_EL1"] == shown_resume["cell:interrupted:PSTATE"])
+    check("the figure: after COMPLETE_AND_RESUME, PSTATE has DAIF set, as the interrupted one had not",
+          shown_resume["cell:after COMPLETE_AND_RESUME:PSTATE"].endswith("DAIF)")
+          and "DAIF)" not in shown_resume["cell:interrupted:PSTATE"])
+    moves = [{a.get_gid() for a in ax.patches if (a.get_gid() or "").startswith("move:")} for ax in state_axes]
+    check("the figure: arrows PC -> ELR_EL1 and PSTATE -> SPSR_EL1 after COMPLETE_AND_RESUME only",
+          moves == [set(), {"move:PC:ELR_EL1", "move:PSTATE:SPSR_EL1"}], moves)
 
-assert vbar == linux.address_of("vectors")
-kinds = set()
-for d, c in runs:
-    masked_kernel = d.interrupted_pstate & MODE == EL1H and d.interrupted_pstate & PSTATE_I
-    expected = ("complete", d.interrupted_pc) if masked_kernel else ("complete-and-resume", vbar + IRQ_CURRENT_EL_SPX)
-    assert (c.how, c.resume_pc) == expected, (d, c)
-    kinds.add(c.how)
-assert kinds == {"complete", "complete-and-resume"}
-assert resumed.fact.how == "complete-and-resume" and after_resume["PC"] == resumed.fact.resume_pc
-assert after_resume["ELR_EL1"] == ldispatch_1.interrupted_pc
-assert after_resume["SPSR_EL1"] == ldispatch_1.interrupted_pstate
-assert taken.fact.kind == "irq" and at_irq["PC"] == taken.fact.vector == at_irq["VBAR_EL1"] + IRQ_CURRENT_EL_SPX
-assert at_irq["ELR_EL1"] == taken.fact.elr
-for r in (after_resume, at_irq):
-    assert r["PSTATE"] & (DAIF | MODE) == DAIF | EL1H and r["PC"] - r["VBAR_EL1"] == IRQ_CURRENT_EL_SPX
-assert (after_eret["PC"], after_eret["PSTATE"]) == (ldispatch_1.interrupted_pc, ldispatch_1.interrupted_pstate)
-assert completed_2.fact.how == "complete" and after_complete_2["PC"] == completed_2.fact.resume_pc
-assert after_complete_2["PSTATE"] == ldispatch_2.interrupted_pstate and after_complete_2["PSTATE"] & PSTATE_I
-assert linux.trace.count(ExceptionTaken) == 0
-for cpu in range(4):
-    resumes = sum(c.how == "complete-and-resume" for c in linux.trace.of_kind(SdeiComplete, cpu=cpu))
-    assert f"CPU {cpu}: IRQ vector entries {resumes}" in linux.uart_text(), cpu
-print("all checks passed")
+    check("the three runs end with SYSTEM_OFF",
+          pstate_end.reason == linux_end.reason == irq_end.reason == StopReason.SYSTEM_OFF.value)
+    check("tftf_pstate and linux_client report PASS", pstate.uart_text().splitlines()[-1] == "tftf_pstate: PASS"
+          and linux.uart_text().splitlines()[-1] == "linux_client: PASS")
+    probe_return = pstate.address_of("sdei_signal_probe_return")
+    (d1, entry1, c1, after1), (d2, entry2, c2, after2) = tftf
+    check("tftf_pstate ended its handlers with COMPLETE, then COMPLETE_AND_RESUME",
+          (c1.how, c2.how) == ("complete", "complete-and-resume"))
+    check("both interrupted, resumed and went on at <sdei_signal_probe_return>",
+          d1.interrupted_pc == d2.interrupted_pc == c1.resume_pc == c2.resume_pc == probe_return
+          and after1["PC"] == after2["PC"] == probe_return)
+    check("after COMPLETE: the interrupted PSTATE (not all of DAIF set)",
+          after1["PSTATE"] == d1.interrupted_pstate and d1.interrupted_pstate & DAIF != DAIF)
+    check("after COMPLETE: ELR_EL1 and SPSR_EL1 as the handler found them",
+          (after1["ELR_EL1"], after1["SPSR_EL1"]) == (entry1["ELR_EL1"], entry1["SPSR_EL1"]))
+    check("after COMPLETE_AND_RESUME: ELR_EL1 and SPSR_EL1 hold the interrupted PC and PSTATE",
+          (after2["ELR_EL1"], after2["SPSR_EL1"]) == (d2.interrupted_pc, d2.interrupted_pstate))
+    check("after COMPLETE_AND_RESUME: EL1h with DAIF all set, not the interrupted DAIF",
+          after2["PSTATE"] & DAIF == DAIF and after2["PSTATE"] & MODE == EL1H
+          and after2["PSTATE"] & DAIF != d2.interrupted_pstate & DAIF)
+    check("no COMPLETE was refused", not [t for t in pstate.trace.of_kind(SdeiTransition)
+                                          if t.action.startswith("complete") and t.result])
+
+    check("linux_client's VBAR_EL1 is <vectors>", vbar == linux.address_of("vectors"))
+    kinds, broke = set(), []
+    for d, c in runs:
+        masked_kernel = d.interrupted_pstate & MODE == EL1H and d.interrupted_pstate & PSTATE_I
+        expected = ("complete", d.interrupted_pc) if masked_kernel else ("complete-and-resume",
+                                                                         vbar + IRQ_CURRENT_EL_SPX)
+        if (c.how, c.resume_pc) != expected:
+            broke.append((d, c))
+        kinds.add(c.how)
+    check("each dispatch followed Linux's rule: EL1h with I set -> COMPLETE, else resume at VBAR_EL1 + 0x280",
+          not broke, broke[:2])
+    check("both ways out occurred", kinds == {"complete", "complete-and-resume"}, kinds)
+    check("CPU 1 after its COMPLETE_AND_RESUME: at the resume address, ELR/SPSR = the interrupted PC/PSTATE",
+          resumed.fact.how == "complete-and-resume" and after_resume["PC"] == resumed.fact.resume_pc
+          and after_resume["ELR_EL1"] == ldispatch_1.interrupted_pc
+          and after_resume["SPSR_EL1"] == ldispatch_1.interrupted_pstate)
+    check("timer_irq's IRQ entered at VBAR_EL1 + 0x280 with ELR_EL1 = the interrupted PC",
+          taken.fact.kind == "irq" and at_irq["PC"] == taken.fact.vector == at_irq["VBAR_EL1"] + IRQ_CURRENT_EL_SPX
+          and at_irq["ELR_EL1"] == taken.fact.elr)
+    check("the resume and the real IRQ look the same: EL1h, DAIF set, PC at VBAR_EL1 + 0x280",
+          all(r["PSTATE"] & (DAIF | MODE) == DAIF | EL1H and r["PC"] - r["VBAR_EL1"] == IRQ_CURRENT_EL_SPX
+              for r in (after_resume, at_irq)))
+    check("CPU 1's ERET went back to the interrupted PC and PSTATE",
+          (after_eret["PC"], after_eret["PSTATE"]) == (ldispatch_1.interrupted_pc, ldispatch_1.interrupted_pstate))
+    check("CPU 2's COMPLETE went back to its interrupted PC and PSTATE, I set",
+          completed_2.fact.how == "complete" and after_complete_2["PC"] == completed_2.fact.resume_pc
+          and after_complete_2["PSTATE"] == ldispatch_2.interrupted_pstate and after_complete_2["PSTATE"] & PSTATE_I)
+    check("no IRQ exception in linux_client's run", linux.trace.count(ExceptionTaken) == 0)
+    miscounted = [cpu for cpu in range(4) if f"CPU {cpu}: IRQ vector entries "
+                  f"{sum(c.how == 'complete-and-resume' for c in linux.trace.of_kind(SdeiComplete, cpu=cpu))}"
+                  not in linux.uart_text()]
+    check("the guest's IRQ vector counts equal its resumes, on every CPU", not miscounted, miscounted)
+
+# %% [markdown]
+# ## Exercise: resume somewhere else
+#
+# TFTF's stub resumes at the interrupted PC, and Linux at its IRQ vector. The guest below, built
+# from this cell's text, resumes at a label of its own: its handler ends at once with
+# `COMPLETE_AND_RESUME(elsewhere)`, and `elsewhere` is a lone `ERET`. Stopped right after the
+# call, what does `ELR_EL1` hold? Choose one of:
+#
+# * `"the interrupted PC"`
+# * `"the resume address, elsewhere"`
+# * `"the handler's COMPLETE_AND_RESUME call"`
+# * `"what it held before the event"`
+
+# %%
+prediction = None  # e.g. "the resume address, elsewhere"
+exercise = Exercise("COMPLETE_AND_RESUME(elsewhere): what does ELR_EL1 hold right after the call?",
+                    ["the interrupted PC", "the resume address, elsewhere", "the handler's COMPLETE_AND_RESUME call",
+                     "what it held before the event"]).predict(prediction)
+
+# %%
+import tempfile
+from pathlib import Path
+
+from sdeilab.toolchain import build_source_text
+
+ELSEWHERE = r"""
+#include "guest.h"
+
+#define STR(x) #x
+#define XSTR(x) STR(x)
+
+/* The handler resumes at once at elsewhere, which ERETs to what ELR_EL1 and SPSR_EL1 say. */
+void handler(void);
+void elsewhere(void);
+__asm__(
+    ".text\n"
+    ".globl handler, elsewhere\n"
+    ".balign 4\n"
+    "handler:\n"
+    "    adr x1, elsewhere\n"
+    "    ldr x0, =" XSTR(SDEI_EVENT_COMPLETE_AND_RESUME) "\n"
+    "    hvc #0\n"
+    "    b .\n"
+    ".ltorg\n"
+    ".balign 4\n"
+    "elsewhere:\n"
+    "    eret\n");
+
+int main(void)
+{
+    smccc_call5(SDEI_EVENT_REGISTER, 0, (uint64_t)(uintptr_t)handler, 0, 0, 0);
+    smccc_call(SDEI_EVENT_ENABLE, 0, 0, 0);
+    smccc_call(SDEI_PE_UNMASK, 0, 0, 0);
+    smccc_call(SDEI_EVENT_SIGNAL, 0, cpu_mpidr(0), 0);  /* taken on the way out of this call */
+    puts("back in main\n");
+    return 0;
+}
+"""
+with tempfile.TemporaryDirectory(prefix="sdeilab-") as tmp:  # the ELF is read once, at load
+    away = Session(build_source_text(ELSEWHERE, "c", Path(tmp) / "elsewhere.elf"), cpus=1)
+away_before = regs(away, 0)
+away_done = away.run_until(is_a(SdeiComplete))
+away_after = regs(away, 0)
+(away_dispatch,) = away.trace.of_kind(SdeiDispatch)
+elr = away_after["ELR_EL1"]
+shown = ("the interrupted PC" if elr == away_dispatch.interrupted_pc
+         else "the resume address, elsewhere" if elr == away.address_of("elsewhere")
+         else "what it held before the event" if elr == away_before["ELR_EL1"]
+         else "the handler's COMPLETE_AND_RESUME call" if away.symbolize(elr).startswith("handler")
+         else f"{elr:#x} <{away.symbolize(elr)}>")
+exercise.reveal(shown, f"ELR_EL1 = <{away.symbolize(elr)}>, the interrupted PC: COMPLETE_AND_RESUME behaves as an "
+                "exception taken from the interrupted context, whatever the resume address (reference 2.6)")
+print(f"  right after: {describe(away_after, away.symbolize)}")
+away_end = away.run()
+with Checks() as check:
+    check("the PE went on at the resume address, <elsewhere>",
+          away_after["PC"] == away_done.fact.resume_pc == away.address_of("elsewhere"))
+    check("ELR_EL1 and SPSR_EL1 hold the interrupted PC and PSTATE",
+          (away_after["ELR_EL1"], away_after["SPSR_EL1"]) == (away_dispatch.interrupted_pc,
+                                                              away_dispatch.interrupted_pstate))
+    check("PSTATE is EL1h with DAIF all set", away_after["PSTATE"] & (DAIF | MODE) == DAIF | EL1H)
+    check("the ERET at elsewhere went back into main, which finished",
+          away_end.reason == StopReason.SYSTEM_OFF.value and away.uart_text() == "back in main\n", away.uart_text())

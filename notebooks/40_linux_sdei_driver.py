@@ -321,46 +321,114 @@ plt.show()
 # or twice), a dispatch that dropped PSTATE or resumed somewhere else.
 
 # %%
-assert (outcome.reason, outcome.exit_status) == (StopReason.SYSTEM_OFF, 0), (outcome, uart[-2000:])
-for needed in ("psci: PSCIv1.1 detected in firmware.", "sdei: SDEIv1.0 (0x0) detected in firmware.",
-               "smp: Brought up 1 node, 2 CPUs", "init: device tree: arm,sdei-1.0, method hvc",
-               "init: driver: firmware:sdei", "reboot: Power down"):
-    assert needed in uart, needed
-assert "insmod failed" not in uart
-# Probe: PRIVATE_RESET on both CPUs, then SHARED_RESET, then PE_UNMASK on both, all answered 0.
-probe = [(c.name, c.cpu, result(c)) for c in boot_calls if c.name != "SDEI_VERSION"]
-assert sorted(probe[:2]) == [("SDEI_PRIVATE_RESET", 0, "0"), ("SDEI_PRIVATE_RESET", 1, "0")], probe
-assert probe[2] == ("SDEI_SHARED_RESET", probe[2][1], "0"), probe
-assert sorted(probe[3:]) == [("SDEI_PE_UNMASK", 0, "0"), ("SDEI_PE_UNMASK", 1, "0")], probe
-# Each hotplug cycle, in this order (sdei_cpuhp_down, cpu_die, CPU 0's cpu_up, sdei_cpuhp_up).
-cycle = [f"SDEI_EVENT_UNREGISTER({EVENT}) by CPU 1", "SDEI_PE_MASK by CPU 1", "CPU_OFF by CPU 1",
-         "CPU_ON by CPU 0", f"SDEI_EVENT_REGISTER({EVENT}) by CPU 1", f"SDEI_EVENT_ENABLE({EVENT}) by CPU 1",
-         "SDEI_PE_UNMASK by CPU 1"]
-assert [[s.label for s in c] for c in cycles] == [cycle] * CYCLES, cycles
-answers = {s.label: result(by_seq[s.seq]) for c in cycles for s in c if "CPU_OFF" not in s.label}
-# CPU_OFF never returns; PE_MASK answers 1, "this call masked an unmasked PE" (TF-A, reference 1.1).
-assert answers == {label: "1" if "PE_MASK" in label else "0" for label in answers}, answers
-# The ladder shows the first cycle's calls in that order, each answered as above, and CPU 1
-# powered on right after CPU 0's CPU_ON.
-shown = ladder_labels(ax_ladder)
-shown_calls = [label for label in shown if label.startswith(("SDEI_", "CPU_"))]
-assert [label.split("(")[0].split(":")[0].split(" ")[0] for label in shown_calls] == [
-    "SDEI_EVENT_UNREGISTER", "SDEI_PE_MASK", "CPU_OFF", "CPU_ON64", "SDEI_EVENT_REGISTER", "SDEI_EVENT_ENABLE",
-    "SDEI_PE_UNMASK"], shown
-assert shown_calls[1] == "SDEI_PE_MASK → 1 (was unmasked) [kvm]" and shown_calls[2] == "CPU_OFF: no return"
-assert all(label.endswith("→ SUCCESS [kvm]") for i, label in enumerate(shown_calls) if i not in (1, 2)), shown
-assert shown[shown.index(shown_calls[3]) + 1] == f"CPU {SPIN_CPU} powered on (on-pending)", shown
-for n in range(1, CYCLES + 1):
-    assert f"init: cycle {n}: CPU 1 offline, online CPUs 0" in uart
-    assert f"init: cycle {n}: CPU 1 online, online CPUs 0-1" in uart
-# The watchdog: every raise was dispatched once, on the spinning CPU, inside the loop with IRQs
-# masked, completed back to where it interrupted, and counted by the module.
-assert spin_cpu == SPIN_CPU and all(raised_in_loop)
-assert hits == masked_hits == caught == RAISES == len(dispatches) == len(completes)
-for d, c in zip(dispatches, completes, strict=True):
-    assert d.cpu == c.cpu == SPIN_CPU and d.source == "hypervisor"
-    assert d.interrupted_pc in loop and d.interrupted_pstate & PSTATE_I
-    assert c.how == "complete" and c.resume_pc == d.interrupted_pc
-assert int(last[1]) == SPIN_CPU and last[4].startswith("sdei_wd_spin+")
-assert (int(last[2], 16), int(last[3], 16)) == (dispatches[-1].interrupted_pc, dispatches[-1].interrupted_pstate)
-print("all checks passed")
+from sdeilab.widgets.exercise import Checks, Exercise
+
+with Checks() as check:
+    check("Linux powered off cleanly (SYSTEM_OFF, exit 0)",
+          (outcome.reason, outcome.exit_status) == (StopReason.SYSTEM_OFF, 0), (outcome, uart[-2000:]))
+    missing = [needed for needed in ("psci: PSCIv1.1 detected in firmware.",
+                                     "sdei: SDEIv1.0 (0x0) detected in firmware.", "smp: Brought up 1 node, 2 CPUs",
+                                     "init: device tree: arm,sdei-1.0, method hvc", "init: driver: firmware:sdei",
+                                     "reboot: Power down") if needed not in uart]
+    check("Linux found PSCI 1.1 and SDEI 1.0, both CPUs came up, the driver bound, the machine powered down",
+          not missing, missing)
+    check("the module loaded", "insmod failed" not in uart)
+    # Probe: PRIVATE_RESET on both CPUs, then SHARED_RESET, then PE_UNMASK on both, all answered 0.
+    probe = [(c.name, c.cpu, result(c)) for c in boot_calls if c.name != "SDEI_VERSION"]
+    check("probe: PRIVATE_RESET on both CPUs, then SHARED_RESET, then PE_UNMASK on both, all answered 0",
+          len(probe) == 5 and sorted(probe[:2]) == [("SDEI_PRIVATE_RESET", 0, "0"), ("SDEI_PRIVATE_RESET", 1, "0")]
+          and probe[2] == ("SDEI_SHARED_RESET", probe[2][1], "0")
+          and sorted(probe[3:]) == [("SDEI_PE_UNMASK", 0, "0"), ("SDEI_PE_UNMASK", 1, "0")], probe)
+    # Each hotplug cycle, in this order (sdei_cpuhp_down, cpu_die, CPU 0's cpu_up, sdei_cpuhp_up).
+    cycle = [f"SDEI_EVENT_UNREGISTER({EVENT}) by CPU 1", "SDEI_PE_MASK by CPU 1", "CPU_OFF by CPU 1",
+             "CPU_ON by CPU 0", f"SDEI_EVENT_REGISTER({EVENT}) by CPU 1", f"SDEI_EVENT_ENABLE({EVENT}) by CPU 1",
+             "SDEI_PE_UNMASK by CPU 1"]
+    check(f"each of the {CYCLES} hotplug cycles: UNREGISTER, PE_MASK, CPU_OFF, CPU_ON, REGISTER, ENABLE, PE_UNMASK",
+          [[s.label for s in c] for c in cycles] == [cycle] * CYCLES, cycles)
+    answers = {s.label: result(by_seq[s.seq]) for c in cycles for s in c if "CPU_OFF" not in s.label}
+    # CPU_OFF never returns; PE_MASK answers 1, "this call masked an unmasked PE" (TF-A, reference 1.1).
+    check("every call of the cycles answered 0, except PE_MASK: 1 (it masked an unmasked PE)",
+          answers == {label: "1" if "PE_MASK" in label else "0" for label in answers}, answers)
+    # The ladder shows the first cycle's calls in that order, each answered as above, and CPU 1
+    # powered on right after CPU 0's CPU_ON.
+    shown = ladder_labels(ax_ladder)
+    shown_calls = [label for label in shown if label.startswith(("SDEI_", "CPU_"))]
+    check("the ladder lists the first cycle's calls in order",
+          [label.split("(")[0].split(":")[0].split(" ")[0] for label in shown_calls] == [
+              "SDEI_EVENT_UNREGISTER", "SDEI_PE_MASK", "CPU_OFF", "CPU_ON64", "SDEI_EVENT_REGISTER",
+              "SDEI_EVENT_ENABLE", "SDEI_PE_UNMASK"], shown)
+    check("the ladder names PE_MASK's 1 (was unmasked) and CPU_OFF's missing return",
+          shown_calls[1:3] == ["SDEI_PE_MASK → 1 (was unmasked) [kvm]", "CPU_OFF: no return"], shown_calls[1:3])
+    check("the ladder shows every other call answered SUCCESS by kvm",
+          all(label.endswith("→ SUCCESS [kvm]") for i, label in enumerate(shown_calls) if i not in (1, 2)), shown)
+    check("the ladder shows CPU 1 powered on right after CPU 0's CPU_ON",
+          len(shown_calls) > 3 and shown[shown.index(shown_calls[3]) + 1] == f"CPU {SPIN_CPU} powered on (on-pending)",
+          shown)
+    check("init saw CPU 1 go offline and come back online in each cycle",
+          all(f"init: cycle {n}: CPU 1 offline, online CPUs 0" in uart
+              and f"init: cycle {n}: CPU 1 online, online CPUs 0-1" in uart for n in range(1, CYCLES + 1)))
+    # The watchdog: every raise was dispatched once, on the spinning CPU, inside the loop with IRQs
+    # masked, completed back to where it interrupted, and counted by the module.
+    check("every raise happened with CPU 1 in the spinner's loop", spin_cpu == SPIN_CPU and all(raised_in_loop))
+    check(f"{RAISES} raises, {RAISES} dispatches, {RAISES} completions, and the module counted {RAISES} of each",
+          hits == masked_hits == caught == RAISES == len(dispatches) == len(completes),
+          (hits, masked_hits, caught, len(dispatches), len(completes)))
+    check("each dispatch came from the hypervisor to CPU 1, inside the loop, with PSTATE.I set",
+          all(d.cpu == c.cpu == SPIN_CPU and d.source == "hypervisor" and d.interrupted_pc in loop
+              and d.interrupted_pstate & PSTATE_I for d, c in zip(dispatches, completes, strict=True)))
+    check("each ended with COMPLETE, back where it interrupted",
+          all(c.how == "complete" and c.resume_pc == d.interrupted_pc
+              for d, c in zip(dispatches, completes, strict=True)))
+    check("the module's last report is CPU 1 in sdei_wd_spin, with the last dispatch's PC and PSTATE",
+          int(last[1]) == SPIN_CPU and last[4].startswith("sdei_wd_spin+")
+          and (int(last[2], 16), int(last[3], 16)) == (dispatches[-1].interrupted_pc,
+                                                       dispatches[-1].interrupted_pstate), last.groups())
+
+# %% [markdown]
+# ## Exercise: who masks CPU 1 before it goes off?
+#
+# No second boot: the question is about the trace above. When CPU 1 reaches its first `CPU_OFF`,
+# it is SDEI-masked (the timeline's hatched band). Which call masked it? Choose one of:
+#
+# * `"SDEI_PE_MASK, called by CPU 1 itself"`
+# * `"CPU_OFF: the firmware masks the PE as it powers it off"`
+# * `"SDEI_PRIVATE_RESET, called by CPU 0"`
+# * `"none: CPU 1 goes off unmasked, and CPU_ON masks it later"`
+
+# %%
+prediction = None  # e.g. "CPU_OFF: the firmware masks the PE as it powers it off"
+exercise = Exercise("Which call masks CPU 1 before its first CPU_OFF?",
+                    ["SDEI_PE_MASK, called by CPU 1 itself", "CPU_OFF: the firmware masks the PE as it powers it off",
+                     "SDEI_PRIVATE_RESET, called by CPU 0", "none: CPU 1 goes off unmasked, and CPU_ON masks it later"]
+                    ).predict(prediction)
+
+# %%
+first_off = next(c for c in calls if c.cpu == SPIN_CPU and c.name == "CPU_OFF")
+mask_facts = [m for m in trace.select(SdeiMask, cpu=SPIN_CPU, end=first_off.vtime + 1)
+              if isinstance(m, SdeiMask) and m.seq < first_off.seq]
+last_mask = mask_facts[-1] if mask_facts else None
+# The call whose handling changed the mask: the last call on that CPU recorded before the fact.
+masker = max((c for c in calls if last_mask is not None and c.seq < last_mask.seq and c.cpu == last_mask.cpu),
+             key=lambda c: c.seq, default=None)
+if last_mask is None or not last_mask.masked:
+    answer = "none: CPU 1 goes off unmasked, and CPU_ON masks it later"
+elif last_mask.cause == "call" and masker is not None:
+    answer = {"SDEI_PE_MASK": "SDEI_PE_MASK, called by CPU 1 itself",
+              "CPU_OFF": "CPU_OFF: the firmware masks the PE as it powers it off",
+              "SDEI_PRIVATE_RESET": "SDEI_PRIVATE_RESET, called by CPU 0"}.get(masker.name,
+                                                                             f"{masker.name} by CPU {masker.cpu}")
+else:
+    answer = f"a mask with cause {last_mask.cause}"
+exercise.reveal(answer, "sdei_cpuhp_down masks the CPU itself before PSCI's cpu_die calls CPU_OFF: Linux does "
+                "not leave it to the firmware (reference 3.3)")
+if last_mask is not None and masker is not None:
+    print(f"masked at vtime {last_mask.vtime:,} ns by {masker.name} (answered {result(masker)}), "
+          f"{first_off.vtime - last_mask.vtime:,} ns before CPU_OFF")
+with Checks() as check:
+    check("CPU 1 was masked when it called its first CPU_OFF", last_mask is not None and last_mask.masked)
+    check("by its own SDEI_PE_MASK, which answered 1 (it masked an unmasked PE)",
+          masker is not None and (masker.name, masker.cpu, result(masker)) == ("SDEI_PE_MASK", SPIN_CPU, "1"),
+          masker)
+    check("no event was dispatched to CPU 1 between the mask and CPU_OFF",
+          last_mask is not None and not trace.select(SdeiDispatch, cpu=SPIN_CPU, start=last_mask.vtime,
+                                                     end=first_off.vtime + 1))
