@@ -285,7 +285,13 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
         machine.uart_sinks.append(console.write)
         stop.machine = machine
         with _Progress(machine, enabled=sys.stderr.isatty()) as progress:
-            if stop.signal is not None:  # it came while the guest was loading
+            if stop.signal is not None:  # it came while the guest was loading: the (empty) trace is still whole
+                if trace_file is not None:
+                    try:
+                        trace_file.commit(trace)
+                    except OSError as error:
+                        print(f"sdeilab: cannot write the trace {args.trace}: {error.strerror or error}",
+                              file=sys.stderr)
                 return _fail(f"{stop.describe()} before the run began", 128 + stop.signal)
             outcome = machine.run(args.max_instructions)
             # A pause is a stop between slices (Machine.request_pause): for the progress line it

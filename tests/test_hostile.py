@@ -48,6 +48,7 @@ SPIN = """
     .text
     .globl main
 main:
+    print "spinning\n"
 1:  b 1b
 """
 # PSCI AFFINITY_INFO (DEN0022 5.1.8) for a CPU that does not exist, forever: two facts a call.
@@ -56,6 +57,7 @@ POLL = """
     .text
     .globl main
 main:
+    print "polling\n"
 1:  ldr x0, =PSCI_AFFINITY_INFO64
     mov x1, #1
     mov x2, #0
@@ -299,12 +301,15 @@ def test_standard_output_closed(guests: dict[str, Path]) -> None:
 
 # --- 3. signals ------------------------------------------------------------------------------------
 def _started(trace: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Wait until the run has made its temporary trace file: the signal handlers are in place by then."""
+    """Wait until the guest runs: it has made its temporary trace file and printed its first line
+    (a signal before that finds the run not begun, which is another case: a loaded machine can
+    take a second or more to load a guest)."""
     deadline = time.monotonic() + timeout
-    while not list(trace.parent.glob(f".{trace.name}.*.tmp")):
+    assert process.stdout is not None
+    while not list(trace.parent.glob(f".{trace.name}.*.tmp")) or not select.select([process.stdout], [], [], 0.05)[0]:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.05)
+    assert process.stdout.readline().endswith(b"ing\n")
 
 
 @pytest.mark.parametrize(("guest", "signum", "suffix"), [
