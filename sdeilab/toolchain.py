@@ -132,8 +132,8 @@ CONDUIT_VARIANTS: dict[str, dict[str, str]] = {"": {}, "-smc": {"CONDUIT_SMC": "
 """ELF name suffix -> preprocessor defines: HVC #0 (the ``virt`` profile) and SMC #0 (``firmware``)."""
 
 
-class BuildError(Exception):
-    """A guest did not build; ``message`` is the compiler's, assembler's or linker's own output."""
+class ReportedError(Exception):
+    """An error whose ``message`` is all a user needs: in a notebook, no traceback is shown."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -146,6 +146,10 @@ class BuildError(Exception):
         # IPython calls this instead of printing a traceback: a notebook cell with a syntax
         # error shows just the diagnostics, which name the file and line.
         return self.message.rstrip("\n").splitlines()
+
+
+class BuildError(ReportedError):
+    """A guest did not build; ``message`` is the compiler's, assembler's or linker's own output."""
 
 
 def guests_dir() -> Path:

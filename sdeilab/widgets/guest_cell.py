@@ -67,7 +67,7 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.session import Session, StopInfo
 from sdeilab.machine.loader import GuestLoadError, load_elf
 from sdeilab.machine.memmap import MAX_CPUS, VIRT_MEMMAP, Region
-from sdeilab.toolchain import CONDUIT_VARIANTS, BuildError, Language, build_source_text, guests_dir
+from sdeilab.toolchain import CONDUIT_VARIANTS, BuildError, Language, ReportedError, build_source_text, guests_dir
 
 if TYPE_CHECKING:
     from sdeilab.widgets.lab import Lab
@@ -146,20 +146,9 @@ class GuestBuildError(BuildError):
         return list(dict.fromkeys(d.line for d in self.diagnostics if d.in_cell and d.severity != "warning"))
 
 
-class GuestCellError(Exception):
+class GuestCellError(ReportedError):
     """A guest cell built but the board cannot load or run it (the loader's GuestLoadError, the CPU
-    emulator's UcError): ``message`` names the cell and says why in the lab's words."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-    def _render_traceback_(self) -> list[str]:
-        # As BuildError: IPython shows the message instead of a traceback into the emulator.
-        return self.message.rstrip("\n").splitlines()
+    emulator's error): ``message`` names the cell and says why in the lab's words."""
 
 
 @contextmanager
