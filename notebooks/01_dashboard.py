@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -13,24 +15,9 @@
 
 # %% [markdown]
 # # The debugger dashboard
-#
-# **Question:** when TF-A's state-machine test runs on four CPUs, which call on which CPU moves
-# SDEI event 2000 from one state to the next, and can we stop the machine right there?
-#
-# The guest is `guests/sdei/tftf_state.c`, a port of TFTF's `test_sdei_state` (reference
-# section 4, test 1). CPU 0 runs five sub-tests on the SP804 timer's SPI (INTID 42). Each
-# sub-test binds the SPI afresh to an SDEI event with `INTERRUPT_BIND` (section 2.9; the event
-# is 2000 here) and releases it at the end. Then CPU 0 powers on each other CPU in turn with
-# `CPU_ON`, and that CPU runs the same five sub-tests: a. unregistered, b. registered,
-# c. registered and running, d. unregister-pending, e. enabled. These are the states of
-# section 2.2, and every return code must be exactly TF-A's.
-#
-# The first cell builds a `Lab`: the dashboard over a debugger session on the default `virt`
-# profile, where KVM answers PSCI and SDEI. The cells below drive it through the same public
-# methods its buttons call, and the displayed dashboard follows them. Run the notebook in
-# JupyterLab (`sdeilab lab`) to use the dashboard beside the code. To show only the app on a
-# projector, run `sdeilab dashboard notebooks/01_dashboard.ipynb`: Voila runs the cells, shows
-# their outputs and widgets, and hides the code.
+# Which call on which CPU moves SDEI event 2000 from one state to the next in TF-A's state-machine
+# test, and can we stop the machine right there? The dashboard is just below; the text after it
+# explains the guest and every control.
 
 # %%
 from sdeilab.firmware.sdei.quirks import Quirks
@@ -50,6 +37,24 @@ lab.show_event(EVENT)  # the state machine of the bound event (it has no transit
 lab
 
 # %% [markdown]
+# ## The guest
+#
+# The guest is `guests/sdei/tftf_state.c`, a port of TFTF's `test_sdei_state` (reference
+# section 4, test 1). CPU 0 runs five sub-tests on the SP804 timer's SPI (INTID 42). Each
+# sub-test binds the SPI afresh to an SDEI event with `INTERRUPT_BIND` (section 2.9; the event
+# is 2000 here) and releases it at the end. Then CPU 0 powers on each other CPU in turn with
+# `CPU_ON`, and that CPU runs the same five sub-tests: a. unregistered, b. registered,
+# c. registered and running, d. unregister-pending, e. enabled. These are the states of
+# section 2.2, and every return code must be exactly TF-A's.
+#
+# The cell above builds a `Lab`: the dashboard over a debugger session on the default `virt`
+# profile, where KVM answers PSCI and SDEI. The cells below drive it through the same public
+# methods its buttons call, and the displayed dashboard follows them. Run the notebook in
+# JupyterLab (`sdeilab lab`) to use the dashboard beside the code. To show only the app on a
+# projector, run `sdeilab dashboard notebooks/01_dashboard.ipynb`: Voila runs the cells, shows
+# their outputs and widgets, and hides the code.
+
+# %% [markdown]
 # ## The controls
 #
 # Every button calls one public method of `Lab`. A cell can call the same method; docs/lab.md
@@ -59,8 +64,8 @@ lab
 # |---|---|---|
 # | **Run** | `lab.start()`; in a cell, `lab.run()` | runs until a breakpoint, a firmware event that is being watched, a pause, or the guest's end. The button runs in a background thread with a progress bar, and the views refresh every half second. |
 # | **Pause** | `lab.pause()` | stops a run at the end of the current slice, with nothing lost from the trace. |
-# | **Step** | `lab.step(n)` | exactly `n` instructions (the `n` field), machine-wide, on whichever CPU the scheduler runs next. |
-# | **Step firmware** | `lab.step_firmware(cpu)` | runs to just after the next SMCCC call or SDEI handler entry. |
+# | **Step** | `lab.step(n)`, `lab.step(n, cpu)` | exactly `n` instructions (the `n` field): machine-wide, on whichever CPU the scheduler runs next, or with a CPU chosen in *on*, until that CPU has run `n` (the others run meanwhile as the scheduler has them). |
+# | **Step firmware** | `lab.step_firmware(cpu)` | runs to just after the next SMCCC call or SDEI handler entry (of the CPU chosen in *on*, or of any CPU). |
 # | **Run until** | `lab.run_until("CPU_ON", cpu)` | runs until the firmware event named in the *event* field happens (on its CPU). |
 # | **Step back** | `lab.step_back(n)` | goes back `n` instructions by replaying the guest from its start. The replay is exact, because stopping never changes what the guest does. |
 # | **Reset** | `lab.reset()` | loads the guest again. Breakpoints stay. |
@@ -73,16 +78,27 @@ lab
 # **Platform** panel. The profile and the SDEI quirks (`lab.set_profile`, `lab.set_quirk`;
 # docs/profiles.md). Changing either restarts the guest.
 #
+# **Status line.** Why the machine stopped, in words: a stop at a firmware call names the call,
+# its arguments, its result by name and the layer that answered it
+# (`SDEI_EVENT_UNREGISTER(2000) on CPU 2 → PENDING (-5), answered by kvm`).
+#
 # **Views.**
-# - *Registers*: one column per CPU. Cells that changed since the previous stop are
-#   highlighted.
 # - *Disassembly* of the CPU that ran last, or of the CPU you choose: `=>` marks PC and `*` a
 #   breakpoint.
-# - *Memory* at an address or a symbol (by default the stack).
-# - *UART* output.
+# - *SDEI per CPU*: power state, whether SDEI events are masked, the events whose handlers run
+#   (a critical one over a normal one) and the nesting depth.
+# - *Recent firmware calls*: the last twelve calls, the newest on top, with their arguments,
+#   results by name and answering layer. Clicking one steps back to just after it (`lab.step_back_to(seq)`, a replay).
+# - *UART* output, kept scrolled to its last line.
+# - Below the pictures, one click away: *Registers* (one column per CPU; cells that changed since
+#   the previous stop are highlighted), *Memory* at an address or a symbol (by default the
+#   stack), and the profile and quirks, each described where it is chosen.
 # - *State machine* of the chosen event: its current state is named above the picture and
 #   highlighted in it, and each arrow counts the transitions taken.
 # - *Timeline*: one lane per CPU, with power state, SDEI masking, handlers and firmware calls.
+#   It is the static picture, redrawn at each stop, rather than the interactive `TimelineView`
+#   (notebook 31): that one is 840 px wide and fixed, and beside the state machine it would not
+#   leave both pictures and the controls on one 1440 x 900 screen.
 
 # %% [markdown]
 # ## 1. Break on CPU_ON
@@ -233,6 +249,11 @@ assert lab.session.memory("handler_success", 4) == (1).to_bytes(4, "little")
 assert "<b>step-back</b>: back 25 instructions" in lab.status.value and lab.error == ""
 assert "<b>CPU 2</b>" in lab.disasm_html.value  # the views follow the CPU that stopped last
 assert "on SDEI_EVENT_COMPLETE on CPU 2" in [label for label, _ in lab.bp_list.options]
+# The recent-calls list starts with the handler's COMPLETE (which returns nowhere: it resumes CPU 2),
+# after the refused calls, their results named.
+recent = [label for label, _ in lab.calls_list.options]
+assert "SDEI_EVENT_COMPLETE(0) on CPU 2 -> no return" in recent[0]  # the newest on top
+assert "-> DENIED (-3), answered by kvm" in recent[1]
 assert lab.wait_plots(60) and lab.plot_error == ""
 assert ">registered</b>" in lab.state_label.value
 assert bytes(lab.state_image.value).startswith(b"\x89PNG") and bytes(lab.timeline_image.value).startswith(b"\x89PNG")

@@ -57,6 +57,8 @@ PROGRESS_SECONDS = 1.0
 # Jupyter's and Voila's own defaults; an explicit --port must be free (no silent move to another).
 DEFAULT_PORTS = {"lab": 8888, "dashboard": 8866}
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000_000
+DEFAULT_CULL_S = 120  # a dashboard kernel with no page connected and idle this long is ended
+CULL_INTERVAL_S = 30  # how often the culler looks
 DEFAULT_KERNEL_MAX_INSTRUCTIONS = 20_000_000_000  # Linux to a shell and back: about 1e9 (docs/linux.md)
 SOURCE_SUFFIXES = (".S", ".s", ".c")
 
@@ -121,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", help="serve one notebook as a Voila app, e.g. for a projector "
                                                  "(loopback only, with a token)")
     dashboard.add_argument("notebook", type=Path, help="a .ipynb file, or the name of one in notebooks/")
+    dashboard.add_argument("--cull-after", type=_positive, default=DEFAULT_CULL_S, metavar="SECONDS",
+                           help="end a kernel whose page is gone after it has been idle this long "
+                                f"(default: {DEFAULT_CULL_S})")
     for server in (lab, dashboard):
         default = DEFAULT_PORTS[server.prog.split()[-1]]
         server.add_argument("--port", type=_port, help=f"port on 127.0.0.1 (default: {default} or a free one near it)")
@@ -514,8 +519,17 @@ def _dashboard(args: argparse.Namespace) -> int:
     # the address this command opens or prints.
     token = os.environ.get("JUPYTER_TOKEN") or secrets.token_urlsafe(24)
     env = {**os.environ, "JUPYTER_TOKEN": token}
-    command = [sys.executable, "-m", "voila", str(notebook), "--Voila.ip=127.0.0.1", f"--port={port}",
+    # Every page load starts a kernel (about 300 MB). A page that closes asks Voila to shut its kernel
+    # down (Voila's page does so on "beforeunload"); a page that never could (a crashed browser, a
+    # laptop that slept) leaves a kernel with no connection, which the culler ends once it has been
+    # idle for --cull-after seconds. A kernel with a page still connected is never culled
+    # (cull_connected stays False), however long the speaker talks.
+    cull = args.cull_after
+    command = [sys.executable, "-m", "sdeilab.voila_app", str(notebook), "--Voila.ip=127.0.0.1", f"--port={port}",
                "--Voila.port_retries=0", "--token", "--no-browser",
+               f"--MappingKernelManager.cull_idle_timeout={cull}",
+               f"--MappingKernelManager.cull_interval={max(1, min(CULL_INTERVAL_S, cull))}",
+               "--MappingKernelManager.cull_connected=False", "--MappingKernelManager.cull_busy=False",
                # A speaker debugging a guest on the projector wants the message, not "there was an error".
                "--show_tracebacks=True",
                # jupytext's front end edits paired notebooks: nothing to do in an app, and it fails to

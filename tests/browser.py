@@ -124,6 +124,29 @@ class Server:
             return int(error.code)
 
 
+    def kernels(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The kernels the server runs, from its REST API (``GET /api/kernels``, with the token)."""
+        request = urllib.request.Request(self.base_url + "api/kernels")
+        request.add_header("Authorization", f"token {self.token}")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=timeout) as response:
+            kernels = json.loads(response.read())
+        assert isinstance(kernels, list), kernels
+        return kernels
+
+    def wait_for_kernels(self, count: int, timeout_s: float) -> float:
+        """Poll until the server runs exactly ``count`` kernels; how long that took (fails after ``timeout_s``)."""
+        began = time.monotonic()
+        while True:
+            running = self.kernels()
+            if len(running) == count:
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout_s:
+                raise AssertionError(f"{len(running)} kernels still running after {timeout_s:.0f} s, expected "
+                                     f"{count}: {[k.get('id') for k in running]}\n{self.log_tail()}")
+            time.sleep(0.5)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -309,6 +332,53 @@ class WidgetPage:
         self.shots.append(path)
         _keep_artifact(path, path.name)
         return path
+
+    def viewport_shot(self, label: str) -> Path:
+        """Screenshot of what the viewport shows (JupyterLab scrolls inside its panel: a full-page shot
+        would show the same)."""
+        path = self.shots_dir / f"{self.name}-{len(self.shots):02d}-{label}.png"
+        self.page.screenshot(path=str(path), timeout=STEP_TIMEOUT_MS)
+        self.shots.append(path)
+        _keep_artifact(path, path.name)
+        return path
+
+    def image_aspects(self) -> list[dict[str, Any]]:
+        """Every shown picture's displayed size (CSS pixels) and natural size (its image's pixels)."""
+        found: list[dict[str, Any]] = self.page.locator(".jupyter-widgets img").evaluate_all(
+            """imgs => imgs.map(img => { const r = img.getBoundingClientRect();
+                   return {width: r.width, height: r.height, natural: [img.naturalWidth, img.naturalHeight],
+                           cls: img.className}; })""")
+        return [item for item in found if item["width"] > 0 and item["height"] > 0 and all(item["natural"])]
+
+    def expect_aspects_kept(self, tolerance: float = 0.02) -> list[dict[str, Any]]:
+        """Fail if a picture is shown with an aspect more than ``tolerance`` off its own (stretched)."""
+        images = self.image_aspects()
+        assert images, f"no picture shown\n{self.diagnostics()}"
+        for item in images:
+            natural_w, natural_h = item["natural"]
+            error = (item["width"] / item["height"]) / (natural_w / natural_h) - 1
+            assert abs(error) <= tolerance, (
+                f"picture {item['cls']!r} shown at {item['width']:.0f} x {item['height']:.0f} but it is "
+                f"{natural_w} x {natural_h}: aspect off by {100 * error:+.1f}%\n{self.diagnostics()}")
+        return images
+
+    def boxes_outside_viewport(self, selectors: Sequence[str]) -> list[str]:
+        """Which of the elements ``selectors`` name lie (in part) outside the viewport, or are missing."""
+        size = self.page.viewport_size
+        outside = []
+        for selector in selectors:
+            elements = self.page.locator(selector)
+            if elements.count() == 0:
+                outside.append(f"{selector}: not on the page")
+            for index in range(elements.count()):
+                box = elements.nth(index).bounding_box()
+                if box is None or box["width"] == 0:
+                    outside.append(f"{selector}[{index}]: not shown")
+                elif (box["x"] < -1 or box["y"] < -1 or box["x"] + box["width"] > size["width"] + 1
+                      or box["y"] + box["height"] > size["height"] + 1):
+                    outside.append(f"{selector}[{index}] at x {box['x']:.0f}..{box['x'] + box['width']:.0f}, "
+                                   f"y {box['y']:.0f}..{box['y'] + box['height']:.0f}")
+        return outside
 
     def diagnostics(self) -> str:
         console = "\n".join(self.console[-20:]) or "(nothing)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,12 @@ DASHBOARD = NOTEBOOKS / "01_dashboard.ipynb"
 LAB_BUTTONS = ("Run", "Pause", "Step", "Step firmware", "Run until", "Step back", "Reset", "Add", "Break on",
                "Remove")
 WAIT_MS = 30_000  # a step or a run in the kernel plus the plots it redraws, on a loaded 2-core machine
+# The screens the dashboard is checked on; at DESK the controls and both pictures must all be on the first screen.
+VIEWPORTS = ((1280, 800), (1440, 900), (1920, 1080))
+DESK = (1440, 900)
+DASHBOARD_PARTS = (".sdeilab-controls", ".sdeilab-status", "img.sdeilab-picture")
+KERNEL_GONE_S = 30.0  # a closed page's kernel is shut down at once; the slack is for a loaded machine
+CULL_AFTER_S = 3  # `sdeilab dashboard --cull-after` for the culling test: a kernel with no page, idle this long
 
 
 # --- the commands' contract, without a browser -------------------------------------------------------------
@@ -174,13 +181,15 @@ def _step_and_run(widget_page, shots: str) -> None:  # type: ignore[no-untyped-d
     widget_page.shot(f"{shots}-rendered")
 
     widget_page.click("Step")
-    expect(status).to_contain_text("budget: 1 instructions", timeout=WAIT_MS)
+    expect(status).to_contain_text("stepped 1 instruction (all CPUs)", timeout=WAIT_MS)
     expect(status).to_contain_text(f"{retired + 1:,} instructions retired", timeout=WAIT_MS)
     expect(state).to_have_text("registered")
     widget_page.shot(f"{shots}-stepped")
 
     widget_page.click("Run")
-    expect(status).to_contain_text("SDEI_EVENT_COMPLETE on CPU 2", timeout=WAIT_MS)
+    # The stop speaks: the call with its argument, and that it returns nowhere (it resumes CPU 2).
+    expect(status).to_contain_text("SDEI_EVENT_COMPLETE(0) on CPU 2", timeout=WAIT_MS)
+    expect(status).to_contain_text("no return")
     expect(state).to_have_text("unregistered", timeout=WAIT_MS)
     widget_page.expect_changed(state_picture, state_before)
     widget_page.expect_changed(timeline_picture, timeline_before)
@@ -190,10 +199,42 @@ def _step_and_run(widget_page, shots: str) -> None:  # type: ignore[no-untyped-d
     widget_page.expect_widgets_ok()
 
 
+def _check_layout(widget_page, where: str) -> None:  # type: ignore[no-untyped-def]
+    """At each of VIEWPORTS: no picture stretched out of its aspect (2% at most), a screenshot; at
+    DESK, the controls, the status line and both pictures all on the first screen. In JupyterLab
+    with the file browser open beside the notebook, the dashboard scrolled to the top of its panel
+    (the cell's code is above it); in Voila the page as it opens."""
+    from playwright.sync_api import expect
+
+    page = widget_page.page
+    expect(page.locator("img.sdeilab-picture")).to_have_count(2, timeout=WAIT_MS)
+    page.wait_for_function("""() => [...document.querySelectorAll('img.sdeilab-picture')]
+                                     .every(img => img.complete && img.naturalWidth > 0)""", timeout=WAIT_MS)
+    if where == "lab":
+        page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+        page.wait_for_function("() => !window.jupyterapp.shell.leftCollapsed", timeout=WAIT_MS)
+    problems = []
+    for width, height in VIEWPORTS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(500)  # the layout settles (JupyterLab resizes its panels on a timer)
+        if where == "lab":
+            page.locator(".sdeilab-lab").first.evaluate("el => el.scrollIntoView({block: 'start'})")
+        else:
+            page.evaluate("() => window.scrollTo(0, 0)")
+        page.wait_for_timeout(200)
+        widget_page.viewport_shot(f"{where}-{width}x{height}")
+        widget_page.expect_aspects_kept()
+        if (width, height) == DESK:
+            problems = widget_page.boxes_outside_viewport(DASHBOARD_PARTS)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    assert not problems, f"not on the first screen at {DESK[0]}x{DESK[1]} ({where}): {problems}"
+
+
 @pytest.mark.browser
 def test_the_dashboard_notebook_steps_and_runs_in_jupyterlab(lab_server, widget_page) -> None:  # type: ignore[no-untyped-def]
     widget_page.open_notebook(lab_server(NOTEBOOKS), DASHBOARD.name)
     widget_page.expect_widgets_ok(buttons=LAB_BUTTONS)
+    _check_layout(widget_page, "lab")
     _step_and_run(widget_page, "lab")
 
 
@@ -206,5 +247,47 @@ def test_the_dashboard_notebook_as_a_voila_app(voila_server, widget_page) -> Non
     # Voila shows the dashboard while the later cells still run: clicks wait for the last one.
     expect(widget_page.page.get_by_text("all checks passed")).to_be_visible(timeout=WAIT_MS * 2)
     widget_page.expect_widgets_ok(buttons=LAB_BUTTONS)
+    _check_layout(widget_page, "voila")
     _step_and_run(widget_page, "voila")
     assert widget_page.page.get_by_text("from sdeilab.widgets import Lab").count() == 0  # the app, not its code
+
+
+# --- kernels do not leak -------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_a_closed_dashboard_page_shuts_its_kernel_down(voila_server, widget_page) -> None:  # type: ignore[no-untyped-def]
+    # Each page load starts a kernel; closing the page (its "beforeunload") must end it, so that a
+    # projector session of many reloads does not pile kernels up.
+    voila = voila_server(COUNTER)
+    before = len(voila.kernels())
+    widget_page.open_dashboard(voila)
+    widget_page.expect_widgets_ok(buttons=["Increment"])
+    assert len(voila.kernels()) == before + 1
+    widget_page.page.close(run_before_unload=True)
+    took = voila.wait_for_kernels(before, KERNEL_GONE_S)
+    print(f"[browser] the closed page's kernel was gone after {took:.1f} s")
+
+
+@pytest.mark.browser
+def test_a_dashboard_kernel_whose_page_vanished_is_culled(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A page that could not say goodbye (a crashed tab, a laptop that slept): no "beforeunload", only
+    # the websocket drops. The server's culler ends the kernel once it has been idle with no
+    # connection for --cull-after seconds.
+    from .browser import run_server
+
+    root = tmp_path / "notebooks"
+    shutil.copytree(TEST_NOTEBOOKS, root)
+    with run_server("voila", ["dashboard", str(root / COUNTER.name), "--cull-after", str(CULL_AFTER_S)],
+                    root=root, home=tmp_path) as voila:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        try:
+            page = context.new_page()
+            page.goto(voila.url(), timeout=120_000)
+            page.locator(".widget-button", has_text="Increment").wait_for(timeout=WAIT_MS * 2)
+            assert len(voila.kernels()) == 1
+            page.close(run_before_unload=False)  # the page goes without running its unload handlers
+        finally:
+            context.close()
+        took = voila.wait_for_kernels(0, KERNEL_GONE_S + 2 * CULL_AFTER_S)
+        print(f"[browser] the abandoned kernel was culled after {took:.1f} s")

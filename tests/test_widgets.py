@@ -3,6 +3,7 @@ would, and the widgets' values checked (the first of the three test tiers, issue
 
 from __future__ import annotations
 
+import html
 import inspect
 import io
 import os
@@ -65,7 +66,7 @@ def test_step_button_executes_one_instruction_and_the_views_follow() -> None:
     pc_before = lab.session.pc(0)
     assert f"=>  {pc_before:010x}" in lab.disasm_html.value
     lab.step_button.click()
-    assert "<b>budget</b>" in lab.status.value and retired(lab) == 1
+    assert "<b>stepped</b> 1 instruction (all CPUs)" in lab.status.value and retired(lab) == 1
     assert changed_cells(lab) >= 1  # PC at least
     pc_after = lab.session.pc(0)
     assert pc_after != pc_before and f"=>  {pc_after:010x}" in lab.disasm_html.value
@@ -101,7 +102,10 @@ def test_event_breakpoint_from_the_fields_then_run() -> None:
     lab.run_button.click()
     info = lab.wait(60)
     assert info is not None and info.reason == "break"
-    assert "<b>break</b>: SDEI_EVENT_COMPLETE on CPU 2" in lab.status.value
+    # The stop speaks: the call, its argument, its result by name and who answered (here CPU 2's
+    # COMPLETE of sub-test a, refused: no handler runs).
+    assert ("<b>break</b>: <b>SDEI_EVENT_COMPLETE</b>(0) on CPU 2 &rarr; <b>DENIED (-3)</b>, answered by kvm"
+            in lab.status.value)
     assert "<b>CPU 2</b>" in lab.disasm_html.value  # the views follow the CPU that stopped
     assert "sdei_event_complete" in lab.disasm_html.value
     assert lab.progress.value == lab.progress.max
@@ -131,10 +135,11 @@ def test_run_until_and_step_firmware_buttons() -> None:
     lab.step_firmware_button.click()
     fact = lab.session.last_stop.fact
     assert isinstance(fact, SmcccCall) and fact == lab.session.trace.of_kind(SmcccCall)[0]
-    assert f"<b>break</b>: {fact.name} on CPU 0" in lab.status.value
+    assert f"<b>break</b>: <b>{fact.name}</b>(" in lab.status.value and " on CPU 0 &rarr; <b>" in lab.status.value
     lab.event_entry.value = "CPU_ON"
     lab.run_until_button.click()
-    assert re.search(r"<b>break</b>: CPU_ON(64)? on CPU 0", lab.status.value), lab.status.value
+    assert re.search(r"<b>break</b>: <b>CPU_ON(64)?</b>\(\d, 0x[0-9a-f]+ &lt;\w+&gt;, \d+\) on CPU 0 &rarr; <b>SUCCESS",
+                     lab.status.value), lab.status.value
     assert lab.bp_list.options == ()  # run until installs no breakpoint
 
 
@@ -449,3 +454,100 @@ def test_the_interpreter_exits_cleanly_while_the_dashboard_works(what: str, dela
         done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(guest), what, str(delay)], cwd=ROOT,
                               capture_output=True, timeout=120, env=env)
         assert done.returncode == 0 and done.stdout == b"exiting\n", (delay, done.returncode, done.stderr[-2000:])
+
+
+# --- the dashboard as a debugger (issue 14, point 4) ----------------------------------------------------------
+
+
+def test_the_status_line_speaks_and_says_no_stale_count() -> None:
+    lab = Lab(TFTF_STATE, plots_enabled=False)
+    lab.step()
+    assert "<b>stepped</b> 1 instruction (all CPUs)" in lab.status.value and "budget" not in lab.status.value
+    assert lab.progress.layout.visibility == "hidden" and lab.progress_label.value == ""
+    lab.break_on("SDEI_EVENT_UNREGISTER", cpu=2)
+    lab.run(20_000_000)
+    # TFTF's sub-test a on CPU 2: UNREGISTER of an event never registered is refused.
+    assert "<b>SDEI_EVENT_UNREGISTER</b>(2000) on CPU 2 &rarr; <b>DENIED (-3)</b>, answered by kvm" in lab.status.value
+    assert "ffff" not in lab.status.value
+    # Sub-test d's handler unregisters its own event: pending until its COMPLETE.
+    pending = "<b>SDEI_EVENT_UNREGISTER</b>(2000) on CPU 2 &rarr; <b>PENDING (-5)</b>, answered by kvm"
+    for _ in range(10):
+        lab.run(20_000_000)
+        if pending in lab.status.value:
+            break
+    assert pending in lab.status.value, lab.status.value
+    assert lab.progress.layout.visibility == "hidden" and lab.progress_label.value == ""
+
+
+def test_step_and_step_firmware_per_cpu() -> None:
+    lab = Lab(TFTF_STATE, plots_enabled=False)
+    lab.run_until("CPU_ON", max_instructions=20_000_000)
+    lab.step_firmware(1)  # CPU 1's first call, after it came up
+    assert lab.session.last_stop.fact.cpu == 1 and "on CPU 1" in lab.status.value
+    lab.step_cpu.value = 0
+    lab.count.value = 7
+    before = list(lab.session.machine.cpu_retired)
+    lab.step_button.click()
+    after = lab.session.machine.cpu_retired
+    assert after[0] - before[0] == 7 and lab.error == ""
+    assert "<b>stepped</b> 7 instructions on CPU 0" in lab.status.value
+    lab.step_cpu.value = 1
+    lab.step_firmware_button.click()
+    assert lab.session.last_stop.fact.cpu == 1
+
+
+def test_recent_calls_step_back_to_the_one_clicked_and_the_sdei_row_follows() -> None:
+    lab = Lab(TFTF_STATE, plots_enabled=False)
+    lab.run_until("SdeiDispatch", cpu=2, max_instructions=20_000_000)
+    # CPU 2 runs the handler of event 2000: the per-CPU SDEI row says so.
+    rows = lab.sdei_html.value
+    assert "<th style='text-align:right;padding:0 8px'>CPU 2</th>" in rows
+    running = re.search(r"<th[^>]*>running</th>(.*?)</tr>", rows)
+    depth = re.search(r"<th[^>]*>depth</th>(.*?)</tr>", rows)
+    assert running and depth
+    assert re.findall(r"<td[^>]*>(.*?)</td>", running.group(1))[2] == "2000"
+    assert re.findall(r"<td[^>]*>(.*?)</td>", depth.group(1))[2] == "1"
+    lab.step_firmware(2)
+    lab.step_firmware(2)
+    calls = list(lab.calls_list.options)  # the newest first
+    assert len(calls) == 12 and "SDEI_EVENT_DISABLE(2000) on CPU 2 -> SUCCESS (0), answered by kvm" in calls[0][0]
+    assert "SDEI_EVENT_STATUS(2000) on CPU 2 -> 7, answered by kvm" in calls[1][0]
+    label, seq = calls[4]
+    retired = lab.session.retired
+    lab.calls_list.value = seq  # a click on the fifth last call
+    assert lab.error == "" and lab.session.last_stop.fact.seq == seq and lab.session.retired < retired
+    assert "<b>step-back</b> to" in lab.status.value
+    assert lab.calls_list.options[0] == (label, seq) and lab.calls_list.value is None
+    call = lab.session.last_stop.fact
+    assert lab.session.trace[seq] == call  # the replay recorded the same call at the same place
+
+
+def test_the_uart_view_follows_its_output_and_the_platform_is_described() -> None:
+    lab = Lab(TFTF_STATE, plots_enabled=False)
+    lab.run(20_000_000)
+    assert lab.uart_view.value == lab.session.uart_text()
+    shown = lab.uart_html.value
+    assert "flex-direction:column-reverse" in shown and "tftf_state: PASS" in shown
+    assert html.escape(PROFILES["virt"].description) in lab.profile_text.value
+    box = lab.quirk_boxes["cpu_off_while_running"]
+    assert box.tooltip.startswith("CPU_OFF is allowed while a handler runs")
+    lab.set_profile("kvm-sdei")
+    assert html.escape(PROFILES["kvm-sdei"].description) in lab.profile_text.value
+
+
+def test_the_dashboard_pictures_are_readable_at_their_displayed_size() -> None:
+    # Each picture is rendered at PIXEL_RATIO times the CSS pixels it is shown at: at that display
+    # width (a HiDPI screen's device pixels) no text is under 10 pt, none overlaps, none is cut.
+    from sdeilab.viz.quality import figure_problems
+
+    lab = Lab(TFTF_STATE, plots_async=False)
+    lab.show_event(2000)
+    lab.break_on("SDEI_EVENT_COMPLETE", cpu=2)
+    lab.run(20_000_000)
+    for picture, image, display in ((lab.state_picture, lab.state_image, plots.STATE_DISPLAY),
+                                    (lab.timeline_picture, lab.timeline_image, plots.TIMELINE_DISPLAY)):
+        assert picture.figure is not None
+        pixels = Image.open(io.BytesIO(bytes(image.value))).size
+        assert pixels == (display[0] * plots.PIXEL_RATIO, display[1] * plots.PIXEL_RATIO)
+        assert image.layout.width == f"{display[0]}px" and image.layout.height == "auto"
+        assert figure_problems(picture.figure, display_width=display[0] * plots.PIXEL_RATIO) == []

@@ -41,7 +41,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sdeilab.cpu.disasm import disassemble
@@ -335,10 +335,31 @@ class Session:
         """
         return self._go(_limit(max_instructions), [], progress=progress)
 
-    def step(self, count: int = 1) -> StopInfo:
+    def step(self, count: int = 1, cpu: int | None = None) -> StopInfo:
         """Exactly ``count`` instructions (machine-wide, on whichever CPU the scheduler runs), unless
-        a breakpoint, a watched event or the guest's end comes first."""
-        return self._go(_count(count, "count"), [])
+        a breakpoint, a watched event or the guest's end comes first.
+
+        With ``cpu``: until that CPU has retired ``count`` more instructions; the others run as the
+        scheduler has them meanwhile. Bounded by a few scheduling rounds, so a CPU that is off or
+        waits for an interrupt ends the step with the budget, not a hang."""
+        n = _count(count, "count")
+        if cpu is None:
+            return self._go(n, [])
+        index = self._cpu_index(cpu)
+        goal = self.machine.cpu_retired[index] + n
+
+        def remaining() -> int:
+            # Each slice runs the machine for what this CPU still needs: whatever share of it the
+            # CPU gets, it never retires more than that, so the step ends exactly on the count.
+            return max(1, goal - self.machine.cpu_retired[index])
+
+        info = self._go(n + 4 * self.quantum * self.cpus, [], every=remaining,
+                        state_check=lambda session: session.machine.cpu_retired[index] >= goal)
+        if self.machine.cpu_retired[index] >= goal and info.reason == StopReason.BREAK.value:
+            info = replace(info, reason=StopReason.BUDGET.value, detail=f"{n} instructions on CPU {index}",
+                           cpu=index)
+            self.last_stop = info
+        return info
 
     def step_firmware(self, cpu: int | None = None, max_instructions: int | None = None) -> StopInfo:
         """Run to just after the next SMCCC call or SDEI handler entry (of ``cpu``, if given)."""
@@ -428,6 +449,42 @@ class Session:
             self.machine.set_breakpoints(frozenset(self._breakpoints))
         info = StopInfo("step-back", f"back {start - target} instructions", self.retired,
                         self.machine.last_cpu, executed=target - start, vtime=self.machine.now())
+        return self._stopped(info, previous)
+
+    def step_back_to(self, seq: int) -> StopInfo:
+        """Return to just after the instruction that recorded fact ``seq`` (a firmware call, say),
+        as a break on that fact would have stopped: the guest is replayed from its start, as for
+        :meth:`step_back`, until the replayed trace holds that fact again."""
+        seq = _count(seq, "seq")
+        if seq >= len(self.trace):
+            raise ValueError(f"no fact #{seq}: the trace holds {len(self.trace)}")
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            self._load(self.profile, self.quirks, self.cpus, replay=True)
+            machine = self.machine
+            trace = machine.trace
+            machine.set_breakpoints(frozenset())
+
+            def reached(_kind: type[Fact]) -> None:
+                if len(trace) > seq:
+                    machine.request_break(StopReason.BREAK, "replayed")
+
+            assert isinstance(trace, _WatchedLog)
+            trace.watch = reached
+            try:
+                while len(trace) <= seq:
+                    outcome = machine.run(CHUNK, debugger=True)
+                    if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
+                        raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
+                                           "the machine is not deterministic here")
+            finally:
+                trace.watch = None
+                machine.cancel_break()
+                machine.set_breakpoints(frozenset(self._breakpoints))
+            fact = trace[seq]
+        info = StopInfo("step-back", f"back to {_describe(fact)}", self.retired, fact.cpu, fact,
+                        executed=self.retired - start, vtime=machine.now())
         return self._stopped(info, previous)
 
     # --- breakpoints -------------------------------------------------------------------
@@ -605,7 +662,7 @@ class Session:
 
     def _go(self, limit: int | None, conditions: list[Callable[[Fact], bool]], *,
             kinds: frozenset[type[Fact]] | None = frozenset(),
-            every: int | None = None, state_check: Callable[[Session], bool] | None = None,
+            every: int | Callable[[], int] | None = None, state_check: Callable[[Session], bool] | None = None,
             progress: Callable[[int, int | None], None] | None = None) -> StopInfo:
         with self._exclusive():
             previous = self._regs
@@ -648,13 +705,14 @@ class Session:
             raise raised
         return info
 
-    def _loop(self, start: int, target: int | None, sitting: dict[int, tuple[int, int]], every: int | None,
+    def _loop(self, start: int, target: int | None, sitting: dict[int, tuple[int, int]],
+              every: int | Callable[[], int] | None,
               state_check: Callable[[Session], bool] | None,
               progress: Callable[[int, int | None], None] | None) -> RunOutcome:
         machine = self.machine
         total = None if target is None else target - start
         while True:
-            chunk = every or CHUNK
+            chunk = (every() if callable(every) else every) or CHUNK
             if target is not None:
                 chunk = min(chunk, target - machine.retired)
                 if chunk <= 0:

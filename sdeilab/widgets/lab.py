@@ -1,7 +1,7 @@
 """``Lab``: the debugger dashboard, a thin ipywidgets view over a :class:`~sdeilab.firmware.session.Session`.
 
 Every button and switch calls one public method of ``Lab`` (``run``, ``start``, ``pause``,
-``step``, ``step_firmware``, ``run_until``, ``reset``, ``step_back``, ``add_breakpoint``,
+``step``, ``step_firmware``, ``run_until``, ``reset``, ``step_back``, ``step_back_to``, ``add_breakpoint``,
 ``break_on``, ``set_profile``, ``set_quirk``, ...), the same ones a notebook or a test calls; the
 method drives the session and refreshes the views. Widget state is plain and inspectable
 (``lab.status.value``, ``lab.registers_html.value``, ``lab.uart_view.value``), so tests drive
@@ -30,6 +30,7 @@ threads use (Unicorn's engines are closed by a ``weakref.finalize`` registered a
 from __future__ import annotations
 
 import atexit
+import html
 import threading
 import time
 import weakref
@@ -44,13 +45,31 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.session import Breakpoint, EventBreak, Session, SessionBusy, StopInfo
 from sdeilab.trace import FACT_KINDS, SdeiTransition, TraceLog
 from sdeilab.widgets import plots
-from sdeilab.widgets.views import disassembly_html, memory_html, registers_html, state_label_html, status_html
+from sdeilab.widgets.views import (
+    attribute_docs,
+    disassembly_html,
+    memory_html,
+    recent_calls,
+    registers_html,
+    sdei_rows_html,
+    state_label_html,
+    status_html,
+    uart_html,
+)
 
 LIVE_REFRESH_S = 0.5  # during a background run, views are refreshed at most this often
 FOLLOW = "follow"  # the CPU selector's value that follows the CPU that ran last
 # The CPU choosers' value for "any CPU" / "all CPUs". Not None: ipywidgets 8 reads a selection
 # whose value is None as "nothing selected" (index None), so the browser showed an empty box.
 ANY_CPU = -1
+RECENT_CALLS = 12  # firmware calls the recent-calls list shows
+# The dashboard's own rules: pictures never stretched (they keep their aspect, whatever the column
+# width), the recent calls and the UART in monospace.
+_CSS = """<style>
+.sdeilab-lab .sdeilab-picture { height: auto !important; max-width: 100%; object-fit: contain; }
+.sdeilab-lab .sdeilab-calls select { font-family: monospace; font-size: 12px; }
+.sdeilab-lab .sdeilab-controls .widget-button { width: auto; padding: 0 10px; }
+</style>"""
 EXIT_JOIN_S = 10.0  # at interpreter exit, how long to wait for a run to pause and a drawing to finish
 
 _LABS: weakref.WeakSet[Lab] = weakref.WeakSet()  # every live dashboard, for the exit handler
@@ -122,16 +141,23 @@ class Lab:
         self.reset_button = button(description="Reset", icon="undo", tooltip="load the guest again")
         self.count = w.BoundedIntText(value=1, min=1, max=10**9, description="n", layout=w.Layout(width="160px"))
 
+        # Step and Step firmware act on the CPU chosen here, or machine-wide.
+        self.step_cpu = w.Dropdown(options=_any_options(s.cpus, "all CPUs"), value=ANY_CPU, description="on",
+                                   tooltip="the CPU Step and Step firmware act on (all CPUs: machine-wide)",
+                                   layout=w.Layout(width="150px"), style={"description_width": "24px"})
+
         self.run_button.on_click(lambda _: self.start())
         self.pause_button.on_click(lambda _: self.pause())
-        self.step_button.on_click(lambda _: self.step())
-        self.step_firmware_button.on_click(lambda _: self.step_firmware())
+        self.step_button.on_click(lambda _: self.step(cpu=_cpu(self.step_cpu.value)))
+        self.step_firmware_button.on_click(lambda _: self.step_firmware(_cpu(self.step_cpu.value)))
         self.run_until_button.on_click(lambda _: self.run_until())
         self.step_back_button.on_click(lambda _: self.step_back())
         self.reset_button.on_click(lambda _: self.reset())
 
-        self.status = w.HTML()
-        self.progress = w.IntProgress(value=0, min=0, max=100, description="", layout=w.Layout(width="240px"))
+        self.status = w.HTML(layout=w.Layout(flex="1 1 auto"))
+        # Shown only while a run goes on: a full bar and an old count beside a stop said two things at once.
+        self.progress = w.IntProgress(value=0, min=0, max=100, description="",
+                                      layout=w.Layout(width="200px", visibility="hidden"))
         self.progress_label = w.Label("")
 
         self.cpu_select = w.ToggleButtons(options=_follow_options(s.cpus), value=FOLLOW, style={"button_width": "64px"})
@@ -142,7 +168,16 @@ class Lab:
                                    continuous_update=False)
         self.memory_entry.observe(lambda change: self._syncing or self.show_memory(change["new"]), "value")
         self.memory_html = w.HTML()
-        self.uart_view = w.Textarea(value="", disabled=True, layout=w.Layout(width="100%", height="140px"))
+        # The UART's text (``uart_view.value``, what notebooks and tests read), and the box that shows
+        # it, which keeps to its last line as output comes (views.uart_html).
+        self.uart_view = w.Textarea(value="", disabled=True)
+        self.uart_html = w.HTML(layout=w.Layout(width="100%"))
+        self.sdei_html = w.HTML()
+        self.calls_list = w.Select(options=[], rows=6, layout=w.Layout(width="100%"),
+                                   tooltip="the last firmware calls: click one to step back to it (replay)")
+        self.calls_list.add_class("sdeilab-calls")
+        self.calls_list.observe(lambda change: self._syncing or change["new"] is None
+                                or self.step_back_to(change["new"]), "value")
 
         self.bp_entry = w.Text(placeholder="address or symbol", description="breakpoint")
         self.bp_cpu = w.Dropdown(options=_any_options(s.cpus, "any CPU"), value=ANY_CPU, layout=w.Layout(width="110px"))
@@ -158,46 +193,72 @@ class Lab:
         self.bp_remove_button = button(description="Remove", icon="minus")
         self.bp_remove_button.on_click(lambda _: self.remove_breakpoint())
 
-        self.profile_select = w.Dropdown(options=s.profiles(), value=s.profile.name, description="profile")
+        # Profiles and quirks say what they are where they are chosen: the profile's description
+        # under the menu, each quirk's docstring beside its box (and as its tooltip).
+        self.profile_select = w.Dropdown(options=[(name, name) for name in s.profiles()], value=s.profile.name,
+                                         description="profile")
         self.profile_select.observe(lambda change: self._syncing or self.set_profile(change["new"]), "value")
-        self.quirk_boxes = {name: w.Checkbox(value=getattr(s.quirks, name), description=name, indent=False)
+        self.profile_text = w.HTML()
+        docs = attribute_docs(Quirks)
+        self.quirk_boxes = {name: w.Checkbox(value=getattr(s.quirks, name), description=name, indent=False,
+                                             tooltip=docs.get(name, ""), layout=w.Layout(width="220px"))
                             for name in Quirks.names()}
         for name, box in self.quirk_boxes.items():
             box.observe(lambda change, n=name: self._syncing or self.set_quirk(n, change["new"]), "value")
 
-        self.event_select = w.Dropdown(options=[0], value=0, description="SDEI event")
+        self.event_select = w.Dropdown(options=[0], value=0, description="SDEI event",
+                                       layout=w.Layout(width="200px"))
         self.event_select.observe(lambda change: self._syncing or self.show_event(change["new"]), "value")
-        self.state_cpu = w.Dropdown(options=_any_options(s.cpus, "all CPUs"), value=ANY_CPU, description="on")
+        self.state_cpu = w.Dropdown(options=_any_options(s.cpus, "all CPUs"), value=ANY_CPU, description="on",
+                                    layout=w.Layout(width="150px"), style={"description_width": "24px"})
         self.state_cpu.observe(lambda change: self._syncing or self.show_event_cpu(_cpu(change["new"])), "value")
         self.state_label = w.HTML()  # the highlighted state in words: readable from the back of a room
-        self.state_image = w.Image(format="png", layout=w.Layout(width="720px"))  # plots.py draws it 720 x 480
-        self.timeline_image = w.Image(format="png", layout=w.Layout(width="768px"))  # plots.py: 768 x 288
+        # Each picture is shown at half its pixel size (HiDPI), sized by width only: the height
+        # follows the picture's own aspect, and max-width lets a narrow page shrink it, never stretch it.
+        self.state_image = w.Image(format="png", layout=_image_layout(plots.STATE_DISPLAY))
+        self.timeline_image = w.Image(format="png", layout=_image_layout(plots.TIMELINE_DISPLAY))
+        for image in (self.state_image, self.timeline_image):
+            image.add_class("sdeilab-picture")
 
         controls = w.HBox([self.run_button, self.pause_button, self.step_button, self.step_firmware_button,
-                           self.run_until_button, self.step_back_button, self.reset_button, self.count])
+                           self.run_until_button, self.step_back_button, self.reset_button, self.count,
+                           self.step_cpu], layout=w.Layout(flex_flow="row wrap"))
+        controls.add_class("sdeilab-controls")
         breakpoints = w.VBox([
             w.HBox([self.bp_entry, self.bp_cpu, self.bp_add_button]),
             w.HBox([self.event_entry, self.event_cpu, self.event_add_button]),
             w.HBox([self.bp_list, self.bp_remove_button]),
         ])
-        platform = w.VBox([self.profile_select, w.HTML("<b>SDEI quirks</b> (changing one resets the guest)"),
-                           w.VBox(list(self.quirk_boxes.values()))])
-        settings = w.Accordion(children=[breakpoints, platform])
-        settings.set_title(0, "Breakpoints")
-        settings.set_title(1, "Platform: profile and quirks")
-        settings.selected_index = 0
-        # Side by side where the page is wide enough, the timeline below the state machine where not.
-        state = w.HBox([w.VBox([w.HBox([self.event_select, self.state_cpu]), self.state_label, self.state_image]),
-                        self.timeline_image], layout=w.Layout(flex_flow="row wrap"))
-        code = w.VBox([self.cpu_select, self.disasm_html, self.memory_entry, self.memory_html])
+        quirk_rows = [w.HBox([box, w.HTML(f"<small>{html.escape(docs.get(name, ''))}</small>")])
+                      for name, box in self.quirk_boxes.items()]
+        platform = w.VBox([self.profile_select, self.profile_text,
+                           w.HTML("<b>SDEI quirks</b> (changing one resets the guest)"), *quirk_rows])
+        memory = w.VBox([self.memory_entry, self.memory_html])
+        # Below the pictures: breakpoints open (their buttons at hand), the rest one click away.
+        self.details = w.Accordion(children=[breakpoints, self.registers_html, memory, platform])
+        for index, title in enumerate(("Breakpoints", "Registers", "Memory", "Platform: profile and quirks")):
+            self.details.set_title(index, title)
+        self.details.selected_index = 0
+        self.settings = self.details  # the name this box had before the registers moved into it
+        code = w.VBox([self.cpu_select, self.disasm_html, self.sdei_html,
+                       w.HTML("<b>Recent firmware calls</b> <small>(click one to step back to it)</small>"),
+                       self.calls_list, w.HTML("<b>UART</b>"), self.uart_html],
+                      layout=w.Layout(min_width="0", overflow="hidden"))
+        pictures = w.VBox([w.HBox([self.event_select, self.state_cpu]), self.state_label, self.state_image,
+                           self.timeline_image], layout=w.Layout(min_width="0", align_items="flex-start"))
+        pictures.add_class("sdeilab-pictures")
+        # Two columns: code and facts on the left, both pictures on the right, so that at 1440 x 900
+        # (JupyterLab's side bar open too) the controls, the status and both pictures are on one screen.
+        main = w.GridBox([code, pictures], layout=w.Layout(
+            grid_template_columns=f"minmax(320px, 1fr) minmax(0, {plots.TIMELINE_DISPLAY[0]}px)", grid_gap="0 12px"))
         self.widget = w.VBox([
+            w.HTML(_CSS),
             controls,
-            w.HBox([self.status, self.progress, self.progress_label]),
-            settings,
-            w.HBox([self.registers_html, code]),
-            w.HTML("<b>UART</b>"), self.uart_view,
-            state,
+            w.HBox([self.status, self.progress, self.progress_label], layout=w.Layout(min_height="28px")),
+            main,
+            self.details,
         ])
+        self.widget.add_class("sdeilab-lab")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -218,6 +279,7 @@ class Lab:
         self.error = ""
         self._result = None
         self.progress.value = 0
+        self.progress.layout.visibility = "visible"
         self.status.value = status_html(self.session.last_stop, running=True, retired=self.session.retired)
         # The views show the stop the run starts from: the first live refresh is due half a second
         # in, not at the first chunk. A drawing in the worker thread takes the GIL from the run, so
@@ -243,13 +305,20 @@ class Lab:
         """Stop the run going on (from the Pause button, another thread or a notebook cell)."""
         self.session.pause()
 
-    def step(self, count: int | None = None) -> StopInfo | None:
-        """Execute exactly ``count`` instructions (default: the n field)."""
+    def step(self, count: int | None = None, cpu: int | None = None) -> StopInfo | None:
+        """Execute exactly ``count`` instructions (default: the n field), machine-wide or, with
+        ``cpu``, until that CPU has retired them (the Step button: the "on" chooser's CPU)."""
         n = self.count.value if count is None else count
-        return self._do(lambda: self.session.step(n))
+        return self._do(lambda: self.session.step(n, cpu))
 
     def step_firmware(self, cpu: int | None = None) -> StopInfo | None:
+        """Run to just after the next SMCCC call or SDEI dispatch (of ``cpu``, if given)."""
         return self._do(lambda: self.session.step_firmware(cpu))
+
+    def step_back_to(self, seq: int) -> StopInfo | None:
+        """Go back to just after the instruction that recorded fact ``seq`` (a call in the recent
+        calls list), by replay from the start."""
+        return self._do(lambda: self.session.step_back_to(seq))
 
     def run_until(self, predicate: Callable[..., bool] | str | None = None, cpu: int | None = None,
                   max_instructions: int | None = None, *, every: int | None = None) -> StopInfo | None:
@@ -365,12 +434,51 @@ class Lab:
     def refresh(self) -> None:
         """Bring every view up to date with the session."""
         s = self.session
-        self.status.value = status_html(s.last_stop, running=s.running, note=self.note, error=self.error)
+        running = s.running
+        self.status.value = self._status(running)
+        self._show_progress(running)
         self.registers_html.value = registers_html(s.cpu_views())
-        self.uart_view.value = s.uart_text()
+        self._refresh_uart()
+        self.sdei_html.value = sdei_rows_html(self._sdei_state())
+        calls = recent_calls(s.trace, RECENT_CALLS, s.symbolize)[::-1]  # the newest on top, in view
+        with self._quiet():
+            if list(self.calls_list.options) != calls:
+                self.calls_list.options = calls
+            self.calls_list.value = None
+        profile = s.profile
+        self.profile_text.value = f"<small>{html.escape(profile.description)}</small>"
         self._refresh_code()
         self._refresh_breakpoints()
         self._refresh_plots()
+
+    def _status(self, running: bool = False, error: str | None = None) -> str:
+        s = self.session
+        return status_html(s.last_stop, running=running, note=self.note, error=self.error if error is None else error,
+                           trace=s.trace, symbolize=s.symbolize)
+
+    def _show_progress(self, running: bool) -> None:
+        self.progress.layout.visibility = "visible" if running else "hidden"
+        if not running:
+            self.progress_label.value = ""
+
+    def _refresh_uart(self) -> None:
+        text = self.session.uart_text()
+        if text != self.uart_view.value or not self.uart_html.value:
+            self.uart_view.value = text
+            self.uart_html.value = uart_html(text)
+
+    def _sdei_state(self) -> list[tuple[int, str, bool | None, list[tuple[int, bool]]]]:
+        """Each CPU's power state and, where the platform's SDEI dispatcher is the lab's own, its mask
+        and the events whose handlers run on it (its dispatch stack, bottom first)."""
+        s = self.session
+        sdei = getattr(s.platform, "sdei", None)
+        pes = getattr(sdei, "pes", None)
+        rows = []
+        for vcpu in s.machine.vcpus:
+            pe = pes[vcpu.index] if pes is not None and vcpu.index < len(pes) else None
+            stack = [(d.event.number, d.event.critical) for d in pe.stack] if pe is not None else []
+            rows.append((vcpu.index, vcpu.state.value, None if pe is None else pe.masked, stack))
+        return rows
 
     def _refresh_code(self) -> None:
         cpu = self.shown_cpu()
@@ -485,6 +593,7 @@ class Lab:
             if len(self.bp_cpu.options) != s.cpus + 1:  # the CPU count changed: so do the choosers
                 for chooser, options in ((self.cpu_select, _follow_options(s.cpus)),
                                          (self.bp_cpu, _any_options(s.cpus, "any CPU")),
+                                         (self.step_cpu, _any_options(s.cpus, "all CPUs")),
                                          (self.event_cpu, _any_options(s.cpus, "any CPU")),
                                          (self.state_cpu, _any_options(s.cpus, "all CPUs"))):
                     keep = chooser.value
@@ -536,7 +645,7 @@ class Lab:
 
     def _fail(self, message: str) -> None:
         self.error = message
-        self.status.value = status_html(self.session.last_stop, running=self.session.running, error=message)
+        self.status.value = self._status(self.session.running, message)
         return None
 
     def _background(self, max_instructions: int | None) -> None:
@@ -558,8 +667,12 @@ class Lab:
             self._last_live = now
             s = self.session
             self.status.value = status_html(s.last_stop, running=True, retired=s.retired)
-            self.uart_view.value = s.uart_text()
+            self._refresh_uart()
             self._refresh_plots()
+
+
+def _image_layout(display: tuple[int, int]) -> w.Layout:
+    return w.Layout(width=f"{display[0]}px", height="auto", max_width="100%")
 
 
 def _follow_options(cpus: int) -> list[tuple[str, int | str]]:

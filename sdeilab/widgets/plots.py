@@ -54,6 +54,15 @@ from matplotlib.transforms import Bbox
 from sdeilab.trace import SdeiTransition, TraceLog
 from sdeilab.viz.state_machine import Tally
 
+# Pictures are rendered at twice the CSS pixels they are shown at, so that a screen of device-pixel
+# ratio 2 shows every pixel (and one of ratio 1 a sharp reduction); the Lab sizes each <img> from
+# these, so the browser never stretches a picture out of its aspect.
+PIXEL_RATIO = 2
+STATE_DPI = 90  # 12 x 8 in: 1080 x 720 pixels
+TIMELINE_DPI = 104  # 12 x 4.5 in: 1248 x 468 pixels
+STATE_DISPLAY = (540, 360)  # CSS pixels
+TIMELINE_DISPLAY = (624, 234)
+
 
 def _view(name: str) -> Callable[..., Any] | None:
     try:
@@ -77,12 +86,12 @@ def placeholder(ax: Axes, trace: TraceLog, event: int | None = None, cpu: int | 
 
 
 def state_machine_png(trace: TraceLog, event: int | None, cpu: int | None, size: tuple[float, float] = (12, 8),
-                      dpi: int = 60, picture: Picture | None = None) -> bytes:
-    """The state machine of ``event`` (on ``cpu``), 720 x 480 pixels by default.
+                      dpi: int = STATE_DPI, picture: Picture | None = None) -> bytes:
+    """The state machine of ``event`` (on ``cpu``), 1080 x 720 pixels by default, shown at half
+    that (``STATE_DISPLAY``): sharp on a screen of device-pixel ratio 2, such as a laptop's.
 
     Drawn at the size the view is laid out for (sdeilab.viz.state_machine: about 12 x 8 inches;
-    at half that its labels overlap), at a resolution that keeps the picture's pixel count and
-    drawing time about what they were at the smaller size. ``picture`` keeps the figure for the
+    at half that its labels overlap). ``picture`` keeps the figure for the
     next call, which then paints only what changed; without it the figure is new.
     """
     view, update_view = _view("state_machine"), _view("update_state_machine")
@@ -114,11 +123,11 @@ def current_state(trace: TraceLog, event: int, cpu: int | None) -> str | None:
     return Tally.of(trace, event, cpu).current
 
 
-def timeline_png(trace: TraceLog, cpus: int, size: tuple[float, float] = (12, 4.5), dpi: int = 64,
+def timeline_png(trace: TraceLog, cpus: int, size: tuple[float, float] = (12, 4.5), dpi: int = TIMELINE_DPI,
                  picture: Picture | None = None) -> bytes:
-    """The per-CPU timeline, 768 x 288 pixels by default: at 8 x 3.2 inches the view's 12-14 pt
-    tick labels ran into each other; this size costs the same to draw. ``picture``: as for
-    :func:`state_machine_png`."""
+    """The per-CPU timeline, 1248 x 468 pixels by default, shown at half that
+    (``TIMELINE_DISPLAY``): at 8 x 3.2 inches the view's 12-14 pt tick labels ran into each other.
+    ``picture``: as for :func:`state_machine_png`."""
     view = _view("timeline")
     kind = "placeholder" if view is None else "empty" if len(trace) == 0 else "timeline"
 
