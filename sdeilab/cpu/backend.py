@@ -141,7 +141,12 @@ class CpuBackend(Protocol):
     def pc(self, value: int) -> None: ...
     @property
     def pstate(self) -> int:
-        """PSTATE laid out as SPSR_EL1 (``read("PSTATE")``, cheaper: it is on the SDEI dispatch path)."""
+        """PSTATE laid out as SPSR_EL1 (``read("PSTATE")``, cheaper: it is on the SDEI dispatch path).
+
+        At AArch32 EL0 (after an ERET with SPSR.M = 0x10) it is the CPSR with M[4] = 1, as an
+        exception entry saves it (ARM ARM D1.10.2), and ``pc`` is R15; ``x``, ``xs`` and
+        ``save_context`` read X0-X30, which hold R0-R14 only once an exception entry (a PSTATE
+        write to AArch64) has mapped them (ARM ARM D1.20). Only an ERET enters AArch32 state."""
         ...
     def read(self, name: str) -> int: ...
     def write(self, name: str, value: int) -> None:

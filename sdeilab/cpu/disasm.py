@@ -6,10 +6,14 @@ from functools import cache
 
 import capstone
 
+_MODES = {"a64": (capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM), "a32": (capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM),
+          "t32": (capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)}
+
 
 @cache
-def _engine() -> capstone.Cs:
-    return capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+def _engine(state: str = "a64") -> capstone.Cs:
+    """A disassembler for an instruction set: "a64", or "a32"/"t32" for code at AArch32 EL0."""
+    return capstone.Cs(*_MODES[state])
 
 
 def disassemble(code: bytes, address: int) -> list[tuple[int, str]]:
@@ -25,5 +29,13 @@ def disassemble(code: bytes, address: int) -> list[tuple[int, str]]:
     return lines
 
 
-def disassemble_one(word: bytes, address: int) -> str:
-    return disassemble(word, address)[0][1] if len(word) == 4 else "(not readable)"
+def disassemble_one(word: bytes, address: int, state: str = "a64") -> str:
+    """The instruction ``word`` holds at ``address`` in instruction set ``state`` (see ``_engine``)."""
+    if len(word) != 4:
+        return "(not readable)"
+    if state == "a64":
+        return disassemble(word, address)[0][1]
+    insn = next(_engine(state).disasm(word, address), None)
+    if insn is None:
+        return f".inst 0x{int.from_bytes(word, 'little'):08x}"
+    return f"{insn.mnemonic} {insn.op_str}".strip()

@@ -46,6 +46,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -128,12 +129,15 @@ _CP_ENCODING = struct.Struct("<5I")
 _CP_VAL_OFFSET = 24
 _SPSR_EL1_ENCODING = _CP_ENCODING.pack(4, 0, 3, 0, 0)
 PSTATE_IL = 1 << 20
+PSTATE_NRW = 1 << 4  # SPSR.M[4]: the state is AArch32 (ARM ARM D1.10.2, "Exception entry")
+A32_USER = 0x10  # SPSR.M[4:0] of AArch32 User mode, EL0's only mode
 
 
 def _may_return_illegally(spsr: int) -> bool:
     """An ERET from EL1 with this SPSR_EL1 may leave PSTATE.IL set: SPSR.IL itself, or a mode other
-    than AArch64 EL0t, EL1t or EL1h (ARM ARM D1.4.x, "Illegal return events from AArch64 state")."""
-    return bool(spsr & PSTATE_IL) or (spsr & 0x1F) not in (0x0, 0x4, 0x5)
+    than AArch64 EL0t, EL1t or EL1h and AArch32 User (EL0; EL1 is AArch64 only, HCR_EL2.RW) (ARM ARM
+    D1.4.x, "Illegal return events from AArch64 state")."""
+    return bool(spsr & PSTATE_IL) or (spsr & 0x1F) not in (0x0, 0x4, 0x5, A32_USER)
 
 
 def _cp_key(encoding: bytes) -> SysregKey:
@@ -281,6 +285,122 @@ def _exception_record_offset() -> int | None:
     return found[0] if len(found) == 1 else None
 
 
+# AArch32 EL0 (ARM ARM D1.20, "Interprocessing"): ERET from EL1 with SPSR_EL1.M[4] = 1 makes the
+# CPU model run A32 or T32 code, which QEMU keeps in other fields of CPUARMState than the AArch64
+# ones: R0-R15 in ``regs[16]`` (32-bit words before ``xregs``), ``aarch64`` = 0, the CPSR split
+# over ``uncached_cpsr`` and the flag words NF/ZF/CF/VF/QF/GE, ``thumb``, ``condexec_bits`` and
+# ``daif`` (target/arm/cpu.h, cpsr_read). QEMU's ERET copies X0-X30 into them
+# (aarch64_sync_64_to_32); the way back, an exception entry, is the lab's (``_write_pstate``).
+_A32_PROBE_BASE = 0x1_0000
+_A32_PROBE_ERET = 0x1_0000  # msr spsr_el1, x20; msr elr_el1, x21; eret
+_A32_PROBE_A32 = 0x1_0100  # add r1, r1, #1; svc #0 (A32)
+_A32_PROBE_T32 = 0x1_0200  # svc #0 (T32)
+_A32_PROBE_A64 = 0x1_0300  # svc #0 (A64, at EL1)
+_A32_PROBE_CODE = (
+    (_A32_PROBE_ERET, struct.pack("<3I", 0xD518_4014, 0xD518_4035, 0xD69F_03E0)),
+    (_A32_PROBE_A32, struct.pack("<2I", 0xE281_1001, 0xEF00_0000)),
+    (_A32_PROBE_T32, struct.pack("<H", 0xDF00)),
+    (_A32_PROBE_A64, struct.pack("<I", 0xD400_0001)),
+)
+# SPSR values for the ERET: AArch32 User mode (M = 0x10) with NZCV, Q, GE, E, A, I, F, T varied.
+_A32_PROBE_SPSRS = ((0x0000_01D0, _A32_PROBE_A32), (0xD80F_0150, _A32_PROBE_A32),
+                    (0x2005_0290, _A32_PROBE_A32), (0x4000_01F0, _A32_PROBE_T32))
+_A32_CACHED_CPSR = 0xFE0F_FDE0  # NZCV, Q, IT, GE, T, A, I, F: the bits not in ``uncached_cpsr``
+
+
+@dataclass(frozen=True, slots=True)
+class _A32Layout:
+    """Byte offsets from ``env->xregs`` of the AArch32 state (``_aarch32_layout``)."""
+
+    regs: int  # R0-R15, 32-bit words
+    aarch64: int  # 1 in AArch64 state, 0 in AArch32 (PSTATE.nRW inverted)
+    uncached_cpsr: int  # M[4:0], E and the other CPSR bits not cached below
+    qf: int  # CPSR.Q
+    ge: int  # CPSR.GE[3:0]
+    thumb: int  # CPSR.T
+    condexec: int  # CPSR.IT[7:0] as IT[7:2] << 2 | IT[1:0]
+
+
+@cache
+def _aarch32_layout() -> _A32Layout | None:
+    """Where QEMU keeps the AArch32 state, found by running A32 and T32 code at EL0, or None.
+
+    X0-X14 hold values with both halves set and an ERET enters AArch32 User mode with each SPSR
+    of ``_A32_PROBE_SPSRS``; an SVC there stops with R0-R14 the low halves (R1 incremented by the
+    A32 code), R15 past the SVC, and each CPSR field in one word; an SVC at EL1 tells the word
+    ``aarch64`` apart. Every field must be found at exactly one place; ``condexec_bits`` is the
+    word after ``thumb`` (their declaration order), which must read 0 throughout.
+    """
+    locator = _xregs_locator()
+    if locator is None:
+        return None
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
+    uc.mem_map(_A32_PROBE_BASE, 0x1000)
+    for address, code in _A32_PROBE_CODE:
+        uc.mem_write(address, code)
+    index, delta = locator
+    xregs = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)[index] + delta
+    before, after = 256, 1024
+    if not any(first <= xregs - before and xregs + after <= last for first, last in _writable_ranges()):
+        return None
+    snaps: list[bytes] = []
+
+    def on_exception(engine: Uc, intno: int, _user: object) -> None:
+        snaps.append(ctypes.string_at(xregs - before, before + after))
+        engine.emu_stop()
+
+    uc.hook_add(UC_HOOK_INTR, on_exception)
+    aarch64_state = uc.context_save()  # an SVC leaves the engine in AArch32: each probe starts from here
+    values = [0x5DE1_0000_A320_0000 + 0x1_0000_0001 * n for n in range(15)]
+    expected: list[tuple[int, list[int]]] = []
+    for spsr, target in _A32_PROBE_SPSRS:
+        uc.context_restore(aarch64_state)
+        for n, value in enumerate(values):
+            uc.reg_write(a64.UC_ARM64_REG_X0 + n, value)
+        uc.reg_write(a64.UC_ARM64_REG_X20, spsr)
+        uc.reg_write(a64.UC_ARM64_REG_X21, target)
+        uc.emu_start(_A32_PROBE_ERET, _NEVER, count=5)
+        regs = [value & 0xFFFF_FFFF for value in values]
+        if target == _A32_PROBE_A32:
+            regs[1] += 1
+        regs.append(target + (8 if target == _A32_PROBE_A32 else 2))
+        expected.append((spsr, regs))
+    uc.context_restore(aarch64_state)
+    uc.emu_start(_A32_PROBE_A64, _NEVER, count=1)
+    if len(snaps) != len(_A32_PROBE_SPSRS) + 1:
+        return None
+    a32_snaps, a64_snap = snaps[:-1], snaps[-1]
+
+    def word(snap: bytes, offset: int) -> int:
+        return int.from_bytes(snap[before + offset:before + offset + 4], "little")
+
+    def unique(test: Callable[[int], bool], offsets: range) -> int | None:
+        found = [offset for offset in offsets if test(offset)]
+        return found[0] if len(found) == 1 else None
+
+    words = range(-before, after - 4, 4)
+    regs_at = unique(lambda o: o + 64 <= after and all(
+        [word(snap, o + 4 * n) for n in range(16)] == regs for snap, (_, regs) in zip(a32_snaps, expected,
+                                                                                    strict=True)), words)
+
+    def field(extract: Callable[[int], int]) -> int | None:
+        return unique(lambda o: all(word(snap, o) == extract(spsr)
+                                    for snap, (spsr, _) in zip(a32_snaps, expected, strict=True)), words)
+
+    aarch64 = unique(lambda o: word(a64_snap, o) == 1 and all(word(snap, o) == 0 for snap in a32_snaps), words)
+    uncached = field(lambda v: v & ~_A32_CACHED_CPSR)
+    qf = field(lambda v: (v >> 27) & 1)
+    ge = field(lambda v: (v >> 16) & 0xF)
+    thumb = field(lambda v: (v >> 5) & 1)
+    places = (regs_at, aarch64, uncached, qf, ge, thumb)
+    if any(place is None for place in places) or not all(word(snap, thumb + 4) == 0 for snap in a32_snaps):  # type: ignore[operator]
+        return None
+    return _A32Layout(*places, thumb + 4)  # type: ignore[arg-type, operator]
+
+
 _SANDBOX_CODE = 0x1_0000
 
 
@@ -348,7 +468,11 @@ class UnicornVcpu:
         self._xregs = self._direct_registers()
         self._xb = memoryview(self._xregs).cast("B") if self._xregs is not None else None
         self._xq = self._xb.cast("Q") if self._xb is not None else None
+        # ``_aarch64[0]`` is QEMU's env->aarch64 (0 while the guest runs AArch32 code at EL0), or a
+        # constant 1 where the AArch32 state cannot be located: the CPU is then taken as AArch64.
+        self._aarch64: Any = memoryview((ctypes.c_uint32 * 1)(1)).cast("B").cast("I")
         self._pstate = self._direct_pstate()
+        self._a32 = self._direct_aarch32()
         offset = _exception_record_offset() if self._xregs is not None else None
         self._record = (None if offset is None
                         else (ctypes.c_uint32 * 6).from_address(ctypes.addressof(self._xregs) + offset))
@@ -408,17 +532,21 @@ class UnicornVcpu:
             self._uc.reg_write(a64.UC_ARM64_REG_X0 + i, 0)
         return view if ok else None
 
-    def _direct_pstate(self) -> tuple[Any, int, int, int, int, int, int] | None:
+    def _direct_pstate(self) -> tuple[Any, int, int, int, int, int, int, int] | None:
         """Where QEMU keeps PSTATE, so the SDEI path can read it without the API (about 1 µs a read).
 
         QEMU splits PSTATE across CPUARMState (pstate_write): NF = the value (N is bit 31), ZF is
         zero when Z is set, CF = C, VF holds V in bit 31, ``daif`` the DAIF bits, ``pstate`` the
         rest. Their places after ``env->pc`` are found by writing known values through the API,
         and the composition is verified against the API's reads; any doubt and the API is used.
-        Writes go through the API, but for NZCV and DAIF alone (``_write_pstate``).
+        Writes go through the API, but for NZCV and DAIF alone (``_write_pstate``). The last index
+        is env->aarch64's (``_aarch32_layout``), which tells AArch32 state apart; without it the
+        API is used (and AArch32 EL0 is not supported).
         """
-        if self._xregs is None:
+        layout = _aarch32_layout() if self._xregs is not None else None
+        if self._xregs is None or layout is None:
             return None
+        aarch64 = (layout.aarch64 - 33 * 8) // 4
         words = memoryview((ctypes.c_uint32 * 512).from_address(ctypes.addressof(self._xregs) + 33 * 8)).cast("B")
         words = words.cast("I")  # a memoryview item costs a third of a ctypes array's
         probes = [0x3C5, 0x004, 0x8000_0005, 0x4000_0184, 0x2000_0245, 0x1000_0304, 0xF000_03C4, 0x5000_0085,
@@ -437,13 +565,39 @@ class UnicornVcpu:
                 self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
                 return None
             places.append(found[0])
-        self._pstate = located = (words, *places)  # tried out by ``pstate`` below, kept only if right
+        if not 0 <= aarch64 < len(words) or words[aarch64] != 1:  # this engine is in AArch64 state
+            return None
+        self._pstate = located = (words, *places, aarch64)  # tried out by ``pstate`` below, kept only if right
         ok = True
         for value in (0x3C5, 0x6000_0005, 0x9000_0144, 0x0000_0085, 0xF000_0005):
             self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, value)
             ok = ok and self.pstate == self._uc.reg_read(a64.UC_ARM64_REG_PSTATE) == value
         self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
         return located if ok else None  # type: ignore[return-value]
+
+    def _direct_aarch32(self) -> tuple[Any, Any, int, int, int, int, int] | None:
+        """(R0-R15, the words after ``env->pc``, then the indices in them of ``uncached_cpsr``, QF,
+        GE, ``thumb`` and ``condexec_bits``) for ``_aarch32_layout``, or None: no AArch32 support.
+
+        The AArch32 state is read and left on the direct views only, so it needs them all.
+        """
+        located = self._pstate
+        layout = _aarch32_layout() if located is not None else None
+        if located is None or layout is None:
+            return None
+        base = ctypes.addressof(self._xregs)
+        if not any(first <= base + layout.regs < base <= last for first, last in _writable_ranges()):
+            return None
+        regs = memoryview((ctypes.c_uint32 * 16).from_address(base + layout.regs)).cast("B").cast("I")
+        words = located[0]
+        after_pc = 33 * 8
+
+        def index(offset: int) -> int:
+            return (offset - after_pc) // 4
+
+        self._aarch64 = words[located[7]:located[7] + 1]
+        return (regs, words, index(layout.uncached_cpsr), index(layout.qf), index(layout.ge), index(layout.thumb),
+                index(layout.condexec))
 
     # --- hooks -------------------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -765,7 +919,8 @@ class UnicornVcpu:
         return view[:count * 8].tobytes(), self._xq[32], self.pstate  # type: ignore[index]
 
     def write_context(self, xs: Sequence[int], pc: int, pstate: int, current_pstate: int) -> None:
-        self.set_xs(xs)
+        if xs:  # none from an exception entry (sdeilab.machine.exceptions.take_exception)
+            self.set_xs(xs)
         if pstate != current_pstate:
             self._write_pstate(pstate, current_pstate)
         self.pc = pc
@@ -782,7 +937,9 @@ class UnicornVcpu:
     def pc(self) -> int:
         view = self._xq
         if view is not None:
-            return view[32]  # type: ignore[no-any-return]
+            if self._aarch64[0]:
+                return view[32]  # type: ignore[no-any-return]
+            return self._a32[0][15]  # type: ignore[index, no-any-return]  # R15 (``_direct_aarch32``)
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
         return self._val.value
 
@@ -796,7 +953,10 @@ class UnicornVcpu:
         """
         view = self._xq
         if view is not None:
-            view[32] = value & MASK64
+            if self._aarch64[0]:
+                view[32] = value & MASK64
+            else:
+                self._a32[0][15] = value & 0xFFFF_FFFF  # type: ignore[index]
             return
         self._set_pc_api(value)
 
@@ -809,9 +969,20 @@ class UnicornVcpu:
         located = self._pstate
         if located is None:
             return self.read("PSTATE")
-        words, nf, zf, cf, vf, pstate, daif = located
+        words, nf, zf, cf, vf, pstate, daif, aarch64 = located
         nzcv = (words[nf] >> 31) << 3 | (words[zf] == 0) << 2 | words[cf] << 1 | words[vf] >> 31
-        return nzcv << 28 | words[pstate] | words[daif]
+        if words[aarch64]:
+            return nzcv << 28 | words[pstate] | words[daif]
+        return self._cpsr(nzcv)
+
+    def _cpsr(self, nzcv: int) -> int:
+        """The AArch32 PSTATE laid out as SPSR_EL1 holds it on an exception from AArch32 (ARM ARM
+        D1.10.2 "Exception entry"; SPSR_EL1, "AArch32 state"): N Z C V, Q, IT[1:0], GE, IT[7:2],
+        E, A I F, T and M[4:0] with M[4] = 1, composed as QEMU's cpsr_read does."""
+        _regs, words, uncached, qf, ge, thumb, condexec = self._a32  # type: ignore[misc]
+        it = words[condexec]
+        return (nzcv << 28 | words[uncached] | words[qf] << 27 | (it & 3) << 25 | words[ge] << 16
+                | (it & 0xFC) << 8 | words[self._pstate[6]] & 0x1C0 | words[thumb] << 5)  # type: ignore[index]
 
     def read(self, name: str) -> int:
         if name == "PSTATE" and self._pstate is not None:
@@ -851,9 +1022,14 @@ class UnicornVcpu:
         """
         if old is None:
             old = self.pstate
+        if (old ^ value) & PSTATE_NRW:
+            if value & PSTATE_NRW:
+                raise ValueError(f"PSTATE 0x{value:x} would enter AArch32 state: only an ERET does that here")
+            self._leave_aarch32(value)
+            return
         located = self._pstate
         if located is not None and not (old ^ value) & ~_PSTATE_FLAGS:
-            words, nf, zf, cf, vf, _, daif = located
+            words, nf, zf, cf, vf, _, daif, _ = located
             words[nf] = value & 0xFFFF_FFFF
             words[zf] = ~value & 0x4000_0000
             words[cf] = (value >> 29) & 1
@@ -870,6 +1046,29 @@ class UnicornVcpu:
         if (old ^ value) & ~_PSTATE_FLAGS:
             spsr = _CP_REGS["SPSR_EL1"]
             self._cp_access(spsr, self._cp_access(spsr))
+
+    def _leave_aarch32(self, value: int) -> None:
+        """AArch32 EL0 -> AArch64 ``value`` (an exception entry), as QEMU's arm_cpu_do_interrupt_aarch64.
+
+        X0-X14 take R0-R14 of User mode zero-extended ("Mapping of AArch32 registers to AArch64",
+        ARM ARM D1.20; R13 and R14 of User mode are X13 and X14), and the registers no User mode
+        register maps to, X15-X30, keep their low halves only: QEMU keeps them in 32-bit banked
+        registers while AArch32 runs, so their upper halves read 0, which the guest sees on QEMU.
+        The stack pointer becomes the one ``value`` selects (SP_EL1 from an exception); SP_EL0 is
+        left as it was, the AArch32 stack being R13. Then env->aarch64 = 1 and the flags rebuilt.
+        """
+        regs, words, _uncached, _qf, _ge, _thumb, condexec = self._a32  # type: ignore[misc]
+        view = self._xq
+        for n in range(15):
+            view[n] = regs[n]  # type: ignore[index]
+        for n in range(15, 31):
+            view[n] &= 0xFFFF_FFFF  # type: ignore[index]
+        words[condexec] = 0  # PSTATE.IT does not exist in AArch64 (QEMU clears it too)
+        self._aarch64[0] = 1
+        self._api_write(a64.UC_ARM64_REG_PSTATE, value)
+        self._api_write(a64.UC_ARM64_REG_SP, self._api_read(_SP_EL_IDS[_sp_bank(value)]))
+        spsr = _CP_REGS["SPSR_EL1"]
+        self._cp_access(spsr, self._cp_access(spsr))  # rebuilds env->hflags for AArch64 (see ``_write_pstate``)
 
     def _api_read(self, reg_id: int) -> int:
         uclib.uc_reg_read(self._uch, reg_id, self._pval)

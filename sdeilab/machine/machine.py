@@ -441,10 +441,11 @@ class Machine:
         if reason is None:
             self.fault(vcpu, f"unhandled exception {trap.value}", pc)
             return
-        if trap is Trap.UNDEFINED and pc & 3:
+        if trap is Trap.UNDEFINED and pc & 3 and not exc.is_aarch32(vcpu.backend.pstate):
             # A branch to an address with bits [1:0] set: the fetch takes a PC alignment fault,
             # EC 0x22, FAR = ELR = the misaligned PC (ARM ARM D1.10.x "PC alignment checking"),
-            # which the CPU model reports as an UNDEFINED instruction.
+            # which the CPU model reports as an UNDEFINED instruction. (T32 code at AArch32 EL0
+            # is 2-byte aligned: an UNDEF there is one.)
             self.guest_exception(vcpu, exc.esr(exc.EC_PC_ALIGNMENT), pc, "PC alignment fault", far=pc)
             return
         # The CPU model computed the syndrome (and for an abort the faulting address) as the
@@ -498,7 +499,7 @@ class Machine:
                     stale.append([physical, physical + CACHE_LINE])
 
     # --- exceptions --------------------------------------------------------------------
-    def has_vectors(self, vcpu: Vcpu) -> bool:
+    def has_vectors(self, vcpu: Vcpu, pstate: int | None = None) -> bool:
         """VBAR_EL1 points at a vector table in RAM (through the MMU when it is on: Linux's is virtual).
 
         A CPU at EL0 cannot translate EL1-only mappings, and an OS that runs code at EL0 has set
@@ -507,7 +508,9 @@ class Machine:
         """
         backend = vcpu.backend
         vbar = backend.read("VBAR_EL1")
-        if exc.current_el(backend.pstate) == 0 and backend.translate(vbar, "fetch") is None:
+        if pstate is None:
+            pstate = backend.pstate
+        if exc.current_el(pstate) == 0 and backend.translate(vbar, "fetch") is None:
             return True
         return self.is_valid_entry(vbar, vcpu) and self.is_valid_entry(vbar + 0x7FC, vcpu)
 
@@ -515,20 +518,22 @@ class Machine:
                         far: int | None = None, elr_is_next: bool = False) -> None:
         """Deliver a synchronous exception to the guest's vectors, or stop with a fault report."""
         backend = vcpu.backend
-        if not self.has_vectors(vcpu):
+        pstate = backend.pstate
+        if not self.has_vectors(vcpu, pstate):
             self.fault(vcpu, f"{reason} (ESR 0x{esr_value:08x}) and no exception vectors (VBAR_EL1 not set)", pc)
             return
-        target = exc.vector_for(backend.read("PSTATE"), "sync", backend.read("VBAR_EL1"))
+        target = exc.vector_for(pstate, "sync", backend.read("VBAR_EL1"))
         if target <= pc < target + 0x80:
             self.fault(vcpu, f"{reason} (ESR 0x{esr_value:08x}) inside its own exception vector", pc)
             return
-        entry = exc.take_exception(backend, "sync", elr=pc, esr_value=esr_value, far=far)
+        entry = exc.take_exception(backend, "sync", elr=pc, esr_value=esr_value, far=far, pstate=pstate)
         self.record(ExceptionTaken, vcpu.index, "sync", reason, entry.vector, esr_value, pc, far or 0)
 
-    def take_interrupt(self, vcpu: Vcpu, kind: str) -> None:
+    def take_interrupt(self, vcpu: Vcpu, kind: str, pstate: int | None = None) -> None:
+        """Take an IRQ or FIQ (``kind``) at the current PC; ``pstate`` as the caller just read it, if it did."""
         backend = vcpu.backend
         pc = backend.pc
-        entry = exc.take_exception(backend, kind, elr=pc)
+        entry = exc.take_exception(backend, kind, elr=pc, pstate=pstate)
         self.record(ExceptionTaken, vcpu.index, kind, "interrupt", entry.vector, 0, pc, 0)
 
     def fault(self, vcpu: Vcpu, reason: str, pc: int, esr_value: int = 0) -> None:
@@ -537,8 +542,10 @@ class Machine:
 
     def fault_report(self, vcpu: Vcpu, reason: str, pc: int) -> FaultReport:
         backend = vcpu.backend
+        pstate = backend.pstate
+        state = "a64" if not exc.is_aarch32(pstate) else "t32" if pstate & 0x20 else "a32"
         word = self.read_code(vcpu, pc)
-        instruction = disassemble_one(word, pc) if word is not None else "(not in RAM)"
+        instruction = disassemble_one(word, pc, state) if word is not None else "(not in RAM)"
         registers = {f"x{n}": value for n, value in enumerate(backend.xs(31))}
         for name in ("SP", "PSTATE", "ELR_EL1", "ESR_EL1", "FAR_EL1", "VBAR_EL1", "SPSR_EL1", "SCTLR_EL1"):
             registers[name] = backend.read(name)
@@ -733,10 +740,10 @@ class Machine:
         """Take a pending FIQ or IRQ if PSTATE lets it in; True if one stays masked."""
         pstate = vcpu.backend.read("PSTATE")
         if fiq and not pstate & 0x40:
-            self.take_interrupt(vcpu, "fiq")
+            self.take_interrupt(vcpu, "fiq", pstate)
             return False
         if irq and not pstate & 0x80:
-            self.take_interrupt(vcpu, "irq")
+            self.take_interrupt(vcpu, "irq", pstate)
             return False
         return True
 
@@ -752,9 +759,10 @@ class Machine:
         elif result.stop is Stop.UNMAPPED:
             pc = vcpu.backend.pc
             fetch = result.access == "fetch"
-            el0 = exc.current_el(vcpu.backend.read("PSTATE")) == 0
+            pstate = vcpu.backend.read("PSTATE")
+            el0 = exc.current_el(pstate) == 0
             far = result.address
-            if not fetch:
+            if not fetch and not exc.is_aarch32(pstate):
                 zva = self._dc_zva_at(vcpu, pc, far)
                 if zva is not None:
                     pc, far = zva
