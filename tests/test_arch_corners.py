@@ -1,4 +1,5 @@
-"""Architectural corner cases, each checked against what QEMU 7.2 (``-M virt -cpu cortex-a57``) does.
+"""Architectural corner cases, each checked against what QEMU 7.2's virt board with a Cortex-A57 does
+(the command from sdeilab.machine.qemu, with -nic none).
 
 Each guest prints what its synchronous exception handler saw (ESR_EL1, and ELR_EL1/FAR_EL1 as
 offsets from ``main`` so that the bytes do not depend on the link address); the expected bytes

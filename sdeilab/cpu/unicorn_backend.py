@@ -224,6 +224,16 @@ def _xregs_locator() -> tuple[int, int] | None:
     return min(common) if common else None
 
 
+def _el1_engine() -> Uc:
+    """A private engine of the guests' CPU model set to run at Non-secure EL1 (AArch64 EL1 under
+    SCR_EL3 and HCR_EL2), for the probes below that learn the model's layout by experiment."""
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
+    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
+    return uc
+
+
 def _sp_bank(pstate: int) -> int:
     """The stack pointer PSTATE selects: 0 for SP_EL0 (EL0, or ELxt), else PSTATE.EL (ARM ARM D1.6.2)."""
     return (pstate >> 2) & 3 if pstate & 1 else 0
@@ -246,10 +256,7 @@ def _exception_record_offset() -> int | None:
     locator = _xregs_locator()
     if locator is None:
         return None
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
-    uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
-    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
-    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
+    uc = _el1_engine()
     uc.mem_map(0x1_0000, 0x1000)
     uc.mem_write(0x1_0000, _RECORD_PROBE_CODE)
     index, delta = locator
@@ -334,10 +341,7 @@ def _aarch32_layout() -> _A32Layout | None:
     locator = _xregs_locator()
     if locator is None:
         return None
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
-    uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
-    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
-    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
+    uc = _el1_engine()
     uc.mem_map(_A32_PROBE_BASE, 0x1000)
     for address, code in _A32_PROBE_CODE:
         uc.mem_write(address, code)
@@ -408,10 +412,7 @@ _SANDBOX_CODE = 0x1_0000
 def _sandbox() -> tuple[Uc, list[int]]:
     """A private engine, the same CPU model at Non-secure EL1, that runs single instructions to
     tell which words the model treats as UNDEFINED (``decodes_undefined``)."""
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
-    uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
-    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
-    uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
+    uc = _el1_engine()
     uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 0, 3, 0, 2, 3 << 20))  # CPACR_EL1.FPEN: FP/SIMD do not trap
     uc.mem_map(_SANDBOX_CODE, 0x1000)
     seen: list[int] = []
