@@ -160,7 +160,7 @@ def _counter_index() -> int:
     With ``count=K`` Unicorn stops when its counter exceeds K, so afterwards the counter holds
     K + 1 and the saved limit beside it K. Two different K must agree on one place.
     """
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc = _private_engine()
     uc.mem_map(0x1000, 0x1000)
     uc.mem_write(0x1000, b"\x1f\x20\x03\xd5" * 1024)  # NOP sled
     words = (ctypes.c_uint64 * 1024).from_address(uc._uch.value)
@@ -215,7 +215,7 @@ def _xregs_locator() -> tuple[int, int] | None:
     """(word index in uc_struct, byte delta) such that ``uc_struct[index] + delta`` is ``env->xregs``."""
     common: set[tuple[int, int]] | None = None
     for _ in range(2):
-        uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        uc = _private_engine()
         words = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)
         found = set()
         for hit in _find_pattern(uc):
@@ -224,10 +224,22 @@ def _xregs_locator() -> tuple[int, int] | None:
     return min(common) if common else None
 
 
+PRIVATE_TCG_BUFFER = 16 << 20
+"""Translation buffer of the engines the lab runs for itself (layout probes, the decoding sandbox):
+Unicorn reserves 1 GiB of address space per engine by default, and these run a few instructions."""
+
+
+def _private_engine() -> Uc:
+    """An engine for the lab's own experiments, with a small translation buffer (set before first use)."""
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_tcg_buffer_size(PRIVATE_TCG_BUFFER)
+    return uc
+
+
 def _el1_engine() -> Uc:
     """A private engine of the guests' CPU model set to run at Non-secure EL1 (AArch64 EL1 under
     SCR_EL3 and HCR_EL2), for the probes below that learn the model's layout by experiment."""
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc = _private_engine()
     uc.ctl_set_cpu_model(a64.UC_CPU_ARM64_A57)
     uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 6, 0, SCR_EL3_NS_HCE_RW))
     uc.reg_write(a64.UC_ARM64_REG_CP_REG, (1, 1, 3, 4, 0, HCR_EL2_RW))
