@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import Formatter
 
 BLACK = "#000000"
+WHITE = "#ffffff"
 ORANGE = "#E69F00"
 SKY_BLUE = "#56B4E9"
 GREEN = "#009E73"  # bluish green

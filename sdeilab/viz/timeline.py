@@ -202,11 +202,14 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
         verts, _ = bars(handlers, HANDLER_BAND, lambda iv: "handler",
                         lambda iv: NESTED_INSET * (iv.depth - 1) if isinstance(iv, HandlerInterval) else 0.0)
         # A bar keeps at least a pixel's width (its edge) however short the handler ran.
+        # The hatch is drawn in white over the fill: in the edge colour (matplotlib's default for
+        # a hatch) it would vanish into a bar of that same colour.
         artists.append(ax.add_collection(PolyCollection(
             verts, facecolors=colour, edgecolors=colour, linewidths=1.0, hatch=hatch or None,
-            zorder=4 if critical else 3, gid=gid), autolim=False))
+            hatchcolor=style.WHITE, zorder=4 if critical else 3, gid=gid), autolim=False))
         if len(verts):
-            legend.append(Patch(facecolor=colour, edgecolor=colour, hatch=hatch or None, label=label))
+            legend.append(Patch(facecolor=colour, edgecolor=colour, hatch=hatch or None, hatchcolor=style.WHITE,
+                                label=label))
 
     verts, _ = bars(data.irqs, IRQ_BAND, lambda iv: "irq")
     artists.append(ax.add_collection(PolyCollection(
