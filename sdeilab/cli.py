@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from sdeilab.machine.outcome import RunOutcome, StopReason
 
@@ -58,6 +58,9 @@ PROGRESS_SECONDS = 1.0
 DEFAULT_PORTS = {"lab": 8888, "dashboard": 8866}
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000_000
 DEFAULT_CULL_S = 120  # a dashboard kernel with no page connected and idle this long is ended
+# The platforms of the runs this process made, kept to its end when it is the ``sdeilab`` command
+# (``entry``): None when ``main`` is called in a longer-lived process, which frees them as usual.
+_kept_to_exit: list[object] | None = None
 CULL_INTERVAL_S = 30  # how often the culler looks
 DEFAULT_KERNEL_MAX_INSTRUCTIONS = 20_000_000_000  # Linux to a shell and back: about 1e9 (docs/linux.md)
 SOURCE_SUFFIXES = (".S", ".s", ".c")
@@ -277,6 +280,8 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
         kwargs = {"quantum": args.quantum} if args.quantum else {}
         quirks = Quirks(**{name: True for name in args.quirk})
         platform = make_platform(args.cpus, args.profile, quirks=quirks, trace=trace, **kwargs)
+        if _kept_to_exit is not None:
+            _kept_to_exit.append(platform)
         try:
             if image is None:
                 bootargs = DEFAULT_BOOTARGS if args.append is None else args.append
@@ -610,5 +615,23 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def entry() -> NoReturn:
+    """The ``sdeilab`` command: ``main``, then the process ends with its status, its work done.
+
+    The interpreter is not finalized: Unicorn closes each engine from a ``weakref.finalize`` exit
+    handler while the interpreter tears down the objects the engines' hooks and register views
+    point into, in an order Python does not promise. Once in CI that teardown crashed (SIGSEGV)
+    after a run had printed its budget line, so the documented status 4 became -11. Every output
+    is complete by then (the guest's bytes flushed, the trace renamed into place, the message
+    printed), so the process flushes its streams and ends here, its engines still open."""
+    global _kept_to_exit
+    _kept_to_exit = []
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone: the status already says so
+            stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -153,3 +153,22 @@ def test_profiles_run_their_conduit(profile: str, status: int, asm_guest) -> Non
         {insn}
     """)
     assert run_cli("run", elf, "--profile", profile).returncode == status
+
+
+def test_the_command_ends_without_tearing_its_engines_down(tmp_path: Path) -> None:
+    # The status is the run's even if tearing Unicorn down would crash: the command ends once its
+    # outputs are complete (sdeilab.cli.entry), so no exit handler of the interpreter runs after it.
+    import subprocess
+    import sys
+
+    trace = tmp_path / "t.jsonl"
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('interpreter finalized', file=sys.stderr))\n"
+              "from sdeilab.cli import entry\n"
+              f"sys.argv = ['sdeilab', 'run', {str(SMP_BOOT)!r}, '--trace', {str(trace)!r}]\n"
+              "entry()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"interpreter finalized" not in result.stderr
+    assert result.stdout == run_cli("run", SMP_BOOT).stdout != b""  # the guest's bytes, flushed whole
+    assert trace.read_text().count("\n") >= 5 and "PowerTransition" in trace.read_text()
