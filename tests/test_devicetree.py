@@ -168,6 +168,21 @@ def test_sp804_is_described_unless_omitted() -> None:
     assert not parsed(omit=[Region.TIMER0]).exist_node(path)
 
 
+@pytest.mark.qemu
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-aarch64 is not installed")
+def test_the_rtc_node_is_qemus(tmp_path: Path) -> None:
+    """The PL031 is described as QEMU virt describes it: name, compatible, reg, interrupt, clock name."""
+    dumped = tmp_path / "qemu.dtb"
+    subprocess.run(qemu_virt_command(None, 1, machine_options=[f"dumpdtb={dumped}"]), capture_output=True,
+                   timeout=60, check=True)
+    qemu_tree, lab_tree = fdt.parse_dtb(dumped.read_bytes()), parsed()
+    path = f"/pl031@{VIRT_MEMMAP[Region.RTC].base:x}"
+    assert qemu_tree.exist_node(path) and lab_tree.exist_node(path)
+    for name in ("compatible", "reg", "interrupts", "clock-names"):
+        assert list(lab_tree.get_property(name, path).data) == list(qemu_tree.get_property(name, path).data), name
+    assert not parsed(omit=[Region.RTC]).exist_node(path)
+
+
 def test_chosen_has_bootargs_and_initrd() -> None:
     start, end = RAM.base + 0x0400_0000, RAM.base + 0x0420_0000
     tree = parsed(boot=BootConfig("console=ttyAMA0 earlycon", (start, end)))

@@ -242,6 +242,7 @@ class Harness:
         for timer in machine.timers:
             timer.reset()
         machine.sp804.reset()
+        machine.rtc.reset()
         for owner, values in self._plain:
             for name, value in values.items():
                 setattr(owner, name, copy.deepcopy(value))

@@ -182,6 +182,12 @@ def device_tree(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMA
                              _reg(uart), _spi(Region.UART0),
                              fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK),
                              fdt.PropStrings("clock-names", "uartclk", "apb_pclk")))
+    if Region.RTC not in omitted:
+        # arm,pl031 (rtc/arm,pl031.yaml, an AMBA primecell): the bus clock only, as QEMU virt gives it.
+        rtc = VIRT_MEMMAP[Region.RTC]
+        root.append(fdt.Node(node_name("pl031", rtc), fdt.PropStrings("compatible", "arm,pl031", "arm,primecell"),
+                             _reg(rtc), _spi(Region.RTC), fdt.PropWords("clocks", PHANDLE_APB_PCLK),
+                             fdt.PropStrings("clock-names", "apb_pclk")))
     if Region.TIMER0 in VIRT_MEMMAP and Region.TIMER0 in VIRT_SPIS and Region.TIMER0 not in omitted:
         sp804 = VIRT_MEMMAP[Region.TIMER0]
         # arm,sp804.yaml: timclken1, timclken2, apb_pclk (both timers run from the bus clock here).

@@ -17,6 +17,7 @@ from sdeilab.machine.linux_boot import linux_image
 from sdeilab.machine.loader import GuestImage, GuestLoadError
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
 from sdeilab.machine.outcome import RunOutcome
+from sdeilab.machine.pl031 import DEFAULT_EPOCH
 from sdeilab.trace import TraceLog
 
 DEFAULT_BOOTARGS = "console=ttyAMA0 earlycon panic=-1"
@@ -74,10 +75,12 @@ class Platform:
 
 def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: int = DEFAULT_QUANTUM,
                   trace: TraceLog | None = None, quirks: Quirks | None = None,
-                  sdei_platform: SdeiPlatform | None = None) -> Platform:
-    """A machine with the profile's services placed in their layers and the VMM's SMCCC filter installed."""
+                  sdei_platform: SdeiPlatform | None = None, rtc_epoch: int = DEFAULT_EPOCH) -> Platform:
+    """A machine with the profile's services placed in their layers and the VMM's SMCCC filter installed.
+
+    ``rtc_epoch``: the time of day (seconds since 1970) the PL031 reads at virtual time 0."""
     prof = profile_named(profile) if isinstance(profile, str) else profile
-    machine = Machine(cpus, quantum=quantum, trace=trace)
+    machine = Machine(cpus, quantum=quantum, trace=trace, rtc_epoch=rtc_epoch)
     smccc_filter = SmcccFilter(vm_has_run=lambda: machine.retired > 0)
     for entry in prof.smccc_filter:
         smccc_filter.install(entry.base, entry.nr_functions, entry.action)

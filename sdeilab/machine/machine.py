@@ -38,6 +38,7 @@ from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, Gi
 from sdeilab.machine.loader import GuestImage, load_elf
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, VIRT_MEMMAP, MemMapEntry, Region, mpidr_of, spi_intid
 from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
+from sdeilab.machine.pl031 import DEFAULT_EPOCH, Pl031
 from sdeilab.machine.sp804 import Sp804
 from sdeilab.machine.timer import TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
 from sdeilab.machine.uart import Pl011
@@ -93,6 +94,21 @@ class _Spin:
     digest: bytes | None = None  # RAM and the other registers at the last full comparison
 
 
+MmioRow = tuple[int, int, Callable[[int, int, int], int], Callable[[int, int, int, int], None]]
+"""Base, size, read(cpu, offset, size) and write(cpu, offset, size, value) of a device's MMIO frame."""
+
+
+class ClockedDevice(Protocol):
+    """A device that keeps virtual time (sp804.py, pl031.py): registers read and written at ``now``,
+    and a deadline at which ``advance`` changes its state (an interrupt raised, a count reloaded)."""
+
+    def read(self, offset: int, size: int, now: int) -> int: ...
+    def write(self, offset: int, size: int, value: int, now: int) -> None: ...
+    def next_deadline(self) -> int | None: ...
+    def advance(self, now: int) -> None: ...
+    def reset(self) -> None: ...
+
+
 class Firmware(Protocol):
     """What sits on the HVC and SMC conduits. It lives in a higher layer (sdeilab.firmware)."""
 
@@ -105,7 +121,8 @@ class Machine:
     """A QEMU-virt-like machine with ``cpus`` vCPUs; CPU 0 starts at the guest's entry point."""
 
     def __init__(self, cpus: int = 1, *, ram_size: int = VIRT_MEMMAP[Region.RAM].size,
-                 quantum: int = DEFAULT_QUANTUM, trace: TraceLog | None = None) -> None:
+                 quantum: int = DEFAULT_QUANTUM, trace: TraceLog | None = None,
+                 rtc_epoch: int = DEFAULT_EPOCH) -> None:
         if not 1 <= cpus <= MAX_CPUS:
             raise ValueError(f"cpus must be between 1 and {MAX_CPUS}")
         self.trace = trace if trace is not None else TraceLog()
@@ -125,8 +142,11 @@ class Machine:
         uart_intid = spi_intid(Region.UART0)
         self.uart = Pl011(lambda level: self.gic.set_level(uart_intid, level, source="uart0"), self._uart_tx)
         self.timers = [GenericTimer(cpu, self._timer_line(cpu)) for cpu in range(cpus)]
-        timer0_intid = spi_intid(Region.TIMER0)
+        timer0_intid, rtc_intid = spi_intid(Region.TIMER0), spi_intid(Region.RTC)
         self.sp804 = Sp804(lambda level: self.gic.set_level(timer0_intid, level, source="sp804"))
+        self.rtc = Pl031(lambda level: self.gic.set_level(rtc_intid, level, source="pl031"), rtc_epoch)
+        # The devices that keep time: each has a deadline, the machine's first one ends slices and idle time.
+        self._clocked: tuple[ClockedDevice, ...] = (self.sp804, self.rtc)
         self._next_device_deadline: int | None = None
         self._last_activity = 0  # vtime at which some CPU last retired an instruction
         # Emulated system registers. A read of a write-only one (or the reverse) is left to the
@@ -152,9 +172,8 @@ class Machine:
             (VIRT_MEMMAP[Region.UART0].base, VIRT_MEMMAP[Region.UART0].size,
              lambda cpu, offset, size: self.uart.read(offset, size),
              lambda cpu, offset, size, value: self.uart.write(offset, size, value)),
-            (VIRT_MEMMAP[Region.TIMER0].base, VIRT_MEMMAP[Region.TIMER0].size,
-             lambda cpu, offset, size: self.sp804.read(offset, size, self.now()),
-             self._sp804_write),
+            self._clocked_mmio(Region.RTC, self.rtc),
+            self._clocked_mmio(Region.TIMER0, self.sp804),
         ]
         self._mmio = mmio
         unmodelled = frozenset(ICC_ENCODINGS)
@@ -390,17 +409,28 @@ class Machine:
         for sink in self.uart_sinks:
             sink(byte)
 
-    def _sp804_write(self, cpu: int, offset: int, size: int, value: int) -> None:
-        self.sp804.write(offset, size, value, self.now())
-        self._next_device_deadline = self.sp804.next_deadline()
-        self._stop_if_current(self.vcpus[cpu])  # the device deadline moved: recompute the slice
+    def _clocked_mmio(self, region: Region, device: ClockedDevice) -> MmioRow:
+        """The MMIO row of a device that keeps time: it reads and writes at the machine's ``now``."""
+        entry = VIRT_MEMMAP[region]
+
+        def write(cpu: int, offset: int, size: int, value: int) -> None:
+            device.write(offset, size, value, self.now())
+            self._next_device_deadline = self._first_device_deadline()
+            self._stop_if_current(self.vcpus[cpu])  # the device deadline moved: recompute the slice
+
+        return entry.base, entry.size, lambda cpu, offset, size: device.read(offset, size, self.now()), write
+
+    def _first_device_deadline(self) -> int | None:
+        deadlines = [d for d in (device.next_deadline() for device in self._clocked) if d is not None]
+        return min(deadlines, default=None)
 
     def _advance_devices(self, now: int) -> None:
-        """Machine-wide clocked devices (the SP804) catch up to ``now``, whichever CPU gets there first."""
+        """Machine-wide clocked devices (SP804, PL031) catch up to ``now``, whichever CPU gets there first."""
         deadline = self._next_device_deadline
         if deadline is not None and deadline <= now:
-            self.sp804.advance(now)
-            self._next_device_deadline = self.sp804.next_deadline()
+            for device in self._clocked:
+                device.advance(now)
+            self._next_device_deadline = self._first_device_deadline()
 
     def _timer_line(self, cpu: int) -> Callable[[int, bool], None]:
         return lambda intid, level: self.gic.set_level(intid, level, cpu, "timer")
@@ -593,8 +623,10 @@ class Machine:
         if not sleeping or not times:
             self.halt(StopReason.DEADLOCK, f"every CPU waits with nothing that could wake it ({waiting or 'all off'})")
             return
-        if min(times) - self._last_activity > IDLE_LIMIT_NS:
-            # Only a device keeps ticking and its interrupts wake nobody: stop rather than spin forever.
+        if self._round_start - self._last_activity > IDLE_LIMIT_NS:
+            # Only a device keeps ticking and its interrupts wake nobody: stop rather than spin
+            # forever. Measured from where time already is, so that one long sleep (an RTC alarm
+            # a minute ahead) is taken whole, and only deadlines that woke nobody add up to the limit.
             self.halt(StopReason.DEADLOCK, f"no CPU has run for {IDLE_LIMIT_NS // 10**9} s of virtual time ({waiting})")
             return
         self._round_start = max(self._round_start, min(times))

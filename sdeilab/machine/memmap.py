@@ -15,6 +15,7 @@ class Region(Enum):
     GIC_REDIST = "gic-redist"
     GICV2_CPU = "gicv2-cpu"
     UART0 = "uart0"
+    RTC = "pl031"
     TIMER0 = "sp804"
     RAM = "ram"
 
@@ -39,6 +40,7 @@ VIRT_MEMMAP: dict[Region, MemMapEntry] = {
     Region.GICV2_CPU: MemMapEntry(0x0801_0000, 0x1_0000),  # only with gic-version=2
     Region.GIC_REDIST: MemMapEntry(0x080A_0000, 0xF6_0000),  # 128 KiB (RD + SGI frame) per CPU
     Region.UART0: MemMapEntry(0x0900_0000, 0x1000),
+    Region.RTC: MemMapEntry(0x0901_0000, 0x1000),
     # sdeilab's addition to the virt map, in a hole QEMU leaves: an SP804 timer whose SPI the
     # TF-A SDEI tests bind (FVP has one). A guest that uses it does not run on QEMU.
     Region.TIMER0: MemMapEntry(0x090C_0000, 0x1000),
@@ -51,7 +53,7 @@ GICR_FRAME_SIZE = 0x2_0000
 MAX_CPUS = VIRT_MEMMAP[Region.GIC_REDIST].size // GICR_FRAME_SIZE  # 123, as on QEMU virt
 
 # Interrupt map: SPIs by device (INTID = 32 + SPI number), PPIs by INTID (GICv3 2.2).
-VIRT_SPIS: dict[Region, int] = {Region.UART0: 1, Region.TIMER0: 10}
+VIRT_SPIS: dict[Region, int] = {Region.UART0: 1, Region.RTC: 2, Region.TIMER0: 10}
 
 
 class Ppi(int, Enum):
