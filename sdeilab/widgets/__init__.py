@@ -5,7 +5,8 @@ Guest code in notebook cells (``%load_ext sdeilab.widgets.guest_cell``, then ``%
 ``%%guest_c``; or :func:`make_guest` without IPython) lives in :mod:`sdeilab.widgets.guest_cell`.
 """
 
+from sdeilab.widgets.boot_progress import BootProgress
 from sdeilab.widgets.guest_cell import GuestBuildError, GuestCell, build_guest, make_guest
 from sdeilab.widgets.lab import Lab
 
-__all__ = ["GuestBuildError", "GuestCell", "Lab", "build_guest", "make_guest"]
+__all__ = ["BootProgress", "GuestBuildError", "GuestCell", "Lab", "build_guest", "make_guest"]
