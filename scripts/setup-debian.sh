@@ -9,8 +9,20 @@
 #                       was built by gcc-12 12.2.0, its CONFIG_CC_VERSION_TEXT) and make, with which
 #                       scripts/build-linux-module.sh builds guests/linux/ modules against the kernel headers
 # and dpkg's arm64 architecture, so that apt-get download fetches Debian's arm64 kernel packages.
+# and what scripts/build-tfa.sh needs to build TF-A, the SDEI reference the tfa test tier builds on
+# first use (issue 18):
+#   dpkg-dev          - dpkg-source (and patch), which unpack Debian's arm-trusted-firmware source package
+#   gcc, libc6-dev, libssl-dev - the host compiler and OpenSSL's libcrypto for TF-A's fiptool
+# (the cross compiler and make are in the list above already).
 set -euo pipefail
-packages=(qemu-system-arm chromium fonts-liberation device-tree-compiler gcc-aarch64-linux-gnu make)
+packages=(qemu-system-arm chromium fonts-liberation device-tree-compiler gcc-aarch64-linux-gnu make
+          dpkg-dev gcc libc6-dev libssl-dev)
+for arg in "$@"; do
+  case $arg in
+    --with-tfa) ;;  # the packages are always installed; scripts/setup.sh --with-tfa also builds TF-A
+    *) echo "usage: $0 [--with-tfa]" >&2; exit 2 ;;
+  esac
+done
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then

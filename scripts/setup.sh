@@ -3,9 +3,18 @@
 # Debian packages (scripts/setup-debian.sh), Debian's arm64 kernel and busybox in .cache/debian-arm64
 # (scripts/fetch-linux.sh: what booting Linux on the lab needs, docs/linux.md), then a virtualenv
 # in .venv with the project installed from pyproject.toml (editable, with the lab and test extras).
+# --with-tfa also builds TF-A now (scripts/build-tfa.sh: Debian's arm-trusted-firmware for QEMU with
+# SDEI, the reference of tests/test_tfa.py); without it the tfa test tier builds it on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-debian.sh
+with_tfa=()
+for arg in "$@"; do
+  case $arg in
+    --with-tfa) with_tfa=(--with-tfa) ;;
+    *) echo "usage: $0 [--with-tfa]" >&2; exit 2 ;;
+  esac
+done
+bash scripts/setup-debian.sh "${with_tfa[@]}"
 bash scripts/fetch-linux.sh
 # Debian's headers for that kernel, and guests/linux/sdei_watchdog built against them (tests/test_linux_module.py)
 bash scripts/build-linux-module.sh sdei_watchdog >/dev/null
@@ -16,3 +25,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[lab,test]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+if [ ${#with_tfa[@]} -gt 0 ]; then
+  bash scripts/build-tfa.sh >/dev/null
+fi

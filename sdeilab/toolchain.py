@@ -64,6 +64,7 @@ __all__ = [
     "lib_dir",
     "lib_sources",
     "linker_script",
+    "linker_script_at",
     "rebuild_build",
     "rebuild_shipped",
     "shipped_builds",
@@ -163,6 +164,29 @@ def lib_dir() -> Path:
 
 def linker_script() -> Path:
     return lib_dir() / "virt.ld"
+
+
+GUEST_LOAD_ADDRESS = 0x4008_0000
+"""Where ``virt.ld`` links every guest (RAM + 512 KiB, see the script's comment)."""
+
+
+def linker_script_at(address: int, folder: Path) -> Path:
+    """``virt.ld`` with the image linked at ``address`` instead of :data:`GUEST_LOAD_ADDRESS`,
+    written as ``folder/virt-<address>.ld``; give it to :func:`build` as ``linker_script``.
+
+    The same sources then run elsewhere in RAM: TF-A's QEMU platform loads and enters its
+    normal-world payload (BL33) at 0x6000_0000 (``sdeilab.machine.qemu.TFA_BL33_ADDRESS``).
+    The guests hold no absolute RAM address other than through the linker's symbols.
+    """
+    if address % 0x1000:
+        raise BuildError(f"load address {address:#x} is not 4 KiB aligned")
+    text = linker_script().read_text(encoding="utf-8")
+    anchor = f". = {GUEST_LOAD_ADDRESS:#x};"
+    if anchor not in text:
+        raise BuildError(f"{linker_script()}: no '{anchor}' line to move")
+    out = Path(folder) / f"virt-{address:x}.ld"
+    out.write_text(text.replace(anchor, f". = {address:#x};", 1), encoding="utf-8")
+    return out
 
 
 def lib_sources() -> list[Path]:
