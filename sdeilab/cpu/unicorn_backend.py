@@ -105,6 +105,7 @@ _CP_REGS: dict[str, SysregKey] = {
     "SCR_EL3": (3, 6, 1, 1, 0),
     "HCR_EL2": (3, 4, 1, 1, 0),
     "VMPIDR_EL2": (3, 4, 0, 0, 5),
+    "PMUSERENR_EL0": (3, 3, 9, 14, 0),
 }
 
 _SP_EL_IDS = (a64.UC_ARM64_REG_SP_EL0, a64.UC_ARM64_REG_SP_EL1, a64.UC_ARM64_REG_SP_EL2)

@@ -39,6 +39,7 @@ from sdeilab.machine.loader import GuestImage, load_elf
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, VIRT_MEMMAP, MemMapEntry, Region, mpidr_of, spi_intid
 from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
 from sdeilab.machine.pl031 import DEFAULT_EPOCH, Pl031
+from sdeilab.machine.pmu import PMU_ENCODINGS, PMU_READ_ONLY, PMU_WRITE_ONLY, Clocks, Pmu, PmuReg, el0_may_access
 from sdeilab.machine.sp804 import Sp804
 from sdeilab.machine.timer import TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
 from sdeilab.machine.uart import Pl011
@@ -142,6 +143,7 @@ class Machine:
         uart_intid = spi_intid(Region.UART0)
         self.uart = Pl011(lambda level: self.gic.set_level(uart_intid, level, source="uart0"), self._uart_tx)
         self.timers = [GenericTimer(cpu, self._timer_line(cpu)) for cpu in range(cpus)]
+        self.pmus = [Pmu(cpu, self._ppi_line(cpu, "pmu")) for cpu in range(cpus)]
         timer0_intid, rtc_intid = spi_intid(Region.TIMER0), spi_intid(Region.RTC)
         self.sp804 = Sp804(lambda level: self.gic.set_level(timer0_intid, level, source="sp804"))
         self.rtc = Pl031(lambda level: self.gic.set_level(rtc_intid, level, source="pl031"), rtc_epoch)
@@ -151,8 +153,9 @@ class Machine:
         self._last_activity = 0  # vtime at which some CPU last retired an instruction
         # Emulated system registers. A read of a write-only one (or the reverse) is left to the
         # CPU model, which makes it UNDEFINED as the architecture says (ARM ARM C5.3).
-        self._sysreg_reads: dict[SysregKey, Callable[[int], int]] = {}
-        self._sysreg_writes: dict[SysregKey, Callable[[int, int], None]] = {}
+        # A reader that answers None, or a writer False, declines: the CPU model executes the access.
+        self._sysreg_reads: dict[SysregKey, Callable[[int], int | None]] = {}
+        self._sysreg_writes: dict[SysregKey, Callable[[int, int], bool | None]] = {}
         for key, reg in ICC_ENCODINGS.items():
             if reg not in ICC_WRITE_ONLY:
                 self._sysreg_reads[key] = lambda cpu, r=reg: self.gic.icc_read(cpu, r)
@@ -163,6 +166,12 @@ class Machine:
             self._sysreg_reads[key] = lambda cpu, r=treg: self.timers[cpu].read(r, self.counter())
             if treg not in TIMER_READ_ONLY:
                 self._sysreg_writes[key] = self._timer_writer(treg)
+        for key, (preg, n) in PMU_ENCODINGS.items():
+            # The CPU model's PMU reads the host's clock: every PMU register is the machine's (pmu.py).
+            if preg not in PMU_WRITE_ONLY:
+                self._sysreg_reads[key] = self._pmu_reader(preg, n)
+            if preg not in PMU_READ_ONLY:
+                self._sysreg_writes[key] = self._pmu_writer(preg, n)
         gicr = VIRT_MEMMAP[Region.GIC_REDIST]
         mmio = [
             (VIRT_MEMMAP[Region.GIC_DIST].base, VIRT_MEMMAP[Region.GIC_DIST].size,
@@ -390,6 +399,7 @@ class Machine:
         assert vcpu.entry is not None
         entry, context_id = vcpu.entry
         vcpu.backend.reset(vcpu.mpidr)
+        self.pmus[vcpu.index].reset()  # a PE out of reset: PMCR_EL0.E clear, its counters stopped, as on QEMU
         vcpu.backend.invalidate_code()  # code for it may have been written through other CPUs' caches
         vcpu.backend.pc = entry
         vcpu.backend.set_x(0, context_id)
@@ -433,7 +443,42 @@ class Machine:
             self._next_device_deadline = self._first_device_deadline()
 
     def _timer_line(self, cpu: int) -> Callable[[int, bool], None]:
-        return lambda intid, level: self.gic.set_level(intid, level, cpu, "timer")
+        return self._ppi_line(cpu, "timer")
+
+    def _ppi_line(self, cpu: int, source: str) -> Callable[[int, bool], None]:
+        return lambda intid, level: self.gic.set_level(intid, level, cpu, source)
+
+    def pmu_clocks(self, cpu: int) -> Clocks:
+        """What CPU ``cpu``'s performance counters count, now: its virtual time and the
+        instructions it retired (exact to the instruction for the running CPU)."""
+        if self._current is not None and self._current.index == cpu:
+            return Clocks(self.now(), self.cpu_retired[cpu] + self._executing())
+        return Clocks(self._local[cpu], self.cpu_retired[cpu])
+
+    def _pmu_refused(self, cpu: int, reg: PmuReg, write: bool) -> bool:
+        """An access from EL0 that PMUSERENR_EL0 does not allow: left to the CPU model, which holds
+        PMUSERENR_EL0 and traps it (EC 0x18) with the syndrome QEMU gives."""
+        backend = self.vcpus[cpu].backend
+        return (exc.current_el(backend.read("PSTATE")) == 0
+                and not el0_may_access(reg, write, backend.read("PMUSERENR_EL0")))
+
+    def _pmu_reader(self, reg: PmuReg, n: int) -> Callable[[int], int | None]:
+        def read(cpu: int) -> int | None:
+            if self._pmu_refused(cpu, reg, write=False):
+                return None
+            return self.pmus[cpu].read(reg, n, self.pmu_clocks(cpu))
+
+        return read
+
+    def _pmu_writer(self, reg: PmuReg, n: int) -> Callable[[int, int], bool]:
+        def write(cpu: int, value: int) -> bool:
+            if self._pmu_refused(cpu, reg, write=True):
+                return False
+            self.pmus[cpu].write(reg, n, value, self.pmu_clocks(cpu))
+            self._stop_if_current(self.vcpus[cpu])  # an overflow deadline may have moved: recompute the slice
+            return True
+
+        return write
 
     def _timer_writer(self, reg: object) -> Callable[[int, int], None]:
         def write(cpu: int, value: int) -> None:
@@ -506,8 +551,7 @@ class Machine:
         write = self._sysreg_writes.get(key)
         if write is None:
             return False
-        write(cpu, value)
-        return True
+        return write(cpu, value) is not False
 
     def system_instruction(self, cpu: int, key: SysregKey, value: int) -> None:
         if key in (_IC_IALLUIS, _IC_IALLU):
@@ -638,13 +682,17 @@ class Machine:
         if self._wakeable(cpu):
             return max(self._local[cpu], self._not_before[cpu])
         deadline = self.timers[cpu].next_deadline()
-        return None if deadline is None else max(self._local[cpu], deadline * NS_PER_COUNT)
+        wakes = [] if deadline is None else [deadline * NS_PER_COUNT]
+        overflow = self.pmus[cpu].next_deadline(self.pmu_clocks(cpu), asleep=True)
+        if overflow is not None:
+            wakes.append(self._local[cpu] + overflow)
+        return max(self._local[cpu], min(wakes)) if wakes else None
 
     def _run_cpu(self, vcpu: Vcpu, end: int) -> None:
         cpu = vcpu.index
         t = max(self._local[cpu], self._round_start)
         gic = self.gic
-        timer = self.timers[cpu]
+        timer, pmu = self.timers[cpu], self.pmus[cpu]
         while t < end and self._outcome is None:
             if self._break is not None:
                 self._take_break()
@@ -660,6 +708,7 @@ class Machine:
             self._clock = t
             self._advance_devices(t)
             timer.update(t // NS_PER_COUNT)
+            pmu.update(Clocks(t, self.cpu_retired[cpu]))
             state = vcpu.state
             if state is VcpuState.ON_PENDING:
                 t = max(t, self._not_before[cpu])
@@ -679,6 +728,7 @@ class Machine:
                 t = max(t, wake)
                 self._clock = t
                 timer.update(t // NS_PER_COUNT)
+                pmu.update(Clocks(t, self.cpu_retired[cpu]))
                 if self._wakeable(cpu):
                     if state is VcpuState.POWERDOWN:
                         self._start(vcpu, "wake")
@@ -709,6 +759,9 @@ class Machine:
                 due = deadline * NS_PER_COUNT - t
                 if 0 < due < budget:
                     budget = due
+            overflow = pmu.next_deadline(Clocks(t, self.cpu_retired[cpu]))
+            if overflow is not None and 0 < overflow < budget:
+                budget = overflow
             device_deadline = self._next_device_deadline
             if device_deadline is not None and 0 < device_deadline - t < budget:
                 budget = device_deadline - t
