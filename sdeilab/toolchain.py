@@ -96,6 +96,9 @@ C_FLAGS: tuple[str, ...] = (
     "-Wall",
     "-Wextra",
     "-mgeneral-regs-only",  # no FP/SIMD: CPACR_EL1.FPEN stays at its reset value (trap)
+    # zig cc (clang) still copies structs through q registers under -mgeneral-regs-only; TF-A
+    # enters BL33 with FP/SIMD trapped, so such a copy faulted there (ESR EC 0x07).
+    "-mno-implicit-float",
     "-mstrict-align",  # MMU off: data accesses are Device memory, unaligned ones fault
     "-fno-stack-protector",
     "-fno-common",

@@ -45,13 +45,10 @@ NEEDS_4_CPUS = {"linux_client"}
 # Bind an interrupt (or use the lab's platform events): the same bytes up to the first line where
 # the platforms' event sets differ, and there TF-A's line says so (a BIND that got no slot, an
 # event the platform does not offer).
-PLATFORM_DIFFERS = ["tftf_bind_failure", "tftf_parallel", "tftf_rm_any", "tftf_serial", "tftf_state",
+PLATFORM_DIFFERS = ["nesting", "tftf_bind_failure", "tftf_parallel", "tftf_rm_any", "tftf_serial", "tftf_state",
                     "vmm_watchdog"]
 # Known not to run on TF-A yet, each for a reason in the guest or its toolchain, not in either firmware.
 KNOWN_BROKEN = {
-    "nesting": "zig cc ignores -mgeneral-regs-only: the guest's C copies structs through q0, and TF-A "
-               "enters BL33 with CPACR_EL1.FPEN trapping FP/SIMD (the lab and QEMU -kernel do not); "
-               "-mno-implicit-float avoids it, after which only events 5000/5001 differ",
     "tftf_signal_all": "the secondaries' bounded spin (SDEI_WAIT_SPINS) is tuned to the lab's deterministic "
                        "scheduler; on QEMU they give up before the lead has powered on all 8 CPUs and signalled",
 }
@@ -165,13 +162,9 @@ def test_guest_differs_only_where_the_platform_events_differ(name: str, tfa_dir:
 
 @pytest.mark.parametrize("name", sorted(KNOWN_BROKEN))
 def test_known_broken_guest_on_tfa(name: str, tfa_dir: Path, bl33_script: Path, tmp_path: Path) -> None:
-    """nesting must still fault (once the toolchain is fixed this fails: move it to PLATFORM_DIFFERS);
-    tftf_signal_all either times out as described or, when it passes, matches the lab."""
+    """tftf_signal_all either times out as described or, when it passes, matches the lab."""
     tfa = run_on_tfa(name, tfa_dir, bl33_script, tmp_path).decode().splitlines()
-    if name == "nesting":
-        assert any("unexpected synchronous exception: ESR_EL1 = 0x1fe00000" in line for line in tfa), (
-            "nesting no longer traps FP/SIMD on TF-A: move it to PLATFORM_DIFFERS")
-    elif tfa[-1] == f"{name}: PASS":  # the timing went the lab's way this time: then it must match
+    if tfa[-1] == f"{name}: PASS":  # the timing went the lab's way this time: then it must match
         assert tfa == run_on_lab(name).decode().splitlines()
     else:
         assert any("wait for the handler" in line or "timeout" in line for line in tfa), "\n".join(tfa)

@@ -203,3 +203,22 @@ def test_toolchain_imports_no_other_sdeilab_module() -> None:
             assert not any(a.name.startswith("sdeilab") for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0 and not (node.module or "").startswith("sdeilab")
+
+
+SIMD_OPERAND = re.compile(r"\b[qdsbh]\d+\b|\bv\d+\.")  # a register of the FP/SIMD file
+
+
+@pytest.mark.parametrize("shipped", shipped_builds(), ids=lambda b: b.name)
+def test_no_guest_touches_the_fp_simd_registers(shipped: ShippedBuild) -> None:
+    # The guests run where FP/SIMD traps (TF-A enters BL33 with CPACR_EL1.FPEN clear): not one
+    # instruction of their code may name a q, d, s, h, b or v register.
+    from sdeilab.cpu.disasm import disassemble
+
+    with open(shipped.elf, "rb") as stream:
+        elf = ELFFile(stream)
+        text = elf.get_section_by_name(".text")
+        assert text is not None
+        lines = disassemble(text.data(), text["sh_addr"])
+    simd = [f"0x{address:x}: {line}" for address, line in lines if SIMD_OPERAND.search(line.split(" ", 1)[-1])
+            and not line.startswith(".inst")]
+    assert not simd, "\n".join(simd[:5])
