@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,10 @@ from sdeilab.trace import (
 )
 from sdeilab.trace.intervals import firmware_calls
 from sdeilab.viz import TimelineData, sequence, state_machine, style, timeline, update_state_machine
+from sdeilab.viz.quality import figure_problems
 from sdeilab.viz.sequence import FIRMWARE, messages
-from sdeilab.viz.timeline import call_marks
+from sdeilab.viz.state_machine import COMPACT_ACTIONS, COMPACT_SIZE, TIMES
+from sdeilab.viz.timeline import call_marks, compact_legend_height, recent_window
 
 from .test_trace_queries import run
 
@@ -231,6 +234,56 @@ def test_timeline_of_smp_boot_and_timer_irq(tmp_path: Path) -> None:
     assert len([c for c in power.get_facecolors() if tuple(c) == blue]) == len(standby) > 0
 
 
+def test_the_window_follows_the_stop() -> None:
+    """The dashboard's window: the burst of firmware calls the stop is in (not the one before a
+    long pause), a round width, the stop a tenth of it or more from the right edge, and still
+    while the stop moves a few instructions without a call."""
+    log = run("tftf_state")
+    calls = sorted(f.vtime for f in log.of_kind(SmcccCall))
+    for now in (calls[len(calls) // 2], calls[-1], calls[-1] + 3, log.max_vtime()):
+        lo, hi = recent_window(log, now)
+        span = hi - lo
+        assert lo <= now <= hi - span // 10
+        assert str(span).rstrip("0") in ("1", "15", "2", "3", "4", "5", "6", "8")
+        recent = [t for t in calls if t <= now][-12:]
+        shown = [t for t in recent if lo <= t]
+        assert shown and shown[-1] == recent[-1]
+        gaps = [b - a for a, b in pairwise(recent)]
+        assert len(shown) == len(recent) or max(gaps) > span  # what it leaves out is across a long pause
+    now = calls[-1]
+    assert recent_window(log, now) == recent_window(log, now + 1)  # a step moves the cursor, not the window
+    assert recent_window(log, 0) == (0, 200)  # nothing before the stop: the narrowest window, from 0
+
+
+def test_the_compact_timeline_reads_at_10_points_with_its_cursor_and_legend_below(tmp_path: Path) -> None:
+    """The dashboard's timeline: 6.5 inches wide at 96 dpi shown 624 CSS pixels wide, every lane
+    named, a cursor at the stop, the legend below the time axis listing every kind of mark the
+    whole trace has (not only the window's), no text under 10 pt, none overlapping or cut."""
+    log = run("tftf_state")
+    now = [f.vtime for f in log.of_kind(SmcccCall)][-1]
+    window = recent_window(log, now)
+    figure = Figure(figsize=(6.5, 2.8125), dpi=96)  # the dashboard's: 624 x 270 CSS pixels
+    ax = figure.add_subplot()
+    artists = timeline(ax, log, cpus=[0, 1, 2, 3], window=window, now=now, compact=True)
+    bottom = compact_legend_height(ax) + 0.06
+    ax.set_position((0.58 / 6.5, bottom / 2.8125, 1 - 0.94 / 6.5, 1 - (bottom + 0.22) / 2.8125))
+    save(figure, "timeline-compact", tmp_path, dpi=192)
+    assert figure_problems(figure, display_width=624) == []
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["CPU 0", "CPU 1", "CPU 2", "CPU 3"]
+    assert ax.get_xlim() == window
+    cursor = by_gid(artists, "now")[0]
+    assert list(cursor.get_xdata()) == [now, now] and by_gid(artists, "now-label")[0].get_text() == "now"
+    legend = ax.get_legend()
+    renderer = figure.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 < ax.xaxis.get_tightbbox(renderer).y0  # below the time axis
+    entries = [t.get_text() for t in legend.get_texts()]
+    assert "SDEI handler" in entries and "now (the stop)" in entries  # the handlers are outside the window
+    assert not [h for h in expected_handlers(log) if h[1] <= window[1] and h[2] >= window[0]]
+    # Intervals still open reach the cursor.
+    power = spans(by_gid(artists, "power")[0])
+    assert max(end for _, end, _ in power) == now
+
+
 # --- state machine ----------------------------------------------------------------------------------
 
 
@@ -338,35 +391,85 @@ def looks(ax) -> tuple[list[tuple[str, object]], dict[int, object]]:  # type: ig
     return shown, by_artist
 
 
+@pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("cpu", [None, 2])
-def test_update_state_machine_makes_what_a_fresh_drawing_makes(cpu: int | None) -> None:
+def test_update_state_machine_makes_what_a_fresh_drawing_makes(cpu: int | None, compact: bool) -> None:
     """The dashboard changes the state machine's artists in place at each step and repaints what
     they report changed: after each of the event's transitions they must be what a fresh
     drawing makes, in the same drawing order, and every artist changed must be reported."""
     log = run("tftf_state")
     cuts = [f.seq for f in log.of_kind(SdeiTransition) if f.event == EVENT and (cpu is None or f.cpu == cpu)]
     ax = Figure(figsize=(12, 8)).add_subplot()
-    artists = state_machine(ax, prefix(log, cuts[0]), event=EVENT, cpu=cpu)
+    artists = state_machine(ax, prefix(log, cuts[0]), event=EVENT, cpu=cpu, compact=compact)
+    assert update_state_machine(artists, log, event=EVENT, cpu=cpu, compact=not compact) is None  # drawn the other way
     in_place = afresh = 0
     for seq in cuts[1:]:
         cut = prefix(log, seq)
         before = looks(ax)[1]
-        changed = update_state_machine(artists, cut, event=EVENT, cpu=cpu)
+        changed = update_state_machine(artists, cut, event=EVENT, cpu=cpu, compact=compact)
         if changed is None:  # the picture needs other artists: drawn afresh, as the dashboard does
             afresh += 1
             for artist in artists:
                 artist.remove()
-            artists = state_machine(ax, cut, event=EVENT, cpu=cpu)
+            artists = state_machine(ax, cut, event=EVENT, cpu=cpu, compact=compact)
             continue
         in_place += 1
         fresh = Figure(figsize=(12, 8)).add_subplot()
-        state_machine(fresh, cut, event=EVENT, cpu=cpu)
+        state_machine(fresh, cut, event=EVENT, cpu=cpu, compact=compact)
         assert looks(ax)[0] == looks(fresh)[0], seq
         after = looks(ax)[1]
         moved = {key for key, look in after.items() if before.get(key) != look}
         assert moved <= {id(a) for a in changed}, seq
         assert changed, seq  # a transition of the event changes a count at least
-    assert in_place > 3 * afresh and afresh > 0  # structure changes (refusals appear) are the rare case
+    if compact:  # every box has its two counts from the start: only the highlight's first appearance
+        assert in_place > 3 * afresh and afresh <= 1
+    else:
+        assert in_place > 3 * afresh and afresh > 0  # structure changes (refusals appear) are the rare case
+
+
+@pytest.mark.parametrize("cpu", [None, 0, 1, 2, 3])
+def test_the_compact_state_machine_counts_what_the_facts_say_and_reads_at_10_points(cpu: int | None,
+                                                                                      tmp_path: Path) -> None:
+    """The dashboard's drawing: the same arrows and counts, each box's accepted and refused calls
+    counted, the highlight where the event is; 6.5 inches wide, shown at 624 CSS pixels (96 an
+    inch), no text under 10 pt, none overlapping or cut."""
+    log = run("tftf_state")
+    figure = Figure(figsize=COMPACT_SIZE, dpi=96)
+    ax = figure.add_axes((0, 0, 1, 1))
+    artists = state_machine(ax, log, event=EVENT, cpu=cpu, compact=True)
+    save(figure, f"state-machine-compact-cpu{cpu}", tmp_path, dpi=192)
+    assert figure_problems(figure, display_width=624) == []
+    facts = [f for f in log.of_kind(SdeiTransition) if f.event == EVENT and (cpu is None or f.cpu == cpu)]
+    final = [f.new for f in facts if f.old != "-"][-1]
+    assert [a.get_gid() for a in artists if str(a.get_gid()).startswith("current:")] == [f"current:{final}"]
+    assert {a.get_gid()[5:] for a in artists if isinstance(a, FancyArrowPatch)} == table_edges()
+    assert ax.get_title() == ""  # the dashboard names the event above the picture
+
+    short = {name: action for action, name in COMPACT_ACTIONS.items()}
+    moves = Counter((f.old, f.new, f.action) for f in facts if f.old != "-" and f.old != f.new)
+    drawn: Counter[tuple[str, str, str]] = Counter()
+    for text in artists:
+        gid = str(text.get_gid())
+        if isinstance(text, Text) and gid.startswith(("edge-label:", "extra-label:")):
+            old, new = gid.split(":", 1)[1].split("->")
+            for line in text.get_text().split("\n"):
+                name, n = line.rsplit(f" {TIMES}", 1)
+                drawn[(old, new, short.get(name, name))] += int(n)
+    assert +drawn == moves and sum(moves.values()) > 0
+
+    def count(prefix: str) -> Counter[str]:
+        return Counter({str(a.get_gid())[len(prefix):]: int(a.get_text().split()[1]) for a in artists
+                        if str(a.get_gid()).startswith(prefix)})
+
+    def allowed(f: SdeiTransition) -> bool:
+        return TABLE[_state(f.old)][Action(f.action)].allowed
+
+    inside = [f for f in facts if f.old == f.new and f.old != "-"]
+    assert +count("stays:") == Counter(f.old for f in inside if allowed(f))
+    assert +count("refusals:") == Counter(f.old for f in inside if not allowed(f))
+    assert set(count("refusals:")) == set(LABELS.values())  # every box shows both counts, 0 included
+    summary = by_gid(artists, "summary")[0].get_text()
+    assert f"{sum(1 for f in facts if f.old == '-')} refused before the table" in summary
 
 
 # --- sequence ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from sdeilab.firmware.session import Session
 from sdeilab.toolchain import build_source_text
 from sdeilab.trace import SdeiTransition, SmcccCall
 from sdeilab.viz import state_machine, timeline
+from sdeilab.viz.timeline import compact_legend_height, recent_window
 from sdeilab.widgets import Lab, plots
 from sdeilab.widgets.lab import ANY_CPU
 
@@ -213,8 +214,10 @@ def test_plots_are_drawn_and_follow_the_run() -> None:
     state, timeline = bytes(lab.state_image.value), bytes(lab.timeline_image.value)
     assert state.startswith(b"\x89PNG") and timeline.startswith(b"\x89PNG")
     drawn = lab.plots_drawn
-    lab.step()  # no new fact: nothing is redrawn
-    assert lab.wait_plots(60) and lab.plots_drawn == drawn
+    lab.step()  # no new fact: the state machine stays, the timeline's cursor moves to the stop
+    assert lab.wait_plots(60) and lab.plots_drawn == drawn + 1
+    assert bytes(lab.state_image.value) == state and bytes(lab.timeline_image.value) != timeline
+    drawn = lab.plots_drawn
     lab.run(2_000_000)
     assert lab.wait_plots(60) and lab.plots_drawn > drawn
     assert bytes(lab.state_image.value) != state and bytes(lab.timeline_image.value) != timeline
@@ -271,13 +274,13 @@ def decoded(png: bytes) -> np.ndarray:
 
 
 def fresh_pixels(draw: Callable[[Axes], object], function: Callable[..., bytes]) -> np.ndarray:
-    """The picture as the dashboard drew it before it kept its figures: a new Figure at the size
-    and resolution ``function`` draws at, the view, ``tight_layout``, and matplotlib's savefig."""
+    """The picture as the dashboard would draw it if it kept no figure: a new Figure at the size
+    and resolution ``function`` draws at, the view (which puts its axes where they go: the
+    dashboard's pictures have a fixed layout), and matplotlib's savefig."""
     parameters = inspect.signature(function).parameters
     figure = Figure(figsize=parameters["size"].default, dpi=parameters["dpi"].default)
     FigureCanvasAgg(figure)
     draw(figure.add_subplot())
-    figure.tight_layout()
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return decoded(out.getvalue())
@@ -287,14 +290,22 @@ def assert_pictures_are_fresh(lab: Lab) -> None:
     """Both pictures, pixel for pixel, as a fresh Figure draws what they show."""
     trace, cpus = lab.session.trace, lab.session.cpus
     event, cpu = lab.event_select.value, None if lab.state_cpu.value == ANY_CPU else lab.state_cpu.value
+    now = lab.session.last_stop.vtime  # the cursor: the stop (the Lab draws after the run, not during it)
 
     def state(ax: Axes) -> None:
-        state_machine(ax, trace, event=event, cpu=cpu)
-        ax.set_title(f"SDEI event {event} ({'all CPUs' if cpu is None else f'CPU {cpu}'})", fontsize=12)
+        ax.set_position((0, 0, 1, 1))  # the compact drawing is in inches: its axes fill the figure
+        state_machine(ax, trace, event=event, cpu=cpu, compact=True)
+
+    def lanes(ax: Axes) -> None:
+        timeline(ax, trace, cpus=list(range(cpus)), window=recent_window(trace, now), now=now, compact=True)
+        width, height = plots.TIMELINE_SIZE
+        bottom = compact_legend_height(ax) + plots.TIMELINE_MARGIN
+        ax.set_position((plots.TIMELINE_LEFT / width, bottom / height,
+                         1 - (plots.TIMELINE_LEFT + plots.TIMELINE_RIGHT) / width,
+                         1 - (bottom + plots.TIMELINE_TOP) / height))
 
     assert np.array_equal(decoded(lab.state_image.value), fresh_pixels(state, plots.state_machine_png))
-    assert np.array_equal(decoded(lab.timeline_image.value),
-                          fresh_pixels(lambda ax: timeline(ax, trace, cpus=list(range(cpus))), plots.timeline_png))
+    assert np.array_equal(decoded(lab.timeline_image.value), fresh_pixels(lanes, plots.timeline_png))
 
 
 @pytest.mark.parametrize("tile", [plots.TILE, 8])
@@ -535,11 +546,22 @@ def test_the_uart_view_follows_its_output_and_the_platform_is_described() -> Non
     assert html.escape(PROFILES["kvm-sdei"].description) in lab.profile_text.value
 
 
-def test_the_dashboard_pictures_are_readable_at_their_displayed_size() -> None:
-    # Each picture is rendered at PIXEL_RATIO times the CSS pixels it is shown at: at that display
-    # width (a HiDPI screen's device pixels) no text is under 10 pt, none overlaps, none is cut.
+def css_problems(figure: Figure, css_width: int) -> list[str]:
+    """``figure_problems`` in the points a reader sees: the figure at CSS's 96 pixels an inch,
+    shown ``css_width`` CSS pixels wide (the <img>'s width). The figure's dpi is put back after."""
     from sdeilab.viz.quality import figure_problems
 
+    dpi = figure.get_dpi()
+    try:
+        figure.set_dpi(plots.CSS_DPI)
+        return figure_problems(figure, display_width=css_width)
+    finally:
+        figure.set_dpi(dpi)
+
+
+def test_the_dashboard_pictures_are_readable_at_their_displayed_size() -> None:
+    # Each picture is rendered at PIXEL_RATIO times the CSS pixels it is shown at, and shown at
+    # its CSS width: there no text is under 10 pt, none overlaps, none is cut.
     lab = Lab(TFTF_STATE, plots_async=False)
     lab.show_event(2000)
     lab.break_on("SDEI_EVENT_COMPLETE", cpu=2)
@@ -550,4 +572,10 @@ def test_the_dashboard_pictures_are_readable_at_their_displayed_size() -> None:
         pixels = Image.open(io.BytesIO(bytes(image.value))).size
         assert pixels == (display[0] * plots.PIXEL_RATIO, display[1] * plots.PIXEL_RATIO)
         assert image.layout.width == f"{display[0]}px" and image.layout.height == "auto"
-        assert figure_problems(picture.figure, display_width=display[0] * plots.PIXEL_RATIO) == []
+        assert css_problems(picture.figure, display[0]) == []
+    # Still so on the figures kept and redrawn in place: a step further, one CPU's view.
+    lab.step_firmware()
+    lab.show_event_cpu(2)
+    for picture, display in ((lab.state_picture, plots.STATE_DISPLAY), (lab.timeline_picture, plots.TIMELINE_DISPLAY)):
+        assert picture.figure is not None and css_problems(picture.figure, display[0]) == []
+    assert_pictures_are_fresh(lab)  # measuring them left the kept figures as they were

@@ -9,6 +9,15 @@ highlighted. The layout is fixed by hand: idle states on top, running ones below
 flowing left to right, so the picture never moves between two runs.
 
 Drawn in data units on an equal-aspect axes: give it a figure of about 12 x 8 inches.
+
+``compact=True`` draws the same machine for a picture about 6.5 inches wide (the dashboard's,
+shown at 624 CSS pixels: every text at 10-11 pt as displayed). Its data units are inches: give
+it a figure of ``COMPACT_SIZE`` with the axes filling it. The six boxes keep their places (idle
+states on top, running ones below), the highlight and every arrow with its counts; what does not
+fit in a box moves out of it: a box names its state and counts the calls it accepted without
+moving (↻) and the calls it refused (✗), and one line below the boxes says what the marks mean
+and how many calls were refused before the table. The lists of refused calls and the status bits
+(DEN0054 6.1) are the full drawing's.
 """
 
 from __future__ import annotations
@@ -42,6 +51,28 @@ BENDS = {(S.ENABLED, S.UNREGISTERED): -0.22,  # over the top, clear of REGISTERE
 RESULT_NAMES = {code: name for code, name in SDEI_RESULTS.items() if code}  # the refusals, by name
 _BY_LABEL = {label: state for state, label in LABELS.items()}
 TIMES = "\u00d7"  # the multiplication sign: "enable" TIMES "3" reads "taken three times"
+
+# --- the compact drawing (the dashboard's), in inches on a figure of COMPACT_SIZE ---------------
+COMPACT_SIZE = (6.5, 3.375)  # 624 x 324 CSS pixels at 96 per inch
+COMPACT_TOP, COMPACT_BOTTOM = 2.54, 1.11  # the rows' centres
+COMPACT_POSITIONS: dict[EventState, tuple[float, float]] = {
+    S.UNREGISTERED: (0.85, COMPACT_TOP), S.REGISTERED: (3.25, COMPACT_TOP), S.ENABLED: (5.65, COMPACT_TOP),
+    S.UNREGISTER_PENDING: (0.85, COMPACT_BOTTOM), S.REGISTERED_RUNNING: (3.25, COMPACT_BOTTOM),
+    S.ENABLED_RUNNING: (5.65, COMPACT_BOTTOM),
+}
+COMPACT_BOX = (1.2, 0.68)  # as wide as "unregistered" in bold, the widest word
+COMPACT_NAME, COMPACT_TEXT = 11, 10  # points: state names; counts, arrow labels and the summary line
+COMPACT_GAP = 0.05  # between a box and the end of an arrow
+COMPACT_PAIR = 0.07  # how far the two arrows of a pair between neighbours run above and below the row's centre
+COMPACT_ARC = 0.44  # how high the arcs over the top and under the bottom bow (their control point)
+# Where a vertical arrow runs, from its column's centre. Its label is to its left (the two of the
+# right column: the dispatch arrow's label sits on it), so that no two labels share the band between
+# the rows: a box is 1.2 inches wide, a label up to 1.2.
+COMPACT_COLUMN_X = {(S.UNREGISTER_PENDING, S.UNREGISTERED): 0.5, (S.REGISTERED_RUNNING, S.REGISTERED): 0.5,
+                    (S.ENABLED_RUNNING, S.ENABLED): -0.3, (S.ENABLED, S.ENABLED_RUNNING): 0.28}
+# Shorter names for a label of a few lines: "complete TIMES 2" above "…and-resume TIMES 0" reads as
+# SDEI_EVENT_COMPLETE twice, SDEI_EVENT_COMPLETE_AND_RESUME never.
+COMPACT_ACTIONS = {"complete-and-resume": "\u2026and-resume"}
 
 
 @dataclass
@@ -84,22 +115,29 @@ class _Look:
     """What the picture shows beside the fixed table: every text and colour that a trace sets."""
 
     current: str | None  # the highlighted state
-    stays: dict[str, str]  # state -> its "↻" line
-    refused: dict[str, str]  # state -> its "✗" lines, for the states that refused something
+    stays: dict[str, str]  # state -> its "↻" line (compact: the count of calls accepted there)
+    refused: dict[str, str]  # state -> its "✗" lines, for the states that refused something (not compact)
     edges: dict[str, tuple[str, str]]  # "OLD->NEW" -> (the arrow's label, its colour), the table's arrows
     extras: dict[str, str]  # "OLD->NEW" -> the label of a move the table does not list
-    early: str | None  # refusals before the table
+    early: str | None  # refusals before the table (not compact)
     title: str
+    rejected: dict[str, str] = field(default_factory=dict)  # compact: state -> the count of calls it refused
+    summary: str | None = None  # compact: the line below the boxes
 
     @classmethod
-    def of(cls, trace: TraceLog | None, event: int | None, cpu: int | None) -> _Look:
+    def of(cls, trace: TraceLog | None, event: int | None, cpu: int | None, compact: bool = False) -> _Look:
         tally = Tally.of(trace, event, cpu) if trace is not None else None
         if tally is not None and event is None:
             tally.current = None  # counts over every event, but no single event's state to highlight
-        stays, refused = {}, {}
+        stays, refused, rejected = {}, {}, {}
         for state in POSITIONS:
             label = LABELS[state]
             actions = [a.value for a, cell in TABLE[state].items() if cell.next is state]
+            if compact:
+                if tally is not None:
+                    stays[label] = f"↻ {sum(n for (s, _), n in tally.stays.items() if s == label)}"
+                    rejected[label] = f"✗ {sum(n for (s, _, _), n in tally.refused.items() if s == label)}"
+                continue
             if actions:
                 counts = [f"{a} {TIMES}{tally.stays[(label, a)]}" if tally else a for a in actions]
                 stays[label] = "↻ " + ", ".join(counts)
@@ -110,27 +148,31 @@ class _Look:
                     lines = _wrap([f"{a} {TIMES}{n}" + (f" ({RESULT_NAMES.get(r, r)})" if r != DENIED else "")
                                    for a, r, n in taken], 2)
                     refused[label] = "✗ " + "\n   ".join(lines)
+        names = COMPACT_ACTIONS if compact else {}
         edges = {}
         for (src, dst), actions in EDGES.items():
             counts = [tally.moves[(LABELS[src], LABELS[dst], a)] for a in actions] if tally else []
-            text = "\n".join(f"{a} {TIMES}{n}" for a, n in zip(actions, counts, strict=True)) if tally else \
-                "\n".join(actions)
+            text = "\n".join(f"{names.get(a, a)} {TIMES}{n}" for a, n in zip(actions, counts, strict=True)) \
+                if tally else "\n".join(names.get(a, a) for a in actions)
             taken = tally is None or sum(counts) > 0
             edges[f"{LABELS[src]}->{LABELS[dst]}"] = (text, style.BLACK if taken else style.GREY)
         extras: dict[str, list[str]] = {}
-        early = None
+        early = summary = None
         if tally is not None:
             for (old, new, action), n in sorted(tally.moves.items()):
                 # A move the table does not list (the dispatcher's cpu-on-reset, or a quirk's deviation).
                 if new in _BY_LABEL and action not in EDGES.get((_BY_LABEL[old], _BY_LABEL[new]), []):
-                    extras.setdefault(f"{old}->{new}", []).append(f"{action} {TIMES}{n}")
-            if tally.early:
+                    extras.setdefault(f"{old}->{new}", []).append(f"{names.get(action, action)} {TIMES}{n}")
+            if compact:
+                summary = (f"↻ accepted, state kept \u00b7 ✗ refused (DEN0054 6.1) \u00b7 "
+                           f"{sum(tally.early.values())} refused before the table")
+            elif tally.early:
                 early = "✗ refused before the table (no such event, no dispatch, bad parameters):\n" + ", ".join(
                     f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})" for (a, r), n in sorted(tally.early.items()))
         where = f" on CPU {cpu}" if cpu is not None else ""
         title = f"SDEI event {event}{where}" if event is not None else "SDEI event states (DEN0054 6.1)"
         return cls(tally.current if tally else None, stays, refused, edges,
-                   {name: "\n".join(texts) for name, texts in extras.items()}, early, title)
+                   {name: "\n".join(texts) for name, texts in extras.items()}, early, title, rejected, summary)
 
 
 def _table_edges() -> dict[tuple[EventState, EventState], list[str]]:
@@ -147,7 +189,7 @@ EDGES = _table_edges()
 
 
 def state_machine(ax: Axes, trace: TraceLog | None = None, event: int | None = None,
-                  cpu: int | None = None) -> list[Artist]:
+                  cpu: int | None = None, *, compact: bool = False) -> list[Artist]:
     """Draw the SDEI state machine on ``ax``; with a trace, count and highlight ``event`` (on ``cpu``).
 
     ``cpu`` keeps only the transitions that CPU made: a private event's state is per PE (for a
@@ -157,8 +199,14 @@ def state_machine(ax: Axes, trace: TraceLog | None = None, event: int | None = N
     "edge-label:OLD->NEW" for the arrows from the table, "extra:OLD->NEW" and
     "extra-label:OLD->NEW" for transitions the trace shows outside it, "refused-early".
     ``update_state_machine`` brings the artists up to date with a longer trace.
+
+    ``compact``: the dashboard's drawing (module docstring), in inches on a figure of
+    ``COMPACT_SIZE``; no title (the dashboard names the event above it). Its gids: as above, and
+    "stays:LABEL" and "refusals:LABEL" for a box's two counts, "summary" for the line below.
     """
-    look = _Look.of(trace, event, cpu)
+    look = _Look.of(trace, event, cpu, compact)
+    if compact:
+        return _draw_compact(ax, look)
     artists: list[Artist] = []
     # Patches go in with add_artist, not add_patch: add_patch widens the data limits to each
     # patch's path (an arrow's is computed in display units), half the view's time, and the
@@ -209,7 +257,7 @@ def state_machine(ax: Axes, trace: TraceLog | None = None, event: int | None = N
 
 
 def update_state_machine(artists: list[Artist], trace: TraceLog, event: int | None = None,
-                         cpu: int | None = None) -> list[Artist] | None:
+                         cpu: int | None = None, *, compact: bool = False) -> list[Artist] | None:
     """Show ``trace`` with the artists of an earlier ``state_machine(ax, some_trace, ...)``, in place.
 
     Returns the artists it changed, or None when the picture needs artists that are not there
@@ -218,8 +266,10 @@ def update_state_machine(artists: list[Artist], trace: TraceLog, event: int | No
     ``state_machine`` call with ``trace`` would have made (the dashboard redraws only the
     pixels they cover: widgets/plots.py, checked against a fresh drawing in tests/test_widgets.py).
     """
-    look = _Look.of(trace, event, cpu)
+    look = _Look.of(trace, event, cpu, compact)
     by_gid = {str(a.get_gid()): a for a in artists if a.get_gid() is not None}
+    if ("summary" in by_gid) != compact:
+        return None  # drawn the other way
     halos = [gid for gid in by_gid if gid.startswith("current:")]
     shape = ({gid for gid in by_gid if gid.startswith(("refused:", "extra:", "extra-label:", "refused-early"))},
              len(halos))
@@ -250,11 +300,16 @@ def update_state_machine(artists: list[Artist], trace: TraceLog, event: int | No
             put(by_gid[f"stays:{label}"], text=look.stays[label])
         if label in look.refused:
             put(by_gid[f"refused:{label}"], text=look.refused[label])
+        if label in look.rejected:
+            put(by_gid[f"refusals:{label}"], text=look.rejected[label])
+    if look.summary is not None:
+        put(by_gid["summary"], text=look.summary)
     if halos and halos[0] != f"current:{look.current}":
         halo = by_gid[halos[0]]
         assert isinstance(halo, FancyBboxPatch) and look.current is not None
-        x, y = POSITIONS[_BY_LABEL[look.current]]
-        halo.set_bounds(x - BOX[0] / 2, y - BOX[1] / 2, BOX[0], BOX[1])
+        positions, box = (COMPACT_POSITIONS, COMPACT_BOX) if compact else (POSITIONS, BOX)
+        x, y = positions[_BY_LABEL[look.current]]
+        halo.set_bounds(x - box[0] / 2, y - box[1] / 2, box[0], box[1])
         halo.set_gid(f"current:{look.current}")
         changed.append(halo)
     for name, (text, colour) in look.edges.items():
@@ -265,10 +320,116 @@ def update_state_machine(artists: list[Artist], trace: TraceLog, event: int | No
     if look.early is not None:
         put(by_gid["refused-early"], text=look.early)
     ax = artists[0].axes
-    if ax.get_title() != look.title:
+    if not compact and ax.get_title() != look.title:
         ax.set_title(look.title, fontsize=style.TITLE)
         changed.append(ax.title)
     return list(dict.fromkeys(changed))
+
+
+def _draw_compact(ax: Axes, look: _Look) -> list[Artist]:
+    """The compact drawing of ``look`` (``state_machine(..., compact=True)``), in inches."""
+    artists: list[Artist] = []
+    width, height = COMPACT_BOX
+    for state, (x, y) in COMPACT_POSITIONS.items():
+        label = LABELS[state]
+        box = FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.03",
+                             facecolor=_fill(look.current == label), edgecolor=style.BLACK,
+                             linewidth=1.2, zorder=2, gid=f"state:{label}")
+        artists.append(ax.add_artist(box))
+        if look.current == label:
+            halo = FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.07",
+                                  facecolor="none", edgecolor=style.CURRENT, linewidth=3.5, zorder=1,
+                                  gid=f"current:{label}")
+            artists.append(ax.add_artist(halo))
+        counted = label in look.stays
+        # "unregister-pending" on two lines: the box is as wide as "unregistered", the widest word.
+        name = label.replace("-", "-\n") if "-" in label else label
+        artists.append(ax.text(x, y + (0.1 if counted else 0.0), name, ha="center", va="center",
+                               fontsize=COMPACT_NAME, fontweight="bold", linespacing=1.1, zorder=3))
+        if counted:
+            artists.append(ax.text(x - 0.27, y - 0.2, look.stays[label], ha="center", va="center",
+                                   fontsize=COMPACT_TEXT, zorder=3, gid=f"stays:{label}"))
+            artists.append(ax.text(x + 0.27, y - 0.2, look.rejected[label], ha="center", va="center",
+                                   fontsize=COMPACT_TEXT, color=style.REFUSED, zorder=3, gid=f"refusals:{label}"))
+
+    for src, dst in EDGES:
+        name = f"{LABELS[src]}->{LABELS[dst]}"
+        text, colour = look.edges[name]
+        path, (lx, ly), ha, va, on_line = _compact_route(src, dst)
+        artists += _compact_arrow(ax, path, (lx, ly), ha, va, on_line, text, colour, "-", f"edge:{name}",
+                                  f"edge-label:{name}")
+    for name, text in look.extras.items():
+        old, new = name.split("->")
+        path, mid = _curve(COMPACT_POSITIONS, COMPACT_BOX, _BY_LABEL[old], _BY_LABEL[new], -BEND * 2, 0.08)
+        artists += _compact_arrow(ax, path, mid, "center", "center", True, text, style.PURPLE, "--",
+                                  f"extra:{name}", f"extra-label:{name}")
+    if look.summary is not None:
+        artists.append(ax.text(COMPACT_SIZE[0] / 2, 0.15, look.summary, ha="center", va="center",
+                               fontsize=COMPACT_TEXT, color="#333333", gid="summary"))
+
+    ax.set_xlim(0, COMPACT_SIZE[0])
+    ax.set_ylim(0, COMPACT_SIZE[1])
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_axis_off()
+    return artists
+
+
+def _compact_route(src: EventState, dst: EventState) -> tuple[Path, tuple[float, float], str, str, bool]:
+    """The compact drawing's arrow from ``src`` to ``dst``: its path, where its label goes (the
+    point, its alignment, and whether it sits on the arrow), by the rules of COMPACT_* above."""
+    (x0, y0), (x1, y1) = COMPACT_POSITIONS[src], COMPACT_POSITIONS[dst]
+    width, height = COMPACT_BOX
+    if y0 == y1 and abs(x1 - x0) < 3:  # neighbours in a row: east above the centre line, west below
+        paired = (dst, src) in EDGES
+        east = x1 > x0
+        y = y0 + (COMPACT_PAIR if east else -COMPACT_PAIR) * paired
+        sign = 1 if east else -1
+        start, end = (x0 + sign * (width / 2 + COMPACT_GAP), y), (x1 - sign * (width / 2 + COMPACT_GAP), y)
+        label = ((x0 + x1) / 2, y + 0.04) if east else ((x0 + x1) / 2, y - 0.04)
+        return _line(start, end), label, "center", "bottom" if east else "top", False
+    if y0 == y1:  # over the top (idle row) or under the bottom (running row), clear of the middle box
+        up = y0 == COMPACT_TOP
+        sign = 1 if up else -1
+        edge = y0 + sign * (height / 2 + COMPACT_GAP)
+        start, end = (x0 - 0.35 * (1 if x1 < x0 else -1), edge), (x1 + 0.35 * (1 if x1 < x0 else -1), edge)
+        ctrl = ((start[0] + end[0]) / 2, edge + sign * COMPACT_ARC)
+        peak = edge + sign * COMPACT_ARC / 2
+        path = Path([start, ctrl, end], [Path.MOVETO, Path.CURVE3, Path.CURVE3])
+        return path, ((x0 + x1) / 2, peak + sign * 0.03), "center", "bottom" if up else "top", False
+    # Between the rows, in a column.
+    x = x0 + COMPACT_COLUMN_X[(src, dst)]
+    down = y1 < y0
+    sign = -1 if down else 1
+    start, end = (x, y0 + sign * (height / 2 + COMPACT_GAP)), (x, y1 - sign * (height / 2 + COMPACT_GAP))
+    middle = (x, (y0 + y1) / 2)
+    if (src, dst) == (S.ENABLED, S.ENABLED_RUNNING):
+        return _line(start, end), middle, "center", "center", True
+    return _line(start, end), (x - 0.08, middle[1]), "right", "center", False
+
+
+def _line(start: tuple[float, float], end: tuple[float, float]) -> Path:
+    return Path([start, end], [Path.MOVETO, Path.LINETO])
+
+
+def _compact_arrow(ax: Axes, path: Path, where: tuple[float, float], ha: str, va: str, on_line: bool, text: str,
+                   colour: str, linestyle: str, gid: str, label_gid: str) -> list[Artist]:
+    arrow = FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=12, linewidth=1.3, color=colour,
+                            linestyle=linestyle, zorder=1, gid=gid)
+    # A label on its arrow hides the line behind it; one beside it needs no box.
+    box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"} if on_line else None
+    label = ax.text(*where, text, ha=ha, va=va, multialignment=ha if ha != "center" else "center",
+                    fontsize=COMPACT_TEXT, color=colour, zorder=4, gid=label_gid, bbox=box, linespacing=1.1)
+    return [ax.add_artist(arrow), label]
+
+
+def _curve(positions: dict[EventState, tuple[float, float]], box: tuple[float, float], src: EventState,
+           dst: EventState, bend: float, gap: float) -> tuple[Path, tuple[float, float]]:
+    """A quadratic Bézier between two boxes, bowing ``bend`` to its left, and its middle point."""
+    (x0, y0), (x1, y1) = positions[src], positions[dst]
+    ctrl = ((x0 + x1) / 2 - bend * (y1 - y0), (y0 + y1) / 2 + bend * (x1 - x0))
+    start, end = _leave(positions[src], ctrl, box, gap), _leave(positions[dst], ctrl, box, gap)
+    mid = (0.25 * start[0] + 0.5 * ctrl[0] + 0.25 * end[0], 0.25 * start[1] + 0.5 * ctrl[1] + 0.25 * end[1])
+    return Path([start, ctrl, end], [Path.MOVETO, Path.CURVE3, Path.CURVE3]), mid
 
 
 def _fill(current: bool) -> str:
@@ -284,7 +445,7 @@ def _arrow(ax: Axes, src: EventState, dst: EventState, bend: float, text: str, c
     """A quadratic Bézier arrow between two boxes, bowing ``bend`` to its left, labelled at its middle."""
     (x0, y0), (x1, y1) = POSITIONS[src], POSITIONS[dst]
     ctrl = ((x0 + x1) / 2 - bend * (y1 - y0), (y0 + y1) / 2 + bend * (x1 - x0))
-    start, end = _leave(POSITIONS[src], ctrl), _leave(POSITIONS[dst], ctrl)
+    start, end = _leave(POSITIONS[src], ctrl, BOX, 0.25), _leave(POSITIONS[dst], ctrl, BOX, 0.25)
     path = Path([start, ctrl, end], [Path.MOVETO, Path.CURVE3, Path.CURVE3])
     arrow = FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=22, linewidth=2.0, color=colour,
                             linestyle=linestyle, zorder=1, gid=gid)
@@ -298,9 +459,10 @@ def _arrow(ax: Axes, src: EventState, dst: EventState, bend: float, text: str, c
     return [ax.add_artist(arrow), label]
 
 
-def _leave(centre: tuple[float, float], toward: tuple[float, float]) -> tuple[float, float]:
-    """Where the line from a box's centre toward ``toward`` crosses the box's edge (plus a small gap)."""
+def _leave(centre: tuple[float, float], toward: tuple[float, float], box: tuple[float, float],
+           gap: float) -> tuple[float, float]:
+    """Where the line from a box's centre toward ``toward`` crosses the box's edge (plus ``gap``)."""
     dx, dy = toward[0] - centre[0], toward[1] - centre[1]
-    half_w, half_h = BOX[0] / 2 + 0.25, BOX[1] / 2 + 0.25
+    half_w, half_h = box[0] / 2 + gap, box[1] / 2 + gap
     t = min(half_w / abs(dx) if dx else math.inf, half_h / abs(dy) if dy else math.inf)
     return centre[0] + t * dx, centre[1] + t * dy

@@ -516,9 +516,10 @@ class Lab:
                 self.event_select.options = events
                 self.event_select.value = keep if keep in events else events[0]
         # The trace object itself, not its id(): a reset makes a new log, whose id may be the old one's.
-        key = (trace, len(trace), self.event_select.value, _cpu(self.state_cpu.value))
+        # The stop's vtime too: the timeline's cursor is there.
+        key = (trace, len(trace), s.last_stop.vtime, self.event_select.value, _cpu(self.state_cpu.value))
         if not force and key == self._plotted:
-            return  # nothing new to draw: a step that recorded no fact costs no plotting
+            return  # nothing new to draw: a step that recorded no fact only moves the cursor
         self._plotted = key
         if _EXITING.is_set():
             return  # too late to draw (module docstring, "Threads at exit")
@@ -559,17 +560,19 @@ class Lab:
         # the SdeiTransition facts of (event, cpu) and nothing else, and the log only grows, so
         # while their number stays the same so does the picture: a firmware step whose call is
         # not about this event costs no state machine (more than half of the drawing time).
-        # The timeline shows every fact (its x range ends at the last one): it follows the length.
-        # The keys are taken before drawing, so a fact appended meanwhile is drawn again later.
+        # The timeline shows the facts around the stop, with a cursor at it: it follows the length
+        # and the stop's vtime. The keys are taken before drawing, so a fact appended meanwhile is
+        # drawn again later.
         state_key = (trace, event, cpu, len(trace.seqs(SdeiTransition, event=event, cpu=cpu)))
-        timeline_key = (trace, len(trace))
+        now = plots.timeline_now(trace, None if s.running else s.last_stop.vtime)
+        timeline_key = (trace, len(trace), now)
         try:
             state = current = timeline = None
             if state_key != self._state_drawn:
                 state = plots.state_machine_png(trace, event, cpu, picture=self.state_picture)
                 current = plots.current_state(trace, event, cpu)
             if timeline_key != self._timeline_drawn:
-                timeline = plots.timeline_png(trace, s.cpus, picture=self.timeline_picture)
+                timeline = plots.timeline_png(trace, s.cpus, now, picture=self.timeline_picture)
         except Exception as error:  # a view that fails must not take the dashboard down: say so
             self.plot_error = f"plot failed: {type(error).__name__}: {error}"
             return

@@ -6,6 +6,14 @@ renders it. PNG in an ``ipywidgets.Image`` shows the same in JupyterLab, Voila a
 test. Where sdeilab.viz lacks a view, a small stand-in draws the counts of SDEI transitions, so
 the dashboard still works (and says so in the figure's title).
 
+Readable where shown. Each picture is as many inches wide as the CSS pixels it is shown at over
+96, rendered at twice that for HiDPI screens, so the views' compact drawings (``compact=True``:
+10-11 pt text, sdeilab.viz.state_machine and sdeilab.viz.timeline) are read at their own point
+sizes: on a projector too. The state machine keeps the six boxes, the highlight and every
+arrow's counts, with the refusal lists and status bits left to the full drawing; the timeline
+shows the burst of firmware calls around the debugger's stop (``recent_window``), with a cursor
+at the stop and its legend below the time axis.
+
 Redrawing fast. Matplotlib 3.11's Agg renders every glyph with FreeType at every draw (about
 0.1-0.2 ms a glyph here), so a picture full of labels costs 0.1-0.2 s however little changed,
 and ``tight_layout`` measures every text again (benchmarks/dashboard_speed.py breaks a drawing
@@ -13,17 +21,18 @@ down). A :class:`Picture` keeps its Figure from one drawing to the next and pain
 changed, and the result is, pixel for pixel, the picture a fresh Figure gives (tests/test_widgets.py
 compares them):
 
-* The layout (``tight_layout``) is computed on a fresh Figure and kept while what it depends on
-  stays; when that changes it is computed again as on a fresh Figure, and if the axes move the
-  picture starts over on a fresh Figure.
+* The layout is the drawing's own (the dashboard's pictures put their axes where they go: in
+  inches, or in a frame of its own) or ``tight_layout``'s, computed on a fresh Figure and kept
+  while what it depends on stays; when that changes it is computed again as on a fresh Figure,
+  and if the axes move the picture starts over on a fresh Figure.
 * The state machine ("tiles"): its geometry is fixed, and a step changes a few labels and moves
   the highlight. ``sdeilab.viz.update_state_machine`` changes the artists in place; each artist
   is described (what it shows, where); the picture is cut in 32-pixel tiles, each known by the
   descriptions of the artists that reach into it, and only the tiles whose artists changed are
   painted again, or taken from a cache of tiles seen before.
-* The timeline ("layers"): it moves as a whole (its time axis ends at the last fact), but its
-  legend and lane names stay; they are drawn once into a background, which each drawing
-  restores before drawing the rest of the axes over it.
+* The timeline ("layers"): it moves as a whole (its window follows the stop), but its legend
+  (which lists what the whole trace has) and lane names stay; they are drawn once into a
+  background, which each drawing restores before drawing the rest of the axes over it.
 * The PNG is written at zlib level 1 without row filters: a quarter of the time of matplotlib's
   savefig (Pillow at level 6, trying every filter), for a file about as big (these pictures are
   mostly flat colour). The state machine's is deflated a row of tiles at a time, and only the
@@ -52,16 +61,28 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from sdeilab.trace import SdeiTransition, TraceLog
-from sdeilab.viz.state_machine import Tally
+from sdeilab.viz.state_machine import COMPACT_SIZE, Tally, state_machine
+from sdeilab.viz.timeline import COMPACT_FONT, compact_legend_height, recent_window, timeline
 
 # Pictures are rendered at twice the CSS pixels they are shown at, so that a screen of device-pixel
 # ratio 2 shows every pixel (and one of ratio 1 a sharp reduction); the Lab sizes each <img> from
-# these, so the browser never stretches a picture out of its aspect.
+# these, so the browser never stretches a picture out of its aspect. A figure is as many inches
+# wide as the picture's CSS pixels over 96 (CSS's pixels per inch), so that a font's points are
+# the points shown: the views' compact drawings use 10-11 pt, the least that reads on a projector
+# (sdeilab.viz.quality checks it). The dashboard's right column is 624 CSS pixels wide at most
+# (lab.py), and at 1440 x 900 both pictures must fit under the controls, in Voila too, where the
+# notebook's heading is above them (tests/test_browser.py): 594 CSS pixels for both.
 PIXEL_RATIO = 2
-STATE_DPI = 90  # 12 x 8 in: 1080 x 720 pixels
-TIMELINE_DPI = 104  # 12 x 4.5 in: 1248 x 468 pixels
-STATE_DISPLAY = (540, 360)  # CSS pixels
-TIMELINE_DISPLAY = (624, 234)
+CSS_DPI = 96
+STATE_SIZE = COMPACT_SIZE  # inches: the compact state machine is drawn in inches
+STATE_DISPLAY = (round(STATE_SIZE[0] * CSS_DPI), round(STATE_SIZE[1] * CSS_DPI))  # CSS pixels: 624 x 324
+TIMELINE_DISPLAY = (624, 270)
+TIMELINE_SIZE = (TIMELINE_DISPLAY[0] / CSS_DPI, TIMELINE_DISPLAY[1] / CSS_DPI)
+STATE_DPI = TIMELINE_DPI = CSS_DPI * PIXEL_RATIO  # 1248 x 648 and 1248 x 540 pixels
+# The timeline's frame, in inches: the lane names left of the axes, room for the last tick label
+# right of them, the cursor's "now" above them; below them the time axis and the legend
+# (sdeilab.viz.timeline.compact_legend_height), and a margin.
+TIMELINE_LEFT, TIMELINE_RIGHT, TIMELINE_TOP, TIMELINE_MARGIN = 0.58, 0.36, 0.22, 0.06
 
 
 def _view(name: str) -> Callable[..., Any] | None:
@@ -85,37 +106,39 @@ def placeholder(ax: Axes, trace: TraceLog, event: int | None = None, cpu: int | 
     return [bars]
 
 
-def state_machine_png(trace: TraceLog, event: int | None, cpu: int | None, size: tuple[float, float] = (12, 8),
+def draw_state_machine(ax: Axes, trace: TraceLog, event: int | None, cpu: int | None) -> list[Artist]:
+    """The dashboard's state machine on ``ax``: the compact drawing, its axes filling the figure
+    (its data units are inches). No title: the dashboard names the event and CPU above it."""
+    ax.set_position((0.0, 0.0, 1.0, 1.0))
+    return list(state_machine(ax, trace, event=event, cpu=cpu, compact=True))
+
+
+def state_machine_png(trace: TraceLog, event: int | None, cpu: int | None, size: tuple[float, float] = STATE_SIZE,
                       dpi: int = STATE_DPI, picture: Picture | None = None) -> bytes:
-    """The state machine of ``event`` (on ``cpu``), 1080 x 720 pixels by default, shown at half
+    """The state machine of ``event`` (on ``cpu``), 1248 x 648 pixels by default, shown at half
     that (``STATE_DISPLAY``): sharp on a screen of device-pixel ratio 2, such as a laptop's.
 
-    Drawn at the size the view is laid out for (sdeilab.viz.state_machine: about 12 x 8 inches;
-    at half that its labels overlap). ``picture`` keeps the figure for the
-    next call, which then paints only what changed; without it the figure is new.
+    The view's compact drawing (sdeilab.viz.state_machine: 6.5 inches wide, its text at 10-11 pt).
+    ``picture`` keeps the figure for the next call, which then paints only what changed;
+    without it the figure is new.
     """
     view, update_view = _view("state_machine"), _view("update_state_machine")
-    who = "all CPUs" if cpu is None else f"CPU {cpu}"
 
     def draw(ax: Axes) -> list[Artist]:
         if view is None:
             return placeholder(ax, trace, event, cpu)
-        artists = view(ax, trace, event=event, cpu=cpu)
-        ax.set_title(f"SDEI event {event} ({who})", fontsize=12)
-        return list(artists)
+        return draw_state_machine(ax, trace, event, cpu)
 
     def update(artists: list[Artist]) -> list[Artist] | None:
-        changed = update_view(artists, trace, event=event, cpu=cpu) if update_view is not None else None
-        if changed is None:
+        if update_view is None:
             return None
-        ax = artists[0].axes
-        assert ax is not None
-        ax.set_title(f"SDEI event {event} ({who})", fontsize=12)  # the view set its own again
-        return [*changed, ax.title]
+        changed = update_view(artists, trace, event=event, cpu=cpu, compact=True)
+        return None if changed is None else list(changed)
 
     # The stand-in's bars (axes with ticks) are not described: it is drawn afresh every time.
     return (picture or Picture()).png(draw, size, dpi, kind="state_machine" if view else "placeholder",
-                                      redraw="tiles" if view else None, update=update)
+                                      redraw="tiles" if view else None, update=update,
+                                      layout="fixed" if view else "tight")
 
 
 def current_state(trace: TraceLog, event: int, cpu: int | None) -> str | None:
@@ -123,27 +146,55 @@ def current_state(trace: TraceLog, event: int, cpu: int | None) -> str | None:
     return Tally.of(trace, event, cpu).current
 
 
-def timeline_png(trace: TraceLog, cpus: int, size: tuple[float, float] = (12, 4.5), dpi: int = TIMELINE_DPI,
-                 picture: Picture | None = None) -> bytes:
-    """The per-CPU timeline, 1248 x 468 pixels by default, shown at half that
-    (``TIMELINE_DISPLAY``): at 8 x 3.2 inches the view's 12-14 pt tick labels ran into each other.
-    ``picture``: as for :func:`state_machine_png`."""
+def timeline_now(trace: TraceLog, stop: int | None) -> int:
+    """Where the timeline's cursor goes: the debugger's stop at vtime ``stop`` (the clock of the
+    CPU that stopped: another CPU's facts may lie later), or, while a run goes on (None), the
+    latest fact."""
+    return stop if stop is not None else trace.max_vtime()
+
+
+def draw_timeline(ax: Axes, trace: TraceLog, cpus: int, now: int) -> list[Artist]:
+    """The dashboard's timeline on ``ax``: the compact drawing of the window that follows the stop
+    at ``now`` (``sdeilab.viz.timeline.recent_window``: the last few firmware calls, ``now``
+    a tenth of the width or more from the right edge), with the cursor, in the frame of
+    ``TIMELINE_*`` (the legend's rows decide where the axes end)."""
+    fig = ax.figure
+    assert isinstance(fig, Figure)
+    width, height = fig.get_size_inches()
+    if len(trace) == 0:
+        ax.set_position((0.0, 0.0, 1.0, 1.0))
+        ax.set_axis_off()
+        return [ax.text(0.5, 0.5, "no facts yet", ha="center", va="center", transform=ax.transAxes,
+                        fontsize=COMPACT_FONT)]
+    artists = list(timeline(ax, trace, cpus=list(range(cpus)), window=recent_window(trace, now), now=now,
+                            compact=True))
+    bottom = compact_legend_height(ax) + TIMELINE_MARGIN
+    ax.set_position((TIMELINE_LEFT / width, bottom / height, 1 - (TIMELINE_LEFT + TIMELINE_RIGHT) / width,
+                     1 - (bottom + TIMELINE_TOP) / height))
+    return artists
+
+
+def timeline_png(trace: TraceLog, cpus: int, now: int | None = None, size: tuple[float, float] = TIMELINE_SIZE,
+                 dpi: int = TIMELINE_DPI, picture: Picture | None = None) -> bytes:
+    """The per-CPU timeline around the debugger's stop at vtime ``now`` (default: the latest fact),
+    1248 x 540 pixels by default, shown at half that (``TIMELINE_DISPLAY``). ``picture``: as for
+    :func:`state_machine_png`."""
     view = _view("timeline")
     kind = "placeholder" if view is None else "empty" if len(trace) == 0 else "timeline"
+    at = timeline_now(trace, now)
 
     def draw(ax: Axes) -> list[Artist]:
         if view is None:
             return placeholder(ax, trace)
-        if len(trace) == 0:
-            ax.set_axis_off()
-            return [ax.text(0.5, 0.5, "no facts yet", ha="center", va="center", transform=ax.transAxes)]
-        return list(view(ax, trace, cpus=list(range(cpus))))
+        return draw_timeline(ax, trace, cpus, at)
 
-    # The legend (right of the axes) and the lane names keep still while the time axis grows.
-    return (picture or Picture()).png(draw, size, dpi, kind=kind, redraw="layers" if kind == "timeline" else None)
+    # The legend (below the time axis) and the lane names keep still while the window moves.
+    return (picture or Picture()).png(draw, size, dpi, kind=kind, redraw="layers" if kind == "timeline" else None,
+                                      layout="tight" if view is None else "fixed")
 
 
 Redraw = Literal["tiles", "layers"] | None
+Layout = Literal["tight", "fixed"]  # tight_layout, or the axes where the drawing put them
 Shape = tuple[Artist, Hashable, Bbox | None]  # an artist, what it shows, where (None: nowhere)
 TILE = 32  # pixels a side: a label or a box spans a few tiles
 CACHED_TILES = 2048  # 8 MB of 32 x 32 RGBA tiles (6 pictures' worth), the oldest forgotten first
@@ -171,14 +222,17 @@ class Picture:
         self.tiles_drawn = 0  # tiles the fast path drew, not found unchanged or in the cache
 
     def png(self, draw: Callable[[Axes], list[Artist]], size: tuple[float, float], dpi: int, *, kind: str,
-            redraw: Redraw, update: Callable[[list[Artist]], list[Artist] | None] | None = None) -> bytes:
+            redraw: Redraw, update: Callable[[list[Artist]], list[Artist] | None] | None = None,
+            layout: Layout = "tight") -> bytes:
         """Draw with ``draw`` (a view on the Axes, returning its artists) and return the PNG.
 
         ``redraw``: how to do it fast when the figure is kept (None: always a fresh Figure).
         ``update``, if given, brings the artists ``draw`` returned last time up to date in
         place and returns those it changed (None: it can't, draw again); for "tiles" only.
+        ``layout``: "tight" lays the figure out with ``tight_layout``; "fixed" leaves the axes
+        where ``draw`` put them (a drawing in inches, or a frame of its own).
         """
-        frame = (kind, tuple(size), dpi, redraw)
+        frame = (kind, tuple(size), dpi, redraw, layout)
         if (self.figure is None or frame != self._frame or redraw is None
                 or (redraw == "tiles" and self._pixels is None)):
             return self._afresh(draw, size, dpi, frame)
@@ -204,7 +258,8 @@ class Picture:
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         self._artists = draw(ax)
-        fig.tight_layout()
+        if frame[4] == "tight":
+            fig.tight_layout()
         canvas.draw()
         self.figure, self._frame, self._background, self._pixels = fig, frame, None, None
         self._shown, self._known, self._shapes = [], {}, {}
@@ -214,7 +269,7 @@ class Picture:
         if frame[3] == "tiles":
             shapes = _shapes(ax, renderer, {}, {})
             if shapes is not None:
-                self._pixels, self._layout = pixels.copy(), _layout_key(ax, shapes)
+                self._pixels, self._layout = pixels.copy(), _layout_key(ax, shapes, frame[4] == "tight")
                 self._shown = _tile_keys(shapes, self._pixels.shape, fig.dpi)[0]
                 self._known = {what: where for _, what, where in shapes}
                 self._shapes = {artist: (what, where) for artist, what, where in shapes}
@@ -247,9 +302,9 @@ class Picture:
         shapes = _shapes(ax, renderer, self._known, kept)
         if shapes is None:
             return None
-        layout = _layout_key(ax, shapes)
+        layout = _layout_key(ax, shapes, self._frame[4] == "tight")  # type: ignore[index]
         if layout != self._layout:
-            if not _same_layout(ax):
+            if self._frame[4] != "tight" or not _same_layout(ax):  # type: ignore[index]
                 return None
             self._layout = layout
         self._known = {what: where for _, what, where in shapes}
@@ -291,7 +346,7 @@ class Picture:
 
     # --- layers: a still background, the rest drawn over it ------------------------------
     def _layers(self, ax: Axes) -> bytes | None:
-        """The legend and the lane names keep still while the time axis grows: they are drawn
+        """The legend and the lane names keep still while the time axis moves: they are drawn
         once into a background, restored at each drawing, and the rest of the axes is drawn
         over it, in the order ``Axes.draw`` has (the still artists don't overlap the rest:
         ``_layers_fit``)."""
@@ -383,9 +438,9 @@ def _clear(ax: Axes) -> None:
 
 def _layers_key(ax: Axes) -> Hashable:
     """What the kept layout and the background show: where the axes are, the lanes' names,
-    the legend's entries. (``tight_layout`` leaves room for the legend and the lane names; the
-    x axis's tick labels change, but not their height, and the legend is wider than the
-    overhang of the last one.)"""
+    the legend's entries. (The axes' frame leaves room for the legend and the lane names, be it
+    ``tight_layout``'s or the drawing's own, which follows from the legend's rows; the x axis's
+    tick labels change, but not their height.)"""
     labels = tuple((t.get_text(), tuple(t.get_position())) for t in ax.get_yticklabels())
     legend = ax.get_legend()
     entries: Hashable = None
@@ -396,13 +451,14 @@ def _layers_key(ax: Axes) -> Hashable:
 
 
 def _layers_fit(ax: Axes, renderer: Any) -> bool:
-    """Whether the still artists stay clear of the rest: the legend right of the axes and above
-    the x axis's labels (what a full drawing paints over it, the CPU_ON labels, comes after it
-    here too), no y grid lines (they would run under the data)."""
+    """Whether the still artists stay clear of the rest: the legend outside the axes and clear of
+    the x axis's ticks and labels (what a full drawing paints over it, the CPU_ON labels, comes
+    after it here too), no y grid lines (they would run under the data)."""
     legend = ax.get_legend()
     if legend is not None:
         box = legend.get_window_extent(renderer)
-        if box.x0 < ax.bbox.x1 or box.y0 < ax.bbox.y0:
+        axis = ax.xaxis.get_tightbbox(renderer)
+        if any(other is not None and Bbox.intersection(box, other) is not None for other in (ax.bbox, axis)):
             return False
     return not any(line.get_visible() for line in ax.get_ygridlines())
 
@@ -444,8 +500,11 @@ def _shapes(ax: Axes, renderer: Any, known: dict[Hashable, Bbox | None],
     return shapes
 
 
-def _layout_key(ax: Axes, shapes: Iterable[Shape]) -> Hashable:
-    """What ``tight_layout`` looks at: where the axes are and the extent of what they draw."""
+def _layout_key(ax: Axes, shapes: Iterable[Shape], tight: bool = True) -> Hashable:
+    """What ``tight_layout`` looks at: where the axes are and the extent of what they draw (a
+    fixed layout: where the axes are)."""
+    if not tight:
+        return (tuple(ax.get_position().bounds), ax.get_xlim(), ax.get_ylim())
     where = [w for a, _, w in shapes if w is not None and a.get_in_layout()]
     union = Bbox.union(where) if where else Bbox.null()
     return (tuple(ax.get_position().bounds), ax.get_xlim(), ax.get_ylim(), tuple(np.round(union.extents, 3)))

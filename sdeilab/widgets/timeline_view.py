@@ -57,8 +57,11 @@ from sdeilab.viz.timeline import (
     HANDLER_BAND,
     IRQ_BAND,
     MASKED_BAND,
+    NOW_LABEL,
     POWER_BAND,
     TimelineData,
+    fit_legend,
+    now_cursor,
     timeline,
 )
 
@@ -99,7 +102,7 @@ LABEL_FONT = 10  # points: call names inside a lane, the smallest text that read
 # the lanes are): room for the lane names at the left, the time axis and the legend below.
 WIDTH_IN = 8.4  # 840 CSS pixels: fits a notebook's output at 1280 px with JupyterLab's side bar open
 LANE_IN = 1.25
-LEFT_IN, RIGHT_IN, TOP_IN = 0.95, 0.25, 0.45
+LEFT_IN, RIGHT_IN, TOP_IN = 0.95, 0.4, 0.45  # right: half a tick label at the axis end (10 pt "12.5 µs")
 AXIS_IN = 0.75  # tick labels and the axis label below the lanes
 LEGEND_ROW_IN = 0.27
 LEGEND_COLUMNS = 4
@@ -465,10 +468,7 @@ class TimelineView:
         self._event_labels(data.handlers, lo, hi)
         self._call_labels(lo, hi)
         if self.now is not None:
-            ax.axvline(self.now, color=style.CURRENT, linewidth=2.5, zorder=9, gid="now")
-            ax.annotate("now", (self.now, 1), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=style.SMALL,
-                        color=style.BLACK, fontweight="bold", annotation_clip=True, gid="now-label")
+            now_cursor(ax, self.now)
         if self.title:
             ax.set_title(self.title, fontsize=style.FONT, loc="left")
         self._stale = False
@@ -479,7 +479,7 @@ class TimelineView:
         so that zooming never moves it; new kinds of entry (a trace that grew) join it."""
         old = self.figure.legends[0] if self.figure.legends else None
         if self.now is not None:
-            entries.setdefault("now (the debugger's stop)", Line2D([], [], color=style.CURRENT, linewidth=2.5))
+            entries.setdefault(NOW_LABEL, Line2D([], [], color=style.CURRENT, linewidth=2.5))
         known: dict[str, Any] = {}
         if old is not None:
             known = dict(zip([t.get_text() for t in old.get_texts()], old.legend_handles, strict=True))
@@ -487,13 +487,10 @@ class TimelineView:
                 return
             old.remove()
         known.update({k: v for k, v in entries.items() if k not in known})
-        renderer = self.figure.canvas.get_renderer()
-        for columns in range(LEGEND_COLUMNS, 0, -1):  # as many columns as fit the figure's width
-            legend = self.figure.legend(list(known.values()), list(known), loc="lower center", ncols=columns,
-                                        fontsize=style.SMALL, frameon=False, bbox_to_anchor=(0.5, 0.0))
-            if columns == 1 or legend.get_window_extent(renderer).width <= self.figure.bbox.width - 8:
-                break
-            legend.remove()
+        legend, columns = fit_legend(  # as many columns as fit the figure's width
+            lambda columns: self.figure.legend(list(known.values()), list(known), loc="lower center", ncols=columns,
+                                               fontsize=style.SMALL, frameon=False, bbox_to_anchor=(0.5, 0.0)),
+            self.figure.bbox.width, self.figure.canvas.get_renderer(), LEGEND_COLUMNS)
         legend.set_gid("legend")
         rows = -(-len(known) // columns)
         if rows != self._legend_rows:
