@@ -48,10 +48,15 @@ from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, Machine
 
 NS_PER_COUNT = 16  # the counter runs at 62.5 MHz and the CPU retires one instruction per ns
 IDLE_LIMIT_NS = 10 * 10**9  # virtual time every CPU may sleep while only devices tick
-MASKED_IRQ_POLL = 1000  # slice length while an interrupt waits behind PSTATE.I/F (DAIF writes are not hooked)
-WFI_UNMASK_STEPS = 16  # after a WFI that an interrupt masked by PSTATE ended, step this many instructions:
-# the idiom `wfi; msr daifclr, #2; isb; msr daifset, #2` opens a two-instruction window that a
-# slice boundary must hit for the interrupt to be taken there, as on hardware
+# While an interrupt waits behind PSTATE.I/F the CPU runs in short slices, because Unicorn does not
+# hook the DAIF writes that would let it in (MSR DAIFClr is not a system-register access): one
+# instruction at a time for the first MASKED_STEPS instructions of the wait, so that a short masked
+# section (the work after a WFI, the idiom `wfi; msr daifclr, #2; isb; msr daifset, #2`, a spin
+# lock's critical section) ends exactly where QEMU takes the interrupt, then in slices of an
+# eighth of the wait so far, up to MASKED_IRQ_POLL: a long masked section costs few slices, and
+# the interrupt comes at most an eighth of that section late.
+MASKED_STEPS = 256
+MASKED_IRQ_POLL = 1000
 DEFAULT_QUANTUM = 100_000
 # Storage beyond x0..x30 that a loop around WFI could count in, compared with RAM before a CPU
 # whose WFI a masked interrupt keeps ending is declared stuck (``_check_stuck_wfi``).
@@ -199,7 +204,7 @@ class Machine:
         self._clock = 0  # vtime of the running CPU at the start of its current slice, or the loop's time
         self._local = [0] * cpus  # each CPU's own clock
         self._not_before = [0] * cpus
-        self._unmask_steps = [0] * cpus  # single steps left after a WFI woken by a masked interrupt
+        self._masked_for = [0] * cpus  # instructions run while an interrupt waited behind PSTATE (MASKED_STEPS)
         self._spin: list[_Spin | None] = [None] * cpus  # CPUs whose WFI a masked interrupt keeps ending
         self._round_start = 0
         self.retired = 0
@@ -734,6 +739,7 @@ class Machine:
                         self._start(vcpu, "wake")
                     else:
                         vcpu.transition(VcpuState.ON, "wake")
+                        self._masked_for[cpu] = 0  # what woke it may wait behind PSTATE: a new wait
                 continue
             budget = end - t
             if t < self._not_before[cpu]:
@@ -747,13 +753,12 @@ class Machine:
                     continue
                 irq, fiq = gic.irq_line(cpu), gic.fiq_line(cpu)
                 if (irq or fiq) and self._deliver_interrupt(vcpu, irq, fiq):
-                    if self._unmask_steps[cpu] > 0:
-                        self._unmask_steps[cpu] -= 1
-                        budget = 1
-                    else:
-                        budget = min(budget, MASKED_IRQ_POLL)
+                    waited = self._masked_for[cpu]
+                    step = 1 if waited < MASKED_STEPS else max(1, min(MASKED_IRQ_POLL, waited // 8))
+                    self._masked_for[cpu] = waited + step
+                    budget = min(budget, step)
                 else:
-                    self._unmask_steps[cpu] = 0
+                    self._masked_for[cpu] = 0
             deadline = timer.next_deadline()
             if deadline is not None:
                 due = deadline * NS_PER_COUNT - t
@@ -839,7 +844,7 @@ class Machine:
             if vcpu.state is VcpuState.ON and not self._wakeable(cpu):
                 vcpu.transition(VcpuState.STANDBY, "wfi")
             elif vcpu.state is VcpuState.ON:
-                self._unmask_steps[cpu] = WFI_UNMASK_STEPS  # woken by an interrupt PSTATE still masks
+                self._masked_for[cpu] = 0  # woken by an interrupt PSTATE still masks: a new wait
                 self._check_stuck_wfi(vcpu)
         elif result.stop is Stop.UNMAPPED:
             pc = vcpu.backend.pc
