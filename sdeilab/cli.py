@@ -628,8 +628,9 @@ def entry() -> NoReturn:
     _kept_to_exit = []
     status = main()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a reader gone: the status already says so
-            stream.flush()
+        if stream is not None:  # None: the descriptor was closed when the process started
+            with contextlib.suppress(OSError, ValueError):  # a reader gone: the status already says so
+                stream.flush()
     os._exit(status)
 
 
