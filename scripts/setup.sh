@@ -2,7 +2,8 @@
 # Set up everything sdeilab needs on a Debian machine with Python 3.11:
 # Debian packages (scripts/setup-debian.sh), Debian's arm64 kernel and busybox in .cache/debian-arm64
 # (scripts/fetch-linux.sh: what booting Linux on the lab needs, docs/linux.md), then a virtualenv
-# in .venv with the project installed from pyproject.toml (editable, with the lab and test extras).
+# in .venv with the project installed from pyproject.toml (editable, with the lab, test and hub extras),
+# and JupyterHub's proxy, configurable-http-proxy, from the npm registry into .cache/npm (`sdeilab hub`).
 # --with-tfa also builds TF-A now (scripts/build-tfa.sh: Debian's arm-trusted-firmware for QEMU with
 # SDEI, the reference of tests/test_tfa.py); without it the tfa test tier builds it on first use.
 set -euo pipefail
@@ -23,7 +24,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[lab,test]"
+.venv/bin/python -m pip install -q -e ".[lab,test,hub]"
+# 4.6.3: the newest that runs on bookworm's Node.js 18 (5.x wants Node 20); deploy/jupyterhub_config.py uses it.
+if [ "$(.cache/npm/node_modules/.bin/configurable-http-proxy --version 2>/dev/null)" != 4.6.3 ]; then
+  npm install --prefix .cache/npm --no-audit --no-fund --loglevel=error configurable-http-proxy@4.6.3 >/dev/null
+fi
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 if [ ${#with_tfa[@]} -gt 0 ]; then
   bash scripts/build-tfa.sh >/dev/null

@@ -1,4 +1,4 @@
-"""The command line (DESIGN.md section 3): ``sdeilab run``, ``build``, ``lab`` and ``dashboard``.
+"""The command line (DESIGN.md section 3): ``sdeilab run``, ``build``, ``lab``, ``dashboard``, ``notebooks``, ``hub``.
 
 Standard output carries exactly the bytes the guest wrote to the UART; every diagnostic goes to
 standard error. A user's or a guest's mistake gets one clear message and an exit status, never a
@@ -129,6 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--cull-after", type=_positive, default=DEFAULT_CULL_S, metavar="SECONDS",
                            help="end a kernel whose page is gone after it has been idle this long "
                                 f"(default: {DEFAULT_CULL_S})")
+    notebooks = sub.add_parser("notebooks", help="copy the curriculum's notebooks into a working folder, or "
+                                                 "restore pristine copies (--reset)")
+    notebooks.add_argument("dest", type=Path, help="the working folder (made if missing)")
+    notebooks.add_argument("names", nargs="*", metavar="NOTEBOOK", help="only these notebooks (e.g. 00_tour)")
+    notebooks.add_argument("--reset", nargs="*", metavar="NOTEBOOK",
+                           help="overwrite the curriculum's notebooks (all, or these) with pristine copies; "
+                                "the folder's other files are kept")
+    hub = sub.add_parser("hub", help="serve the lab to a room with JupyterHub (deploy/jupyterhub_config.py, "
+                                     "docs/workshop.md)")
+    hub.add_argument("--data", type=Path, default=Path("sdeilab-hub"),
+                     help="the hub's folder: its database, and users/NAME, each student's folder "
+                          "(default: ./sdeilab-hub)")
+    hub.add_argument("--ip", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    hub.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    hub.add_argument("--spawner", choices=("simple", "local"), default="simple",
+                     help="simple: every student as this system user, in DATA/users/NAME (default); "
+                          "local: each student a system account of that name (run as root)")
+    hub.add_argument("--cull-after", type=_positive, default=3600, metavar="SECONDS",
+                     help="stop a student's server idle this long (default: 3600)")
+    hub.add_argument("--mem-limit", metavar="SIZE", help="per-student memory limit, e.g. 2G (passed to the "
+                                                         "spawner; the local spawners do not enforce it)")
+    hub.add_argument("--cpu-limit", type=float, metavar="CPUS", help="per-student CPU limit (likewise)")
     for server in (lab, dashboard):
         default = DEFAULT_PORTS[server.prog.split()[-1]]
         server.add_argument("--port", type=_port, help=f"port on 127.0.0.1 (default: {default} or a free one near it)")
@@ -145,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             return _build(args)
         if args.command == "dashboard":
             return _dashboard(args)
+        if args.command == "notebooks":
+            return _notebooks(args)
+        if args.command == "hub":
+            return _hub(args)
         return _lab(args)
     except KeyboardInterrupt:
         print("sdeilab: interrupted", file=sys.stderr)
@@ -553,14 +579,50 @@ def _dashboard(args: argparse.Namespace) -> int:
     return _serve(command, env, announce)
 
 
+def _notebooks(args: argparse.Namespace) -> int:
+    from sdeilab.curriculum import CurriculumError, copy_curriculum
+
+    try:
+        report = copy_curriculum(args.dest, reset=args.reset is not None, only=args.names + (args.reset or []))
+    except CurriculumError as error:
+        return _fail(str(error))
+    verb = "restored" if args.reset is not None else "copied"
+    print(f"sdeilab: {verb} {len(report.copied)} notebook(s) into {args.dest}"
+          + (f"; kept {len(report.kept)} already there (--reset restores them)" if report.kept else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _hub(args: argparse.Namespace) -> int:
+    from sdeilab.hub import HubError, plan
+
+    try:
+        launch = plan(data=args.data, ip=args.ip, port=args.port, spawner=args.spawner, cull_after=args.cull_after,
+                      mem_limit=args.mem_limit, cpu_limit=args.cpu_limit)
+    except HubError as error:
+        return _fail(str(error))
+    if args.ip != "127.0.0.1":
+        print(f"sdeilab: listening on {args.ip}: the shared password is all that keeps others out, over plain "
+              "HTTP (docs/workshop.md)", file=sys.stderr)
+
+    def announce(process: subprocess.Popen[bytes]) -> None:
+        if _wait_for_port(args.port, process, timeout=120, host=args.ip):
+            password = f"password {launch.password}" if launch.made_up_password else "SDEILAB_HUB_PASSWORD"
+            print(f"sdeilab: hub at {launch.url} (any student name, {password}; students' folders in "
+                  f"{launch.data / 'users'})", file=sys.stderr)
+
+    # The hub's own files (and anything a library drops in the working folder) go to --data.
+    return _serve(launch.command, launch.env, announce, cwd=launch.data)
+
+
 def _serve(command: list[str], env: dict[str, str] | None = None,
-           started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> int:
+           started: Callable[[subprocess.Popen[bytes]], None] | None = None, cwd: Path | None = None) -> int:
     """Run a Jupyter server in the foreground until it exits; Ctrl-C or SIGTERM here stops it too.
 
     The server gets SIGTERM, on which JupyterLab and Voila shut their kernels down; a SIGKILL (what
     ``subprocess.call`` sends when interrupted) would leave the kernels running.
     """
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, cwd=cwd)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         if started is not None:
@@ -595,14 +657,16 @@ def _free_port(first: int, tries: int = 50) -> int | None:
     return None
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
-    """True once something accepts connections on 127.0.0.1:port; False if the server exited first."""
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0,
+                   host: str = "127.0.0.1") -> bool:
+    """True once something accepts connections on host:port; False if the server exited first."""
     import time
 
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port),
+                                     timeout=1).close()
             return True
         except OSError:
             time.sleep(0.2)
