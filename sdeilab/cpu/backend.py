@@ -41,6 +41,10 @@ class Stop(Enum):
     UNMAPPED = "unmapped"  # an access to an address with no RAM or device behind it
     ILLEGAL_STATE = "illegal-state"  # PSTATE.IL is set at PC (an illegal exception return); not executed
     DEVICE_FETCH = "device-fetch"  # PC reached device memory (``address``); nothing there has executed
+    # An access ``VcpuHost.watch_access`` took as a watchpoint hit: the instruction was undone (its
+    # registers as before it, the bytes it stored put back) and PC is at it; ``access`` and
+    # ``address`` (physical) are the access's.
+    WATCHPOINT = "watchpoint"
     # The two below are debugger stops (sdeilab.firmware.session): the slice was cut short, not
     # ended, and the machine runs the rest of it later as if nothing had happened.
     BREAKPOINT = "breakpoint"  # PC reached a breakpoint (``address``); that instruction has not executed
@@ -92,6 +96,11 @@ class VcpuHost(Protocol):
         """A SYS instruction (DC, IC, TLBI, AT) is about to execute; the CPU model still executes it."""
         ...
 
+    def watch_access(self, cpu: int, address: int, size: int, write: bool) -> bool:
+        """A data access of ``size`` bytes at physical ``address``, in or next to a range given to
+        ``set_watch_ranges``, is about to happen: True to stop it (``Stop.WATCHPOINT``)."""
+        ...
+
 
 class CpuBackend(Protocol):
     """One vCPU of an engine. Registers are read and written between slices or from callbacks."""
@@ -116,6 +125,13 @@ class CpuBackend(Protocol):
         With none set no instruction pays for breakpoints. A slice that starts at the breakpoint
         it last stopped at executes that instruction (the breakpoint is skipped once).
         """
+        ...
+    def set_watch_ranges(self, ranges: Sequence[tuple[int, int, bool, bool]]) -> None:
+        """Report data accesses to physical [begin, end) (loads if the third item is true, stores if
+        the fourth) to ``VcpuHost.watch_access``; with no range no access pays for this."""
+        ...
+    def sysreg(self, key: SysregKey) -> int:
+        """A system register of the CPU model by encoding (between slices or from callbacks)."""
         ...
     def x(self, n: int) -> int: ...
     def set_x(self, n: int, value: int) -> None: ...

@@ -56,7 +56,9 @@ from unicorn import (
     UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_READ,
     UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE,
     UC_MODE_ARM,
     Uc,
     UcError,
@@ -69,6 +71,7 @@ from unicorn.unicorn_const import (
     UC_ERR_WRITE_UNMAPPED,
     UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_WRITE,
     UC_MEM_WRITE_UNMAPPED,
 )
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64
@@ -129,6 +132,12 @@ _INSN_CFUNC = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int, c
 _CP_ENCODING = struct.Struct("<5I")
 _CP_VAL_OFFSET = 24
 _SPSR_EL1_ENCODING = _CP_ENCODING.pack(4, 0, 3, 0, 0)
+_MDSCR_EL1: SysregKey = (2, 0, 0, 2, 2)
+_MDSCR_EL1_ENCODING = _CP_ENCODING.pack(0, 2, 2, 0, 2)  # crn, crm, op0, op1, op2 of (2, 0, 0, 2, 2)
+MDSCR_SS = 1 << 0  # software step enabled
+MDSCR_KDE = 1 << 13  # debug exceptions at EL1 (with PSTATE.D clear)
+PSTATE_D = 1 << 9
+_WATCH_REACH = 15  # a memory hook sees where an access starts: its range begins this far lower
 PSTATE_IL = 1 << 20
 PSTATE_NRW = 1 << 4  # SPSR.M[4]: the state is AArch32 (ARM ARM D1.10.2, "Exception entry")
 A32_USER = 0x10  # SPSR.M[4:0] of AArch32 User mode, EL0's only mode
@@ -520,6 +529,19 @@ class UnicornVcpu:
         self._watch_il = False
         self._il_hook: int | None = None
         self._il_stop = False
+        # Hardware watchpoints (``set_watch_ranges``): memory hooks on the watched physical ranges
+        # only, and the access one stopped, with what undoes it.
+        self._watch_hooks: list[int] = []
+        self._watch_hit: tuple[int, int, bool, bytes | object, bytes | None] | None = None
+        # Software step. QEMU caches "stepping active" in env->hflags, from MDSCR_EL1.SS and KDE and
+        # PSTATE.D; the CPU model rebuilds them on an MSR and an ERET but not on MSR DAIFSet/DAIFClr.
+        # ``_mdscr`` is MDSCR_EL1 as last written; while SS and KDE are both set a code hook watches
+        # PSTATE.D (``_on_step_check``) and ends the slice before the first instruction after it
+        # changed, so the flags are rebuilt before that instruction is translated.
+        self._mdscr = 0
+        self._step_hook: int | None = None
+        self._step_d = True  # PSTATE.D as env->hflags last saw it
+        self._step_stop = False
         self._install_hooks()
         self.write("SCR_EL3", SCR_EL3_NS_HCE_RW)
         self.write("HCR_EL2", HCR_EL2_RW)
@@ -683,6 +705,14 @@ class UnicornVcpu:
             else:
                 self._watch_il = False
             return 0
+        if encoding == _MDSCR_EL1_ENCODING:
+            value = ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value
+            armed = (value & (MDSCR_SS | MDSCR_KDE)) == MDSCR_SS | MDSCR_KDE
+            if armed != (self._step_hook is not None):
+                # Like the IL check, the step check hook is only added or removed between slices.
+                self._stop_requested = True
+                uclib.uc_emu_stop(self._uch)
+            self._mdscr = value
         table = self._msr_keys
         key = _cp_key(encoding) if table is None else table.get(encoding)
         if key is None:
@@ -715,6 +745,66 @@ class UnicornVcpu:
             return
         self._il_stop = True
         uclib.uc_emu_stop(self._uch)
+
+    def _on_watched(self, uc: Uc, access: int, address: int, size: int, value: int, _user: object) -> None:
+        if self._watch_hit is not None or self._replaying_store or self._counter.value > self._budget:
+            return
+        write = access == UC_MEM_WRITE
+        try:
+            if not self._host.watch_access(self.index, address, size, write):
+                return
+        except BaseException as error:  # a callback must not raise: hand it to run()
+            self._hook_error = self._hook_error or error
+            self.request_stop()
+            return
+        # Unicorn cannot refuse the access from here: it happens, and the slice stops with PC at
+        # the instruction (reference 2.1, "emu_stop for preemption"). What it changes is put back
+        # in ``run``: the registers as they are now, before the instruction writes any, and the
+        # bytes a store overwrites. (An earlier access of the same instruction, the first half of
+        # an STP, stays done, as on QEMU.)
+        view = self._xb
+        registers: bytes | object = bytes(view[:33 * 8]) if view is not None else self._uc.context_save()
+        old = bytes(self._uc.mem_read(address, size)) if write else None
+        self._watch_hit = (address, size, write, registers, old)
+        uclib.uc_emu_stop(self._uch)
+
+    def _undo_watched(self) -> tuple[int, bool]:
+        """Undo the access a watchpoint stopped (``_on_watched``); returns its address and kind."""
+        assert self._watch_hit is not None
+        address, _size, write, registers, old = self._watch_hit
+        self._watch_hit = None
+        if isinstance(registers, bytes):
+            self._xb[:len(registers)] = registers  # type: ignore[index]  # x0..x30, SP, PC
+        else:
+            self._uc.context_restore(registers)  # type: ignore[arg-type]
+        if old is not None:
+            self._uc.mem_write(address, old)
+        return address, write
+
+    def _on_step_check(self, uc: Uc, address: int, size: int, _user: object) -> None:
+        if self._counter.value > self._budget or bool(self.pstate & PSTATE_D) == self._step_d:
+            return
+        self._step_stop = True
+        uclib.uc_emu_stop(self._uch)
+
+    def _sync_step_hook(self) -> None:
+        armed = (self._mdscr & (MDSCR_SS | MDSCR_KDE)) == MDSCR_SS | MDSCR_KDE
+        if armed and self._step_hook is None:
+            self._step_d = bool(self.pstate & PSTATE_D)
+            self._rebuild_flags()
+            self._step_hook = self._uc.hook_add(UC_HOOK_CODE, self._on_step_check)
+            self._uc.ctl_flush_tb()
+        elif not armed and self._step_hook is not None:
+            self._uc.hook_del(self._step_hook)
+            self._step_hook = None
+            self._uc.ctl_flush_tb()
+
+    def _rebuild_flags(self) -> None:
+        """Rebuild QEMU's cached flags (env->hflags): a CP_REG write does (module docstring)."""
+        spsr = _CP_REGS["SPSR_EL1"]
+        self._cp_access(spsr, self._cp_access(spsr))
+        if self._step_hook is not None:
+            self._step_d = bool(self.pstate & PSTATE_D)
 
     def _sync_il_hook(self) -> None:
         if self._watch_il and self._il_hook is None:
@@ -775,8 +865,11 @@ class UnicornVcpu:
         self._unmapped = None
         self._budget = budget
         self._il_stop = False
+        self._step_stop = False
         if self._watch_il or self._il_hook is not None:
             self._sync_il_hook()
+        if self._mdscr & MDSCR_SS or self._step_hook is not None:
+            self._sync_step_hook()
         if self.pstate & PSTATE_IL:
             return SliceResult(0, Stop.ILLEGAL_STATE)
         self._counter.value = 0
@@ -796,6 +889,13 @@ class UnicornVcpu:
             self._break_hit = None
             executed = min(self._counter.value - 1, budget)  # counted, not executed (module docstring)
         self._skip_at = None
+        if self._watch_hit is not None:
+            self._store_interrupted = False  # the store is undone, not finished (watched ranges are RAM)
+            if not err and self._hook_error is None:
+                address, write = self._undo_watched()
+                return SliceResult(min(self._counter.value - 1, budget), Stop.WATCHPOINT,
+                                   "write" if write else "read", address)
+            self._watch_hit = None
         if self._store_interrupted and not err:
             executed = self._finish_store(executed)
         hook_error = self._hook_error or getattr(self._uc, "_hook_exception", None)
@@ -810,8 +910,11 @@ class UnicornVcpu:
             return SliceResult(executed, Stop.DEVICE_FETCH, "fetch", self._unmapped[1])
         if err:
             raise UcError(err)
-        if self._il_stop:
+        if self._il_stop or self._step_stop:
             executed = min(self._counter.value - 1, budget)  # counted, not executed (module docstring)
+        if self._step_stop:
+            self._rebuild_flags()  # PSTATE.D changed: stepping starts or stops at the next instruction
+            return SliceResult(executed, Stop.REQUESTED)
         if (self._il_stop or self._watch_il) and self.pstate & PSTATE_IL:
             return SliceResult(executed, Stop.ILLEGAL_STATE)
         if self._stop_requested:
@@ -883,6 +986,20 @@ class UnicornVcpu:
         for address in addresses - set(self._breakpoints):
             self._breakpoints[address] = self._uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None, address, address)
             self._uc.ctl_remove_cache(address, address + 4)
+
+    def set_watch_ranges(self, ranges: Sequence[tuple[int, int, bool, bool]]) -> None:
+        for handle in self._watch_hooks:
+            self._uc.hook_del(handle)
+        self._watch_hooks = []
+        for begin, end, loads, stores in ranges:
+            kinds = (UC_HOOK_MEM_READ if loads else 0) | (UC_HOOK_MEM_WRITE if stores else 0)
+            if kinds and end > begin:
+                # Unicorn checks a hook's range against the first byte of an access only.
+                self._watch_hooks.append(self._uc.hook_add(kinds, self._on_watched, None,
+                                                           max(0, begin - _WATCH_REACH), end - 1))
+
+    def sysreg(self, key: SysregKey) -> int:
+        return self._cp_access(key)
 
     # --- registers ---------------------------------------------------------------------
     # With the direct view (``_xq``: x0..x30, SP, PC as 64-bit words in CPUARMState) a register
@@ -1042,7 +1159,10 @@ class UnicornVcpu:
             self._leave_aarch32(value)
             return
         located = self._pstate
-        if located is not None and not (old ^ value) & ~_PSTATE_FLAGS:
+        # Stepping active depends on PSTATE.D (cached in env->hflags): with MDSCR_EL1.SS set a change
+        # of D must rebuild the flags, or the step exception is taken again in its own vector.
+        rebuild = (old ^ value) & ~_PSTATE_FLAGS or ((old ^ value) & PSTATE_D and self._mdscr & MDSCR_SS)
+        if located is not None and not rebuild:
             words, nf, zf, cf, vf, _, daif, _ = located
             words[nf] = value & 0xFFFF_FFFF
             words[zf] = ~value & 0x4000_0000
@@ -1057,9 +1177,8 @@ class UnicornVcpu:
             self._api_write(a64.UC_ARM64_REG_SP, self._api_read(_SP_EL_IDS[new_bank]))
         else:
             self._api_write(a64.UC_ARM64_REG_PSTATE, value)
-        if (old ^ value) & ~_PSTATE_FLAGS:
-            spsr = _CP_REGS["SPSR_EL1"]
-            self._cp_access(spsr, self._cp_access(spsr))
+        if rebuild:
+            self._rebuild_flags()
 
     def _leave_aarch32(self, value: int) -> None:
         """AArch32 EL0 -> AArch64 ``value`` (an exception entry), as QEMU's arm_cpu_do_interrupt_aarch64.
@@ -1130,12 +1249,15 @@ class UnicornVcpu:
 
     def restore(self, snapshot: object) -> None:
         self._uc.context_restore(snapshot)  # type: ignore[arg-type]
+        self._mdscr = self._cp_access(_MDSCR_EL1)
 
     def reset(self, mpidr: int) -> None:
         """Architectural reset into Non-secure EL1h, DAIF masked, MMU off, with this MPIDR."""
         self._uc.context_restore(self._pristine)
         self._last_break = None  # a CPU coming out of reset has stopped at no breakpoint
         self._watch_il = False
+        self._mdscr = 0  # MDSCR_EL1 resets to 0: the step check hook goes at the next slice
+        self._watch_hit = None
         self.write("VMPIDR_EL2", mpidr)
         self.set_xs([0] * 31)
 

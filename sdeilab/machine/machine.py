@@ -34,6 +34,7 @@ from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, Trap
 from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.cpu.unicorn_backend import UnicornVcpu
 from sdeilab.machine import exceptions as exc
+from sdeilab.machine.debug import WATCHPOINTS, Hit, Watchpoints, dbgwcr, dbgwvr
 from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3
 from sdeilab.machine.loader import GuestImage, load_elf
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, VIRT_MEMMAP, MemMapEntry, Region, mpidr_of, spi_intid
@@ -82,6 +83,14 @@ _DC_ZVA = 0xD50B_7420  # DC ZVA, Xt (ARM ARM C6.2, "DC"): SYS #3, C7, C4, #1
 _DC_ZVA_BLOCK = 4 << (DCZID_VALUE & 0xF)  # bytes, DCZID_EL0.BS words
 
 _FINAL = frozenset({StopReason.SYSTEM_OFF, StopReason.SYSTEM_RESET, StopReason.FAULT})
+
+# A watched range is translated page by page with the MMU on; beyond this many pages (a MASK of
+# 2^22 bytes or more) only its start is watched (docs/machine.md).
+_WATCH_PAGES = 1024
+_PAGE = 4096
+# Software step's syndromes (EC 0x32 from a lower EL, 0x33 from EL1), which the CPU model raises
+# as an UNDEFINED instruction with its own syndrome.
+_EC_SOFTWARE_STEP = (0x32, 0x33)
 
 # Synchronous exceptions the guest's vectors take, by the reason the trace gives them.
 _TRAP_REASONS = {Trap.UNDEFINED: "undefined instruction", Trap.SVC: "svc", Trap.BRK: "brk",
@@ -177,6 +186,17 @@ class Machine:
                 self._sysreg_reads[key] = self._pmu_reader(preg, n)
             if preg not in PMU_READ_ONLY:
                 self._sysreg_writes[key] = self._pmu_writer(preg, n)
+        # Hardware watchpoints: the registers are the machine's (debug.py); the CPU model's
+        # breakpoints and software step are its own.
+        self.watchpoints = [Watchpoints() for _ in range(cpus)]
+        self._watch_map: list[list[tuple[int, int, int]]] = [[] for _ in range(cpus)]  # (PA, PA end, VA)
+        self._watch_ranges: list[list[tuple[int, int, bool, bool]]] = [[] for _ in range(cpus)]
+        self._watch_mmu = [False] * cpus  # the ranges were translated through the MMU: redo each slice
+        self._watch_hit: list[Hit | None] = [None] * cpus
+        for n in range(WATCHPOINTS):
+            for key, control in ((dbgwvr(n), False), (dbgwcr(n), True)):
+                self._sysreg_reads[key] = self._watch_reader(n, control)
+                self._sysreg_writes[key] = self._watch_writer(n, control)
         gicr = VIRT_MEMMAP[Region.GIC_REDIST]
         mmio = [
             (VIRT_MEMMAP[Region.GIC_DIST].base, VIRT_MEMMAP[Region.GIC_DIST].size,
@@ -405,6 +425,8 @@ class Machine:
         entry, context_id = vcpu.entry
         vcpu.backend.reset(vcpu.mpidr)
         self.pmus[vcpu.index].reset()  # a PE out of reset: PMCR_EL0.E clear, its counters stopped, as on QEMU
+        self.watchpoints[vcpu.index].reset()  # DBGWCR<n>_EL1.E resets to 0
+        self._arm_watchpoints(vcpu)
         vcpu.backend.invalidate_code()  # code for it may have been written through other CPUs' caches
         vcpu.backend.pc = entry
         vcpu.backend.set_x(0, context_id)
@@ -501,6 +523,60 @@ class Machine:
     def _gic_writer(self, write: Callable[[int, int, int, int], None]) -> Callable[[int, int, int, int], None]:
         return write  # lines raised for the writing CPU stop its slice through record(IrqAsserted)
 
+    # --- hardware watchpoints (debug.py) --------------------------------------------------
+    def _watch_reader(self, n: int, control: bool) -> Callable[[int], int | None]:
+        def read(cpu: int) -> int | None:
+            if exc.current_el(self.vcpus[cpu].backend.pstate) == 0:
+                return None  # EL1 only: the CPU model makes it UNDEFINED
+            unit = self.watchpoints[cpu]
+            return unit.wcr[n] if control else unit.wvr[n]
+
+        return read
+
+    def _watch_writer(self, n: int, control: bool) -> Callable[[int, int], bool]:
+        def write(cpu: int, value: int) -> bool:
+            vcpu = self.vcpus[cpu]
+            if exc.current_el(vcpu.backend.pstate) == 0:
+                return False
+            self.watchpoints[cpu].write(n, control, value)
+            self._arm_watchpoints(vcpu)
+            return True
+
+        return write
+
+    def _arm_watchpoints(self, vcpu: Vcpu) -> None:
+        """Give the engine the physical ranges of this CPU's armed watchpoints (none: no memory hook)."""
+        cpu = vcpu.index
+        armed = self.watchpoints[cpu].armed
+        backend = vcpu.backend
+        mapping: list[tuple[int, int, int]] = []
+        ranges: list[tuple[int, int, bool, bool]] = []
+        mmu = bool(armed) and bool(backend.read("SCTLR_EL1") & 1)
+        for watch in armed:
+            if not mmu:
+                pieces = [(watch.start, watch.start + watch.length, watch.start)]
+            else:
+                pieces = []
+                va, end = watch.start, watch.start + min(watch.length, _WATCH_PAGES * _PAGE)
+                while va < end:
+                    page_end = min(end, (va | (_PAGE - 1)) + 1)
+                    pa = backend.translate(va, "read")
+                    if pa is not None:
+                        pieces.append((pa, pa + page_end - va, va))
+                    va = page_end
+            ram_begin, ram_end = self.ram_region.base, self.ram_region.base + self.ram_region.size
+            for pa, pa_end, va in pieces:
+                # RAM only: a device's registers are not undone (nor read twice) by the engine.
+                begin, end = max(pa, ram_begin), min(pa_end, ram_end)
+                if begin < end:
+                    mapping.append((begin, end, va + begin - pa))
+                    ranges.append((begin, end, watch.loads, watch.stores))
+        self._watch_map[cpu] = mapping
+        self._watch_mmu[cpu] = mmu
+        if ranges != self._watch_ranges[cpu]:
+            self._watch_ranges[cpu] = ranges
+            backend.set_watch_ranges(ranges)
+
     # --- VcpuHost: called by the engine during a slice -------------------------------------
     def conduit(self, cpu: int, conduit: str) -> None:
         vcpu = self.vcpus[cpu]
@@ -532,6 +608,8 @@ class Machine:
         # architecture defines it: deliver that when the exception goes to EL1.
         record = vcpu.backend.exception_record()
         if record is not None and record.target_el == 1:
+            if record.syndrome >> 26 in _EC_SOFTWARE_STEP:
+                reason = "software step"  # raised by the CPU model as an UNDEFINED instruction
             abort = trap is Trap.DATA_ABORT or trap is Trap.PREFETCH_ABORT
             self.guest_exception(vcpu, record.syndrome, pc, reason, far=record.address if abort else None,
                                  elr_is_next=trap is Trap.SVC)
@@ -576,6 +654,17 @@ class Machine:
                     stale[-1][1] = physical + CACHE_LINE
                 else:
                     stale.append([physical, physical + CACHE_LINE])
+
+    def watch_access(self, cpu: int, address: int, size: int, write: bool) -> bool:
+        for pa, pa_end, va in self._watch_map[cpu]:
+            if address < pa_end and address + size > pa:
+                backend = self.vcpus[cpu].backend
+                hit = self.watchpoints[cpu].match(va + address - pa, size, write, backend.pstate, backend.sysreg)
+                if hit is not None:
+                    self._watch_hit[cpu] = hit
+                    return True
+                return False
+        return False
 
     # --- exceptions --------------------------------------------------------------------
     def has_vectors(self, vcpu: Vcpu, pstate: int | None = None) -> bool:
@@ -793,6 +882,8 @@ class Machine:
                 self._out_of_budget()
                 return t
             chunk = min(budget, left)
+        if self._watch_mmu[cpu]:
+            self._arm_watchpoints(vcpu)  # the page tables may have changed since
         stale = self._stale_code[cpu]
         if stale:
             for begin, end in stale:
@@ -866,6 +957,11 @@ class Machine:
             self.guest_exception(vcpu, exc.esr(exc.EC_ILLEGAL_STATE), vcpu.backend.pc, "illegal execution state")
         elif result.stop is Stop.DEVICE_FETCH:
             self._device_fetch(vcpu, result.address)
+        elif result.stop is Stop.WATCHPOINT:
+            hit = self._watch_hit[vcpu.index]
+            self._watch_hit[vcpu.index] = None
+            assert hit is not None
+            self.guest_exception(vcpu, hit.esr, vcpu.backend.pc, "watchpoint", far=hit.far)
 
     def _dc_zva_at(self, vcpu: Vcpu, pc: int, address: int) -> tuple[int, int] | None:
         """(PC, FAR) of a DC ZVA whose block write faulted at ``address``, or None if it was no DC ZVA.
