@@ -13,6 +13,8 @@ Use from a test module with ``pytest_plugins = ("tests.browser",)``; the fixture
     JupyterLab (``sdeilab lab --no-browser``) on a temporary copy of ``folder``; one per folder per session.
 ``voila_server(notebook)``
     ``sdeilab dashboard NOTEBOOK`` on a temporary copy of the notebook's folder.
+``voila_server_for_test(notebook)``
+    The same, stopped when the test ends (for a test module that serves many notebooks once each).
 ``widget_page``
     A fresh :class:`WidgetPage` (a Playwright page plus the checks below); its last screenshot is
     taken after the test, pass or fail.
@@ -26,6 +28,12 @@ A dashboard test is then a few lines::
         widget_page.click("Step")
         widget_page.expect_changed(widget_page.images().nth(0), before)
 
+A notebook's figures (tests/test_browser_notebooks.py): :meth:`WidgetPage.expect_figures` waits for
+the figures the cells draw, :meth:`WidgetPage.figure_problems` scrolls to each, saves its screenshot
+and says what is wrong with it (not loaded, stretched, wider than its output area); a page can run
+beside another (:meth:`WidgetPage.companion`), e.g. Voila while JupyterLab runs the same notebook
+(:meth:`WidgetPage.start_notebook`, :meth:`WidgetPage.begin_run_all`, :meth:`WidgetPage.start_dashboard`).
+
 Screenshots go to the test's temporary folder, and also to ``test-artifacts/`` when the environment
 variable ``SDEILAB_ARTIFACTS`` is set (``1``; any other value names the folder), with the server logs.
 """
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -79,6 +88,74 @@ WIDGET_ERROR_TEXTS = ("Error displaying widget", "model not found", "Failed to l
                       "Traceback (most recent call last)", "There was an error when executing cell")
 WIDGET_ERROR_SELECTOR = ".jupyter-widgets-error-widget"
 STDERR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+
+# A notebook's figures as JupyterLab and Voila show them: every <img> in a cell's output (inline
+# matplotlib's PNGs, Image widgets) and every canvas (ipympl draws on one and takes the pointer on
+# a transparent one above it: their parent is the figure). Each is numbered in page order with
+# data-sdeilab-figure, so that a test can scroll to it and take its picture.
+MARK_FIGURES_JS = """() => {
+    const cells = [...document.querySelectorAll('.jp-Notebook .jp-Cell')];
+    const figures = [];
+    for (const el of document.querySelectorAll('.jp-OutputArea-output img, .jp-OutputArea-output canvas')) {
+        const figure = el.tagName === 'IMG' ? el : el.parentElement;
+        if (!figures.includes(figure)) figures.push(figure);
+    }
+    document.querySelectorAll('[data-sdeilab-figure]').forEach(el => el.removeAttribute('data-sdeilab-figure'));
+    return figures.map((figure, index) => {
+        figure.dataset.sdeilabFigure = String(index);
+        return {index, cell: cells.indexOf(figure.closest('.jp-Cell')), kind: figure.tagName.toLowerCase(),
+                hidden: figure.offsetParent === null};
+    });
+}"""
+# One figure's geometry and what is wrong with it: a picture not loaded, shown at another aspect
+# than its own (more than `tolerance`), wider than its output area or clipped by a scroll bar in
+# it, or (once scrolled to) not inside the window.
+FIGURE_FACTS_JS = """([figure, tolerance]) => {
+    const box = figure.getBoundingClientRect();
+    const out = figure.closest('.jp-OutputArea-output');
+    const area = out.getBoundingClientRect();
+    const pictures = figure.tagName === 'IMG' ? [figure] : [...figure.querySelectorAll('canvas')];
+    const problems = [], sizes = [];
+    for (const picture of pictures) {
+        const shown = picture.getBoundingClientRect();
+        const natural = picture.tagName === 'IMG' ? [picture.naturalWidth, picture.naturalHeight]
+                                                  : [picture.width, picture.height];
+        sizes.push({shown: [shown.width, shown.height], natural});
+        if (picture.tagName === 'IMG' && !(picture.complete && picture.naturalWidth > 0)) {
+            problems.push('not loaded');
+        } else if (!(shown.width > 0 && shown.height > 0 && natural[0] > 0 && natural[1] > 0)) {
+            problems.push(`shown at ${shown.width} x ${shown.height} (natural ${natural[0]} x ${natural[1]})`);
+        } else {
+            const error = (shown.width / shown.height) / (natural[0] / natural[1]) - 1;
+            if (Math.abs(error) > tolerance)
+                problems.push(`shown at ${shown.width.toFixed(0)} x ${shown.height.toFixed(0)} but it is `
+                              + `${natural[0]} x ${natural[1]}: aspect off by ${(100 * error).toFixed(1)}%`);
+        }
+    }
+    if (box.left < area.left - 1 || box.right > area.right + 1)
+        problems.push(`wider than its output area: x ${box.left.toFixed(0)}..${box.right.toFixed(0)}, `
+                      + `the area ${area.left.toFixed(0)}..${area.right.toFixed(0)}`);
+    for (let el = figure.parentElement; el && el !== out.parentElement; el = el.parentElement)
+        if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible')
+            problems.push(`clipped: ${el.tagName.toLowerCase()}.${[...el.classList].join('.')} scrolls `
+                          + `sideways (${el.scrollWidth} px in ${el.clientWidth})`);
+    if (box.left < -1 || box.right > window.innerWidth + 1)
+        problems.push(`outside the window: x ${box.left.toFixed(0)}..${box.right.toFixed(0)} `
+                      + `of ${window.innerWidth}`);
+    // What of the page is visible around the figure: the window, cut by the element that scrolls it.
+    let top = 0, bottom = window.innerHeight;
+    for (let el = figure.parentElement; el; el = el.parentElement) {
+        const overflow = getComputedStyle(el).overflowY;
+        if ((overflow === 'auto' || overflow === 'scroll') && el.scrollHeight > el.clientHeight) {
+            const rect = el.getBoundingClientRect();
+            top = Math.max(top, rect.top);
+            bottom = Math.min(bottom, rect.top + el.clientHeight);
+            break;
+        }
+    }
+    return {box: {x: box.left, y: box.top, width: box.width, height: box.height},
+            fits: box.top >= top - 1 && box.bottom <= bottom + 1, room: bottom - top, sizes, problems};
+}"""
 
 
 # --- servers -----------------------------------------------------------------------------------------------
@@ -171,7 +248,10 @@ def jupyter_env(home: Path, token: str) -> dict[str, str]:
     tracker = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True, exist_ok=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("JUPYTER", "JPY_"))}
+    # No MPLBACKEND either: ipykernel then picks the inline backend, as for a user, and plt.show()
+    # draws the notebook's figures (under Agg, which pytest's own environment may set, it shows none).
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("JUPYTER", "JPY_")) and key != "MPLBACKEND"}
     env.update({
         "JUPYTER_CONFIG_DIR": str(config),
         "JUPYTER_DATA_DIR": str(home / "data"),
@@ -180,7 +260,6 @@ def jupyter_env(home: Path, token: str) -> dict[str, str]:
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
         "JUPYTER_TOKEN": token,
         "JUPYTER_PLATFORM_DIRS": "1",
-        "MPLBACKEND": "Agg",
         "PYTHONUNBUFFERED": "1",
     })
     return env
@@ -315,7 +394,16 @@ class WidgetPage:
     console: list[str] = field(default_factory=list)
     shots: list[Path] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)
+    companions: list[WidgetPage] = field(default_factory=list)
     _clock: float = field(default_factory=time.monotonic)
+
+    def companion(self, suffix: str) -> WidgetPage:
+        """A second page in the same browser context (e.g. Voila beside JupyterLab, both running at
+        once), its screenshots named ``<name>-<suffix>``; closed, after a last screenshot, with this one."""
+        other = WidgetPage(self.page.context.new_page(), f"{self.name}-{suffix}", self.shots_dir)
+        _watch_console(other)
+        self.companions.append(other)
+        return other
 
     def mark(self, what: str) -> None:
         """Note how long the step that just ended took (printed after the test; pytest -s shows it)."""
@@ -328,7 +416,10 @@ class WidgetPage:
     def shot(self, label: str) -> Path:
         """Screenshot of the whole page, into the test's tmp folder (and test-artifacts/ when asked)."""
         path = self.shots_dir / f"{self.name}-{len(self.shots):02d}-{label}.png"
-        self.page.screenshot(path=str(path), full_page=True, timeout=STEP_TIMEOUT_MS)
+        # JupyterLab and Voila scroll inside an element, not the document: there a full-page
+        # screenshot shows the viewport too, only slower (seconds on a loaded machine).
+        scrolls = self.page.evaluate("() => document.scrollingElement.scrollHeight > window.innerHeight + 1")
+        self.page.screenshot(path=str(path), full_page=scrolls, timeout=STEP_TIMEOUT_MS)
         self.shots.append(path)
         _keep_artifact(path, path.name)
         return path
@@ -338,6 +429,133 @@ class WidgetPage:
         would show the same)."""
         path = self.shots_dir / f"{self.name}-{len(self.shots):02d}-{label}.png"
         self.page.screenshot(path=str(path), timeout=STEP_TIMEOUT_MS)
+        self.shots.append(path)
+        _keep_artifact(path, path.name)
+        return path
+
+    # -- a notebook's figures
+
+    def figures(self) -> list[dict[str, Any]]:
+        """The figures in the cells' outputs, in page order: ``index`` (see :meth:`figure`), ``cell``
+        (the notebook's cell, from 0, markdown cells counted), ``kind`` (img or div, a canvas's
+        parent) and ``hidden`` (in a part of the page that is not shown, such as a closed accordion)."""
+        found: list[dict[str, Any]] = self.page.evaluate(MARK_FIGURES_JS)
+        return found
+
+    def figure(self, index: int) -> Any:
+        """The figure :meth:`figures` numbered ``index``."""
+        return self.page.locator(f'[data-sdeilab-figure="{index}"]')
+
+    def expect_figures(self, expected: dict[int, int], *, timeout_ms: int = STEP_TIMEOUT_MS) -> list[dict[str, Any]]:
+        """Wait until each cell ``c`` of ``expected`` shows at least ``expected[c]`` figures and every
+        picture has loaded; fail, naming the cells that show fewer, when that takes ``timeout_ms``."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        with contextlib.suppress(PlaywrightTimeout):  # then the check below says which cells lack figures
+            self.page.wait_for_function(
+                f"""expected => {{
+                    const loaded = [...document.querySelectorAll('.jp-OutputArea-output img')]
+                                   .every(img => img.complete && img.naturalWidth > 0);
+                    const cells = ({MARK_FIGURES_JS})().map(figure => figure.cell);
+                    return loaded && Object.entries(expected).every(
+                        ([cell, count]) => cells.filter(c => c === Number(cell)).length >= count);
+                }}""", arg={str(cell): count for cell, count in expected.items()}, timeout=timeout_ms)
+        self.mark("figures shown")
+        found = self.figures()
+        missing = {cell: (sum(f["cell"] == cell for f in found), count) for cell, count in expected.items()
+                   if sum(f["cell"] == cell for f in found) < count}
+        assert not missing, (f"cells showing fewer figures than they draw ({{cell: (shown, drawn)}}): {missing}\n"
+                             f"{self.diagnostics()}")
+        return found
+
+    def figure_problems(self, label: str, *, tolerance: float = 0.02) -> list[str]:
+        """Scroll to each shown figure in turn, check it (FIGURE_FACTS_JS: loaded, its aspect within
+        ``tolerance`` of its own, no wider than its output area, inside the window) and take its
+        screenshot (``<label>-figNN``). What is wrong, one line each (empty when nothing is).
+
+        A figure taller than the part of the window its page scrolls in is photographed afterwards
+        in a window made taller just for that (same width, so the same layout and the same size):
+        a screenshot can only show what the browser has painted.
+        """
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        problems, tall = [], []
+        with contextlib.suppress(PlaywrightTimeout):  # all pictures loaded, or their check below says which not
+            self.page.wait_for_function(
+                """() => [...document.querySelectorAll('.jp-OutputArea-output img')]
+                         .every(img => img.complete && img.naturalWidth > 0)""", timeout=STEP_TIMEOUT_MS)
+        for figure in self.figures():
+            if figure["hidden"]:
+                continue
+            facts = self._place_figure(figure["index"], tolerance, "center")
+            problems += [f"{label}: figure {figure['index']} (cell {figure['cell']}): {problem}"
+                         for problem in facts["problems"]]
+            if facts["fits"]:
+                self._figure_shot(figure["index"], facts, tolerance, label, "center")
+            else:
+                tall.append((figure["index"], facts["box"]["height"] - facts["room"]))
+        if tall:
+            size = self.page.viewport_size
+            self.resize(size["width"], size["height"] + math.ceil(max(extra for _, extra in tall)) + 40)
+            for index, _ in tall:
+                self._figure_shot(index, self._place_figure(index, tolerance, "start"), tolerance, label, "start")
+            self.resize(size["width"], size["height"])
+        return problems
+
+    def _place_figure(self, index: int, tolerance: float, block: str, *, quiet_ms: int = 150) -> dict[str, Any]:
+        """Scroll figure ``index`` into view; its facts (FIGURE_FACTS_JS) once it has stayed put for
+        ``quiet_ms`` (JupyterLab moves its notebook again a moment after a scroll)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        handle = self.figure(index).element_handle(timeout=STEP_TIMEOUT_MS)
+        handle.evaluate("(el, block) => el.scrollIntoView({block, inline: 'nearest'})", block)
+        with contextlib.suppress(PlaywrightTimeout):  # still moving: measured as it is, and the shot retried
+            self.page.wait_for_function(
+                """([el, quiet]) => {
+                    const now = performance.now(), top = el.getBoundingClientRect().top;
+                    if (el.sdeilabTop !== top) { el.sdeilabTop = top; el.sdeilabSince = now; return false; }
+                    return now - el.sdeilabSince >= quiet;
+                }""", arg=[handle, quiet_ms], polling=50, timeout=5_000)
+        facts: dict[str, Any] = handle.evaluate(f"(el, tolerance) => ({FIGURE_FACTS_JS})([el, tolerance])",
+                                                tolerance)
+        return facts
+
+    def _figure_shot(self, index: int, facts: dict[str, Any], tolerance: float, label: str, block: str,
+                     tries: int = 3) -> Path:
+        """The screenshot of figure ``index`` where ``facts`` found it; taken again (scrolled to again)
+        if it had moved by then."""
+        for _ in range(tries):
+            path = self.clip_shot(facts["box"], f"{label}-fig{index:02d}")
+            top = self.figure(index).evaluate("el => el.getBoundingClientRect().top")
+            if abs(top - facts["box"]["y"]) < 1:
+                return path
+            self.shots.pop()
+            facts = self._place_figure(index, tolerance, block)
+        raise AssertionError(f"{label}: figure {index} kept moving: no steady screenshot\n{self.diagnostics()}")
+
+    def resize(self, width: int, height: int, *, quiet_ms: int = 200, timeout_ms: int = 5_000) -> None:
+        """Set the window's size and wait until the page's layout has followed: the sizes of the
+        notebook and its output areas unchanged for ``quiet_ms`` (JupyterLab lays its panels out
+        again a moment after the window changed)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        self.page.set_viewport_size({"width": width, "height": height})
+        with contextlib.suppress(PlaywrightTimeout):  # a page that keeps moving: check it as it is
+            self.page.wait_for_function(
+                """([width, quiet]) => {
+                    const now = performance.now(), state = window.sdeilabLayout ??= {};
+                    const sizes = [...document.querySelectorAll('.jp-Notebook, .jp-OutputArea-output')]
+                                  .map(el => `${el.clientWidth}x${el.clientHeight}`).join();
+                    if (window.innerWidth !== width || state.sizes !== sizes) {
+                        state.sizes = sizes; state.since = now; return false;
+                    }
+                    return now - state.since >= quiet;
+                }""", arg=[width, quiet_ms], polling=50, timeout=timeout_ms)
+
+    def clip_shot(self, box: dict[str, float], label: str) -> Path:
+        """Screenshot of a region of the window (CSS pixels), beside the page screenshots."""
+        path = self.shots_dir / f"{self.name}-{len(self.shots):02d}-{label}.png"
+        self.page.screenshot(path=str(path), clip=box, timeout=STEP_TIMEOUT_MS, animations="disabled")
         self.shots.append(path)
         _keep_artifact(path, path.name)
         return path
@@ -386,7 +604,7 @@ class WidgetPage:
 
     # -- opening things
 
-    def open_notebook(self, server: Server, path: str) -> None:
+    def open_notebook(self, server: Server, path: str, *, timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
         """Open ``path`` in JupyterLab, wait for its kernel, run all cells and wait for them to finish.
 
         Fails with the cells' error messages if any cell raised, and if a cell did not run.
@@ -395,17 +613,54 @@ class WidgetPage:
         # "reset": a fresh workspace, not the tabs an earlier test on this server left open.
         self.page.goto(server.url(f"lab/tree/{path}", "reset"), timeout=STEP_TIMEOUT_MS)
         self.mark("load JupyterLab")
+        self.run_notebook(path, timeout_ms=timeout_ms)
+
+    def start_notebook(self, server: Server, path: str) -> None:
+        """Start opening ``path`` in JupyterLab and return at once (the page goes on loading while
+        the test does something else); :meth:`run_notebook` then waits for it and runs it."""
+        self._clock = time.monotonic()
+        self.page.goto(server.url(f"lab/tree/{path}", "reset"), wait_until="commit", timeout=STEP_TIMEOUT_MS)
+
+    def run_notebook(self, path: str, *, timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
+        """In the JupyterLab page that shows ``path``: wait for its kernel, run all cells, wait for them.
+
+        Fails with the cells' error messages if any cell raised, if the cells were still running
+        after ``timeout_ms``, and if a cell did not run.
+        """
+        self.begin_run_all(path)
+        self.end_run_all(path, timeout_ms=timeout_ms)
+
+    def begin_run_all(self, path: str) -> None:
+        """Wait for the kernel of ``path`` (open in JupyterLab) and start running all its cells; return
+        while they run (:meth:`end_run_all` waits for them, :meth:`wait_cell_ran` for one of them)."""
         self.page.wait_for_function(
             """path => { const w = window.jupyterapp?.shell?.currentWidget;
                          return w?.context?.path === path
                              && w.sessionContext?.session?.kernel?.status === 'idle'; }""",
             arg=path, timeout=STEP_TIMEOUT_MS * 2)  # a kernel start on a loaded machine
         self.mark("kernel idle")
+        self.page.evaluate(
+            """() => { window.sdeilabRunAll = {done: false};
+                       window.sdeilabRunAll.promise = window.jupyterapp.commands.execute('notebook:run-all-cells')
+                           .finally(() => { window.sdeilabRunAll.done = true; }); }""")
+
+    def wait_cell_ran(self, index: int, *, timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
+        """While all cells run: wait until cell ``index`` (from 0, markdown cells counted) has run, or
+        the run ended (a cell before it raised: :meth:`end_run_all` says which)."""
+        self.page.wait_for_function(
+            """index => window.sdeilabRunAll.done || window.jupyterapp.shell.currentWidget
+                                                           .content.widgets[index].model.executionCount !== null""",
+            arg=index, timeout=timeout_ms)
+        self.mark(f"cell {index} ran")
+
+    def end_run_all(self, path: str, *, timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
+        """Wait for the run :meth:`begin_run_all` started; fail if a cell raised, the cells were still
+        running after ``timeout_ms``, or a cell did not run."""
         result = self.page.evaluate(
             """async ms => {
-                const app = window.jupyterapp, panel = app.shell.currentWidget;
+                const panel = window.jupyterapp.shell.currentWidget;
                 const timeout = new Promise(resolve => setTimeout(() => resolve('timeout'), ms));
-                const outcome = await Promise.race([app.commands.execute('notebook:run-all-cells'), timeout]);
+                const outcome = await Promise.race([window.sdeilabRunAll.promise, timeout]);
                 const code = panel.content.widgets.filter(cell => cell.model.type === 'code');
                 const errors = [];
                 for (const cell of code)
@@ -413,17 +668,46 @@ class WidgetPage:
                         if (out.output_type === 'error') errors.push(`${out.ename}: ${out.evalue}`);
                 return {outcome: String(outcome), errors,
                         notRun: code.filter(cell => cell.model.executionCount === null).length};
-            }""", RUN_ALL_TIMEOUT_MS)
+            }""", timeout_ms)
         self.mark("run all cells")
         assert not result["errors"], f"{path}: a cell raised: {result['errors']}\n{self.diagnostics()}"
-        assert result["outcome"] != "timeout", f"{path}: cells still running after {RUN_ALL_TIMEOUT_MS} ms"
+        assert result["outcome"] != "timeout", f"{path}: cells still running after {timeout_ms} ms"
         assert result["notRun"] == 0, f"{path}: {result['notRun']} code cells did not run\n{self.diagnostics()}"
+
+    def shutdown_kernel(self) -> None:
+        """Shut the kernel of JupyterLab's current notebook down (Lab keeps it when the page closes)."""
+        self.page.evaluate("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.shutdown()")
 
     def open_dashboard(self, server: Server) -> None:
         """Open a Voila app (the notebook runs as the page loads)."""
         self._clock = time.monotonic()
         self.page.goto(server.url(), timeout=RUN_ALL_TIMEOUT_MS)
         self.mark("load and run the dashboard")
+
+    def start_dashboard(self, server: Server) -> None:
+        """Start loading a Voila app and return at once: Voila runs the notebook while it sends the
+        page, and :meth:`wait_dashboard` waits for the end."""
+        self._clock = time.monotonic()
+        self.page.goto(server.url(), wait_until="commit", timeout=STEP_TIMEOUT_MS)
+
+    def wait_dashboard(self, cells: int, *, timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
+        """Wait until Voila has run the whole notebook (``cells`` cells, markdown ones included) and
+        its page has drawn every output; fail if a cell raised (Voila stops at the first that does)."""
+        self.page.wait_for_function(
+            """() => { const cells = document.getElementById('rendered_cells');
+                       return !document.getElementById('loading') && cells && cells.style.display !== 'none'
+                           && !document.querySelector('script[type="application/vnd.voila.cell-output+json"]'); }""",
+            timeout=timeout_ms)
+        self.mark("Voila ran the notebook")
+        errors = self.error_outputs()
+        assert not errors, f"a cell raised or wrote to stderr: {errors}\n{self.diagnostics()}"
+        shown = self.page.locator("div[cell-index]").count()
+        assert shown == cells, f"Voila showed {shown} of the notebook's {cells} cells\n{self.diagnostics()}"
+
+    def error_outputs(self, limit: int = 600) -> list[str]:
+        """What cells wrote to stderr, tracebacks included (Lab and Voila show both with that type)."""
+        texts = self.page.locator(STDERR_OUTPUT).all_inner_texts()
+        return [text.strip()[-limit:] for text in texts if text.strip()]
 
     # -- widgets
 
@@ -573,15 +857,23 @@ def widget_page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) ->
     shots = tmp_path / "screenshots"
     shots.mkdir()
     widget_page = WidgetPage(page, name, shots)
-    page.on("console", lambda m: widget_page.console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: widget_page.console.append(f"page error: {e}"))
+    _watch_console(widget_page)
     try:
         yield widget_page
     finally:
-        with contextlib.suppress(Exception):  # the last look at the page, pass or fail
-            widget_page.shot("final")
+        for each in (widget_page, *widget_page.companions):
+            with contextlib.suppress(Exception):  # the last look at the page, pass or fail
+                each.shot("final")
         context.close()
-        print("[browser] " + ", ".join(f"{what} {took:.2f} s" for what, took in widget_page.timings))
+        for each in (widget_page, *widget_page.companions):
+            print(f"[browser] {each.name}: " + ", ".join(f"{what} {took:.2f} s" for what, took in each.timings))
+
+
+def _watch_console(widget_page: WidgetPage) -> None:
+    """Keep the page's console errors and uncaught exceptions (WidgetPage.diagnostics shows them)."""
+    page = widget_page.page
+    page.on("console", lambda m: widget_page.console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: widget_page.console.append(f"page error: {e}"))
 
 
 ServerFactory = Callable[..., Server]
@@ -606,6 +898,23 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFacto
                 servers[key] = stack.enter_context(run_server(
                     "lab", ["lab", str(root)], root=root, home=home))
             return servers[key]
+
+        yield start
+
+
+@pytest.fixture
+def voila_server_for_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """``voila_server_for_test(notebook)``: like ``voila_server``, but stopped when the test ends (a
+    test that serves each of many notebooks once keeps one Voila, not all of them, running)."""
+    with contextlib.ExitStack() as stack:
+
+        def start(notebook: Path) -> Server:
+            require_chromium()
+            key = Path(notebook).resolve()
+            home = tmp_path_factory.mktemp("voila")
+            root = home / "notebooks"
+            shutil.copytree(key.parent, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+            return stack.enter_context(run_server("voila", ["dashboard", str(root / key.name)], root=root, home=home))
 
         yield start
 
