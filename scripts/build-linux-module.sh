@@ -91,21 +91,34 @@ if [ "$(cat "$tree/.unpacked" 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" >"$tree/.unpacked"
 fi
 
-# Kbuild writes its objects next to the sources: build a copy, never in guests/.
-build=$cache/build/$release/$module
-rm -rf "$build"
-mkdir -p "$build"
+# Kbuild writes its objects next to the sources: build a copy, never in guests/. The module lands
+# in a folder named after what it was built from (the sources and the headers' version), and is
+# built in a folder of its own first, renamed into place when done: several kernels may ask for it
+# at once (a notebook open in JupyterLab and as a dashboard, a room of students on one hub), and
+# none may see another's half-built or deleted files. An unchanged module is not built again.
+key=$( (echo "$release $version"; for f in $(cd "$src" && ls Kbuild *.c *.h 2>/dev/null | sort); do
+          echo "$f"; cat "$src/$f"; done) | sha256sum | cut -c1-16)
+final=$cache/build/$release/$module-$key
+ko=$final/$module.ko
+if [ -f "$ko" ]; then
+  echo "$ko"
+  exit 0
+fi
+mkdir -p "$cache/build/$release"
+build=$(mktemp -d "$cache/build/$release/.$module.XXXXXX")
+trap 'rm -rf "$build"' EXIT
 cp "$src"/*.c "$src"/Kbuild "$build"/
 find "$src" -maxdepth 1 -name '*.h' -exec cp {} "$build"/ \;
 say "make -C $tree/usr/src/$headers M=$build ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-"
 make -C "$tree/usr/src/$headers" M="$build" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- >&2
 
-ko=$build/$module.ko
-[ -f "$ko" ] || die "no $ko"
-aarch64-linux-gnu-objcopy -O binary --only-section=.modinfo "$ko" "$build/modinfo.bin"
+[ -f "$build/$module.ko" ] || die "no $build/$module.ko"
+aarch64-linux-gnu-objcopy -O binary --only-section=.modinfo "$build/$module.ko" "$build/modinfo.bin"
 vermagic=$(tr '\0' '\n' <"$build/modinfo.bin" | sed -n 's/^vermagic=//p')
 case "$vermagic" in
   "$release "*) say "vermagic: $vermagic" ;;
   *) die "vermagic '$vermagic' is not for $release" ;;
 esac
+# A rename is atomic; if another build got there first, its module (built from the same) is kept.
+mv -T "$build" "$final" 2>/dev/null || [ -f "$ko" ] || die "cannot move the module to $final"
 echo "$ko"

@@ -37,10 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 COVERED_ELSEWHERE = {"01_dashboard"}  # tests/test_browser.py, with its own layout checks
 BOOTS_LINUX = {"40_linux_sdei_driver"}
-# scripts/build-linux-module.sh, which notebook 40's first code cell runs, builds in a fixed folder
-# of the cache that it empties first: two kernels running it at once lose the module. Voila starts
-# once JupyterLab's kernel is past the cell that matches.
-NOT_TWICE_AT_ONCE = re.compile(r"build-linux-module\.sh")
 VIEWPORTS = ((1280, 800), (1440, 900), (1920, 1080))
 ASPECT_TOLERANCE = 0.02
 # A whole notebook, with the other page's kernel running beside it on a 2-core machine (notebook 40
@@ -73,11 +69,6 @@ def _source(cell: dict[str, object]) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
-def _last_cell_matching(name: str, pattern: re.Pattern[str]) -> int | None:
-    matching = [index for index, cell in enumerate(_cells(name)) if pattern.search(_source(cell))]
-    return matching[-1] if matching else None
-
-
 def _check_figures(page: WidgetPage, where: str, expected: dict[int, int]) -> list[str]:
     """Every figure of the page at each of VIEWPORTS: screenshots, and what is wrong with them."""
     found = page.expect_figures(expected, timeout_ms=FIGURE_MS)
@@ -105,18 +96,13 @@ def test_notebook_figures(name: str, lab_server, voila_server_for_test, widget_p
     notebook = NOTEBOOKS / f"{name}.ipynb"
     expected = expected_figures(name)
     lab, voila = widget_page, widget_page.companion("voila")
-    # Both pages at once: Lab loads while Voila's server starts, and the two kernels run side by side.
-    # (But for a cell that must not run twice at once: then Voila waits until Lab's kernel ran it.)
-    wait_for = _last_cell_matching(name, NOT_TWICE_AT_ONCE)
+    # Both pages at once: Lab loads while Voila's server starts, and the two kernels run side by side
+    # (notebook 40's module build too: scripts/build-linux-module.sh lets kernels build it at once).
     lab.start_notebook(lab_server(NOTEBOOKS), notebook.name)
     dashboard = voila_server_for_test(notebook)
-    if wait_for is None:
-        voila.start_dashboard(dashboard)
+    voila.start_dashboard(dashboard)
     try:
         lab.begin_run_all(notebook.name)
-        if wait_for is not None:
-            lab.wait_cell_ran(wait_for, timeout_ms=RUN_MS)
-            voila.start_dashboard(dashboard)
         lab.end_run_all(notebook.name, timeout_ms=RUN_MS)
         errors = lab.error_outputs() + lab.widget_errors()
         assert not errors, f"JupyterLab: a cell raised, wrote to stderr or shows a widget error: {errors}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -181,3 +182,17 @@ def test_watchdog_event_is_registered_and_released_on_every_cpu(watchdog: Watchd
         assert [a for c, a in done if c == cpu] == ["register", "enable", "disable", "unregister"], done
     assert re.search(rf"event {EVENT} disabled \(0\) and unregistered \(0\) after {RAISES} handler call",
                      watchdog.uart)
+
+
+def test_kernels_that_build_the_module_at_once_all_get_it(built: Built) -> None:
+    # Notebook 40's first cell runs the script: a notebook open in JupyterLab and as a dashboard, or a
+    # room of students on one hub, run it at the same moment. Each must get a whole module, the same one.
+    env = {**os.environ, "SDEILAB_DEBIAN_CACHE": str(cache_dir())}
+    shutil.rmtree(built.ko.parent)  # all three build it
+    runs = [subprocess.Popen(["bash", str(SCRIPT), MODULE, kernel_release()], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    results = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], [err[-2000:] for _, err in results]
+    paths = {out.strip().splitlines()[-1] for out, _ in results}
+    assert paths == {str(built.ko)} and built.ko.read_bytes()[:4] == b"\x7fELF"
+    assert not [p for p in built.ko.parent.parent.iterdir() if p.name.startswith(".")]  # no build left behind
