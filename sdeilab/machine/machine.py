@@ -777,7 +777,8 @@ class Machine:
             return max(self._local[cpu], self._not_before[cpu])
         deadline = self.timers[cpu].next_deadline()
         wakes = [] if deadline is None else [deadline * NS_PER_COUNT]
-        overflow = self.pmus[cpu].next_deadline(self.pmu_clocks(cpu), asleep=True)
+        pmu = self.pmus[cpu]
+        overflow = pmu.next_deadline(self.pmu_clocks(cpu), asleep=True) if pmu.counting else None
         if overflow is not None:
             wakes.append(self._local[cpu] + overflow)
         return max(self._local[cpu], min(wakes)) if wakes else None
@@ -802,7 +803,8 @@ class Machine:
             self._clock = t
             self._advance_devices(t)
             timer.update(t // NS_PER_COUNT)
-            pmu.update(Clocks(t, self.cpu_retired[cpu]))
+            if pmu.counting:
+                pmu.update(Clocks(t, self.cpu_retired[cpu]))
             state = vcpu.state
             if state is VcpuState.ON_PENDING:
                 t = max(t, self._not_before[cpu])
@@ -822,7 +824,8 @@ class Machine:
                 t = max(t, wake)
                 self._clock = t
                 timer.update(t // NS_PER_COUNT)
-                pmu.update(Clocks(t, self.cpu_retired[cpu]))
+                if pmu.counting:
+                    pmu.update(Clocks(t, self.cpu_retired[cpu]))
                 if self._wakeable(cpu):
                     if state is VcpuState.POWERDOWN:
                         self._start(vcpu, "wake")
@@ -853,7 +856,7 @@ class Machine:
                 due = deadline * NS_PER_COUNT - t
                 if 0 < due < budget:
                     budget = due
-            overflow = pmu.next_deadline(Clocks(t, self.cpu_retired[cpu]))
+            overflow = pmu.next_deadline(Clocks(t, self.cpu_retired[cpu])) if pmu.counting else None
             if overflow is not None and 0 < overflow < budget:
                 budget = overflow
             device_deadline = self._next_device_deadline

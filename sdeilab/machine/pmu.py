@@ -196,6 +196,12 @@ class Pmu:
             counter.counting = self._counts(index) and source is not None
             counter.start = source if source is not None else 0
 
+    @property
+    def counting(self) -> bool:
+        """Whether any counter can move: PMCR_EL0.E and an enable bit set. The machine asks this
+        before each slice, so that a PMU nobody uses costs no per-slice work."""
+        return bool(self.pmcr & PMCR_E and self.cnten)
+
     def update(self, clocks: Clocks) -> None:
         """Note every overflow up to ``clocks`` (PMOVSSET) and recompute the interrupt line."""
         for index in (*range(COUNTERS), CYCLE):
