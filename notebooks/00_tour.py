@@ -27,6 +27,7 @@
 # `HVC #0` is the conduit and the host kernel answers) and the `smp_boot` guest.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 from collections import Counter
 from pathlib import Path
 
@@ -71,7 +72,8 @@ print(platform.machine.uart_output.decode())
 trace = platform.machine.trace
 symbolize = platform.machine.image.symbolize
 rows = len(ladder_rows(trace, symbolize=symbolize))
-fig, (ax_run, ax_calls) = plt.subplots(2, 1, figsize=(15, 6 + 0.32 * rows), height_ratios=(4, 0.32 * rows + 2),
+fig, (ax_run, ax_calls) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 6 + 0.32 * rows),
+                                       height_ratios=(4, 0.32 * rows + 2),
                                        layout="constrained")
 timeline(ax_run, trace)
 ax_run.set_title("smp_boot on virt: four CPUs over the whole run", fontsize=style.TITLE)

@@ -33,6 +33,7 @@
 # handler entries, the modelled cost of those transitions, and the guest's verdict.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import errno
 import inspect
 from collections import Counter
@@ -110,13 +111,13 @@ for call in calls:
 rows = comparison.rows()
 labels = [str(r["profile"]) for r in rows]
 colours = [style.GREEN if r["verdict"] == "PASS" else style.VERMILLION for r in rows]
-fig, (ax_cost, ax_exits) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained", sharey=True)
+fig, (ax_cost, ax_exits) = plt.subplots(1, 2, figsize=(style.NOTEBOOK_WIDTH, 4.5), layout="constrained", sharey=True)
 # Horizontal bars: the profile names read level (slanted, they ran into each other), each bar
 # carries its value, and the first profile is on top, in the table's order.
 for ax, key, unit, title in ((ax_cost, "modelled µs", "modelled µs (transitions only)",
-                              "Modelled cost of the calls and event deliveries"),
+                              "Modelled cost of calls and deliveries"),
                              (ax_exits, "exits to VMM", "KVM_EXIT_HYPERCALL exits",
-                              "Exits from the kernel to the VMM")):
+                              "Exits to the VMM")):
     values = [float(r[key]) for r in rows]
     bars = ax.barh(labels, values, color=colours, edgecolor=style.BLACK)
     ax.bar_label(bars, [f"{v:g}" for v in values], padding=4, fontsize=style.SMALL)
@@ -142,7 +143,7 @@ plt.show()
 # the picture; pass `window=(start, end)` to `timeline` to zoom on one.
 
 # %%
-fig, axes = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True, layout="constrained")
+fig, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 6.5), sharex=True, layout="constrained")
 for ax, name in zip(axes, ("virt", "kvm-vmm-psci-sdei"), strict=True):
     timeline(ax, comparison[name].trace, cpus=[0, 1])
     ax.set_title(name)

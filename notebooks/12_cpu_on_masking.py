@@ -34,6 +34,7 @@
 # `cpu_on_keeps_pe_state`, which makes an in-kernel SDEI behave as if it missed CPU_ON.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import matplotlib.pyplot as plt
 from IPython.display import display
 
@@ -44,7 +45,7 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import PowerTransition, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition, TraceLog
-from sdeilab.viz import figure_legend
+from sdeilab.viz import figure_legend, style
 from sdeilab.viz.panels import address_text, cpu_on_panel, fact_text, marks
 from sdeilab.viz.tables import Table
 
@@ -106,7 +107,7 @@ def second_life(run) -> tuple[int, int]:
 
 window = (min(second_life(run)[0] for run in (hazard, fixed)) - 60,
           max(second_life(run)[1] for run in (hazard, fixed)) + 60)
-fig, (ax_hazard, ax_fixed) = plt.subplots(2, 1, figsize=(15, 8.5), sharex=True, layout="constrained")
+fig, (ax_hazard, ax_fixed) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 8.5), sharex=True, layout="constrained")
 found = {}
 for ax, run, what in ((ax_hazard, hazard, "the hazard"), (ax_fixed, fixed, "the fix")):
     found[run.profile.name] = cpu_on_panel(ax, run.trace, 1, window, cpus=[0, 1], symbolize=image.symbolize,

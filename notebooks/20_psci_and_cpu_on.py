@@ -40,6 +40,7 @@
 # registers before its first instruction, and runs `psci_tour`.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import re
 import tempfile
 from pathlib import Path
@@ -120,7 +121,8 @@ for iv in power_intervals(boot_trace):
 print("SDEI masked from:", [(iv.cpu, iv.start) for iv in masked_intervals(boot_trace)])
 cpu1_life = next(iv for iv in power_intervals(boot_trace) if iv.cpu == 1 and iv.label == "on")
 pad = (cpu1_life.end - cpu1_life.start) // 3
-fig, (ax_all, ax_zoom) = plt.subplots(2, 1, figsize=(14, 7), layout="constrained", height_ratios=[3, 2])
+fig, (ax_all, ax_zoom) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 7), layout="constrained",
+                                      height_ratios=[3, 2])
 timeline(ax_all, boot_trace)
 ax_all.set_title("smp_boot: each secondary started by CPU_ON (▲), switched off by its own CPU_OFF (▼)")
 timeline(ax_zoom, boot_trace, cpus=[0, 1], window=(cpu1_life.start - pad, cpu1_life.end + pad))
@@ -225,7 +227,7 @@ print(probe_output)
 probe_returns = [r for r in probe_trace.of_kind(SmcccReturn, cpu=0) if r.name in ("CPU_ON64", "AFFINITY_INFO64")]
 lo = probe_returns[0].seq - 2  # from the first CPU_ON to the ALREADY_ON, with a little margin
 hi = next(r.seq for r in probe_returns if r.results[0] == -4) + 1
-fig, ax = plt.subplots(figsize=(14, 4.2), layout="constrained")
+fig, ax = plt.subplots(figsize=(style.NOTEBOOK_WIDTH, 4.2), layout="constrained")
 for lane in (0, 1):
     transitions = probe_trace.of_kind(PowerTransition, cpu=lane)
     changes = [(0, transitions[0].old)] + [(f.seq, f.new) for f in transitions]
@@ -257,9 +259,10 @@ ax.set_xlabel("facts in the order the lab recorded them (seq)", fontsize=style.F
 ax.legend(handles=[Patch(facecolor=style.POWER_COLOURS[s], edgecolor=style.BLACK, label=f"power: {s}")
                    for s in ("off", "on-pending", "on")]
           + [Line2D([], [], linestyle="none", marker=m, color=c, markeredgecolor=style.BLACK, label=n[:-2])
-             for n, (m, c) in marks.items()], loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-          fontsize=style.SMALL)
-ax.set_title("cpu_on_probe in fact order: CPU 0's first calls come while CPU 1 is still on-pending")
+             for n, (m, c) in marks.items()], frameon=False, fontsize=style.SMALL)
+figure_legend(fig)  # below the axes, which keep the figure's width
+ax.set_title("cpu_on_probe in fact order: CPU 0's first calls,\nwhile CPU 1 is still on-pending",
+             fontsize=style.FONT)
 plt.show()
 for fact in probe_trace.select(SmcccReturn, PowerTransition):
     if lo <= fact.seq <= hi and (isinstance(fact, PowerTransition) or fact.name in marks):

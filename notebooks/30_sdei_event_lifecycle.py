@@ -42,9 +42,11 @@
 #   must (run here on 1 CPU).
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import re
 
 import matplotlib.pyplot as plt
+from IPython.display import display
 
 from sdeilab.firmware.platform import make_platform
 from sdeilab.firmware.sdei.table import LABELS, TABLE, Action, EventState
@@ -52,8 +54,9 @@ from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SdeiBinding, SdeiDispatch, SdeiTransition, SmcccCall, TraceLog
 from sdeilab.trace.intervals import masked_intervals
-from sdeilab.viz import sequence, state_machine
+from sdeilab.viz import sequence, state_machine, state_table, style
 from sdeilab.viz.sequence import messages
+from sdeilab.viz.state_machine import COMPACT_SIZE
 
 SDEI_DIR = guests_dir() / "sdei"
 RESULT = {0: "0", -2: "INVALID_PARAMETERS", -3: "DENIED", -5: "PENDING"}
@@ -117,7 +120,7 @@ for fact in serial.of_kind(SdeiTransition):  # SdeiDispatch and SdeiComplete are
 
 # %%
 rows = messages(serial, 0)
-fig, ax = plt.subplots(figsize=(13, 0.32 * len(rows) + 2), layout="constrained")
+fig, ax = plt.subplots(figsize=(style.NOTEBOOK_WIDTH, 0.32 * len(rows) + 2), layout="constrained")
 sequence(ax, rows, 0)
 plt.show()
 
@@ -125,18 +128,22 @@ plt.show()
 # ## 3. Every state, and what each refuses: `tftf_state`
 #
 # The state machine drawn from `TABLE`, with the counts of `tftf_state`'s transitions for event
-# 2000 on CPU 0: black arrows were taken (with how often), grey ones not; `↻` lists what a state accepts
-# without moving; red `✗` what it refused here. Sub-test a calls ENABLE, DISABLE, UNREGISTER
+# 2000 on CPU 0: black arrows were taken (with how often), grey ones not; in each box `↻` counts
+# the calls the state accepted without moving and red `✗` those it refused; the highlighted box
+# is where the event ended. The table under it names them, state by state, with their status
+# bits and results. Sub-test a calls ENABLE, DISABLE, UNREGISTER
 # and ROUTING_SET on the unregistered event and gets DENIED for each; sub-test d UNREGISTERs
 # inside the handler and gets PENDING, the event sits in unregister-pending, refuses
 # REGISTER, ENABLE, DISABLE and ROUTING_SET, answers a second UNREGISTER with PENDING again,
-# and becomes unregistered at COMPLETE. The footnote lists calls refused before the table is
-# even consulted (COMPLETE with no dispatch outstanding, RELEASE while registered).
+# and becomes unregistered at COMPLETE. The table's caption lists calls refused before the table
+# is even consulted (COMPLETE with no dispatch outstanding, RELEASE while registered).
 
 # %%
-fig, ax = plt.subplots(figsize=(12, 8), layout="constrained")
-state_machine(ax, state, event=2000, cpu=0)
+fig = plt.figure(figsize=COMPACT_SIZE)
+ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))  # the compact drawing is in inches, on axes filling the figure
+state_machine(ax, state, event=2000, cpu=0, compact=True)
 plt.show()
+display(state_table(state, 2000, cpu=0))
 
 # %% [markdown]
 # Each sub-test binds the interrupt and releases it at its end, so the `SdeiBinding` facts cut
@@ -147,7 +154,9 @@ plt.show()
 binds = [f for f in state.of_kind(SdeiBinding) if f.bound]
 releases = [f for f in state.of_kind(SdeiBinding) if not f.bound]
 subtests = dict(zip("abcde", [(b.vtime, r.vtime + 1) for b, r in zip(binds, releases, strict=True)], strict=True))
-fig, axes = plt.subplots(1, 2, figsize=(18, 7.5), layout="constrained")
+heights = [0.3 * len(messages(state, 2000, subtests[name])) + 2 for name in "ad"]
+fig, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, sum(heights)), height_ratios=heights,
+                         layout="constrained")
 for ax, name in zip(axes, "ad", strict=True):
     sequence(ax, state, 2000, window=subtests[name])
     ax.set_title(f"event 2000, sub-test {name}")

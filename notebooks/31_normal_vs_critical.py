@@ -46,6 +46,7 @@
 # `tests/test_sdei_guests.py` does.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import re
 
 import matplotlib.pyplot as plt
@@ -180,7 +181,7 @@ margin = (last - first) // 12
 window = (first - margin, last + margin)
 alone_handlers = handler_intervals(alone_trace)
 alone_window = (alone_handlers[0].start - margin, alone_handlers[0].start - margin + (window[1] - window[0]))
-fig, (ax_host, ax_alone) = plt.subplots(2, 1, figsize=(14, 5.5), layout="constrained")
+fig, (ax_host, ax_alone) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 5.5), layout="constrained")
 timeline(ax_host, trace, cpus=[0], window=window)
 for i, vtime in enumerate(sorted({v for v, _, _ in raised})):
     ax_host.axvline(vtime, color=style.BLACK, linestyle=":", linewidth=1.5)
@@ -225,7 +226,7 @@ explore
 
 # %%
 rows = messages(trace, CRITICAL_HYP)
-fig, ax = plt.subplots(figsize=(12, 0.32 * len(rows) + 2), layout="constrained")
+fig, ax = plt.subplots(figsize=(style.NOTEBOOK_WIDTH, 0.32 * len(rows) + 2), layout="constrained")
 sequence(ax, messages(trace, CRITICAL_HYP, symbolize=session.symbolize), CRITICAL_HYP)
 plt.show()
 

@@ -48,6 +48,7 @@
 # It also builds a small guest of its own, used in sections 5 and 6.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import tempfile
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def shade_irq_masked(ax: plt.Axes, label: str) -> None:
                 color=style.BLUE, fontweight="bold")
 
 
-fig, axes = plt.subplots(2, 1, figsize=(15, 8), layout="constrained")
+fig, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 8), layout="constrained")
 masked_label = f"PSTATE.I = 1 (IRQs masked) since <{image.symbolize(stuck_view.pc)}>"
 for ax, window, title, label in ((axes[0], wide, "both watchdog rounds", masked_label),
                                  (axes[1], zoom, "the first round", "PSTATE.I = 1")):
@@ -422,7 +423,7 @@ for vtime, text in sorted(timeline_rows):
     inside = owned[0] <= vtime < owned[1]
     print(f"{vtime:>7} ns {'[bound]' if inside else '       '} {text}")
 
-fig, (ax_t, ax_s) = plt.subplots(2, 1, figsize=(15, 12), height_ratios=(1, 3), layout="constrained")
+fig, (ax_t, ax_s) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 12), height_ratios=(1, 3), layout="constrained")
 timeline(ax_t, ot, cpus=[0])
 ax_t.axvspan(*owned, color=style.SKY_BLUE, alpha=0.2, zorder=0)
 ax_t.annotate(f"PPI {owner_binding.intid} registered: the firmware's", (owned[0], -0.5), xytext=(4, -4),

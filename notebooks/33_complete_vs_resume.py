@@ -57,6 +57,7 @@
 #   real IRQ exception leaves in the registers.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import matplotlib.pyplot as plt
 
 from sdeilab.firmware.session import Session, pstate_text
@@ -64,7 +65,7 @@ from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import ExceptionTaken, SdeiComplete, SdeiDispatch, SdeiTransition
 from sdeilab.trace.intervals import handler_intervals
-from sdeilab.viz import sequence, style, timeline
+from sdeilab.viz import figure_legend, sequence, style, timeline
 from sdeilab.viz.panels import address_text, marks, pstate_hex, state_columns
 from sdeilab.viz.sequence import messages
 
@@ -157,7 +158,7 @@ def cells(pc: int, pstate_value: int, elr: int, spsr: int) -> dict[str, str]:
 
 WHAT = {"complete": "SDEI_EVENT_COMPLETE: back as if nothing had happened",
         "complete-and-resume": "SDEI_EVENT_COMPLETE_AND_RESUME: an exception frame, DAIF all set"}
-fig, state_axes = plt.subplots(2, 1, figsize=(13, 7.4), layout="constrained")
+fig, state_axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 7.4), layout="constrained")
 for ax, (dispatch, at_entry, complete, after) in zip(state_axes, tftf, strict=True):
     call = "COMPLETE" if complete.how == "complete" else "COMPLETE_AND_RESUME"
     before = cells(dispatch.interrupted_pc, dispatch.interrupted_pstate, at_entry["ELR_EL1"], at_entry["SPSR_EL1"])
@@ -181,7 +182,7 @@ plt.show()
 
 # %%
 rows = len(messages(pstate.trace, 0))
-fig, ax = plt.subplots(figsize=(14, 0.3 * rows + 2), layout="constrained")
+fig, ax = plt.subplots(figsize=(style.NOTEBOOK_WIDTH, 0.3 * rows + 2), layout="constrained")
 sequence(ax, pstate.trace, 0, symbolize=pstate.symbolize)
 plt.show()
 
@@ -263,7 +264,7 @@ first_round = sorted(runs, key=lambda run: run[0].vtime)[:3]
 window = (min(d.vtime for d, _ in first_round) - 120, max(c.vtime for _, c in first_round) + 260)
 cpus = [1, 2, 3]
 round_rows = len(messages(linux.trace, 1000, window))
-fig, (ax_t, ax_s) = plt.subplots(2, 1, figsize=(15, 5 + 0.3 * round_rows + 2),
+fig, (ax_t, ax_s) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 5 + 0.3 * round_rows + 2),
                                  height_ratios=(5, 0.3 * round_rows + 2), layout="constrained")
 timeline(ax_t, linux.trace, cpus=cpus, window=window)
 for d, c in first_round:
@@ -271,6 +272,7 @@ for d, c in first_round:
     ax_t.annotate(f"{call}\n→ <{limage.symbolize(c.resume_pc)}>", (c.vtime, cpus.index(d.cpu) - 0.05),
                   xytext=(8, 0), textcoords="offset points", va="center", fontsize=style.SMALL)
 ax_t.set_title("linux_client, the first watchdog round", fontsize=style.TITLE)
+figure_legend(fig)  # below the figure: beside the timeline it took a third of the sequence's width too
 sequence(ax_s, linux.trace, 1000, window=window, symbolize=limage.symbolize)
 plt.show()
 

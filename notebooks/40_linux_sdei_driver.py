@@ -51,6 +51,7 @@
 # it runs, the boot cell shows a bar of the instructions retired and Linux's console as it comes.
 
 # %%
+# %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
 import os
 import re
 import subprocess
@@ -251,7 +252,7 @@ for n, cycle in enumerate(cycles, start=1):
 # %%
 hotplug = (cycles[0][0].vtime - 20_000, cycles[-1][-1].vtime + 20_000)
 first_cycle = (cycles[0][0].vtime - 2_000, cycles[0][-1].vtime + 2_000)
-fig, axes = plt.subplots(2, 1, figsize=(15, 6), layout="constrained")
+fig, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 6), layout="constrained")
 for ax, window, title in ((axes[0], hotplug, f"both hotplug cycles of CPU {SPIN_CPU}"),
                           (axes[1], first_cycle, "the first cycle")):
     timeline(ax, trace, cpus=[0, SPIN_CPU], window=window)
@@ -275,7 +276,7 @@ around = [f for f in trace.select(PowerTransition, SdeiMask, start=min(stamps), 
           if seqs[0] <= f.seq <= seqs[1] and f.cpu == SPIN_CPU]
 cycle_facts = [by_seq[step.seq] for step in first] + around
 rows = len(ladder_rows(trace, cycle_facts, cpus=[0, SPIN_CPU]))
-fig, ax_ladder = plt.subplots(figsize=(13, 0.32 * rows + 2), layout="constrained")
+fig, ax_ladder = plt.subplots(figsize=(style.NOTEBOOK_WIDTH, 0.32 * rows + 2), layout="constrained")
 call_ladder(ax_ladder, trace, cycle_facts, cpus=[0, SPIN_CPU], title=f"Debian 6.1 on virt: CPU {SPIN_CPU}'s first "
             "hotplug cycle, call by call")
 plt.show()
@@ -313,11 +314,11 @@ print(f"module's last: cpu{last[1]} pc {last[2]} pstate {last[3]} {last[4]}")
 
 # %%
 first_handler, last_handler = dispatches[0].vtime, completes[-1].vtime
-fig, axes = plt.subplots(2, 1, figsize=(15, 6), layout="constrained")
+fig, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 6), layout="constrained")
 for ax, window, title in ((axes[0], (first_handler - SETTLE, last_handler + SETTLE), "the three watchdog events"),
                           (axes[1], (first_handler - 300, completes[0].vtime + 300), "the first one")):
     timeline(ax, trace, cpus=[0, SPIN_CPU], window=window)
-    ax.set_title(f"sdei_watchdog on CPU {SPIN_CPU}, spinning with IRQs masked: {title}", fontsize=style.TITLE)
+    ax.set_title(f"sdei_watchdog, CPU {SPIN_CPU} spinning with IRQs masked: {title}", fontsize=style.FONT)
 figure_legend(fig)  # one legend for both panels
 plt.show()
 

@@ -4,8 +4,9 @@ Each notebook's code runs here as its kernel would run it (the .py form, cell af
 its last figure), with ``plt.show`` replaced by a hook that keeps the figure: so the figures
 checked are the notebooks' own, drawn by the same calls on the same guests. Each is then
 checked by ``sdeilab.viz.quality.figure_problems`` at 100 dpi, the resolution JupyterLab's
-inline backend renders at and shows at its pixel size: text at least 10 pt, no two texts
-overlapping, nothing outside the figure or clipped, one legend, distinct tick labels.
+inline backend renders at, as shown in its narrowest output column (848 CSS px, a 1280-px
+window; a wider figure is scaled down to it, its text with it): text at least 10 pt, no two
+texts overlapping, nothing outside the figure or clipped, one legend, distinct tick labels.
 
 Notebook 40 boots Debian's kernel (about half a minute, and the kernel must be in .cache): its
 run is in the ``linux`` tier; a small synthetic trace with the same shape (a CPU hotplugged
@@ -32,13 +33,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from sdeilab.trace import PowerTransition, SdeiMask, SmcccCall, SmcccReturn, TraceLog  # noqa: E402
-from sdeilab.viz import figure_legend, timeline  # noqa: E402
+from sdeilab.viz import figure_legend, style, timeline  # noqa: E402
 from sdeilab.viz.panels import call_ladder, ladder_rows  # noqa: E402
 from sdeilab.viz.quality import figure_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-DISPLAY_DPI = 100  # JupyterLab's inline backend: rcParams' figure.dpi, shown at 100% (no retina)
+DISPLAY_DPI = style.NOTEBOOK_DPI  # JupyterLab's inline backend: rcParams' figure.dpi, one pixel per CSS px
+# Checked as shown in JupyterLab's output column at 1280 px: a wider figure is scaled down to it.
+COLUMN_PX = style.NOTEBOOK_COLUMN_PX
 DRAWING = ("00_tour", "11_where_sdei_lives", "12_cpu_on_masking", "20_psci_and_cpu_on", "30_sdei_event_lifecycle",
            "31_normal_vs_critical", "32_nmi_watchdog", "33_complete_vs_resume")
 LINUX = "40_linux_sdei_driver"
@@ -75,7 +78,7 @@ def report(name: str, figures: list[Figure]) -> list[str]:
     problems = []
     for i, figure in enumerate(figures):
         figure.set_dpi(DISPLAY_DPI)
-        problems += [f"{name} figure {i}: {p}" for p in figure_problems(figure)]
+        problems += [f"{name} figure {i}: {p}" for p in figure_problems(figure, display_width=COLUMN_PX)]
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
             figure.savefig(Path(folder) / f"{name}-{i}.png", dpi=DISPLAY_DPI)
@@ -140,7 +143,7 @@ def hotplug_trace(cycles: int = 2) -> tuple[TraceLog, list[tuple[int, int]]]:
 
 def synthetic_40() -> list[Figure]:
     log, spans = hotplug_trace()
-    figure, axes = plt.subplots(2, 1, figsize=(15, 6), layout="constrained")
+    figure, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 6), layout="constrained")
     for ax, window in zip(axes, ((spans[0][0] - 20_000, spans[-1][1] + 20_000),
                                  (spans[0][0] - 2_000, spans[0][1] + 2_000)), strict=True):
         timeline(ax, log, cpus=[0, 1], window=window)
@@ -149,7 +152,8 @@ def synthetic_40() -> list[Figure]:
     plt.close(figure)  # closed to pyplot, still drawable
     # The notebook's zoom on one cycle, as a call ladder: rows microseconds apart a second into the run.
     cycle = [f for f in log if spans[0][0] <= f.vtime <= spans[0][1]]
-    ladder, ax = plt.subplots(figsize=(13, 0.32 * len(ladder_rows(log, cycle, cpus=[0, 1])) + 2), layout="constrained")
+    height = 0.32 * len(ladder_rows(log, cycle, cpus=[0, 1])) + 2
+    ladder, ax = plt.subplots(figsize=(style.NOTEBOOK_WIDTH, height), layout="constrained")
     call_ladder(ax, log, cycle, cpus=[0, 1], title="Debian 6.1 on virt: CPU 1's first hotplug cycle, call by call")
     plt.close(ladder)
     return [figure, ladder]

@@ -8,7 +8,8 @@ machine view, which draws the very table the firmware enforces.
 """
 
 from sdeilab.viz.sequence import sequence
-from sdeilab.viz.state_machine import state_machine, update_state_machine
+from sdeilab.viz.state_machine import state_machine, state_table, update_state_machine
 from sdeilab.viz.timeline import TimelineData, figure_legend, timeline
 
-__all__ = ["TimelineData", "figure_legend", "sequence", "state_machine", "timeline", "update_state_machine"]
+__all__ = ["TimelineData", "figure_legend", "sequence", "state_machine", "state_table", "timeline",
+           "update_state_machine"]

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.backend_bases import RendererBase
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from matplotlib.textpath import TextPath
 
 from sdeilab.firmware.sdei.table import TABLE, Action, EventState
@@ -165,6 +167,7 @@ def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Se
                                bbox={"boxstyle": "round,pad=0.3", "facecolor": "#EEEEEE", "edgecolor": style.BLACK}))
 
     running: dict[int, list[int]] = {}  # cpu -> rows where a handler of this event started, still running
+    labels: list[Text] = []
     for y, m in enumerate(rows):
         colour, linestyle, width = _STYLE[m.kind]
         x0, x1 = column[m.src], column[m.dst]
@@ -180,10 +183,13 @@ def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Se
         artists.append(arrow)
         # Left-aligned just past the left lifeline (and its activation bar), on white: a label
         # centred between two lifelines ran over the handler's bar and became unreadable.
-        artists.append(ax.text(min(x0, x1) + LABEL_GAP, y - 0.12, m.text, ha="left", va="bottom",
-                               fontsize=style.SMALL - 1, color=colour, zorder=3,
-                               bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none",
-                                     "alpha": 0.85}))
+        label = ax.text(min(x0, x1) + LABEL_GAP, y - 0.12, m.text, ha="left", va="bottom",
+                        fontsize=style.SMALL - 1, color=colour, zorder=3,
+                        bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none",
+                              "alpha": 0.85})
+        label.set_in_layout(False)  # kept inside the axes at draw time (_KeepInside), not by the layout
+        labels.append(label)
+        artists.append(label)
         if m.kind == "dispatch":
             running.setdefault(m.dst, []).append(y)
         elif m.kind == "resume" and running.get(m.dst):
@@ -191,6 +197,8 @@ def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Se
             artists.append(ax.add_patch(Rectangle((column[m.dst] - 0.06, top), 0.12, y - top, facecolor=style.BLUE,
                                                   edgecolor=style.BLACK, zorder=1, gid="activation")))
 
+    if labels:
+        artists.append(ax.add_artist(_KeepInside(labels)))
     ax.set_xlim(-0.7, _right_edge(ax, rows, column, len(shown) + 0.7))
     ax.set_ylim(height + 0.2, -2.4)
     # A row is labelled with its vtime where a new vtime first appears: rows are in the order
@@ -229,7 +237,44 @@ def _right_edge(ax: Axes, rows: Sequence[Message], column: dict[int, int], least
         share = widest[m.text] / width_pt  # the label's share of the axes' width
         if share < 0.95:
             right = max(right, start / (1 - share) - 0.7 + 0.05)
-    return right
+    # The lifelines' names must not run into each other: a unit (one lifeline to the next) at least
+    # as wide as the widest name in its box. A label that then lacks room right of its lifeline
+    # ends at the axes' edge instead (_KeepInside).
+    names = ["firmware", *(f"CPU {cpu}" for cpu in column if cpu != FIRMWARE)]
+    name_pt = max(TextPath((0, 0), name, size=style.FONT, prop={"weight": "bold"}).get_extents().width
+                  for name in names) + style.FONT  # the box's padding, and a little air
+    return max(least, min(right, 0.9 * width_pt / name_pt - 0.7))
+
+
+class _KeepInside(Artist):
+    """Moves a message's label left, at draw time, when it would run past the axes' right edge.
+
+    ``_right_edge`` widens the view for long labels from an estimate of the axes' width made
+    before the layout; on a narrow figure a label can still be too long for the room right of
+    its lifeline (a refused CPU_ON with three arguments and a result name). It then ends at the
+    axes' edge, on its white box, over the lifelines to its left. Drawn just before the labels.
+    """
+
+    def __init__(self, labels: list[Text]) -> None:
+        super().__init__()
+        self.labels = labels
+        self.starts = [label.get_position()[0] for label in labels]
+        self.set_zorder(min(label.get_zorder() for label in labels) - 0.01)
+        self.set_in_layout(False)
+
+    def draw(self, renderer: RendererBase) -> None:
+        ax = self.axes
+        if ax is None:
+            return
+        frame = ax.get_window_extent(renderer)
+        lo, hi = ax.get_xlim()
+        per_unit = frame.width / (hi - lo) if hi != lo else 1.0
+        for label, start in zip(self.labels, self.starts, strict=True):
+            label.set_x(start)
+            excess = Text.get_window_extent(label, renderer).x1 - frame.x1
+            if excess > 0:
+                label.set_x(max(lo + 0.02, start - (excess + 2) / per_unit))
+        self.stale = False
 
 
 def _line(xs: list[float], ys: list[float], colour: str, linestyle: str, width: float, gid: str) -> Line2D:

@@ -38,6 +38,7 @@ from sdeilab.trace.log import TraceLog
 from sdeilab.trace.records import SdeiTransition
 from sdeilab.viz import style
 from sdeilab.viz.names import SDEI_RESULTS
+from sdeilab.viz.tables import Table
 
 S = EventState
 POSITIONS: dict[EventState, tuple[float, float]] = {
@@ -173,6 +174,30 @@ class _Look:
         title = f"SDEI event {event}{where}" if event is not None else "SDEI event states (DEN0054 6.1)"
         return cls(tally.current if tally else None, stays, refused, edges,
                    {name: "\n".join(texts) for name, texts in extras.items()}, early, title, rejected, summary)
+
+
+def state_table(trace: TraceLog, event: int, cpu: int | None = None) -> Table:
+    """What the compact drawing counts, spelled out: for each state of ``event`` (on ``cpu``) its
+    status bits (DEN0054 6.1), the calls it accepted without moving, those it refused (with their
+    result names) and the moves out of it, each with how often; the caption counts the calls
+    refused before the table. The notebooks show it under ``state_machine(..., compact=True)``."""
+    tally = Tally.of(trace, event, cpu)
+    rows = []
+    for state in POSITIONS:
+        label = LABELS[state]
+        accepted = [f"{a.value} {TIMES}{tally.stays[(label, a.value)]}"
+                    for a, cell in TABLE[state].items() if cell.next is state]
+        refused = [f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})"
+                   for (s, a, r), n in sorted(tally.refused.items()) if s == label]
+        moves = [f"{a} → {LABELS[dst]} {TIMES}{tally.moves[(label, LABELS[dst], a)]}"
+                 for (src, dst), actions in EDGES.items() if src is state for a in actions]
+        rows.append((label + (" (now)" if tally.current == label else ""), f"0b{int(state):03b}",
+                     ", ".join(accepted) or "-", ", ".join(refused) or "-", ", ".join(moves)))
+    early = ", ".join(f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})" for (a, r), n in sorted(tally.early.items()))
+    where = f" on CPU {cpu}" if cpu is not None else ""
+    title = f"SDEI event {event}{where}, state by state" + (
+        f"; refused before the table (no such event, no dispatch, bad parameters): {early}" if early else "")
+    return Table(["state", "status", "↻ accepted, state kept", "✗ refused here", "moves out"], rows, title)
 
 
 def _table_edges() -> dict[tuple[EventState, EventState], list[str]]:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 
 from matplotlib.axes import Axes
-from matplotlib.ticker import Formatter
+from matplotlib.ticker import Formatter, MaxNLocator
 
 BLACK = "#000000"
 WHITE = "#ffffff"
@@ -26,6 +26,12 @@ PURPLE = "#CC79A7"  # reddish purple
 GREY = "#BBBBBB"
 PALE = "#F2F2F2"
 
+# JupyterLab's output column in a 1280-px window, in CSS px (tests/test_browser_notebooks.py
+# measures it), and a notebook figure's width in inches at the inline backend's 100 dpi: a
+# figure this wide is shown at its own size there and wider, its text as large as drawn.
+NOTEBOOK_COLUMN_PX = 848
+NOTEBOOK_DPI = 100
+NOTEBOOK_WIDTH = 8.4
 FONT = 14  # tick labels, node labels
 SMALL = 12  # legends, edge labels, message labels
 TITLE = 16
@@ -50,7 +56,7 @@ def layer_colour(layer: str) -> str:
     return LAYER_COLOURS.get(layer, GREY)
 
 
-def vtime_axis(ax: Axes, label: str = "virtual time") -> None:
+def vtime_axis(ax: Axes, label: str = "virtual time", fontsize: float = FONT) -> None:
     """Label the x axis in virtual time (vtime counts nanoseconds: 1 instruction = 1 ns).
 
     A window far from zero (the microseconds of a hotplug cycle a second into a boot) is
@@ -58,8 +64,9 @@ def vtime_axis(ax: Axes, label: str = "virtual time") -> None:
     instead of repeating its leading digits ("2.1639 ms", "2.164 ms", "2.1641 ms").
     """
     ax.xaxis.set_major_formatter(VtimeFormatter(label))
-    ax.set_xlabel(label, fontsize=FONT)
-    ax.tick_params(axis="both", labelsize=FONT)
+    ax.xaxis.set_major_locator(VtimeLocator(fontsize))
+    ax.set_xlabel(label, fontsize=fontsize)
+    ax.tick_params(axis="both", labelsize=fontsize)
 
 
 UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "µs"), (1.0, "ns"))
@@ -101,6 +108,28 @@ def vtime_origin(lo: float, hi: float) -> float:
         return 0.0
     step = 10.0 ** math.floor(math.log10(span))
     return math.floor(lo / step) * step
+
+
+class VtimeLocator(MaxNLocator):
+    """Round vtime ticks, as many as the axis has room for at its width and font size.
+
+    matplotlib's automatic choice budgets three characters' width a tick; a vtime label
+    ("+2.5 µs", "2.164 ms") is up to nine, and at 14 pt on an 8-inch axis the labels ran into
+    each other. Recomputed at each draw, so a zoom or a narrower figure gets fewer ticks.
+    """
+
+    LABEL_EMS = 6.5  # nine characters of about 0.6 em, and an em of space between two labels
+
+    def __init__(self, fontsize: float = FONT) -> None:
+        super().__init__(nbins="auto", steps=[1, 2, 2.5, 5, 10])
+        self.fontsize = fontsize  # the tick labels': asking the axis would ask this locator again
+
+    def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
+        axis = self.axis
+        if axis is not None and axis.axes is not None:
+            width_pt = axis.axes.bbox.width * 72 / axis.axes.figure.dpi  # type: ignore[union-attr]
+            self.set_params(nbins=max(2, int(width_pt / (self.LABEL_EMS * self.fontsize))))
+        return super().tick_values(vmin, vmax)  # type: ignore[no-any-return]
 
 
 class VtimeFormatter(Formatter):

@@ -32,7 +32,6 @@ from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Annotation
-from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox, offset_copy
 
 from sdeilab.trace.intervals import (
@@ -71,7 +70,6 @@ COMPACT_POWER_MARK = 9  # CPU_ON / CPU_OFF
 # From the bottom of the axes to the top of the legend: the tick marks and their labels, the axis
 # label (whose text names the window's origin), and a gap.
 COMPACT_AXIS_PT = 36.0
-COMPACT_TICKS = 5  # at most, on the time axis
 COMPACT_LEGEND_COLUMNS = 4  # at most; fewer when the figure is too narrow for them
 COMPACT_LABELS = {  # the legend's shorter entries
     "interrupt handled (ack to EOI)": "IRQ, ack to EOI", "SDEI handler (normal)": "SDEI handler",
@@ -312,12 +310,7 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
     ax.set_xlim(lo, hi)
     ax.set_ylim(len(lanes) - 0.5, -0.5)  # CPU 0 on top
     ax.set_yticks(range(len(lanes)), labels=[f"CPU {cpu}" for cpu in lanes])
-    style.vtime_axis(ax)
-    if compact:
-        ax.xaxis.label.set_fontsize(COMPACT_FONT)
-        ax.tick_params(axis="both", labelsize=COMPACT_FONT)
-        # A tick label ("+1.5 µs") is about 0.6 inches wide: five ticks on a 5.5-inch axis.
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=COMPACT_TICKS, steps=[1, 2, 2.5, 5, 10]))
+    style.vtime_axis(ax, fontsize=COMPACT_FONT if compact else style.FONT)
     ax.grid(axis="x", color=style.GREY, linewidth=0.6, alpha=0.6)
     ax.set_axisbelow(True)
     if legend and compact:
@@ -518,12 +511,15 @@ def _overlap(a: Bbox, b: Bbox) -> bool:
     return min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0)
 
 
-def figure_legend(fig: Figure | SubFigure) -> Legend | None:
-    """One legend for a figure of several timelines: each axes' legend goes, their entries are
-    merged (each label once, in order of first appearance) into one legend at the figure's right.
+def figure_legend(fig: Figure | SubFigure, columns: int = 4) -> Legend | None:
+    """One legend for a figure of timelines: each axes' legend goes, their entries are merged
+    (each label once, in order of first appearance) into one legend below the figure's axes, in
+    as many columns as fit its width (``columns`` at most).
 
+    Below rather than beside: a notebook's figure is about 8 inches wide (the width JupyterLab
+    shows unshrunk at 1280 px), and a legend at its right took a third of it from the time axis.
     Call it after the last ``timeline`` of the figure. A figure with constrained layout keeps
-    room for it outside the axes; otherwise it goes in the upper right corner.
+    room for it below the axes; otherwise it goes in the lower centre, over the figure.
     """
     handles: dict[str, Artist] = {}
     for ax in fig.get_axes():
@@ -538,7 +534,13 @@ def figure_legend(fig: Figure | SubFigure) -> Legend | None:
         return None
     constrained = fig.get_layout_engine() is not None and type(fig.get_layout_engine()).__name__ == \
         "ConstrainedLayoutEngine"
-    legend = fig.legend(list(handles.values()), list(handles), loc="outside right upper" if constrained
-                        else "upper right", fontsize=style.SMALL, frameon=False)
+
+    def make(count: int) -> Legend:
+        return fig.legend(list(handles.values()), list(handles), loc="outside lower center" if constrained
+                          else "lower center", fontsize=style.SMALL, frameon=False, ncols=count,
+                          columnspacing=1.2, handletextpad=0.5)
+
+    root = fig if isinstance(fig, Figure) else _root(fig.get_axes()[0])
+    legend, _ = fit_legend(make, fig.bbox.width, _renderer(root), min(columns, len(handles)))
     legend.set_gid("legend")
     return legend
