@@ -84,11 +84,13 @@ lab
 #
 # **Views.**
 # - *Disassembly* of the CPU that ran last, or of the CPU you choose: `=>` marks PC and `*` a
-#   breakpoint.
+#   breakpoint. Words the guest's ELF symbols say are data (a literal pool, the padding after a
+#   function's `ret`) show as `.word 0x...`, as objdump shows them, not as instructions.
 # - *SDEI per CPU*: power state, whether SDEI events are masked, the events whose handlers run
 #   (a critical one over a normal one) and the nesting depth.
-# - *Recent firmware calls*: the last twelve calls, the newest on top, with their arguments,
-#   results by name and answering layer. Clicking one steps back to just after it (`lab.step_back_to(seq)`, a replay).
+# - *Recent firmware calls*, below the pictures and as wide as the dashboard: the last twelve
+#   calls, the newest on top, with their arguments (an address by its symbol), results by name and
+#   answering layer. Clicking one steps back to just after it (`lab.step_back_to(seq)`, a replay).
 # - *UART* output, kept scrolled to its last line.
 # - Below the pictures, one click away: *Registers* (one column per CPU; cells that changed since
 #   the previous stop are highlighted), *Memory* at an address or a symbol (by default the
@@ -99,6 +101,9 @@ lab
 #   It is the static picture, redrawn at each stop, rather than the interactive `TimelineView`
 #   (notebook 31): that one is 840 px wide and fixed, and beside the state machine it would not
 #   leave both pictures and the controls on one 1440 x 900 screen.
+# - Where the page is too narrow for the pictures beside the code (1280 x 800 with JupyterLab's
+#   file browser open), they go below it at their full size: they never shrink, since their text
+#   is sized for the width they are drawn at.
 
 # %% [markdown]
 # ## 1. Break on CPU_ON
@@ -253,7 +258,7 @@ assert "on SDEI_EVENT_COMPLETE on CPU 2" in [label for label, _ in lab.bp_list.o
 # after the refused calls, their results named.
 recent = [label for label, _ in lab.calls_list.options]
 assert "SDEI_EVENT_COMPLETE(0) on CPU 2 -> no return" in recent[0]  # the newest on top
-assert "-> DENIED (-3), answered by kvm" in recent[1]
+assert "-> DENIED (-3), by kvm" in recent[1]
 assert lab.wait_plots(60) and lab.plot_error == ""
 assert ">registered</b>" in lab.state_label.value
 assert bytes(lab.state_image.value).startswith(b"\x89PNG") and bytes(lab.timeline_image.value).startswith(b"\x89PNG")

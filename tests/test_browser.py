@@ -33,6 +33,58 @@ WAIT_MS = 30_000  # a step or a run in the kernel plus the plots it redraws, on 
 VIEWPORTS = ((1280, 800), (1440, 900), (1920, 1080))
 DESK = (1440, 900)
 DASHBOARD_PARTS = (".sdeilab-controls", ".sdeilab-status", "img.sdeilab-picture")
+NARROW = (1280, 800)  # JupyterLab's side bar open: about 860 CSS pixels for the dashboard
+# What is wrong with how the dashboard fits its place, at any size (the page scrolled to it): a
+# picture shown smaller than the CSS size its text is sized for (half its pixels: plots.PIXEL_RATIO),
+# an element of the dashboard whose content is wider than it and that clips it or scrolls sideways
+# (form fields aside: their text scrolls inside them by design), a part of the dashboard outside
+# its output area or the window, a panel around it that scrolls sideways; with ``lists``, also a
+# recent-calls entry wider than its list (a <select> clips its options without a scroll bar).
+FIT_PROBLEMS_JS = """([ratio, lists]) => {
+    const problems = [];
+    const lab = document.querySelector('.sdeilab-lab');
+    if (!lab) return ['no dashboard on the page'];
+    const name = el => el.tagName.toLowerCase() + [...el.classList].map(c => '.' + c).join('');
+    for (const img of lab.querySelectorAll('img.sdeilab-picture')) {
+        const r = img.getBoundingClientRect(), designed = img.naturalWidth / ratio;
+        if (r.width < designed - 0.5)
+            problems.push(`${name(img)} shown ${r.width.toFixed(0)} px wide, designed for ${designed} px`);
+    }
+    for (const el of [lab, ...lab.querySelectorAll('*')]) {
+        if (el.closest('select, input, textarea, .widget-readout') || el.offsetParent === null) continue;
+        const overflow = getComputedStyle(el).overflowX;
+        if (overflow !== 'visible' && el.scrollWidth > el.clientWidth + 1)
+            problems.push(`${name(el)} (overflow-x ${overflow}) holds ${el.scrollWidth} px in ${el.clientWidth} px`);
+    }
+    const area = (lab.closest('.jp-OutputArea-output') || document.body).getBoundingClientRect();
+    for (const el of lab.querySelectorAll('table, pre, img, .widget-button, select')) {
+        const r = el.getBoundingClientRect();
+        if (r.width === 0) continue;
+        if (r.left < area.left - 1 || r.right > area.right + 1 || r.left < -1 || r.right > window.innerWidth + 1)
+            problems.push(`${name(el)} at x ${r.left.toFixed(0)}..${r.right.toFixed(0)}: outside its area `
+                          + `${area.left.toFixed(0)}..${area.right.toFixed(0)} or the window`);
+    }
+    for (let el = lab.parentElement; el; el = el.parentElement) {
+        const overflow = getComputedStyle(el).overflowX;
+        if (el.scrollWidth > el.clientWidth + 1 && (overflow === 'auto' || overflow === 'scroll'
+                                                    || el === document.scrollingElement))
+            problems.push(`${name(el)} scrolls sideways: ${el.scrollWidth} px in ${el.clientWidth} px`);
+    }
+    if (lists) {
+        const context = document.createElement('canvas').getContext('2d');
+        for (const select of lab.querySelectorAll('.sdeilab-calls select')) {
+            const style = getComputedStyle(select);
+            context.font = `${style.fontSize} ${style.fontFamily}`;
+            for (const option of select.options) {
+                const width = context.measureText(option.text).width;
+                if (width > select.clientWidth - 8)
+                    problems.push(`recent call cut: ${width.toFixed(0)} px in ${select.clientWidth} px: `
+                                  + option.text);
+            }
+        }
+    }
+    return problems;
+}"""
 KERNEL_GONE_S = 30.0  # a closed page's kernel is shut down at once; the slack is for a loaded machine
 CULL_AFTER_S = 3  # `sdeilab dashboard --cull-after` for the culling test: a kernel with no page, idle this long
 
@@ -200,8 +252,10 @@ def _step_and_run(widget_page, shots: str) -> None:  # type: ignore[no-untyped-d
 
 
 def _check_layout(widget_page, where: str) -> None:  # type: ignore[no-untyped-def]
-    """At each of VIEWPORTS: no picture stretched out of its aspect (2% at most), a screenshot; at
-    DESK, the controls, the status line and both pictures all on the first screen. In JupyterLab
+    """At each of VIEWPORTS: no picture stretched out of its aspect (2% at most) or shown smaller
+    than designed, nothing of the dashboard cut or scrolling sideways (FIT_PROBLEMS_JS; at NARROW
+    no recent call cut either), a screenshot; at DESK, the controls, the status line and both
+    pictures all on the first screen. In JupyterLab
     with the file browser open beside the notebook, the dashboard scrolled to the top of its panel
     (the cell's code is above it); in Voila the page as it opens."""
     from playwright.sync_api import expect
@@ -213,7 +267,8 @@ def _check_layout(widget_page, where: str) -> None:  # type: ignore[no-untyped-d
     if where == "lab":
         page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
         page.wait_for_function("() => !window.jupyterapp.shell.leftCollapsed", timeout=WAIT_MS)
-    problems = []
+    problems: list[str] = []
+    misfits: list[str] = []
     for width, height in VIEWPORTS:
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_timeout(500)  # the layout settles (JupyterLab resizes its panels on a timer)
@@ -226,8 +281,11 @@ def _check_layout(widget_page, where: str) -> None:  # type: ignore[no-untyped-d
         widget_page.expect_aspects_kept()
         if (width, height) == DESK:
             problems = widget_page.boxes_outside_viewport(DASHBOARD_PARTS)
+        fit = page.evaluate(FIT_PROBLEMS_JS, [2, (width, height) == NARROW])
+        misfits += [f"{width}x{height}: {problem}" for problem in fit]
     page.set_viewport_size({"width": 1280, "height": 900})
     assert not problems, f"not on the first screen at {DESK[0]}x{DESK[1]} ({where}): {problems}"
+    assert not misfits, f"the dashboard does not fit ({where}):\n" + "\n".join(misfits)
 
 
 @pytest.mark.browser

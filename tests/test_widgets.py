@@ -512,7 +512,7 @@ def test_recent_calls_step_back_to_the_one_clicked_and_the_sdei_row_follows() ->
     lab.run_until("SdeiDispatch", cpu=2, max_instructions=20_000_000)
     # CPU 2 runs the handler of event 2000: the per-CPU SDEI row says so.
     rows = lab.sdei_html.value
-    assert "<th style='text-align:right;padding:0 8px'>CPU 2</th>" in rows
+    assert "<th style='text-align:right;padding:0 5px'>CPU 2</th>" in rows
     running = re.search(r"<th[^>]*>running</th>(.*?)</tr>", rows)
     depth = re.search(r"<th[^>]*>depth</th>(.*?)</tr>", rows)
     assert running and depth
@@ -521,8 +521,8 @@ def test_recent_calls_step_back_to_the_one_clicked_and_the_sdei_row_follows() ->
     lab.step_firmware(2)
     lab.step_firmware(2)
     calls = list(lab.calls_list.options)  # the newest first
-    assert len(calls) == 12 and "SDEI_EVENT_DISABLE(2000) on CPU 2 -> SUCCESS (0), answered by kvm" in calls[0][0]
-    assert "SDEI_EVENT_STATUS(2000) on CPU 2 -> 7, answered by kvm" in calls[1][0]
+    assert len(calls) == 12 and "SDEI_EVENT_DISABLE(2000) on CPU 2 -> SUCCESS (0), by kvm" in calls[0][0]
+    assert "SDEI_EVENT_STATUS(2000) on CPU 2 -> 7, by kvm" in calls[1][0]
     label, seq = calls[4]
     retired = lab.session.retired
     lab.calls_list.value = seq  # a click on the fifth last call
@@ -571,7 +571,8 @@ def test_the_dashboard_pictures_are_readable_at_their_displayed_size() -> None:
         assert picture.figure is not None
         pixels = Image.open(io.BytesIO(bytes(image.value))).size
         assert pixels == (display[0] * plots.PIXEL_RATIO, display[1] * plots.PIXEL_RATIO)
-        assert image.layout.width == f"{display[0]}px" and image.layout.height == "auto"
+        # Never shown narrower than that (wider where the page has room: tests/test_browser.py).
+        assert image.layout.min_width == f"{display[0]}px" and image.layout.height == "auto"
         assert css_problems(picture.figure, display[0]) == []
     # Still so on the figures kept and redrawn in place: a step further, one CPU's view.
     lab.step_firmware()
@@ -579,3 +580,39 @@ def test_the_dashboard_pictures_are_readable_at_their_displayed_size() -> None:
     for picture, display in ((lab.state_picture, plots.STATE_DISPLAY), (lab.timeline_picture, plots.TIMELINE_DISPLAY)):
         assert picture.figure is not None and css_problems(picture.figure, display[0]) == []
     assert_pictures_are_fresh(lab)  # measuring them left the kept figures as they were
+
+
+def disassembly_text(lab: Lab) -> str:
+    """The disassembly panel as it reads: its HTML without tags."""
+    return html.unescape(re.sub(r"<[^>]+>", "", lab.disasm_html.value))
+
+
+def test_the_disassembly_shows_data_as_data() -> None:
+    # Words after a function's `ret` are data, not code: the literal pool and padding after
+    # sdei_handler_done (its ELF symbol is 60 bytes, and a $d mapping symbol starts at its end,
+    # 0x400825f8) and set_vbar's padding and the literal after it (PSCI CPU_OFF's function ID,
+    # 0x84000002, for `ldr w0, =...` in secondary_entry). Decoded, they read as SVE loads
+    # (`ld1sb {z5.d}, p0/z, [x1, z0.d, uxtw]`) and `udf #0`.
+    lab = Lab(TFTF_STATE, plots_enabled=False)
+    end = lab.session.address_of("sdei_handler_done") + 60
+    assert end == 0x400825F8
+    lab.add_breakpoint("sdei_handler_done+0x20")  # the wait loop CPU 2 is in when the notebook ends
+    stop = lab.run(20_000_000)
+    assert stop is not None and stop.reason == "breakpoint", lab.status.value
+    text = disassembly_text(lab)
+    lines = {int(m.group(1), 16): m.group(2) for m in re.finditer(r"^[=> *]{3} ([0-9a-f]{10})  (.*)$", text, re.M)}
+    assert lines[end - 4] == "ret"  # the function's last instruction is still code
+    for address in range(end, max(lines) + 4, 4):
+        word = int.from_bytes(lab.session.memory(address, 4), "little")  # type: ignore[arg-type]
+        assert lines[address] == f".word 0x{word:08x}", (hex(address), lines[address])
+    assert "ld1sb" not in text and "udf" not in text
+
+    lab.remove_breakpoint(lab.session.breakpoints[0])
+    lab.reset()
+    lab.add_breakpoint("set_vbar")
+    lab.run(1_000_000)
+    lines = dict(re.findall(r"^[=> *]{3} ([0-9a-f]{10})  (.*)$", disassembly_text(lab), re.M))
+    assert lines["00400800c0"] == "ret"
+    assert lines["00400800c4"] == ".word 0x00000000"  # padding past set_vbar's 20 bytes
+    assert lines["00400800c8"] == ".word 0x84000002"  # the literal: PSCI_CPU_OFF
+    assert lines["00400800b0"] == "nop"  # at PC: code

@@ -608,7 +608,12 @@ class Session:
         return next((v.index for v in self.machine.vcpus if v.state is not VcpuState.OFF), 0)
 
     def disassembly(self, cpu: int, before: int = 6, after: int = 10) -> list[DisasmLine]:
-        """Instructions around ``cpu``'s PC (``before`` above it, ``after`` from it on)."""
+        """Instructions around ``cpu``'s PC (``before`` above it, ``after`` from it on).
+
+        Words the guest's ELF file says are data (``GuestImage.is_data``: a literal pool, the
+        padding after a function's ``ret``) are shown as objdump shows them, ``.word 0x...``: decoded,
+        they read as anything, SVE loads included. The word at PC is always decoded (the CPU
+        executes it, whatever it is). A Linux Image has no such map: every word is decoded."""
         pc = self.pc(cpu)
         start = max(self.machine.ram_region.base, pc - 4 * before)
         code = self.machine.read_ram(start, 4 * (before + after)) or self.machine.read_ram(pc, 4)
@@ -616,9 +621,18 @@ class Session:
             return [DisasmLine(pc, "(PC is not in RAM)", "", True, pc in self._breakpoints)]
         if len(code) < 4 * (before + after):
             start = pc
-        symbols = self.machine.image.symbols if self.machine.image else {}
-        return [DisasmLine(address, text, symbols.get(address, ""), address == pc, address in self._breakpoints)
-                for address, text in disassemble(code, start)]
+        image = self.machine.image
+        symbols = image.symbols if image else {}
+
+        def text(address: int, decoded: str) -> str:
+            if address == pc or image is None or not image.is_data(address):
+                return decoded
+            word = code[address - start:address - start + 4]
+            return f".word 0x{int.from_bytes(word, 'little'):08x}"
+
+        return [DisasmLine(address, text(address, decoded), symbols.get(address, ""), address == pc,
+                           address in self._breakpoints)
+                for address, decoded in disassemble(code, start)]
 
     def memory(self, address: int | str, size: int = 256) -> bytes | None:
         """Guest RAM at ``address`` (an address or a symbol), or None where there is no RAM."""

@@ -14,19 +14,23 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.construct import ConstructError
+from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
+from elftools.elf.sections import Symbol, SymbolTableSection
 
 from sdeilab.machine.memmap import MemMapEntry
 
 EM_AARCH64 = 183
 MAX_SYMBOLS = 1 << 20
+SHF_ALLOC, SHF_EXECINSTR = SH_FLAGS.SHF_ALLOC, SH_FLAGS.SHF_EXECINSTR
 """Symbols kept from a guest's .symtab (they only name addresses in fault reports); a bigger table is cut."""
 _SHOWN_PATH = 160  # a path longer than this is shortened in messages, so a message stays one readable line
 
@@ -49,6 +53,13 @@ class GuestImage:
     segments: tuple[Segment, ...]
     symbols: dict[int, str] = field(default_factory=dict)  # address -> name, functions and labels
     x0: int = 0  # what the boot CPU finds in x0: a Linux Image wants its device tree's address there
+    data: tuple[tuple[int, int], ...] = ()  # [low, high) ranges the ELF file says hold data, sorted
+
+    def is_data(self, address: int) -> bool:
+        """Whether the ELF file says ``address`` holds data, not code (``data_ranges``): a
+        disassembly shows such a word as ``.word``, as objdump does, instead of decoding it."""
+        found = bisect_right(self.data, (address, 1 << 64)) - 1
+        return found >= 0 and address < self.data[found][1]
 
     def symbolize(self, address: int) -> str:
         """``name+0xoff`` for the nearest symbol at or below ``address``, or ``""``."""
@@ -165,6 +176,7 @@ def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
             if not ram.contains(entry, 4):
                 raise GuestLoadError(f"{name}: entry point 0x{entry:x} is outside RAM")
             symbols: dict[int, str] = {}
+            table: list[Symbol] = []
             symtab = elf.get_section_by_name(".symtab")
             # Symbols only name addresses in reports: a table that lies past the end of the file
             # (a damaged or hostile header) is ignored, and a huge one is cut, rather than read.
@@ -172,13 +184,69 @@ def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
                 for count, sym in enumerate(symtab.iter_symbols()):
                     if count >= MAX_SYMBOLS:
                         break
+                    table.append(sym)
                     if sym.name and sym["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE", "STT_OBJECT") \
                             and sym["st_shndx"] != "SHN_UNDEF" and not sym.name.startswith("$"):
                         symbols.setdefault(sym["st_value"], sym.name)
+            data = data_ranges(elf, table)
     except GuestLoadError:
         raise
     # What pyelftools raises on headers that point outside the file or hold impossible values.
     except (ELFError, ConstructError, OSError, ValueError, KeyError, IndexError, OverflowError, TypeError,
             AttributeError) as error:
         raise GuestLoadError(f"{name}: malformed ELF file ({type(error).__name__}: {error})") from None
-    return GuestImage(path, entry, tuple(segments), symbols)
+    return GuestImage(path, entry, tuple(segments), symbols, data=data)
+
+
+def data_ranges(elf: ELFFile, table: list[Symbol]) -> tuple[tuple[int, int], ...]:
+    """The address ranges ``elf`` says hold data, merged and sorted: allocated sections that are
+    not executable; STT_OBJECT symbols; in executable sections, from a ``$d`` mapping symbol to
+    the next ``$x`` or function (AAELF64, "Mapping symbols"), and from a function's end (its
+    st_size: the literal pool and padding after its ``ret``) to the next function or ``$x``."""
+    ranges: list[tuple[int, int]] = []
+    marks: list[tuple[int, int, bool]] = []  # (address, order, data from here on); the last at or below wins
+    executable: set[int] = set()
+    for index, section in enumerate(elf.iter_sections()):
+        flags, low, size = section["sh_flags"], section["sh_addr"], section["sh_size"]
+        if not flags & SHF_ALLOC or size == 0:
+            continue
+        if flags & SHF_EXECINSTR:
+            executable.add(index)
+            marks += [(low, 1, False), (low + size, 0, True)]
+        else:
+            ranges.append((low, low + size))
+    functions: list[tuple[int, int]] = []
+    for sym in table:
+        kind, value, size = sym["st_info"]["type"], sym["st_value"], sym["st_size"]
+        name = sym.name.split(".")[0]
+        if kind == "STT_OBJECT" and size:
+            ranges.append((value, value + size))
+        elif sym["st_shndx"] not in executable:
+            continue
+        elif kind == "STT_FUNC" or name == "$x":
+            marks.append((value, 1, False))
+            if kind == "STT_FUNC" and size:
+                functions.append((value, value + size))
+        elif name == "$d":
+            marks.append((value, 2, True))
+    # A function's end starts data unless another function runs on there; a function or $x
+    # starting at that very address wins (order 1 sorts after the end's 0).
+    functions.sort()
+    lows, reach = [low for low, _ in functions], []  # reach: the furthest end of the functions so far
+    for _, high in functions:
+        reach.append(max(high, reach[-1]) if reach else high)
+    for _, end in functions:
+        inside = bisect_right(lows, end) - 1
+        if inside < 0 or reach[inside] <= end:
+            marks.append((end, 0, True))
+    marks.sort()
+    for (at, _, is_data), (after, _, _) in pairwise(marks):
+        if is_data and after > at:
+            ranges.append((at, after))
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+        else:
+            merged.append((low, high))
+    return tuple(merged)

@@ -63,13 +63,30 @@ FOLLOW = "follow"  # the CPU selector's value that follows the CPU that ran last
 # whose value is None as "nothing selected" (index None), so the browser showed an empty box.
 ANY_CPU = -1
 RECENT_CALLS = 12  # firmware calls the recent-calls list shows
+# The left column's least width (CSS pixels) beside the pictures: the SDEI table of 4 CPUs and the
+# disassembly fit in it. Narrower, the pictures go below the code.
+CODE_WIDTH = 360
+# The pictures' column: their CSS width and the images' margins (2 px each side). It grows into
+# room to spare, up to GROWTH times that, as far as the window's height leaves both pictures on one
+# screen below the controls (about 340 CSS pixels above them in Voila, under the notebook's heading;
+# the two pictures are 594/624 as high as they are wide).
+PICTURES_WIDTH = max(plots.STATE_DISPLAY[0], plots.TIMELINE_DISPLAY[0]) + 4
+GROWTH = 1.25
+_HEIGHT_RATIO = (plots.STATE_DISPLAY[1] + plots.TIMELINE_DISPLAY[1]) / plots.STATE_DISPLAY[0]
+PICTURES_MAX = (f"clamp({PICTURES_WIDTH}px, calc((100vh - 340px) * {1 / _HEIGHT_RATIO:.3f}), "
+                f"{round(GROWTH * PICTURES_WIDTH)}px)")
 # The dashboard's own rules: pictures never stretched (they keep their aspect, whatever the column
 # width), the recent calls and the UART in monospace.
 _CSS = """<style>
-.sdeilab-lab .sdeilab-picture { height: auto !important; max-width: 100%; object-fit: contain; }
+.sdeilab-lab .sdeilab-picture { height: auto !important; object-fit: contain; }
 .sdeilab-lab .sdeilab-calls select { font-family: monospace; font-size: 12px; }
 .sdeilab-lab .sdeilab-controls .widget-button { width: auto; padding: 0 10px; }
-</style>"""
+.sdeilab-lab .sdeilab-main { gap: 4px 12px; }
+.sdeilab-lab .sdeilab-pictures { max-width: PICTURES_MAX; }
+.sdeilab-lab .sdeilab-code .sdeilab-sdei-box { overflow-x: auto; }
+.sdeilab-lab .sdeilab-wide { width: auto; align-self: stretch; min-width: 0; }
+.sdeilab-lab .sdeilab-wide select { min-width: 0; }
+</style>""".replace("PICTURES_MAX", PICTURES_MAX)
 EXIT_JOIN_S = 10.0  # at interpreter exit, how long to wait for a run to pause and a drawing to finish
 
 _LABS: weakref.WeakSet[Lab] = weakref.WeakSet()  # every live dashboard, for the exit handler
@@ -171,11 +188,14 @@ class Lab:
         # The UART's text (``uart_view.value``, what notebooks and tests read), and the box that shows
         # it, which keeps to its last line as output comes (views.uart_html).
         self.uart_view = w.Textarea(value="", disabled=True)
-        self.uart_html = w.HTML(layout=w.Layout(width="100%"))
+        self.uart_html = w.HTML()
+        self.uart_html.add_class("sdeilab-wide")
         self.sdei_html = w.HTML()
-        self.calls_list = w.Select(options=[], rows=6, layout=w.Layout(width="100%"),
+        self.sdei_html.add_class("sdeilab-sdei-box")  # 8 CPUs may be wider than the column: it scrolls, not cut
+        self.calls_list = w.Select(options=[], rows=6,
                                    tooltip="the last firmware calls: click one to step back to it (replay)")
         self.calls_list.add_class("sdeilab-calls")
+        self.calls_list.add_class("sdeilab-wide")
         self.calls_list.observe(lambda change: self._syncing or change["new"] is None
                                 or self.step_back_to(change["new"]), "value")
 
@@ -240,22 +260,31 @@ class Lab:
             self.details.set_title(index, title)
         self.details.selected_index = 0
         self.settings = self.details  # the name this box had before the registers moved into it
-        code = w.VBox([self.cpu_select, self.disasm_html, self.sdei_html,
-                       w.HTML("<b>Recent firmware calls</b> <small>(click one to step back to it)</small>"),
-                       self.calls_list, w.HTML("<b>UART</b>"), self.uart_html],
-                      layout=w.Layout(min_width="0", overflow="hidden"))
+        code = w.VBox([self.cpu_select, self.disasm_html, self.sdei_html, w.HTML("<b>UART</b>"), self.uart_html],
+                      layout=w.Layout(flex=f"1 1 {CODE_WIDTH}px", min_width="0"))
+        code.add_class("sdeilab-code")
         pictures = w.VBox([w.HBox([self.event_select, self.state_cpu]), self.state_label, self.state_image,
-                           self.timeline_image], layout=w.Layout(min_width="0", align_items="flex-start"))
+                           self.timeline_image],
+                          layout=w.Layout(flex=f"1 1 {PICTURES_WIDTH}px", align_items="flex-start"))
         pictures.add_class("sdeilab-pictures")
-        # Two columns: code and facts on the left, both pictures on the right, so that at 1440 x 900
-        # (JupyterLab's side bar open too) the controls, the status and both pictures are on one screen.
-        main = w.GridBox([code, pictures], layout=w.Layout(
-            grid_template_columns=f"minmax(320px, 1fr) minmax(0, {plots.TIMELINE_DISPLAY[0]}px)", grid_gap="0 12px"))
+        # Two columns where they fit: code and facts on the left, both pictures on the right, so that
+        # at 1440 x 900 (JupyterLab's side bar open too) the controls, the status and both pictures
+        # are on one screen. Where the page is narrower than CODE_WIDTH + the pictures (1280 x 800
+        # with the side bar open), the pictures wrap below the code at their full size rather than
+        # shrink (their text is sized for their CSS width) or crowd the code (its tables were cut).
+        # Where there is room to spare, on a wide and tall screen, the pictures grow (PICTURES_MAX).
+        main = w.Box([code, pictures], layout=w.Layout(display="flex", flex_flow="row wrap"))
+        main.add_class("sdeilab-main")
+        # The recent calls below both columns, as wide as the dashboard: a list clips its lines (no
+        # wrapping in a <select>), and a call with its arguments and result is a long line.
+        calls = w.VBox([w.HTML("<b>Recent firmware calls</b> <small>(click one to step back to it)</small>"),
+                        self.calls_list])
         self.widget = w.VBox([
             w.HTML(_CSS),
             controls,
             w.HBox([self.status, self.progress, self.progress_label], layout=w.Layout(min_height="28px")),
             main,
+            calls,
             self.details,
         ])
         self.widget.add_class("sdeilab-lab")
@@ -675,7 +704,9 @@ class Lab:
 
 
 def _image_layout(display: tuple[int, int]) -> w.Layout:
-    return w.Layout(width=f"{display[0]}px", height="auto", max_width="100%")
+    """As wide as the pictures' column, never narrower than the picture's CSS width; the height
+    follows the picture's own aspect."""
+    return w.Layout(width="auto", min_width=f"{display[0]}px", height="auto", align_self="stretch")
 
 
 def _follow_options(cpus: int) -> list[tuple[str, int | str]]:

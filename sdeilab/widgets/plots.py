@@ -69,8 +69,9 @@ from sdeilab.viz.timeline import COMPACT_FONT, compact_legend_height, recent_win
 # these, so the browser never stretches a picture out of its aspect. A figure is as many inches
 # wide as the picture's CSS pixels over 96 (CSS's pixels per inch), so that a font's points are
 # the points shown: the views' compact drawings use 10-11 pt, the least that reads on a projector
-# (sdeilab.viz.quality checks it). The dashboard's right column is 624 CSS pixels wide at most
-# (lab.py), and at 1440 x 900 both pictures must fit under the controls, in Voila too, where the
+# (sdeilab.viz.quality checks it). The dashboard never shows a picture narrower than its CSS width
+# (lab.py: on a narrow page the pictures go below the code; on a wide and tall one they grow, up to
+# 1.25 times), and at 1440 x 900 both pictures must fit under the controls, in Voila too, where the
 # notebook's heading is above them (tests/test_browser.py): 594 CSS pixels for both.
 PIXEL_RATIO = 2
 CSS_DPI = 96

@@ -21,7 +21,7 @@ from sdeilab.viz.style import CURRENT
 
 CHANGED_STYLE = "background:#ffe08a"
 _MONO = "font-family:monospace;font-size:12px;line-height:1.25"
-_CELL = "text-align:right;padding:0 8px"
+_CELL = "text-align:right;padding:0 5px"  # narrow: 4 CPUs fit beside the pictures (lab.CODE_WIDTH)
 # Calls whose x0 is a value when it is not negative (a version, a status, an event number).
 VALUE_CALLS = ("VERSION", "STATUS", "GET_INFO", "CONTEXT", "INTERRUPT_BIND", "FEATURES", "PE_MASK", "AFFINITY_INFO")
 RETURN_WINDOW = 64  # facts after a call within which its return is looked for
@@ -87,12 +87,14 @@ def call_return(trace: TraceLog, call: SmcccCall) -> SmcccReturn | None:
     return None
 
 
-def argument_text(value: int, symbolize: Callable[[int], str] | None = None) -> str:
+def argument_text(value: int, symbolize: Callable[[int], str] | None = None, bare: bool = False) -> str:
     """An argument as a person reads it: small numbers (event numbers, MPIDRs, flags) in decimal,
-    addresses in hex with their symbol."""
+    addresses in hex with their symbol (``bare``: the symbol alone, where there is one)."""
     if value < 1 << 16:
         return str(value)
     name = symbolize(value) if symbolize is not None else ""
+    if name and bare:
+        return escape(name)
     return f"0x{value:x} &lt;{escape(name)}&gt;" if name else f"0x{value:x}"
 
 
@@ -106,17 +108,19 @@ def result_text(code: int, call: str) -> str:
 
 
 def call_text(call: SmcccCall, ret: SmcccReturn | None, symbolize: Callable[[int], str] | None = None,
-              html: bool = True) -> str:
-    """``SDEI_EVENT_UNREGISTER(2000) on CPU 2 -> PENDING (-5), answered by kvm``."""
-    args = ", ".join(argument_text(a, symbolize) for a in call.args)
+              html: bool = True, compact: bool = False) -> str:
+    """``SDEI_EVENT_UNREGISTER(2000) on CPU 2 -> PENDING (-5), answered by kvm``; ``compact``, for a
+    list's line: addresses that have a symbol by their symbol alone, ``..., by kvm``, ``no return``."""
+    args = ", ".join(argument_text(a, symbolize, compact) for a in call.args)
     name = f"<b>{escape(call.name)}</b>" if html else call.name
     head = f"{name}({args}) on CPU {call.cpu}"
     if ret is None:
-        tail = " -> no return (the caller does not resume here)"
+        tail = " -> no return" + ("" if compact else " (the caller does not resume here)")
     else:
         code = ret.results[0] if ret.results else 0
         result = result_text(code, call.name)
-        tail = f" -> {'<b>' + result + '</b>' if html else result}, answered by {escape(ret.layer)}"
+        tail = f" -> {'<b>' + result + '</b>' if html else result}, {'by' if compact else 'answered by'} " \
+            f"{escape(ret.layer)}"
     text = head + (tail.replace("->", "&rarr;") if html else tail)
     return text if html else unescape(text)
 
@@ -139,14 +143,15 @@ def fact_html(fact: Fact, trace: TraceLog | None, symbolize: Callable[[int], str
 def recent_calls(trace: TraceLog, count: int = 12,
                  symbolize: Callable[[int], str] | None = None) -> list[tuple[str, int]]:
     """The last ``count`` firmware calls, oldest first, as (label, seq): what the recent-calls
-    list shows and what stepping back to one needs."""
+    list shows and what stepping back to one needs. Each is a compact line (``call_text``): a list
+    clips its lines, and the status line says it in full."""
     seqs = trace.seqs(SmcccCall)
     out = []
     for seq in seqs[-count:]:
         call = trace[int(seq)]
         assert isinstance(call, SmcccCall)
-        label = call_text(call, call_return(trace, call), symbolize, html=False)
-        out.append((f"#{int(seq)}  {label}", int(seq)))
+        label = call_text(call, call_return(trace, call), symbolize, html=False, compact=True)
+        out.append((f"#{int(seq)} {label}", int(seq)))
     return out
 
 
@@ -172,10 +177,12 @@ def sdei_rows_html(pes: list[tuple[int, str, bool | None, list[tuple[int, bool]]
 
 def uart_html(text: str, lines: int = UART_LINES, height_px: int = 96) -> str:
     """The UART's last ``lines`` lines in a box ``height_px`` high that stays scrolled to its end as
-    output comes: a column-reverse flex box starts at, and keeps to, its bottom (no script needed)."""
+    output comes: a column-reverse flex box starts at, and keeps to, its bottom (no script needed).
+    Long lines wrap: the box never scrolls sideways."""
     tail = "\n".join(text.splitlines()[-lines:])
     return (f"<div class='sdeilab-uart' style='display:flex;flex-direction:column-reverse;overflow:auto;"
-            f"height:{height_px}px;border:1px solid #ccc'><pre style='{_MONO};margin:0'>{escape(tail)}</pre></div>")
+            f"height:{height_px}px;border:1px solid #ccc'><pre style='{_MONO};margin:0;white-space:pre-wrap;"
+            f"overflow-wrap:anywhere'>{escape(tail)}</pre></div>")
 
 
 def attribute_docs(cls: type) -> dict[str, str]:
