@@ -194,8 +194,11 @@ timeline(ax_alone, alone_trace, cpus=[0], window=alone_window)
 ax_alone.set_title("nesting alone: event 0 twice, never nested")
 for ax, bars in ((ax_host, handlers), (ax_alone, alone_handlers)):
     for h in bars:  # name each run at its start: back-to-back runs of one kind touch
-        ax.text(h.start, -0.04 + 0.08 * (h.depth - 1), f" {h.event}", color="white", fontsize=style.SMALL,
-                fontweight="bold", va="center", ha="left", clip_on=True, zorder=8)
+        # On a plain patch of the bar's own colour: white on the critical bar's cross-hatch was unreadable.
+        colour = style.CRITICAL_HANDLER if h.depth > 1 else style.NORMAL_HANDLER
+        ax.text(h.start, -0.04 + 0.08 * (h.depth - 1), f"{h.event}", color="white", fontsize=style.SMALL,
+                fontweight="bold", va="center", ha="left", clip_on=True, zorder=8,
+                bbox={"boxstyle": "square,pad=0.15", "facecolor": colour, "edgecolor": "none"})
 figure_legend(fig)  # one legend for both panels
 plt.show()
 

@@ -435,6 +435,7 @@ for fact in ot.of_kind(IrqAcknowledged, SdeiDispatch):
     ax_t.annotate(label, (fact.vtime, -0.1), xytext=(0, 14), textcoords="offset points", ha="center",
                   fontsize=style.SMALL, arrowprops={"arrowstyle": "->"})
 ax_t.set_title("the one-CPU guest on virt", fontsize=style.TITLE)
+figure_legend(fig)  # below the figure: beside the timeline it took half the width
 sequence(ax_s, ot, owner_binding.event, symbolize=oimage.symbolize)
 plt.show()
 
