@@ -146,8 +146,8 @@ plt.show()
 fig, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 6.5), sharex=True, layout="constrained")
 for ax, name in zip(axes, ("virt", "kvm-vmm-psci-sdei"), strict=True):
     timeline(ax, comparison[name].trace, cpus=[0, 1])
-    ax.set_title(name)
-style.vtime_axis(axes[-1])
+    ax.set_title(name, fontsize=style.FONT)
+axes[0].set_xlabel("")  # the axes share their time axis: it is labelled once, under the lower one
 figure_legend(fig)  # one legend for both panels
 plt.show()
 for name in ("virt", "kvm-vmm-psci-sdei"):

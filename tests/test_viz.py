@@ -119,7 +119,8 @@ def test_timeline_of_the_tftf_scenario_agrees_with_the_facts(tmp_path: Path) -> 
     save(figure, "timeline-tftf_state", tmp_path)
 
     assert [t.get_text() for t in ax.get_yticklabels()] == ["CPU 0", "CPU 1", "CPU 2", "CPU 3"]
-    assert ax.get_xlim() == (0, log.max_vtime())
+    pad = 0.015 * log.max_vtime()  # the whole run, with a margin each side for the marks at its ends
+    assert ax.get_xlim() == pytest.approx((-pad, log.max_vtime() + pad))
 
     # One bar per handler run, from its dispatch to its COMPLETE, on its CPU's lane.
     normal, critical = by_gid(artists, "handlers-normal")[0], by_gid(artists, "handlers-critical")[0]

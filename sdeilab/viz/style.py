@@ -148,6 +148,6 @@ class VtimeFormatter(Formatter):
     def format_ticks(self, values: Sequence[float]) -> list[str]:
         lo, hi = sorted(self.axis.get_view_interval()) if self.axis is not None else (0.0, 0.0)
         origin = vtime_origin(lo, hi)
-        if self.axis is not None:
+        if self.axis is not None and self.axis.label.get_text():  # an axis label cleared (sharex) stays clear
             self.axis.set_label_text(f"{self.label} after {vtime_text(origin)}" if origin else self.label)
         return vtime_labels(list(values), origin)

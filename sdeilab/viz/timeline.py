@@ -307,7 +307,10 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
         if compact:
             legend.append(Line2D([], [], color=style.CURRENT, linewidth=2.0, label=NOW_LABEL))
 
-    ax.set_xlim(lo, hi)
+    # The whole run: a margin each side, so that the marks at its ends (the boot CPU_ON, the last
+    # call's ×) are drawn whole rather than cut in half by the axes' edge. A window is kept exact.
+    pad = 0.015 * (hi - lo) if window is None else 0
+    ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(len(lanes) - 0.5, -0.5)  # CPU 0 on top
     ax.set_yticks(range(len(lanes)), labels=[f"CPU {cpu}" for cpu in lanes])
     style.vtime_axis(ax, fontsize=COMPACT_FONT if compact else style.FONT)
