@@ -308,7 +308,7 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
             legend.append(Line2D([], [], color=style.CURRENT, linewidth=2.0, label=NOW_LABEL))
 
     # The whole run: a margin each side, so that the marks at its ends (the boot CPU_ON, the last
-    # call's ×) are drawn whole rather than cut in half by the axes' edge. A window is kept exact.
+    # call's no-return mark) are drawn whole rather than cut in half by the axes' edge. A window is kept exact.
     pad = 0.015 * (hi - lo) if window is None else 0
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(len(lanes) - 0.5, -0.5)  # CPU 0 on top
