@@ -254,7 +254,7 @@ for line in linux.uart_text().splitlines():
 # ## 4. The first watchdog round on the timeline
 #
 # The three handler runs of the first round (blue bars, from the dispatch to the `COMPLETE` call
-# marked x), each labelled with where it went back to, and the same round as event 1000's
+# marked x), each labelled with where it went back to, and CPUs 1 and 2 in event 1000's
 # sequence diagram. In each run, the four `context` rows are `do_sdei_event` reading the
 # interrupted x0-x3 back with `EVENT_CONTEXT` (the handler's own x0-x3 were the event, argument,
 # PC and PSTATE; reference 2.6) before its callback runs and it picks the way out.
@@ -263,7 +263,7 @@ for line in linux.uart_text().splitlines():
 first_round = sorted(runs, key=lambda run: run[0].vtime)[:3]
 window = (min(d.vtime for d, _ in first_round) - 120, max(c.vtime for _, c in first_round) + 260)
 cpus = [1, 2, 3]
-round_rows = len(messages(linux.trace, 1000, window))
+round_rows = len([m for m in messages(linux.trace, 1000, window) if 3 not in (m.src, m.dst)])
 fig, (ax_t, ax_s) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 5 + 0.3 * round_rows + 2),
                                  height_ratios=(5, 0.3 * round_rows + 2), layout="constrained")
 timeline(ax_t, linux.trace, cpus=cpus, window=window)
@@ -273,7 +273,9 @@ for d, c in first_round:
                   xytext=(8, 0), textcoords="offset points", va="center", fontsize=style.SMALL)
 ax_t.set_title("linux_client, the first watchdog round", fontsize=style.TITLE)
 figure_legend(fig)  # below the figure: beside the timeline it took a third of the sequence's width too
-sequence(ax_s, linux.trace, 1000, window=window, symbolize=limage.symbolize)
+# CPUs 1 and 2 in the sequence: one run of each way out (CPU 3's is CPU 1's again), each label
+# right of its own lifeline; with a third CPU they no longer fit the figure's width.
+sequence(ax_s, linux.trace, 1000, cpus=[1, 2], window=window, symbolize=limage.symbolize)
 plt.show()
 
 # %% [markdown]

@@ -144,10 +144,11 @@ def hotplug_trace(cycles: int = 2) -> tuple[TraceLog, list[tuple[int, int]]]:
 def synthetic_40() -> list[Figure]:
     log, spans = hotplug_trace()
     figure, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 6), layout="constrained")
-    for ax, window in zip(axes, ((spans[0][0] - 20_000, spans[-1][1] + 20_000),
-                                 (spans[0][0] - 2_000, spans[0][1] + 2_000)), strict=True):
+    for ax, window, title in zip(axes, ((spans[0][0] - 20_000, spans[-1][1] + 20_000),
+                                        (spans[0][0] - 2_000, spans[0][1] + 2_000)),
+                                 ("both hotplug cycles of CPU 1", "the first cycle"), strict=True):
         timeline(ax, log, cpus=[0, 1], window=window)
-        ax.set_title("Debian 6.1 on virt: a hotplug cycle")
+        ax.set_title(f"Debian 6.1 on virt: {title}", fontsize=style.TITLE)
     figure_legend(figure)
     plt.close(figure)  # closed to pyplot, still drawable
     # The notebook's zoom on one cycle, as a call ladder: rows microseconds apart a second into the run.

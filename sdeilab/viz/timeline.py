@@ -219,8 +219,11 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
     artists.append(ax.add_collection(PolyCollection(
         verts, facecolors=[style.POWER_COLOURS.get(state, style.GREY) for state in states], edgecolors=style.BLACK,
         linewidths=0.3, zorder=1, gid="power"), autolim=False))
+    # The legend names what is drawn: a state held for no time (on-pending, when CPU_ON's target
+    # starts at once) has a box of no width.
+    shown_states = {state for box, state in zip(verts, states, strict=True) if box[1, 0] > box[0, 0]}
     for state, colour in style.POWER_COLOURS.items():
-        if state in (has[0] if has else states):
+        if state in (has[0] if has else shown_states):
             legend.append(Patch(facecolor=colour, edgecolor=style.BLACK, linewidth=0.3, label=f"power: {state}"))
 
     verts, _ = bars(data.masked, MASKED_BAND, lambda iv: "masked")
@@ -239,14 +242,16 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
         handlers = [iv for iv in data.handlers if iv.critical is critical]
         verts, _ = bars(handlers, HANDLER_BAND, lambda iv: "handler",
                         lambda iv: NESTED_INSET * (iv.depth - 1) if isinstance(iv, HandlerInterval) else 0.0)
-        # A bar keeps at least a pixel's width (its edge) however short the handler ran.
+        # A bar keeps at least a pixel's width (its edge) however short the handler ran, and a
+        # black edge: two runs back to back (a COMPLETE and the next dispatch at one vtime) show
+        # where one ends, where an edge of the bar's own colour merged them into one bar.
         # The hatch is drawn in white over the fill: in the edge colour (matplotlib's default for
         # a hatch) it would vanish into a bar of that same colour.
         artists.append(ax.add_collection(PolyCollection(
-            verts, facecolors=colour, edgecolors=colour, linewidths=1.0, hatch=hatch or None,
+            verts, facecolors=colour, edgecolors=style.BLACK, linewidths=1.0, hatch=hatch or None,
             hatchcolor=style.WHITE, zorder=4 if critical else 3, gid=gid), autolim=False))
         if gid in has[1] if has else len(verts):
-            legend.append(Patch(facecolor=colour, edgecolor=colour, hatch=hatch or None, hatchcolor=style.WHITE,
+            legend.append(Patch(facecolor=colour, edgecolor=style.BLACK, hatch=hatch or None, hatchcolor=style.WHITE,
                                 label=label))
 
     verts, _ = bars(data.irqs, IRQ_BAND, lambda iv: "irq")
