@@ -150,7 +150,8 @@ def shade_irq_masked(ax: plt.Axes, label: str) -> None:
                            alpha=0.18, zorder=0))
     ax.annotate(label, (ax.get_xlim()[1], row + 0.1),
                 xytext=(-6, 0), textcoords="offset points", ha="right", va="center", fontsize=style.SMALL,
-                color=style.BLUE, fontweight="bold")
+                color=style.BLUE, fontweight="bold", zorder=9,  # over the handlers' lines, on white
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.9})
 
 
 fig, axes = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 8), layout="constrained")
@@ -426,8 +427,9 @@ for vtime, text in sorted(timeline_rows):
 fig, (ax_t, ax_s) = plt.subplots(2, 1, figsize=(style.NOTEBOOK_WIDTH, 12), height_ratios=(1, 3), layout="constrained")
 timeline(ax_t, ot, cpus=[0])
 ax_t.axvspan(*owned, color=style.SKY_BLUE, alpha=0.2, zorder=0)
-ax_t.annotate(f"PPI {owner_binding.intid} registered: the firmware's", (owned[0], -0.5), xytext=(4, -4),
-              textcoords="offset points", va="top", fontsize=style.SMALL)
+ax_t.annotate(f"PPI {owner_binding.intid} bound: the firmware's", (owned[0], -0.5), xytext=(4, -4),
+              textcoords="offset points", va="top", fontsize=style.SMALL, zorder=9,
+              bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.9})
 for fact in ot.of_kind(IrqAcknowledged, SdeiDispatch):
     if isinstance(fact, IrqAcknowledged) and fact.group == 0:
         continue  # the dispatcher's acknowledge: the dispatch is labelled instead

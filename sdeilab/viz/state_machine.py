@@ -156,7 +156,7 @@ class _Look:
             text = "\n".join(f"{names.get(a, a)} {TIMES}{n}" for a, n in zip(actions, counts, strict=True)) \
                 if tally else "\n".join(names.get(a, a) for a in actions)
             taken = tally is None or sum(counts) > 0
-            edges[f"{LABELS[src]}->{LABELS[dst]}"] = (text, style.BLACK if taken else style.GREY)
+            edges[f"{LABELS[src]}->{LABELS[dst]}"] = (text, style.BLACK if taken else style.MUTED)
         extras: dict[str, list[str]] = {}
         early = summary = None
         if tally is not None:

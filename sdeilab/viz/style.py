@@ -24,6 +24,7 @@ BLUE = "#0072B2"
 VERMILLION = "#D55E00"
 PURPLE = "#CC79A7"  # reddish purple
 GREY = "#BBBBBB"
+MUTED = "#767676"  # text and lines for what did not happen: 4.5:1 on white (WCAG AA), GREY is 1.9:1
 PALE = "#F2F2F2"
 
 # JupyterLab's output column in a 1280-px window, in CSS px (tests/test_browser_notebooks.py
@@ -46,6 +47,8 @@ POWER_COLOURS = {  # the vCPU states of sdeilab.machine.vcpu.VcpuState, by their
 LAYER_COLOURS = {"kvm": BLACK, "vmm": PURPLE, "el3": ORANGE}
 NORMAL_HANDLER = BLUE
 CRITICAL_HANDLER = VERMILLION
+NORMAL_EDGE = "#003A5C"  # the handler colours, darkened: the boundary between two runs back to back
+CRITICAL_EDGE = "#6A2E00"
 MASKED = VERMILLION
 IRQ = YELLOW  # drawn with a black edge: yellow alone is faint on white
 REFUSED = VERMILLION

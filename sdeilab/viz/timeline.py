@@ -235,23 +235,23 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
         legend.append(Patch(facecolor=(0.84, 0.37, 0.0, 0.10), edgecolor=style.MASKED, hatch="//",
                             linewidth=0, label="SDEI masked"))
 
-    for critical, colour, hatch, gid, label in ((False, style.NORMAL_HANDLER, "", "handlers-normal",
-                                                 "SDEI handler (normal)"),
-                                                (True, style.CRITICAL_HANDLER, "xx", "handlers-critical",
-                                                 "SDEI handler (critical)")):
+    for critical, colour, edge, hatch, gid, label in (
+            (False, style.NORMAL_HANDLER, style.NORMAL_EDGE, "", "handlers-normal", "SDEI handler (normal)"),
+            (True, style.CRITICAL_HANDLER, style.CRITICAL_EDGE, "xx", "handlers-critical", "SDEI handler (critical)")):
         handlers = [iv for iv in data.handlers if iv.critical is critical]
         verts, _ = bars(handlers, HANDLER_BAND, lambda iv: "handler",
                         lambda iv: NESTED_INSET * (iv.depth - 1) if isinstance(iv, HandlerInterval) else 0.0)
-        # A bar keeps at least a pixel's width (its edge) however short the handler ran, and a
-        # black edge: two runs back to back (a COMPLETE and the next dispatch at one vtime) show
-        # where one ends, where an edge of the bar's own colour merged them into one bar.
+        # A bar keeps at least a pixel's width (its edge) however short the handler ran, and an
+        # edge darker than its fill: two runs back to back (a COMPLETE and the next dispatch at one
+        # vtime) show where one ends (an edge of the fill's colour merged them into one bar), and a
+        # run too short for a pixel still reads as its colour.
         # The hatch is drawn in white over the fill: in the edge colour (matplotlib's default for
         # a hatch) it would vanish into a bar of that same colour.
         artists.append(ax.add_collection(PolyCollection(
-            verts, facecolors=colour, edgecolors=style.BLACK, linewidths=1.0, hatch=hatch or None,
+            verts, facecolors=colour, edgecolors=edge, linewidths=1.0, hatch=hatch or None,
             hatchcolor=style.WHITE, zorder=4 if critical else 3, gid=gid), autolim=False))
         if gid in has[1] if has else len(verts):
-            legend.append(Patch(facecolor=colour, edgecolor=style.BLACK, hatch=hatch or None, hatchcolor=style.WHITE,
+            legend.append(Patch(facecolor=colour, edgecolor=edge, hatch=hatch or None, hatchcolor=style.WHITE,
                                 label=label))
 
     verts, _ = bars(data.irqs, IRQ_BAND, lambda iv: "irq")
