@@ -35,6 +35,7 @@
 
 # %%
 # %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
+# %config InlineBackend.print_figure_kwargs = {"bbox_inches": None}  # the figure as drawn, 840 px: never wider
 import matplotlib.pyplot as plt
 from IPython.display import display
 

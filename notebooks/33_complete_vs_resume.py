@@ -58,6 +58,7 @@
 
 # %%
 # %config InlineBackend.figure_formats = ["retina"]  # drawn at twice its pixels: sharp on a HiDPI screen
+# %config InlineBackend.print_figure_kwargs = {"bbox_inches": None}  # the figure as drawn, 840 px: never wider
 import matplotlib.pyplot as plt
 
 from sdeilab.firmware.session import Session, pstate_text

@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("notebook_dir", type=Path, nargs="?")
     dashboard = sub.add_parser("dashboard", help="serve one notebook as a Voila app, e.g. for a projector "
                                                  "(loopback only, with a token)")
-    dashboard.add_argument("notebook", type=Path, help="a .ipynb file, or the name of one in notebooks/")
+    dashboard.add_argument("notebook", type=Path, help="a .ipynb file, or the name of one in notebooks/; or a "
+                                                       "folder: each of its notebooks an app, at "
+                                                       "/voila/render/NAME.ipynb (the folder's list at /)")
     dashboard.add_argument("--cull-after", type=_positive, default=DEFAULT_CULL_S, metavar="SECONDS",
                            help="end a kernel whose page is gone after it has been idle this long "
                                 f"(default: {DEFAULT_CULL_S})")
@@ -536,9 +538,10 @@ def _lab(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    notebook = _find_notebook(args.notebook)
+    notebook = args.notebook.resolve() if args.notebook.is_dir() else _find_notebook(args.notebook)
     if notebook is None:
-        return _fail(f"no such notebook: {args.notebook} (give a .ipynb file or the name of one in notebooks/)")
+        return _fail(f"no such notebook: {args.notebook} (give a .ipynb file, the name of one in notebooks/, "
+                     "or a folder of them)")
     if not _has_module("voila"):
         return _fail("Voila is not installed: run the README's set-up command (pip install -e '.[lab]')")
     port = args.port or _free_port(DEFAULT_PORTS["dashboard"])
@@ -570,7 +573,9 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     def announce(process: subprocess.Popen[bytes]) -> None:
         if _wait_for_port(port, process):
-            print(f"sdeilab: dashboard for {notebook.name} at {url}", file=sys.stderr)
+            what = (f"dashboards for the notebooks in {notebook}" if notebook.is_dir()
+                    else f"dashboard for {notebook.name}")
+            print(f"sdeilab: {what} at {url}", file=sys.stderr)
             if not args.no_browser:
                 import webbrowser
 

@@ -15,9 +15,16 @@ Use from a test module with ``pytest_plugins = ("tests.browser",)``; the fixture
     ``sdeilab dashboard NOTEBOOK`` on a temporary copy of the notebook's folder.
 ``voila_server_for_test(notebook)``
     The same, stopped when the test ends (for a test module that serves many notebooks once each).
+``voila_folder_server(folder)``
+    ``sdeilab dashboard FOLDER`` on a temporary copy of ``folder``, every notebook of it an app
+    (:meth:`WidgetPage.start_dashboard` names one); one per folder per session.
 ``widget_page``
     A fresh :class:`WidgetPage` (a Playwright page plus the checks below); its last screenshot is
     taken after the test, pass or fail.
+``reused_widget_page``
+    The same, but one page (companions included) for the whole test module, kept from test to test
+    (JupyterLab loaded once: :meth:`WidgetPage.start_notebook` with ``reuse``); its last screenshot is
+    taken only when the test failed.
 
 A dashboard test is then a few lines::
 
@@ -30,7 +37,7 @@ A dashboard test is then a few lines::
 
 A notebook's figures (tests/test_browser_notebooks.py): :meth:`WidgetPage.expect_figures` waits for
 the figures the cells draw, :meth:`WidgetPage.figure_problems` scrolls to each, saves its screenshot
-and says what is wrong with it (not loaded, stretched, wider than its output area); a page can run
+and says what is wrong with it (not loaded, stretched, shrunk, wider than its output area); a page can run
 beside another (:meth:`WidgetPage.companion`), e.g. Voila while JupyterLab runs the same notebook
 (:meth:`WidgetPage.start_notebook`, :meth:`WidgetPage.begin_run_all`, :meth:`WidgetPage.start_dashboard`).
 
@@ -108,19 +115,45 @@ MARK_FIGURES_JS = """() => {
     });
 }"""
 # One figure's geometry and what is wrong with it: a picture not loaded, shown at another aspect
-# than its own (more than `tolerance`), wider than its output area or clipped by a scroll bar in
-# it, or (once scrolled to) not inside the window.
+# than its own (more than `tolerance`), shown narrower than it was drawn to be shown (more than a
+# pixel: shrunk, so its text is smaller than designed), wider than its output area or clipped by a
+# scroll bar in it, or (once scrolled to) not inside the window.
+#
+# A picture's own size, "intended" (CSS pixels), is the one it asks to be shown at: an <img>'s
+# width/height attributes when set (matplotlib-inline's "retina" PNGs have twice the pixels and
+# those attributes at half: its natural aspect must then agree with theirs), else its natural size;
+# an ipympl canvas's CSS size as the widget sets it (style.width/height, the figure's pixels at
+# dpi; its width/height attributes are the backing store, devicePixelRatio times that), else the
+# figure's (canvas_div) style size, else its declared size.
 FIGURE_FACTS_JS = """([figure, tolerance]) => {
     const box = figure.getBoundingClientRect();
     const out = figure.closest('.jp-OutputArea-output');
     const area = out.getBoundingClientRect();
     const pictures = figure.tagName === 'IMG' ? [figure] : [...figure.querySelectorAll('canvas')];
     const problems = [], sizes = [];
+    const px = value => /^[0-9.]+px$/.test(value || '') ? parseFloat(value) : 0;
     for (const picture of pictures) {
         const shown = picture.getBoundingClientRect();
-        const natural = picture.tagName === 'IMG' ? [picture.naturalWidth, picture.naturalHeight]
-                                                  : [picture.width, picture.height];
-        sizes.push({shown: [shown.width, shown.height], natural});
+        let natural, intended;
+        if (picture.tagName === 'IMG') {
+            natural = [picture.naturalWidth, picture.naturalHeight];
+            const attr = [Number(picture.getAttribute('width')) || 0, Number(picture.getAttribute('height')) || 0];
+            intended = [attr[0] || natural[0], attr[1] || (attr[0] && natural[0] ? attr[0] * natural[1] / natural[0]
+                                                                                : natural[1])];
+            if (attr[0] > 0 && attr[1] > 0 && natural[0] > 0 && natural[1] > 0) {
+                // Each attribute is its side's pixels halved, rounded down: allow that half pixel.
+                const error = (attr[0] / attr[1]) / (natural[0] / natural[1]) - 1;
+                const slack = 0.5 / Math.min(attr[0], attr[1]) * 2;
+                if (Math.abs(error) > tolerance + slack)
+                    problems.push(`its width/height attributes ${attr[0]} x ${attr[1]} are not the aspect of its `
+                                  + `${natural[0]} x ${natural[1]} pixels: off by ${(100 * error).toFixed(1)}%`);
+            }
+        } else {
+            natural = [picture.width, picture.height];
+            intended = [px(picture.style.width) || px(figure.style.width) || picture.width,
+                        px(picture.style.height) || px(figure.style.height) || picture.height];
+        }
+        sizes.push({shown: [shown.width, shown.height], natural, intended});
         if (picture.tagName === 'IMG' && !(picture.complete && picture.naturalWidth > 0)) {
             problems.push('not loaded');
         } else if (!(shown.width > 0 && shown.height > 0 && natural[0] > 0 && natural[1] > 0)) {
@@ -130,6 +163,11 @@ FIGURE_FACTS_JS = """([figure, tolerance]) => {
             if (Math.abs(error) > tolerance)
                 problems.push(`shown at ${shown.width.toFixed(0)} x ${shown.height.toFixed(0)} but it is `
                               + `${natural[0]} x ${natural[1]}: aspect off by ${(100 * error).toFixed(1)}%`);
+            const kept = 100 * shown.width / intended[0];
+            if (shown.width < intended[0] - 1)
+                problems.push(`shrunk to ${kept.toFixed(kept < 99 ? 0 : 1)}% of its `
+                              + `${intended[0].toFixed(0)} px (shown ${shown.width.toFixed(0)} px wide): `
+                              + `its text is drawn smaller than it was designed`);
         }
     }
     if (box.left < area.left - 1 || box.right > area.right + 1)
@@ -395,15 +433,42 @@ class WidgetPage:
     shots: list[Path] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)
     companions: list[WidgetPage] = field(default_factory=list)
+    suffix: str = ""  # a companion's: its name is its first page's and this
+    # How long a figure scrolled to must stay put before it is measured (JupyterLab moves its
+    # notebook again a moment after a scroll; Voila's page does not: its companion sets less).
+    settle_ms: int = 150
     _clock: float = field(default_factory=time.monotonic)
 
     def companion(self, suffix: str) -> WidgetPage:
         """A second page in the same browser context (e.g. Voila beside JupyterLab, both running at
-        once), its screenshots named ``<name>-<suffix>``; closed, after a last screenshot, with this one."""
-        other = WidgetPage(self.page.context.new_page(), f"{self.name}-{suffix}", self.shots_dir)
+        once), its screenshots named ``<name>-<suffix>``; closed, after a last screenshot, with this one.
+        Asked again for the same ``suffix`` (a page reused by many tests), the same page."""
+        for other in self.companions:
+            if other.suffix == suffix:
+                return other
+        other = WidgetPage(self.page.context.new_page(), f"{self.name}-{suffix}", self.shots_dir, suffix=suffix)
         _watch_console(other)
         self.companions.append(other)
         return other
+
+    def begin_test(self, name: str, shots_dir: Path) -> None:
+        """Start a test on this page (and its companions) as it is, kept from an earlier test: its
+        screenshots named after ``name`` into ``shots_dir``, and its console, timings and screenshots
+        counted afresh; the window back at VIEWPORT."""
+        for each in (self, *self.companions):
+            each.name = f"{name}-{each.suffix}" if each.suffix else name
+            each.shots_dir, each.console, each.shots, each.timings = shots_dir, [], [], []
+            each._clock = time.monotonic()
+            with contextlib.suppress(Exception):
+                each.page.set_viewport_size(VIEWPORT)
+
+    def end_test(self, *, final_shot: bool = True) -> None:
+        """A test on this page ends: the last look at each page (with ``final_shot``), and its timings printed."""
+        for each in (self, *self.companions):
+            if final_shot:
+                with contextlib.suppress(Exception):
+                    each.shot("final")
+            print(f"[browser] {each.name}: " + ", ".join(f"{what} {took:.2f} s" for what, took in each.timings))
 
     def mark(self, what: str) -> None:
         """Note how long the step that just ended took (printed after the test; pytest -s shows it)."""
@@ -470,7 +535,8 @@ class WidgetPage:
 
     def figure_problems(self, label: str, *, tolerance: float = 0.02) -> list[str]:
         """Scroll to each shown figure in turn, check it (FIGURE_FACTS_JS: loaded, its aspect within
-        ``tolerance`` of its own, no wider than its output area, inside the window) and take its
+        ``tolerance`` of its own, not shown narrower than its own width, no wider than its output
+        area, inside the window) and take its
         screenshot (``<label>-figNN``). What is wrong, one line each (empty when nothing is).
 
         A figure taller than the part of the window its page scrolls in is photographed afterwards
@@ -479,6 +545,9 @@ class WidgetPage:
         """
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+        # The page in front: a page behind another of its context (JupyterLab behind Voila's) is
+        # painted seldom, and each screenshot after a scroll then waits seconds for a frame.
+        self.page.bring_to_front()
         problems, tall = [], []
         with contextlib.suppress(PlaywrightTimeout):  # all pictures loaded, or their check below says which not
             self.page.wait_for_function(
@@ -502,10 +571,22 @@ class WidgetPage:
             self.resize(size["width"], size["height"])
         return problems
 
-    def _place_figure(self, index: int, tolerance: float, block: str, *, quiet_ms: int = 150) -> dict[str, Any]:
+    def output_column_width(self) -> int:
+        """How wide (CSS pixels, ``clientWidth``) the narrowest output area of a notebook's cells is:
+        the column a figure is shown in (not one inside a widget); 0 when no cell has an output."""
+        width: int = self.page.evaluate(
+            """() => { const widths = [...document.querySelectorAll(
+                           '.jp-Cell-outputArea > .jp-OutputArea-child > .jp-OutputArea-output')]
+                           .filter(el => el.offsetParent !== null).map(el => el.clientWidth);
+                       return widths.length ? Math.min(...widths) : 0; }""")
+        return int(width)
+
+    def _place_figure(self, index: int, tolerance: float, block: str, *, quiet_ms: int | None = None) -> dict[str, Any]:
         """Scroll figure ``index`` into view; its facts (FIGURE_FACTS_JS) once it has stayed put for
-        ``quiet_ms`` (JupyterLab moves its notebook again a moment after a scroll)."""
+        ``quiet_ms`` (default :attr:`settle_ms`: JupyterLab moves its notebook again a moment after a scroll)."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        quiet_ms = self.settle_ms if quiet_ms is None else quiet_ms
 
         handle = self.figure(index).element_handle(timeout=STEP_TIMEOUT_MS)
         handle.evaluate("(el, block) => el.scrollIntoView({block, inline: 'nearest'})", block)
@@ -615,10 +696,33 @@ class WidgetPage:
         self.mark("load JupyterLab")
         self.run_notebook(path, timeout_ms=timeout_ms)
 
-    def start_notebook(self, server: Server, path: str) -> None:
+    def start_notebook(self, server: Server, path: str, *, reuse: bool = False) -> None:
         """Start opening ``path`` in JupyterLab and return at once (the page goes on loading while
-        the test does something else); :meth:`run_notebook` then waits for it and runs it."""
+        the test does something else); :meth:`run_notebook` then waits for it and runs it.
+
+        With ``reuse``, a page that already shows this server's JupyterLab (an earlier test's) is kept:
+        its documents are closed, unsaved, and ``path`` opened in it, as a user opens the next
+        notebook (loading JupyterLab again costs seconds of a loaded machine's time); a page that
+        does not, or that fails to, is loaded afresh."""
         self._clock = time.monotonic()
+        if reuse and self.page.url.startswith(server.base_url + "lab"):
+            try:
+                self.page.evaluate(
+                    """async () => {
+                        const app = window.jupyterapp;
+                        for (const widget of [...app.shell.widgets('main')])
+                            if (widget.context?.model) widget.context.model.dirty = false;
+                        await app.commands.execute('application:close-all');
+                    }""")
+                # Nothing of the last notebook left in the page (figures are found by page order).
+                self.page.wait_for_function("() => !document.querySelector('.jp-NotebookPanel, .jp-Cell')",
+                                            timeout=STEP_TIMEOUT_MS)
+                self.page.evaluate("path => { window.jupyterapp.commands.execute('docmanager:open', "
+                                   "{path, factory: 'Notebook'}); }", path)
+                self.mark("reuse JupyterLab")
+                return
+            except Exception as error:  # any failure: the page is loaded afresh
+                print(f"[browser] {self.name}: JupyterLab not reused ({str(error).splitlines()[0]}): loading it")
         self.page.goto(server.url(f"lab/tree/{path}", "reset"), wait_until="commit", timeout=STEP_TIMEOUT_MS)
 
     def run_notebook(self, path: str, *, timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
@@ -684,11 +788,13 @@ class WidgetPage:
         self.page.goto(server.url(), timeout=RUN_ALL_TIMEOUT_MS)
         self.mark("load and run the dashboard")
 
-    def start_dashboard(self, server: Server) -> None:
+    def start_dashboard(self, server: Server, notebook: str = "") -> None:
         """Start loading a Voila app and return at once: Voila runs the notebook while it sends the
-        page, and :meth:`wait_dashboard` waits for the end."""
+        page, and :meth:`wait_dashboard` waits for the end. ``notebook``: which one of a server that
+        serves a folder (``sdeilab dashboard FOLDER``), by its path in the folder."""
         self._clock = time.monotonic()
-        self.page.goto(server.url(), wait_until="commit", timeout=STEP_TIMEOUT_MS)
+        path = f"voila/render/{notebook}" if notebook else ""
+        self.page.goto(server.url(path), wait_until="commit", timeout=STEP_TIMEOUT_MS)
 
     def wait_dashboard(self, cells: int, *, timeout_ms: int = RUN_ALL_TIMEOUT_MS) -> None:
         """Wait until Voila has run the whole notebook (``cells`` cells, markdown ones included) and
@@ -845,28 +951,59 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
-def widget_page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WidgetPage]:
+def _new_context(browser: Any) -> Any:
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(STEP_TIMEOUT_MS)
     # Loopback only: Voila's page asks a CDN for Font Awesome, which this machine cannot reach; the
     # request is refused here at once rather than left to DNS.
     context.route(lambda url: not url.startswith(LOOPBACK), lambda route: route.abort())
-    page = context.new_page()
-    name = re.sub(r"[^\w.-]+", "_", request.node.name)
+    return context
+
+
+def _test_name(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    widget_page = WidgetPage(page, name, shots)
+    return re.sub(r"[^\w.-]+", "_", request.node.name), shots
+
+
+@pytest.fixture
+def widget_page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WidgetPage]:
+    context = _new_context(browser)
+    widget_page = WidgetPage(context.new_page(), *_test_name(request, tmp_path))
     _watch_console(widget_page)
     try:
         yield widget_page
     finally:
-        for each in (widget_page, *widget_page.companions):
-            with contextlib.suppress(Exception):  # the last look at the page, pass or fail
-                each.shot("final")
+        widget_page.end_test()
         context.close()
-        for each in (widget_page, *widget_page.companions):
-            print(f"[browser] {each.name}: " + ", ".join(f"{what} {took:.2f} s" for what, took in each.timings))
+
+
+@pytest.fixture(scope="module")
+def _module_widget_page(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WidgetPage]:
+    context = _new_context(browser)
+    widget_page = WidgetPage(context.new_page(), "module", tmp_path_factory.mktemp("pages"))
+    _watch_console(widget_page)
+    try:
+        yield widget_page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def reused_widget_page(_module_widget_page: WidgetPage, request: pytest.FixtureRequest,
+                       tmp_path: Path) -> Iterator[WidgetPage]:
+    """Like ``widget_page``, but one page (and its companions) for the whole test module: what an
+    earlier test left in it stays (e.g. JupyterLab, loaded once: :meth:`WidgetPage.start_notebook`
+    with ``reuse``); each test names its own screenshots, and gets a last one of the pages if it failed."""
+    _module_widget_page.begin_test(*_test_name(request, tmp_path))
+    failed = request.session.testsfailed
+    try:
+        yield _module_widget_page
+    finally:
+        # The last look at the pages only when the test failed (pytest has counted its call's
+        # failure by now): a test that passed saved a screenshot of every figure, and a full-page
+        # one of JupyterLab costs seconds on a loaded machine.
+        _module_widget_page.end_test(final_shot=request.session.testsfailed > failed)
 
 
 def _watch_console(widget_page: WidgetPage) -> None:
@@ -915,6 +1052,27 @@ def voila_server_for_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             root = home / "notebooks"
             shutil.copytree(key.parent, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
             return stack.enter_context(run_server("voila", ["dashboard", str(root / key.name)], root=root, home=home))
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def voila_folder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """``voila_folder_server(folder)``: ``sdeilab dashboard FOLDER`` on a temporary copy of ``folder``,
+    each of its notebooks an app (:meth:`WidgetPage.start_dashboard` with its name); one per folder
+    per session (one start costs seconds; each page load starts a kernel of its own all the same)."""
+    with contextlib.ExitStack() as stack:
+        servers: dict[Path, Server] = {}
+
+        def start(folder: Path) -> Server:
+            require_chromium()
+            key = Path(folder).resolve()
+            if key not in servers:
+                home = tmp_path_factory.mktemp("voila")
+                root = home / "notebooks"
+                shutil.copytree(key, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+                servers[key] = stack.enter_context(run_server("voila", ["dashboard", str(root)], root=root, home=home))
+            return servers[key]
 
         yield start
 
