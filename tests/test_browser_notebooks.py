@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from sdeilab.viz import style
+
 if TYPE_CHECKING:
     from .browser import WidgetPage
 
@@ -49,7 +51,7 @@ VIEWPORTS = ((1280, 800), (1440, 900), (1920, 1080))
 # are drawn at most 840 px wide (at 100 dpi) to be shown there at their own size, their text at
 # the points it was drawn in. A static check of the figures' text (tests/test_figure_quality.py)
 # may take that for granted: the test below fails if the column gets narrower.
-NOTEBOOK_COLUMN_PX = 848
+NOTEBOOK_COLUMN_PX = style.NOTEBOOK_COLUMN_PX  # one number for both tests and the figures' width
 ASPECT_TOLERANCE = 0.02
 # A whole notebook, with the other page's kernel running beside it on a 2-core machine (notebook 40
 # alone takes about 40 s; the slowest of the others 15 s).
