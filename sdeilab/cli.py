@@ -82,6 +82,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _memory(text: str) -> int:
+    from sdeilab.machine.memmap import parse_ram_size
+
+    try:
+        return parse_ram_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _port(text: str) -> int:
     value = _positive(text)
     if value > 65535:
@@ -106,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--append", metavar="ARGS", help="with --kernel: the kernel command line "
                                                       f"(default: {DEFAULT_BOOTARGS!r})")
     run.add_argument("--cpus", type=_positive, default=1, help="number of vCPUs (default 1)")
+    run.add_argument("--memory", "-m", type=_memory, default=None, metavar="SIZE",
+                     help="RAM size in QEMU's -m syntax: MiB as a plain number (512) or with a suffix "
+                          "k, M, G, T (128M, 1G, 1.5G); rounded up to 8 KiB; at most 255G (default 128M, "
+                          "as QEMU virt). The device tree's memory node says the same")
     run.add_argument("--profile", choices=sorted(PROFILES), default="virt")
     run.add_argument("--max-instructions", type=_positive, default=None,
                      help=f"instruction budget over all CPUs (default {DEFAULT_MAX_INSTRUCTIONS:,}; "
@@ -283,7 +296,8 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
     from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
     from sdeilab.firmware.sdei.quirks import Quirks
     from sdeilab.machine.loader import GuestLoadError, load_elf
-    from sdeilab.machine.memmap import VIRT_MEMMAP, Region
+    from sdeilab.machine.machine import RamSizeError
+    from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, VIRT_MEMMAP, MemMapEntry, Region
     from sdeilab.trace.log import TraceLog
 
     with tempfile.TemporaryDirectory(prefix="sdeilab-") as scratch:
@@ -299,7 +313,7 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
         if args.kernel is None:
             # Read and checked before any vCPU exists: a file that is no guest costs no emulator.
             try:
-                image = load_elf(guest, VIRT_MEMMAP[Region.RAM])
+                image = load_elf(guest, MemMapEntry(VIRT_MEMMAP[Region.RAM].base, args.memory or DEFAULT_RAM_SIZE))
             except GuestLoadError as error:
                 return _fail(str(error))
         trace = TraceLog(NO_TRACE_LIMIT if trace_file is None else args.trace_limit or DEFAULT_TRACE_LIMIT)
@@ -307,7 +321,11 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
             trace_file.stream_overflow(trace)  # .jsonl: the facts past the limit go to the file too
         kwargs = {"quantum": args.quantum} if args.quantum else {}
         quirks = Quirks(**{name: True for name in args.quirk})
-        platform = make_platform(args.cpus, args.profile, quirks=quirks, trace=trace, **kwargs)
+        try:
+            platform = make_platform(args.cpus, args.profile, quirks=quirks, trace=trace,
+                                     memory=args.memory or DEFAULT_RAM_SIZE, **kwargs)
+        except RamSizeError as error:
+            return _fail(f"--memory: {error}")
         if _kept_to_exit is not None:
             _kept_to_exit.append(platform)
         try:

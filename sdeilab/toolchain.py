@@ -55,6 +55,7 @@ from typing import IO, Literal
 __all__ = [
     "CONDUIT_VARIANTS",
     "LAB_GUEST_DIRS",
+    "PIE_LINK_FLAGS",
     "BuildError",
     "ShippedBuild",
     "build",
@@ -109,6 +110,13 @@ LINK_FLAGS: tuple[str, ...] = (
     "max-page-size=4096",
     "--no-undefined",
 )
+PIE_LINK_FLAGS: tuple[str, ...] = (
+    "-pie",  # an ET_DYN, still linked at the script's address: QEMU and the lab load it there
+    "--apply-dynamic-relocs",  # the link-time values are written in place: no loader relocates it
+    "-z",
+    "notext",  # literal pools (ldr x0, =symbol) hold absolute addresses in .text
+)
+"""Added by ``build(..., pie=True)``: a position-independent executable (ELF type ET_DYN)."""
 
 BUILD_TIMEOUT_S: float = 120.0
 """Wall time a whole build may take (every compile and the link). The guests of this repository
@@ -240,6 +248,12 @@ class ShippedBuild:
     def sources(self) -> list[Path]:
         return _folder_sources(self.guest) if self.guest.is_dir() else [self.guest]
 
+    @property
+    def linker_script(self) -> Path | None:
+        """The program's own linker script, ``NAME.ld`` beside ``NAME.c``/``NAME.S`` (a guest that
+        must be linked elsewhere or enter elsewhere than ``virt.ld`` says), or None: ``virt.ld``."""
+        return _own_linker_script(self.guest)
+
 
 def shipped_builds() -> list[ShippedBuild]:
     """Every committed guest ELF: each QEMU guest once (HVC), each lab-only guest in every conduit variant."""
@@ -252,7 +266,8 @@ def rebuild_build(shipped: ShippedBuild, out_dir: Path) -> Path:
     """Build one committed ELF afresh into ``out_dir/<name>.elf`` (the folder is created if need
     be); compare it with ``shipped.elf``."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return build(shipped.sources, Path(out_dir) / f"{shipped.name}.elf", defines=shipped.defines)
+    return build(shipped.sources, Path(out_dir) / f"{shipped.name}.elf", defines=shipped.defines,
+                 linker_script=shipped.linker_script)
 
 
 def shipped_elf(guest: Path) -> Path:
@@ -268,7 +283,7 @@ def rebuild_shipped(guest: Path, out_dir: Path) -> Path:
     """
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sources = _folder_sources(guest) if guest.is_dir() else [guest]
-    return build(sources, Path(out_dir) / f"{_guest_name(guest)}.elf")
+    return build(sources, Path(out_dir) / f"{_guest_name(guest)}.elf", linker_script=_own_linker_script(guest))
 
 
 def zig_version() -> str:
@@ -282,10 +297,15 @@ def build(
     *,
     defines: Mapping[str, str] = {},
     linker_script: Path | None = None,
+    pie: bool = False,
 ) -> Path:
     """Build ``.S``/``.c`` sources plus the guest library into the ELF ``output``; return its path.
 
     ``defines`` become ``-DNAME=VALUE`` (``-DNAME`` for an empty value), e.g. ``{"CONDUIT_SMC": ""}``.
+    Without ``linker_script``, a single source ``NAME.c``/``NAME.S`` with a ``NAME.ld`` beside it is
+    linked with that script, else with ``guests/lib/virt.ld``.
+    ``pie``: link a position-independent executable (ET_DYN, :data:`PIE_LINK_FLAGS`) at the
+    script's address instead of an ET_EXEC; it runs the same on QEMU and on the lab.
     Raises :class:`BuildError` with the tools' diagnostics if anything fails to compile or link,
     if a tool crosses a limit (:data:`BUILD_TIMEOUT_S`...), or if ``output`` cannot be the ELF:
     an input of the build (even through a link), a folder, a device, or in a folder that does not
@@ -299,11 +319,13 @@ def build(
             raise BuildError(f"{s}: not a .S or .c source file")
         if not s.is_file():
             raise BuildError(f"{s}: no such file")
+    if linker_script is None and len(srcs) == 1:
+        linker_script = _own_linker_script(srcs[0])  # NAME.ld beside NAME.c, as for a shipped guest
     srcs = [*_folder_library(srcs), *srcs]
     script = Path(linker_script).resolve() if linker_script is not None else _default_linker_script()
     target = _check_output(Path(output), [*lib_sources(), *srcs, script], make_parent=False)
     with tempfile.TemporaryDirectory(prefix="sdeilab-build-") as tmp:
-        return _build_in(srcs, target, defines, script, Path(tmp), display=None, warnings=_to_stderr)
+        return _build_in(srcs, target, defines, script, Path(tmp), display=None, warnings=_to_stderr, pie=pie)
 
 
 def build_source_text(
@@ -340,6 +362,11 @@ def build_source_text(
 
 def _default_linker_script() -> Path:
     return linker_script()
+
+
+def _own_linker_script(guest: Path) -> Path | None:
+    script = guest.with_suffix(".ld")
+    return script if guest.is_file() and script.is_file() else None
 
 
 def _guest_name(guest: Path) -> str:
@@ -583,6 +610,7 @@ def _build_in(
     work: Path,
     display: Path | None,
     warnings: Callable[[str], None],
+    pie: bool = False,
 ) -> Path:
     if not script.is_file():
         raise BuildError(f"{script}: linker script not found")
@@ -625,7 +653,8 @@ def _build_in(
 
     tmp_out = work / "linked.elf"
     try:
-        link = _zig(["ld.lld", *LINK_FLAGS, "-T", str(script), "-o", str(tmp_out), *map(str, objects)],
+        link_flags = [*LINK_FLAGS, *(PIE_LINK_FLAGS if pie else ())]
+        link = _zig(["ld.lld", *link_flags, "-T", str(script), "-o", str(tmp_out), *map(str, objects)],
                     work, budget, "linker", output.name)
     except BaseException:
         budget.cancel()

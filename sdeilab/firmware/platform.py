@@ -16,6 +16,7 @@ from sdeilab.firmware.smccc_filter import SmcccFilter
 from sdeilab.machine.linux_boot import linux_image
 from sdeilab.machine.loader import GuestImage, GuestLoadError
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
+from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, parse_ram_size
 from sdeilab.machine.outcome import RunOutcome
 from sdeilab.machine.pl031 import DEFAULT_EPOCH
 from sdeilab.trace import TraceLog
@@ -75,12 +76,26 @@ class Platform:
 
 def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: int = DEFAULT_QUANTUM,
                   trace: TraceLog | None = None, quirks: Quirks | None = None,
-                  sdei_platform: SdeiPlatform | None = None, rtc_epoch: int = DEFAULT_EPOCH) -> Platform:
+                  sdei_platform: SdeiPlatform | None = None, rtc_epoch: int = DEFAULT_EPOCH,
+                  memory: int | str = DEFAULT_RAM_SIZE) -> Platform:
     """A machine with the profile's services placed in their layers and the VMM's SMCCC filter installed.
 
-    ``rtc_epoch``: the time of day (seconds since 1970) the PL031 reads at virtual time 0."""
+    ``rtc_epoch``: the time of day (seconds since 1970) the PL031 reads at virtual time 0.
+    ``memory``: the RAM size, in bytes (an int) or in QEMU's ``-m`` syntax (``"1G"``, ``"512"``
+    MiB); the device tree's memory node says the same. ValueError for a size QEMU virt refuses,
+    ``RamSizeError`` (a ValueError) for one the host cannot map."""
     prof = profile_named(profile) if isinstance(profile, str) else profile
-    machine = Machine(cpus, quantum=quantum, trace=trace, rtc_epoch=rtc_epoch)
+    machine = Machine(cpus, quantum=quantum, trace=trace, rtc_epoch=rtc_epoch, ram_size=parse_ram_size(memory))
+
+    def elf_device_tree() -> bytes:
+        # What an ELF guest finds at the start of RAM when its image leaves the room (QEMU's
+        # rule, GuestImage.dtb_below): the lab's tree for this machine, no /chosen bootargs.
+        try:
+            return device_tree_blob(prof, len(machine.vcpus), ram_size=machine.ram_region.size)
+        except ValueError:  # a profile with several conduits has no device tree: nothing is written
+            return b""
+
+    machine.device_tree = elf_device_tree
     smccc_filter = SmcccFilter(vm_has_run=lambda: machine.retired > 0)
     for entry in prof.smccc_filter:
         smccc_filter.install(entry.base, entry.nr_functions, entry.action)

@@ -51,7 +51,7 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS
 from sdeilab.machine.loader import GuestImage, GuestLoadError, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
-from sdeilab.machine.memmap import MAX_CPUS
+from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, MAX_CPUS, parse_ram_size
 from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.machine.vcpu import VcpuState
 from sdeilab.trace import FACT_KINDS, Fact, SdeiDispatch, SmcccCall, TraceLog
@@ -195,15 +195,20 @@ class Session:
     ``guest`` is an ELF file. Where the profile's conduit is SMC and a ``NAME-smc.elf`` lies
     beside ``NAME.elf`` (the shipped SDEI scenarios' SMC build), that one is loaded, and the
     other way round, so switching profiles keeps a runnable guest.
+
+    ``memory`` is the RAM size, in bytes or in QEMU's ``-m`` syntax (``"1G"``), as for
+    ``make_platform``; ValueError for a size the board refuses.
     """
 
     def __init__(self, guest: str | Path | KernelBoot, cpus: int = 4, profile: str | Profile = "virt",
-                 quirks: Quirks | Iterable[str] | None = None, *, quantum: int = DEFAULT_QUANTUM) -> None:
+                 quirks: Quirks | Iterable[str] | None = None, *, quantum: int = DEFAULT_QUANTUM,
+                 memory: int | str = DEFAULT_RAM_SIZE) -> None:
         # A KernelBoot boots a Linux Image (docs/linux.md); its kernel file stands for the guest's.
         self.kernel = guest if isinstance(guest, KernelBoot) else None
         self.guest = Path(guest.kernel if isinstance(guest, KernelBoot) else guest)
         # Validated here: a quantum of 0 made every round empty, so run() never returned.
         self.quantum = _count(quantum, "quantum", minimum=1)
+        self.ram_size = parse_ram_size(memory)  # bytes (``memory()`` reads guest memory)
         self.cpus = _cpu_count(cpus)
         self.profile = _profile(profile)
         self.quirks = _quirks(quirks)
@@ -284,7 +289,8 @@ class Session:
         time it is needed. ``images`` empty: every file is read again.
         """
         known = self._images if images is None else images
-        platform = make_platform(cpus, profile, quantum=self.quantum, trace=_WatchedLog(), quirks=quirks)
+        platform = make_platform(cpus, profile, quantum=self.quantum, trace=_WatchedLog(), quirks=quirks,
+                                 memory=self.ram_size)
         machine = platform.machine
         path: Path | None = None
         if replay and self._image is not None:

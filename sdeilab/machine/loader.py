@@ -35,6 +35,13 @@ SHF_ALLOC, SHF_EXECINSTR = SH_FLAGS.SHF_ALLOC, SH_FLAGS.SHF_EXECINSTR
 _SHOWN_PATH = 160  # a path longer than this is shortened in messages, so a message stays one readable line
 
 
+ELF_DTB_ROOM = 0x10_0000
+"""The room QEMU 7.2's virt board gives its device tree (create_device_tree's 1 MiB buffer, loaded
+whole): an ELF -kernel finds the DTB at the start of RAM only when its lowest address is at least
+this far above it (hw/arm/boot.c, arm_setup_direct_kernel_boot; checked: linked at RAM + 1 MiB the
+DTB is there, at RAM + 1 MiB - 4 KiB or RAM + 512 KiB it is not). x0..x3 are 0 either way."""
+
+
 class GuestLoadError(Exception):
     """The guest cannot be loaded; the message says why in one line."""
 
@@ -54,6 +61,14 @@ class GuestImage:
     symbols: dict[int, str] = field(default_factory=dict)  # address -> name, functions and labels
     x0: int = 0  # what the boot CPU finds in x0: a Linux Image wants its device tree's address there
     data: tuple[tuple[int, int], ...] = ()  # [low, high) ranges the ELF file says hold data, sorted
+    # An ELF -kernel: QEMU leaves x0 = 0 but writes its device tree at the start of RAM when the
+    # blob's room (ELF_DTB_ROOM) lies below the image (Machine.load_image, docs/machine.md).
+    dtb_below: bool = False
+
+    @property
+    def low(self) -> int:
+        """The lowest address the image loads to."""
+        return min(segment.address for segment in self.segments)
 
     def is_data(self, address: int) -> bool:
         """Whether the ELF file says ``address`` holds data, not code (``data_ranges``): a
@@ -143,8 +158,13 @@ def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
                 raise GuestLoadError(f"{name}: ELF for {elf['e_machine']}, not AArch64 (EM_AARCH64)")
             if elf.elfclass != 64 or not elf.little_endian:
                 raise GuestLoadError(f"{name}: not a 64-bit little-endian ELF")
-            if elf["e_type"] != "ET_EXEC":
-                raise GuestLoadError(f"{name}: ELF type {elf['e_type']}, not an executable (ET_EXEC)")
+            # QEMU's -kernel loads an ET_DYN (a PIE or a shared object) like an ET_EXEC: each
+            # PT_LOAD at its p_paddr, no relocation applied (hw/core/loader.c load_elf; checked on
+            # QEMU 7.2). So it runs when linked for its load address in RAM, as here.
+            if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
+                raise GuestLoadError(f"{name}: ELF type {elf['e_type']}, not an executable (ET_EXEC) "
+                                     "or a position-independent one (ET_DYN)")
+            dynamic = elf["e_type"] == "ET_DYN"
             segments = []
             for number, seg in enumerate(elf.iter_segments()):
                 if seg["p_type"] != "PT_LOAD":
@@ -161,7 +181,9 @@ def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
                 if not ram.contains(address, memsize):
                     raise GuestLoadError(
                         f"{where}: 0x{address:x}..0x{address + memsize:x} lies outside RAM "
-                        f"(0x{ram.base:x}..0x{ram.end:x})")
+                        f"(0x{ram.base:x}..0x{ram.end:x})"
+                        + (": an ET_DYN is loaded where it is linked, not relocated (as QEMU does); "
+                           "link it at a RAM address" if dynamic else ""))
                 if offset + filesize > file_size:
                     raise GuestLoadError(f"{where}: its bytes at offset 0x{offset:x}+0x{filesize:x} lie past "
                                          f"the end of the file ({file_size} bytes): truncated or damaged")
@@ -195,7 +217,7 @@ def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
     except (ELFError, ConstructError, OSError, ValueError, KeyError, IndexError, OverflowError, TypeError,
             AttributeError) as error:
         raise GuestLoadError(f"{name}: malformed ELF file ({type(error).__name__}: {error})") from None
-    return GuestImage(path, entry, tuple(segments), symbols, data=data)
+    return GuestImage(path, entry, tuple(segments), symbols, data=data, dtb_below=True)
 
 
 def data_ranges(elf: ELFFile, table: list[Symbol]) -> tuple[tuple[int, int], ...]:

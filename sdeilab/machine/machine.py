@@ -36,8 +36,19 @@ from sdeilab.cpu.unicorn_backend import UnicornVcpu
 from sdeilab.machine import exceptions as exc
 from sdeilab.machine.debug import WATCHPOINTS, Hit, Watchpoints, dbgwcr, dbgwvr
 from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3
-from sdeilab.machine.loader import GuestImage, load_elf
-from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, VIRT_MEMMAP, MemMapEntry, Region, mpidr_of, spi_intid
+from sdeilab.machine.loader import ELF_DTB_ROOM, GuestImage, load_elf
+from sdeilab.machine.memmap import (
+    GICR_FRAME_SIZE,
+    MAX_CPUS,
+    MAX_RAM_SIZE,
+    RAM_ALIGN,
+    VIRT_MEMMAP,
+    MemMapEntry,
+    Region,
+    format_ram_size,
+    mpidr_of,
+    spi_intid,
+)
 from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
 from sdeilab.machine.pl031 import DEFAULT_EPOCH, Pl031
 from sdeilab.machine.pmu import PMU_ENCODINGS, PMU_READ_ONLY, PMU_WRITE_ONLY, Clocks, Pmu, PmuReg, el0_may_access
@@ -132,6 +143,10 @@ class Firmware(Protocol):
         ...
 
 
+class RamSizeError(ValueError):
+    """The host cannot back the RAM asked for (``Machine(ram_size=...)``); the message says why in one line."""
+
+
 class Machine:
     """A QEMU-virt-like machine with ``cpus`` vCPUs; CPU 0 starts at the guest's entry point."""
 
@@ -144,14 +159,26 @@ class Machine:
         if quantum < 1:
             raise ValueError(f"quantum must be at least 1 instruction, not {quantum}")  # 0 never ends a round
         self.quantum = quantum
+        if ram_size <= 0 or ram_size % RAM_ALIGN or ram_size > MAX_RAM_SIZE:
+            raise ValueError(f"RAM size {ram_size:#x}: must be a positive multiple of {RAM_ALIGN:#x} bytes, "
+                             f"at most {format_ram_size(MAX_RAM_SIZE)} (memmap.parse_ram_size reads QEMU's -m syntax)")
         self.ram_region = MemMapEntry(VIRT_MEMMAP[Region.RAM].base, ram_size)
-        self.ram = mmap.mmap(-1, ram_size)
+        # An anonymous mapping: the host backs a page only once the guest touches it, so a large
+        # RAM costs address space, not memory. One the host cannot even map is refused here.
+        try:
+            self.ram = mmap.mmap(-1, ram_size)
+        except (OSError, OverflowError) as error:
+            raise RamSizeError(f"{format_ram_size(ram_size)} of RAM: the host cannot map that much "
+                               f"({getattr(error, 'strerror', None) or error})") from None
         self.firmware: Firmware | None = None
         self.power_listeners: list[PowerListener] = []
         self.uart_sinks: list[Callable[[int], None]] = []
         self.slice_hooks: list[Callable[[Vcpu], None]] = []  # run before each slice (firmware dispatch)
         self.wake_checks: list[Callable[[int], bool]] = []  # firmware events that end a WFI, like an interrupt
         self.image: GuestImage | None = None
+        # The device tree an ELF guest finds at the start of RAM when it leaves the room
+        # (GuestImage.dtb_below); the firmware layer sets it (sdeilab.firmware.platform).
+        self.device_tree: Callable[[], bytes] | None = None
 
         self.gic = GicV3(cpus, self.record, cpu_online=lambda cpu: self.vcpus[cpu].state.powered)
         uart_intid = spi_intid(Region.UART0)
@@ -273,6 +300,10 @@ class Machine:
             start = segment.address - base
             self.ram[start:start + len(segment.data)] = segment.data
             self.ram[start + len(segment.data):start + segment.memsize] = bytes(segment.memsize - len(segment.data))
+        if image.dtb_below and self.device_tree is not None and image.segments \
+                and image.low - base >= ELF_DTB_ROOM:
+            blob = self.device_tree()
+            self.ram[0:len(blob)] = blob
         self._invalidate_code()
         self.image = image
         self._outcome = None

@@ -105,3 +105,54 @@ def cpu_of_mpidr(mpidr: int, num_cpus: int) -> int | None:
         return None
     cpu = aff1 * CPUS_PER_CLUSTER + aff0
     return cpu if cpu < num_cpus else None
+
+
+# --------------------------------------------------------------------------- RAM size (QEMU's -m)
+DEFAULT_RAM_SIZE = VIRT_MEMMAP[Region.RAM].size  # 128 MiB, QEMU virt's default
+MAX_RAM_SIZE = 255 << 30
+"""QEMU 7.2 virt's largest RAM (hw/arm/virt.c LEGACY_RAMLIMIT_GB: 255 GiB from 0x4000_0000, below
+the high MMIO regions); a bigger -m is refused."""
+RAM_ALIGN = 8 << 10
+"""QEMU rounds -m up to a multiple of 8 KiB (softmmu/vl.c): -m 100k gives a memory node of 104 KiB."""
+_SIZE_SUFFIXES = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+
+
+def parse_ram_size(text: str | int) -> int:
+    """RAM size in bytes from QEMU's ``-m`` syntax: a number of MiB (``512``), or a number with a
+    suffix B, k, M, G, T, P or E, either case, binary multiples (``128M``, ``1G``, ``1.5G``,
+    ``100k``); rounded up to 8 KiB as QEMU does; 0 means the default, 128 MiB, as on QEMU. An int
+    is a size in bytes. Raises ValueError with a one-line reason: not a size, or one QEMU virt
+    refuses (over 255 GiB)."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"not a memory size: {text!r}")
+    if isinstance(text, int):
+        size = text
+        if size < 0:
+            raise ValueError(f"memory size {size} is negative")
+    else:
+        spec = text.strip()
+        unit = 1 << 20  # a plain number is MiB, as QEMU's -m takes it
+        if spec and spec[-1].lower() in _SIZE_SUFFIXES:
+            unit = _SIZE_SUFFIXES[spec[-1].lower()]
+            spec = spec[:-1]
+        number = spec.replace(".", "", 1)
+        if not number.isascii() or not number.isdigit() or spec.startswith(".") or spec.endswith("."):
+            raise ValueError(f"not a memory size: {text!r} (QEMU's -m syntax: MiB as a plain number, "
+                             "or a number with a suffix k, M, G, T: 512, 128M, 1G, 1.5G)")
+        whole, _, fraction = spec.partition(".")
+        size = int(whole) * unit + (int(fraction) * unit) // 10 ** len(fraction) if fraction else int(whole) * unit
+    if size == 0:
+        return DEFAULT_RAM_SIZE
+    size = -(-size // RAM_ALIGN) * RAM_ALIGN
+    if size > MAX_RAM_SIZE:
+        raise ValueError(f"memory size {format_ram_size(size)} is more than the virt board's "
+                         f"{format_ram_size(MAX_RAM_SIZE)} (as on QEMU)")
+    return size
+
+
+def format_ram_size(size: int) -> str:
+    """``size`` bytes in the largest unit that divides it: ``128M``, ``1G``, ``104K``."""
+    for suffix, unit in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return f"{size}B"
