@@ -232,6 +232,8 @@ for run in comparison.runs:
 # is the sum shown above; and the filter failed with the errors KVM gives.
 
 # %%
+from matplotlib.colors import to_hex
+
 from sdeilab.firmware.compare import run_on
 from sdeilab.widgets.exercise import Checks, Exercise
 
@@ -260,6 +262,18 @@ with Checks() as check:
               c.name for c in sdei_only.of_kind(SmcccCall) if c.name.startswith("SDEI_")})
     check("on kvm-vmm-psci-sdei the kernel answers nothing (the watchdog makes no arch call)",
           comparison["kvm-vmm-psci-sdei"].summary.calls.get("kvm", 0) == 0)
+    # The bar chart above: each bar says its profile's value, and its colour the verdict.
+    for ax, key in ((ax_cost, "modelled µs"), (ax_exits, "exits to VMM")):
+        shown = [t.get_text() for t in ax.texts]  # bar_label's labels, in the bars' order
+        check(f"the figure: the '{key}' bars say the table's values, profile by profile",
+              shown == [f"{float(r[key]):g}" for r in comparison.rows()], shown)
+    bar_colours = [to_hex(bar.get_facecolor()) for bar in ax_exits.containers[0]]
+    check("the figure: a bar is green exactly where the watchdog passed",
+          [c == to_hex(style.GREEN) for c in bar_colours] == [r["verdict"] == "PASS" for r in comparison.rows()],
+          bar_colours)
+    check("the figure: PSCI and SDEI in the VMM has the most exits and the highest modelled cost",
+          max(comparison.rows(), key=lambda r: float(r["exits to VMM"]))["profile"]
+          == max(comparison.rows(), key=lambda r: float(r["modelled µs"]))["profile"] == "kvm-vmm-psci-sdei")
     check("the filter refused three installs with EEXIST and one with EBUSY",
           Counter(e.errno for e in errors.values()) == Counter({errno.EEXIST: 3, errno.EBUSY: 1}),
           Counter(e.errno for e in errors.values()))
