@@ -1023,20 +1023,26 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFacto
     Servers are kept for the session (one start costs seconds) and stopped at its end.
     """
     with contextlib.ExitStack() as stack:
-        servers: dict[Path, Server] = {}
+        yield _servers_per_folder(tmp_path_factory, stack, "lab", lambda root: ["lab", str(root)])
 
-        def start(folder: Path) -> Server:
-            require_chromium()
-            key = Path(folder).resolve()
-            if key not in servers:
-                home = tmp_path_factory.mktemp("lab")
-                root = home / "notebooks"
-                shutil.copytree(folder, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-                servers[key] = stack.enter_context(run_server(
-                    "lab", ["lab", str(root)], root=root, home=home))
-            return servers[key]
 
-        yield start
+def _servers_per_folder(tmp_path_factory: pytest.TempPathFactory, stack: contextlib.ExitStack, kind: str,
+                        argv: Callable[[Path], list[str]]) -> ServerFactory:
+    """``start(folder)``: the ``kind`` server (``sdeilab`` with ``argv(copy)``) on a temporary copy of
+    ``folder``, started at its first call and kept in ``stack`` for later calls with that folder."""
+    servers: dict[Path, Server] = {}
+
+    def start(folder: Path) -> Server:
+        require_chromium()
+        key = Path(folder).resolve()
+        if key not in servers:
+            home = tmp_path_factory.mktemp(kind)
+            root = home / "notebooks"
+            shutil.copytree(key, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+            servers[key] = stack.enter_context(run_server(kind, argv(root), root=root, home=home))
+        return servers[key]
+
+    return start
 
 
 @pytest.fixture
@@ -1062,19 +1068,7 @@ def voila_folder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     each of its notebooks an app (:meth:`WidgetPage.start_dashboard` with its name); one per folder
     per session (one start costs seconds; each page load starts a kernel of its own all the same)."""
     with contextlib.ExitStack() as stack:
-        servers: dict[Path, Server] = {}
-
-        def start(folder: Path) -> Server:
-            require_chromium()
-            key = Path(folder).resolve()
-            if key not in servers:
-                home = tmp_path_factory.mktemp("voila")
-                root = home / "notebooks"
-                shutil.copytree(key, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-                servers[key] = stack.enter_context(run_server("voila", ["dashboard", str(root)], root=root, home=home))
-            return servers[key]
-
-        yield start
+        yield _servers_per_folder(tmp_path_factory, stack, "voila", lambda root: ["dashboard", str(root)])
 
 
 @pytest.fixture(scope="session")

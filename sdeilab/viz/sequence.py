@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from matplotlib.textpath import TextPath
+from matplotlib.transforms import Bbox
 
 from sdeilab.firmware.sdei.table import TABLE, Action, EventState
 from sdeilab.trace.log import TraceLog
@@ -36,6 +37,7 @@ from sdeilab.trace.records import (
 )
 from sdeilab.viz import style
 from sdeilab.viz.names import SDEI_RESULTS, result_name
+from sdeilab.viz.placing import LabelPlacer
 
 FIRMWARE = -1  # the firmware's lifeline, in Message.src / Message.dst
 RESULT_NAMES = {code: name for code, name in SDEI_RESULTS.items() if code}
@@ -246,7 +248,7 @@ def _right_edge(ax: Axes, rows: Sequence[Message], column: dict[int, int], least
     return max(least, min(right, 0.9 * width_pt / name_pt - 0.7))
 
 
-class _KeepInside(Artist):
+class _KeepInside(LabelPlacer):
     """Moves a message's label left, at draw time, when it would run past the axes' right edge.
 
     ``_right_edge`` widens the view for long labels from an estimate of the axes' width made
@@ -256,17 +258,10 @@ class _KeepInside(Artist):
     """
 
     def __init__(self, labels: list[Text]) -> None:
-        super().__init__()
-        self.labels = labels
+        super().__init__(labels)
         self.starts = [label.get_position()[0] for label in labels]
-        self.set_zorder(min(label.get_zorder() for label in labels) - 0.01)
-        self.set_in_layout(False)
 
-    def draw(self, renderer: RendererBase) -> None:
-        ax = self.axes
-        if ax is None:
-            return
-        frame = ax.get_window_extent(renderer)
+    def place(self, ax: Axes, frame: Bbox, renderer: RendererBase) -> None:
         lo, hi = ax.get_xlim()
         per_unit = frame.width / (hi - lo) if hi != lo else 1.0
         for label, start in zip(self.labels, self.starts, strict=True):
@@ -274,7 +269,6 @@ class _KeepInside(Artist):
             excess = Text.get_window_extent(label, renderer).x1 - frame.x1
             if excess > 0:
                 label.set_x(max(lo + 0.02, start - (excess + 2) / per_unit))
-        self.stale = False
 
 
 def _line(xs: list[float], ys: list[float], colour: str, linestyle: str, width: float, gid: str) -> Line2D:

@@ -46,6 +46,7 @@ from sdeilab.trace.intervals import (
 from sdeilab.trace.log import TraceLog
 from sdeilab.trace.records import PowerTransition, SmcccCall, SmcccReturn
 from sdeilab.viz import style
+from sdeilab.viz.placing import LabelPlacer
 
 # Vertical layout of a lane, as offsets from its centre row (the y axis points down).
 IRQ_BAND = (-0.46, -0.37)
@@ -469,7 +470,7 @@ def _round_up(ns: float) -> int:
     return next(int(m * power) for m in (1, 1.5, 2, 3, 4, 5, 6, 8, 10) if m * power >= ns)
 
 
-class _Declutter(Artist):
+class _Declutter(LabelPlacer):
     """Places the CPU_ON / CPU_OFF labels at draw time, when their sizes in pixels are known.
 
     A label that would run past the axes' right edge (into the legend) goes to the left of its
@@ -479,19 +480,13 @@ class _Declutter(Artist):
     """
 
     def __init__(self, labels: list[Annotation]) -> None:
-        super().__init__()
-        self.labels = labels
+        super().__init__(labels)
+        self.marks = labels
         self.names = [label.get_text() for label in labels]
-        self.set_zorder(min(label.get_zorder() for label in labels) - 0.01)
-        self.set_in_layout(False)
 
-    def draw(self, renderer: RendererBase) -> None:
-        ax = self.axes
-        if ax is None:
-            return
-        frame = ax.get_window_extent(renderer)
+    def place(self, ax: Axes, frame: Bbox, renderer: RendererBase) -> None:
         placed: list[tuple[Annotation, list[str]]] = []
-        for label, name in sorted(zip(self.labels, self.names, strict=True), key=lambda ln: ln[0].xy[0]):
+        for label, name in sorted(zip(self.marks, self.names, strict=True), key=lambda ln: ln[0].xy[0]):
             label.set_text(name)
             label.set_visible(True)
             self._place(label, frame, renderer, right=True)
@@ -505,7 +500,6 @@ class _Declutter(Artist):
                     self._place(clash[0], frame, renderer, right=clash[0].get_ha() == "left")
                 continue
             placed.append((label, [name]))
-        self.stale = False
 
     @staticmethod
     def _place(label: Annotation, frame: Bbox, renderer: RendererBase, right: bool) -> None:
