@@ -8,6 +8,33 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "sdeilab"
 ORDER = ["trace", "cpu", "machine", "firmware", "viz", "widgets"]
 
+# The layer picture of DESIGN.md section 1 as what each unit of the package may import (besides
+# itself): a layer calls the one it stands on, and every layer may name the trace's facts. The
+# lab layer (composition, the debugger session) still lives in firmware/ (platform.py,
+# session.py) and in linux/ (issue 13), so those two stand on the machine and the firmware.
+# The application (the command, the hub, the curriculum copier, the Voila entry) may use any.
+MAY_IMPORT: dict[str, set[str]] = {
+    "trace": set(),
+    "cpu": {"trace"},
+    "machine": {"cpu", "trace"},
+    "firmware": {"machine", "trace"},
+    "linux": {"firmware", "trace"},
+    "viz": {"firmware", "trace"},  # the SDEI state table and the result names, from the spec's words
+    "widgets": {"viz", "firmware", "linux", "trace", "toolchain"},  # a guest cell builds its code
+    "toolchain": set(),
+}
+APPLICATION = {"cli", "hub", "curriculum", "voila_app"}
+# Imports that cross the picture today, each a debt of issue 13 with its reason. The test fails
+# on a crossing not listed here, and on a listed one that is gone (take it off the list).
+KNOWN_CROSSINGS = {
+    ("firmware/session.py", "cpu"),  # the debugger disassembles with the CPU layer's decoder
+    ("linux/watchdog.py", "cpu"),  # the Linux watchdog is a second debugger: disassembly
+    ("linux/watchdog.py", "machine"),  # ... and it drives Machine.run(debugger=True) itself
+    ("widgets/boot_progress.py", "machine"),  # the boot progress bar reads the machine's counters
+    ("widgets/guest_cell.py", "cpu"),  # a guest cell reports the emulator's EngineError
+    ("widgets/guest_cell.py", "machine"),  # ... and loads its ELF with the machine's loader
+}
+
 
 def _imports(path: Path) -> set[str]:
     names: set[str] = set()
@@ -31,6 +58,24 @@ def test_each_layer_imports_only_layers_below_it() -> None:
                 elif parts[0] == "sdeilab" and len(parts) > 1 and parts[1] == "toolchain" and layer != "widgets":
                     problems.append(f"{path.relative_to(PACKAGE)} imports the toolchain")
     assert problems == []
+
+
+def test_each_unit_imports_only_what_the_layer_picture_allows() -> None:
+    units = {path.relative_to(PACKAGE).parts[0].removesuffix(".py") for path in PACKAGE.glob("*")
+             if path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists())} - {"__init__"}
+    assert units <= set(MAY_IMPORT) | APPLICATION, f"a unit with no place in the picture: {units - set(MAY_IMPORT)}"
+    crossings = set()
+    for path in PACKAGE.rglob("*.py"):
+        where = path.relative_to(PACKAGE)
+        unit = where.parts[0].removesuffix(".py")
+        if unit in APPLICATION or unit == "__init__":
+            continue
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "sdeilab" and len(parts) > 1 and parts[1] != unit and parts[1] not in MAY_IMPORT[unit]:
+                crossings.add((where.as_posix(), parts[1]))
+    assert crossings - KNOWN_CROSSINGS == set(), "new imports across the layer picture"
+    assert KNOWN_CROSSINGS - crossings == set(), "crossings gone: take them off KNOWN_CROSSINGS"
 
 
 def test_only_the_unicorn_adapter_imports_unicorn() -> None:
