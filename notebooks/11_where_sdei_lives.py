@@ -110,7 +110,8 @@ for call in calls:
 
 # %%
 rows = comparison.rows()
-labels = [str(r["profile"]) for r in rows]
+# The verdict in the label too: a bar of 0 (no exits) shows no colour to read it from.
+labels = [f"{r['profile']} {'✓' if r['verdict'] == 'PASS' else '✗'}" for r in rows]
 colours = [style.GREEN if r["verdict"] == "PASS" else style.VERMILLION for r in rows]
 fig, (ax_cost, ax_exits) = plt.subplots(1, 2, figsize=(style.NOTEBOOK_WIDTH, 4.5), layout="constrained", sharey=True)
 # Horizontal bars: the profile names read level (slanted, they ran into each other), each bar
@@ -127,7 +128,7 @@ for ax, key, unit, title in ((ax_cost, "modelled µs", "modelled µs (transition
     ax.set_title(title, fontsize=style.SMALL + 1)
     ax.tick_params(labelsize=style.SMALL)
 ax_cost.invert_yaxis()
-fig.suptitle("vmm_watchdog on every profile (green: PASS, vermillion: refused)", fontsize=style.FONT)
+fig.suptitle("vmm_watchdog on every profile (✓ green: PASS, ✗ vermillion: refused)", fontsize=style.FONT)
 plt.show()
 
 # %% [markdown]
