@@ -13,8 +13,6 @@ Use from a test module with ``pytest_plugins = ("tests.browser",)``; the fixture
     JupyterLab (``sdeilab lab --no-browser``) on a temporary copy of ``folder``; one per folder per session.
 ``voila_server(notebook)``
     ``sdeilab dashboard NOTEBOOK`` on a temporary copy of the notebook's folder.
-``voila_server_for_test(notebook)``
-    The same, stopped when the test ends (for a test module that serves many notebooks once each).
 ``voila_folder_server(folder)``
     ``sdeilab dashboard FOLDER`` on a temporary copy of ``folder``, every notebook of it an app
     (:meth:`WidgetPage.start_dashboard` names one); one per folder per session.
@@ -1043,23 +1041,6 @@ def _servers_per_folder(tmp_path_factory: pytest.TempPathFactory, stack: context
         return servers[key]
 
     return start
-
-
-@pytest.fixture
-def voila_server_for_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
-    """``voila_server_for_test(notebook)``: like ``voila_server``, but stopped when the test ends (a
-    test that serves each of many notebooks once keeps one Voila, not all of them, running)."""
-    with contextlib.ExitStack() as stack:
-
-        def start(notebook: Path) -> Server:
-            require_chromium()
-            key = Path(notebook).resolve()
-            home = tmp_path_factory.mktemp("voila")
-            root = home / "notebooks"
-            shutil.copytree(key.parent, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-            return stack.enter_context(run_server("voila", ["dashboard", str(root / key.name)], root=root, home=home))
-
-        yield start
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.tfa]
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TFA_CPUS = 8
+TFA_TRIES = 3  # runs of a guest on TF-A before its bytes must equal the lab's (host timing)
 TFA_TIMEOUT_S = 120.0
 BUILD_TIMEOUT_S = 1800.0
 
@@ -140,8 +141,17 @@ def test_bl33_binary_needs_the_bl33_link(bl33_script: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("name", IDENTICAL)
 def test_guest_prints_the_same_bytes_on_tfa(name: str, tfa_dir: Path, bl33_script: Path, tmp_path: Path) -> None:
-    tfa = run_on_tfa(name, tfa_dir, bl33_script, tmp_path)
     lab = run_on_lab(name)
+    # QEMU runs the vCPUs on host threads: cpu_on_masking's EVENT_SIGNAL right after CPU_ON once found
+    # its target not yet on (TF-A: INVALID_PARAMETERS) when the host ran CPU 0 ahead. The lab is
+    # deterministic and a real divergence repeats on every run; host timing does not. So TF-A gets
+    # TFA_TRIES runs, and the last must match.
+    tfa = run_on_tfa(name, tfa_dir, bl33_script, tmp_path)
+    for attempt in range(1, TFA_TRIES):
+        if tfa == lab:
+            break
+        (tmp_path / f"try{attempt}").mkdir()
+        tfa = run_on_tfa(name, tfa_dir, bl33_script, tmp_path / f"try{attempt}")
     assert tfa.decode(errors="replace") == lab.decode(errors="replace")
     assert tfa == lab
     verdict = f"{name}: PASS" if name not in NEEDS_4_CPUS else f"{name}: FAIL (CPU 0: SDEI_VERSION: CPUs (the"

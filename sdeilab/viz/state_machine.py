@@ -133,7 +133,7 @@ class _Look:
         stays, refused, rejected = {}, {}, {}
         for state in POSITIONS:
             label = LABELS[state]
-            actions = [a.value for a, cell in TABLE[state].items() if cell.next is state]
+            actions = _accepted(state)
             if compact:
                 if tally is not None:
                     stays[label] = f"↻ {sum(n for (s, _), n in tally.stays.items() if s == label)}"
@@ -185,8 +185,7 @@ def state_table(trace: TraceLog, event: int, cpu: int | None = None) -> Table:
     rows = []
     for state in POSITIONS:
         label = LABELS[state]
-        accepted = [f"{a.value} {TIMES}{tally.stays[(label, a.value)]}"
-                    for a, cell in TABLE[state].items() if cell.next is state]
+        accepted = [f"{a} {TIMES}{tally.stays[(label, a)]}" for a in _accepted(state)]
         refused = [f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})"
                    for (s, a, r), n in sorted(tally.refused.items()) if s == label]
         moves = [f"{a} → {LABELS[dst]} {TIMES}{tally.moves[(label, LABELS[dst], a)]}"
@@ -198,6 +197,11 @@ def state_table(trace: TraceLog, event: int, cpu: int | None = None) -> Table:
     title = f"SDEI event {event}{where}, state by state" + (
         f"; refused before the table (no such event, no dispatch, bad parameters): {early}" if early else "")
     return Table(["state", "status", "↻ accepted, state kept", "✗ refused here", "moves out"], rows, title)
+
+
+def _accepted(state: EventState) -> list[str]:
+    """The actions ``state`` accepts without moving (DEN0054 6.1: the table's cells that stay)."""
+    return [action.value for action, cell in TABLE[state].items() if cell.next is state]
 
 
 def _table_edges() -> dict[tuple[EventState, EventState], list[str]]:
