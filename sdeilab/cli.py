@@ -91,6 +91,17 @@ def _memory(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _icount(text: str) -> int:
+    """QEMU's ``-icount`` argument, its ``shift=N`` form only (or a bare N): the icount shift."""
+    from sdeilab.machine.machine import MAX_ICOUNT_SHIFT
+
+    value = text.removeprefix("shift=")
+    if not value.isdigit() or int(value) > MAX_ICOUNT_SHIFT:
+        raise argparse.ArgumentTypeError(f"expected shift=N with N from 0 to {MAX_ICOUNT_SHIFT} "
+                                         f"(2^N ns of virtual time per instruction), not {text!r}")
+    return int(value)
+
+
 def _port(text: str) -> int:
     value = _positive(text)
     if value > 65535:
@@ -129,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "holds the first N and says it was cut, a .jsonl trace streams the rest to the file")
     run.add_argument("--quantum", type=_positive, default=None,
                      help=f"scheduling quantum in instructions (at most {MAX_QUANTUM:,})")
+    run.add_argument("--icount", type=_icount, default=0, metavar="shift=N",
+                     help="each instruction takes 2^N ns of virtual time, as QEMU's -icount shift=N "
+                          "(default 0: 1 ns). The counter keeps its 62.5 MHz, so a guest that waits on it "
+                          "retires 2^N times fewer instructions for the same wait")
     run.add_argument("--quirk", action="append", default=[], choices=Quirks.names(), metavar="NAME",
                      help=f"switch on an SDEI quirk (repeatable): {', '.join(Quirks.names())}")
     build = sub.add_parser("build", help="build a guest from .S/.c sources with the guest toolchain")
@@ -323,7 +338,7 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
         quirks = Quirks(**{name: True for name in args.quirk})
         try:
             platform = make_platform(args.cpus, args.profile, quirks=quirks, trace=trace,
-                                     memory=args.memory or DEFAULT_RAM_SIZE, **kwargs)
+                                     memory=args.memory or DEFAULT_RAM_SIZE, icount_shift=args.icount, **kwargs)
         except RamSizeError as error:
             return _fail(f"--memory: {error}")
         if _kept_to_exit is not None:

@@ -73,6 +73,19 @@ class SliceResult:
     address: int = 0  # for UNMAPPED and DEVICE_FETCH: the faulting address; for BREAKPOINT: the breakpoint
 
 
+@dataclass(frozen=True, slots=True)
+class SystemCounter:
+    """How the system counter follows virtual time (ARM ARM D11.1.2): after ``n`` instructions of
+    a slice that started at ``vtime`` ns, the registers ``keys`` (CNTPCT_EL0, CNTVCT_EL0) read
+    ``(vtime + n * ns_per_instruction) // ns_per_count``. An engine may answer those reads itself
+    instead of asking ``VcpuHost.sysreg_read``, provided it gives the same value; the host still
+    gets a read made by the slice's last instruction, which may meet a timer's deadline."""
+
+    keys: frozenset[SysregKey]
+    ns_per_instruction: int
+    ns_per_count: int
+
+
 class VcpuHost(Protocol):
     """What the machine does for a vCPU during a slice. ``cpu`` is the vCPU's index."""
 
@@ -96,6 +109,13 @@ class VcpuHost(Protocol):
         """A SYS instruction (DC, IC, TLBI, AT) is about to execute; the CPU model still executes it."""
         ...
 
+    def exception_taken(self, cpu: int, trap: Trap, retired: int, vector: int, esr: int, elr: int, far: int) -> None:
+        """The engine took a synchronous exception to EL1 itself (``CpuBackend.set_compiled_exceptions``),
+        after ``retired`` instructions of the current slice: the entry is made (PC at ``vector``,
+        ESR_EL1 ``esr``, ELR_EL1 ``elr``, FAR ``far`` for aborts, else 0); only its record is left.
+        Reported, in order, before any other call of the same slice that follows it."""
+        ...
+
     def watch_access(self, cpu: int, address: int, size: int, write: bool) -> bool:
         """A data access of ``size`` bytes at physical ``address``, in or next to a range given to
         ``set_watch_ranges``, is about to happen: True to stop it (``Stop.WATCHPOINT``)."""
@@ -107,7 +127,11 @@ class CpuBackend(Protocol):
 
     index: int
 
-    def run(self, budget: int) -> SliceResult: ...
+    def run(self, budget: int, vtime: int = 0) -> SliceResult:
+        """Run at most ``budget`` instructions from the current PC; ``vtime`` is the virtual time
+        (ns) at the slice's start, from which an engine may answer reads of the system counter
+        (``SystemCounter``) itself."""
+        ...
     def executed(self) -> int:
         """Instructions retired so far in the current slice (valid inside callbacks)."""
         ...
@@ -129,6 +153,14 @@ class CpuBackend(Protocol):
     def set_watch_ranges(self, ranges: Sequence[tuple[int, int, bool, bool]]) -> None:
         """Report data accesses to physical [begin, end) (loads if the third item is true, stores if
         the fourth) to ``VcpuHost.watch_access``; with no range no access pays for this."""
+        ...
+    def set_compiled_exceptions(self, enabled: bool) -> None:
+        """Let the engine take SVC, BRK and aborts to EL1 itself (``VcpuHost.exception_taken``) where
+        it can, once ``vectors_checked`` vouched for the vector table; False: every one goes to
+        ``VcpuHost.trap``."""
+        ...
+    def vectors_checked(self) -> None:
+        """The host found a vector table at VBAR_EL1 under the current translation."""
         ...
     def sysreg(self, key: SysregKey) -> int:
         """A system register of the CPU model by encoding (between slices or from callbacks)."""

@@ -77,7 +77,8 @@ from unicorn.unicorn_const import (
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64
 from unicorn.unicorn_py3.unicorn import uclib
 
-from sdeilab.cpu.backend import ExceptionRecord, SliceResult, Stop, SysregKey, Trap, VcpuHost
+from sdeilab.cpu import native
+from sdeilab.cpu.backend import ExceptionRecord, SliceResult, Stop, SysregKey, SystemCounter, Trap, VcpuHost
 
 EngineError = UcError
 """What the CPU engine raises when it cannot go on; the layers above catch it by this name, since
@@ -86,6 +87,8 @@ only this module imports unicorn (DESIGN.md section 1)."""
 _X_IDS = [a64.UC_ARM64_REG_X0 + n for n in range(29)] + [a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30]
 
 # QEMU's EXCP_* numbers as Unicorn reports them to an interrupt hook (target/arm/cpu.h).
+# EXCP_SWI, EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT, EXCP_BKPT: what the compiled hook may take to EL1.
+_COMPILED_TRAPS = (2, 3, 4, 7)
 _TRAPS = {1: Trap.UNDEFINED, 2: Trap.SVC, 3: Trap.PREFETCH_ABORT, 4: Trap.DATA_ABORT, 7: Trap.BRK,
           11: Trap.HVC, 13: Trap.SMC}
 
@@ -131,6 +134,7 @@ _INSN_CFUNC = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int, c
 # uc_arm64_cp_reg (unicorn/arm64.h): uint32_t crn, crm, op0, op1, op2; then uint64_t val at offset 24
 _CP_ENCODING = struct.Struct("<5I")
 _CP_VAL_OFFSET = 24
+_SPSR_EL1: SysregKey = (3, 0, 4, 0, 0)
 _SPSR_EL1_ENCODING = _CP_ENCODING.pack(4, 0, 3, 0, 0)
 _MDSCR_EL1: SysregKey = (2, 0, 0, 2, 2)
 _MDSCR_EL1_ENCODING = _CP_ENCODING.pack(0, 2, 2, 0, 2)  # crn, crm, op0, op1, op2 of (2, 0, 0, 2, 2)
@@ -202,18 +206,35 @@ def _writable_ranges() -> list[tuple[int, int]]:
 _PROBE = [0x5DE1_AB00_0000_0000 + i for i in range(4)]
 
 
+_XREGS_REACH = 1 << 20  # env->xregs lies within this many bytes after a pointer held in uc_struct
+
+
 def _find_pattern(uc: Uc) -> list[int]:
+    """Where the probe values written to x0..x3 appear in memory, searched only in the writable
+    memory up to ``_XREGS_REACH`` after each pointer uc_struct holds: scanning every writable
+    mapping of the process cost about 1.3 s per engine with a notebook's libraries loaded. The
+    pointers are read after the first register write, which is when Unicorn creates the CPU."""
     for i, value in enumerate(_PROBE):
         uc.reg_write(a64.UC_ARM64_REG_X0 + i, value)
+    words = list((ctypes.c_uint64 * 2048).from_address(uc._uch.value))
     pattern = b"".join(v.to_bytes(8, "little") for v in _PROBE)
+    writable = _writable_ranges()
+    spans: list[list[int]] = []
+    for pointer in sorted(set(words)):
+        for first, last in writable:
+            if first <= pointer < last:
+                begin, end = pointer, min(last, pointer + _XREGS_REACH + len(pattern))
+                if spans and begin <= spans[-1][1]:
+                    spans[-1][1] = max(spans[-1][1], end)
+                else:
+                    spans.append([begin, end])
+                break
     hits = []
-    for first, last in _writable_ranges():
-        if last - first > 256 << 20:
-            continue  # guest RAM and other large buffers cannot hold the CPU state
-        data = ctypes.string_at(first, last - first)
+    for begin, end in spans:
+        data = ctypes.string_at(begin, end - begin)
         at = data.find(pattern)
         while at >= 0:
-            hits.append(first + at)
+            hits.append(begin + at)
             at = data.find(pattern, at + 8)
     for i in range(4):
         uc.reg_write(a64.UC_ARM64_REG_X0 + i, 0)
@@ -229,9 +250,80 @@ def _xregs_locator() -> tuple[int, int] | None:
         words = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)
         found = set()
         for hit in _find_pattern(uc):
-            found |= {(k, hit - words[k]) for k in range(2048) if 0 <= hit - words[k] < 1 << 20}
+            found |= {(k, hit - words[k]) for k in range(2048) if 0 <= hit - words[k] < _XREGS_REACH}
         common = found if common is None else common & found
     return min(common) if common else None
+
+
+# svc #0x42 at 0x1000, then a data abort (ldxr x1, [x0] with x0 unaligned) at 0x1004; vectors at
+# 0x2000, whose EL1h synchronous entry (0x2200) is `b .`.
+_ENTRY_PROBE_CODE = bytes.fromhex("410800d4" "017c5fc8")
+_ENTRY_PROBE_HANDLER = bytes.fromhex("00000014")
+
+
+@cache
+def _compiled_entry_works() -> bool:
+    """Whether QEMU's exception entry, called from the compiled hook, does what the lab's does:
+    an SVC and a data abort from EL1h with NZCV set, checked against the architecture's values
+    (ELR, ESR, FAR, SPSR, PSTATE, PC at the vector; NZCV kept). Any doubt and the hook is not used."""
+    library = native.library()
+    locator = _xregs_locator()
+    record_offset = _exception_record_offset()
+    if library is None or locator is None or record_offset is None:
+        return False
+    uc = _el1_engine()
+    uc.mem_map(0x1000, 0x2000)
+    uc.mem_write(0x1000, _ENTRY_PROBE_CODE)
+    uc.mem_write(0x2200, _ENTRY_PROBE_HANDLER)
+    uc.reg_write(a64.UC_ARM64_REG_VBAR_EL1, 0x2000)
+    uc.reg_write(a64.UC_ARM64_REG_PSTATE, 0x6000_03C5)  # Z and C set, EL1h, DAIF masked
+    uc.reg_write(a64.UC_ARM64_REG_X0, 0x1003)
+    words = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)
+    cpu = words[locator[0]]
+    xregs = cpu + locator[1]
+    record = (ctypes.c_uint32 * 6).from_address(xregs + record_offset)
+    aarch64 = _aarch32_layout()
+    if aarch64 is None:
+        return False
+    slice_filter = native.SysregFilter()
+    slice_filter.emu_counter = ctypes.addressof(ctypes.c_uint64.from_address(uc._uch.value + 8 * _counter_index()))
+    slice_filter.budget = 100
+    filt = native.ExceptionFilter()
+    forwarded: list[int] = []
+    forward = _INTR_CFUNC(lambda _uch, intno, _user: forwarded.append(intno))
+    filt.slice = ctypes.addressof(slice_filter)
+    filt.cpu = cpu
+    filt.do_interrupt = ctypes.cast(uclib.arm_cpu_do_interrupt_aarch64, ctypes.c_void_p)
+    filt.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p)
+    filt.reg_write = ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p)
+    filt.forward = ctypes.cast(forward, ctypes.c_void_p)
+    filt.record = ctypes.addressof(record)
+    filt.aarch64 = xregs + aarch64.aarch64
+    filt.pc_id, filt.pstate_id, filt.nzcv_id = a64.UC_ARM64_REG_PC, a64.UC_ARM64_REG_PSTATE, a64.UC_ARM64_REG_NZCV
+    filt.vbar_id, filt.cp_reg_id = a64.UC_ARM64_REG_VBAR_EL1, a64.UC_ARM64_REG_CP_REG
+    filt.ttbr0_id, filt.ttbr1_id = a64.UC_ARM64_REG_TTBR0_EL1, a64.UC_ARM64_REG_TTBR1_EL1
+    filt.intnos = sum(1 << n for n in _COMPILED_TRAPS)
+    filt.enabled = 1
+    library.sdeilab_vectors_checked(uc._uch, ctypes.byref(filt))
+    handle = ctypes.c_size_t()
+    if uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR,
+                         ctypes.cast(library.sdeilab_exception_hook, ctypes.c_void_p), ctypes.byref(filt),
+                         ctypes.c_uint64(1), ctypes.c_uint64(0)):
+        return False
+    seen = []
+    for start in (0x1000, 0x1004):
+        uc.reg_write(a64.UC_ARM64_REG_PSTATE, 0x6000_03C5)
+        try:
+            uc.emu_start(start, _NEVER, count=2)
+        except UcError:
+            return False
+        seen.append((uc.reg_read(a64.UC_ARM64_REG_PC), uc.reg_read(a64.UC_ARM64_REG_ELR_EL1),
+                     uc.reg_read(a64.UC_ARM64_REG_ESR_EL1), uc.reg_read(a64.UC_ARM64_REG_PSTATE),
+                     uc.reg_read(a64.UC_ARM64_REG_CP_REG, (4, 0, 3, 0, 0))))
+    far = uc.reg_read(a64.UC_ARM64_REG_FAR_EL1)
+    expected = [(0x2200, 0x1004, 0x5600_0042, 0x6000_03C5, 0x6000_03C5),
+                (0x2200, 0x1004, 0x9600_0021, 0x6000_03C5, 0x6000_03C5)]
+    return not forwarded and filt.entries == 2 and seen == expected and far == 0x1003
 
 
 PRIVATE_TCG_BUFFER = 16 << 20
@@ -471,9 +563,14 @@ class UnicornVcpu:
                  mmio: Iterable[tuple[int, int, Callable[[int, int, int], int], Callable[[int, int, int, int], None]]],
                  unmodelled_sysregs: frozenset[SysregKey] = frozenset(),
                  host_reads: frozenset[SysregKey] | None = None, host_writes: frozenset[SysregKey] | None = None,
-                 host_instructions: frozenset[SysregKey] | None = None) -> None:
+                 host_instructions: frozenset[SysregKey] | None = None,
+                 system_counter: SystemCounter | None = None, compiled_hooks: bool | None = None) -> None:
         """``host_reads``, ``host_writes`` and ``host_instructions``: the MRS, MSR and SYS encodings
-        the host emulates or watches (None: all); the others never leave the engine."""
+        the host emulates or watches (None: all); the others never leave the engine.
+
+        ``system_counter``: counter reads this vCPU answers itself, in the compiled hooks
+        (``compiled_hooks``: True requires them, False refuses them, None takes them when
+        sdeilab.cpu.native could build them)."""
         self.index = index
         self._host = host
         self._unmodelled = unmodelled_sysregs
@@ -542,7 +639,16 @@ class UnicornVcpu:
         self._step_hook: int | None = None
         self._step_d = True  # PSTATE.D as env->hflags last saw it
         self._step_stop = False
-        self._install_hooks()
+        self._system_counter = system_counter
+        library = None if compiled_hooks is False else native.library()
+        if compiled_hooks and library is None:
+            raise RuntimeError(f"compiled hooks required: {native.unavailable_reason()}")
+        self._native = library
+        self._filters: list[native.SysregFilter] = []
+        self._counter_filter: native.SysregFilter | None = None
+        self._slice_filter: native.SysregFilter | None = None
+        self._exception_filter: native.ExceptionFilter | None = None
+        self._install_hooks(host_reads, host_writes, host_instructions)
         self.write("SCR_EL3", SCR_EL3_NS_HCE_RW)
         self.write("HCR_EL2", HCR_EL2_RW)
         self.write("PSTATE", PSTATE_EL1H_DAIF)
@@ -636,32 +742,144 @@ class UnicornVcpu:
                 index(layout.condexec))
 
     # --- hooks -------------------------------------------------------------------------
-    def _install_hooks(self) -> None:
+    def _install_hooks(self, host_reads: frozenset[SysregKey] | None, host_writes: frozenset[SysregKey] | None,
+                       host_instructions: frozenset[SysregKey] | None) -> None:
         uc = self._uc
         handle = ctypes.c_size_t()
+        self._insn_cbs = []
+        counter_keys = self._system_counter.keys if self._system_counter is not None else frozenset()
+        # The MSR hook always sees SPSR_EL1 and MDSCR_EL1 (the IL check and software step).
+        msr_keys = None if host_writes is None else host_writes | {_SPSR_EL1, _MDSCR_EL1}
+        for insn, method, keys, counter in ((a64.UC_ARM64_INS_MRS, self._on_mrs, host_reads, counter_keys),
+                                            (a64.UC_ARM64_INS_MSR, self._on_msr, msr_keys, frozenset()),
+                                            (a64.UC_ARM64_INS_SYS, self._on_sys, host_instructions, frozenset())):
+            callback = _INSN_CFUNC(method)
+            self._insn_cbs.append(callback)  # the engine keeps only the pointer
+            pointer, user = ctypes.cast(callback, ctypes.c_void_p), None
+            if self._native is not None:
+                filt = self._sysreg_filter(callback, keys, counter)
+                pointer = ctypes.cast(self._native.sdeilab_sysreg_hook, ctypes.c_void_p)
+                user = ctypes.c_void_p(ctypes.addressof(filt))
+            err = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INSN, pointer, user,
+                                    ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))
+            if err:
+                raise UcError(err)
         # The interrupt hook is on the hypercall path, so it is registered through raw ctypes:
-        # the binding's wrapper costs about 2 µs a call (reference 2.2).
+        # the binding's wrapper costs about 2 µs a call (reference 2.2). The compiled one takes
+        # the common synchronous exceptions itself (compiled_hooks.c) and calls this one for the rest.
         self._intr_cb = _INTR_CFUNC(self._on_interrupt)
-        callback = ctypes.cast(self._intr_cb, ctypes.c_void_p)
-        err = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INTR, callback, None,
+        pointer, user = ctypes.cast(self._intr_cb, ctypes.c_void_p), None
+        if self._slice_filter is not None and self._exception_entry_located():
+            filt = self._exception_filter = self._make_exception_filter()
+            pointer = ctypes.cast(self._native.sdeilab_exception_hook, ctypes.c_void_p)  # type: ignore[union-attr]
+            user = ctypes.c_void_p(ctypes.addressof(filt))
+        err = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INTR, pointer, user,
                                 ctypes.c_uint64(1), ctypes.c_uint64(0))
         if err:
             raise UcError(err)
-        self._insn_cbs = []
-        for insn, method in ((a64.UC_ARM64_INS_MRS, self._on_mrs), (a64.UC_ARM64_INS_MSR, self._on_msr),
-                             (a64.UC_ARM64_INS_SYS, self._on_sys)):
-            callback = _INSN_CFUNC(method)
-            self._insn_cbs.append(callback)  # the engine keeps only the pointer
-            err = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INSN,
-                                    ctypes.cast(callback, ctypes.c_void_p), None, ctypes.c_uint64(1),
-                                    ctypes.c_uint64(0), ctypes.c_int(insn))
-            if err:
-                raise UcError(err)
         # Devices are mapped without execute permission, so a fetch from one comes here as well
         # (UC_MEM_FETCH_PROT) rather than out of emu_start as a bare error.
         uc.hook_add(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_unmapped)
 
+    def _sysreg_filter(self, forward: Any, keys: frozenset[SysregKey] | None,
+                       counter: frozenset[SysregKey]) -> native.SysregFilter:
+        """The compiled hook's table (compiled_hooks.c): ``keys`` go to ``forward`` (all when None),
+        ``counter`` are answered in C, the rest are left to the CPU model."""
+        filt = native.SysregFilter()
+        self._filters.append(filt)  # the engine keeps only its address
+        filt.emu_counter = ctypes.addressof(self._counter)
+        filt.reg_write = ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p)
+        filt.forward = ctypes.cast(forward, ctypes.c_void_p)
+        filt.xzr = a64.UC_ARM64_REG_XZR
+        if keys is None:
+            ctypes.memset(filt.action, native.FORWARD, ctypes.sizeof(filt.action))
+        else:
+            for op0, op1, crn, crm, op2 in keys:
+                filt.action[native.filter_index(crn, crm, op0, op1, op2)] = native.FORWARD
+        if self._slice_filter is None:
+            self._slice_filter = filt  # the one the run loop keeps up to date (budget, clock)
+        if counter:
+            clock = self._system_counter
+            assert clock is not None
+            filt.ns_per_instruction, filt.ns_per_count = clock.ns_per_instruction, clock.ns_per_count
+            for op0, op1, crn, crm, op2 in counter:
+                filt.action[native.filter_index(crn, crm, op0, op1, op2)] = native.COUNTER
+            self._counter_filter = filt
+        return filt
+
+    @property
+    def compiled_hooks(self) -> bool:
+        """Whether the MRS, MSR and SYS hooks are the compiled ones (sdeilab.cpu.native)."""
+        return self._native is not None
+
+    @property
+    def counter_reads_in_engine(self) -> int:
+        """System counter reads the compiled hook answered without asking the host."""
+        filt = self._counter_filter
+        return 0 if filt is None else int(filt.counter_reads)
+
+    def _exception_entry_located(self) -> bool:
+        """The compiled exception entry needs QEMU's CPU, its exception record and env->aarch64,
+        and a check (once per process) that QEMU's entry code does what the lab's does."""
+        return (self._record is not None and self._a32 is not None and self._cpu_state() is not None
+                and _compiled_entry_works())
+
+    def _cpu_state(self) -> int | None:
+        """The CPUState the register file belongs to (``_xregs_locator``'s base pointer)."""
+        locator = _xregs_locator()
+        if locator is None or self._xregs is None:
+            return None
+        base = (ctypes.c_uint64 * 2048).from_address(self._uch.value)[locator[0]]
+        return base if base + locator[1] == ctypes.addressof(self._xregs) else None
+
+    def _make_exception_filter(self) -> native.ExceptionFilter:
+        filt = native.ExceptionFilter()
+        filt.slice = ctypes.addressof(self._slice_filter)
+        filt.cpu = self._cpu_state()
+        filt.do_interrupt = ctypes.cast(uclib.arm_cpu_do_interrupt_aarch64, ctypes.c_void_p)
+        filt.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p)
+        filt.reg_write = ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p)
+        filt.forward = ctypes.cast(self._intr_cb, ctypes.c_void_p)
+        filt.record = ctypes.addressof(self._record)
+        filt.aarch64 = ctypes.addressof(ctypes.c_uint32.from_buffer(self._aarch64))
+        filt.pc_id, filt.pstate_id, filt.nzcv_id = a64.UC_ARM64_REG_PC, a64.UC_ARM64_REG_PSTATE, a64.UC_ARM64_REG_NZCV
+        filt.vbar_id, filt.cp_reg_id = a64.UC_ARM64_REG_VBAR_EL1, a64.UC_ARM64_REG_CP_REG
+        filt.ttbr0_id, filt.ttbr1_id = a64.UC_ARM64_REG_TTBR0_EL1, a64.UC_ARM64_REG_TTBR1_EL1
+        filt.intnos = sum(1 << n for n in _COMPILED_TRAPS)
+        filt.enabled = 1
+        return filt
+
+    def set_compiled_exceptions(self, enabled: bool) -> None:
+        """Let the compiled hook take the common synchronous exceptions (not while a debugger runs
+        the machine: a fact it watches must stop the run at once, not when the queue is read)."""
+        if self._exception_filter is not None:
+            self._exception_filter.enabled = int(enabled)
+
+    def vectors_checked(self) -> None:
+        """The host checked the vector table under the current VBAR_EL1, SCTLR_EL1 and TTBR."""
+        if self._exception_filter is not None:
+            self._native.sdeilab_vectors_checked(self._uch, ctypes.byref(self._exception_filter))  # type: ignore[union-attr]
+
+    @property
+    def exceptions_in_engine(self) -> int:
+        """Exception entries the compiled hook made without calling the host."""
+        filt = self._exception_filter
+        return 0 if filt is None else int(filt.entries)
+
+    def _report_taken(self) -> None:
+        """Hand the entries the compiled hook made to the host, in order, and empty the queue."""
+        filt = self._exception_filter
+        count = filt.count  # type: ignore[union-attr]
+        filt.count = 0  # type: ignore[union-attr]
+        taken = filt.taken  # type: ignore[union-attr]
+        report = self._host.exception_taken
+        for i in range(count):
+            entry = taken[i]
+            report(self.index, _TRAPS[entry.intno], entry.retired, entry.vector, entry.esr, entry.elr, entry.far)
+
     def _on_interrupt(self, _uch: int, intno: int, _user: int) -> None:
+        if self._exception_filter is not None and self._exception_filter.count:
+            self._report_taken()
         try:
             if intno == 11 or intno == 13:  # EXCP_HVC, EXCP_SMC: the hypercall path, kept short
                 self._host.conduit(self.index, "hvc" if intno == 11 else "smc")
@@ -672,6 +890,8 @@ class UnicornVcpu:
             self.request_stop()
 
     def _on_mrs(self, _uch: int, reg: int, cp: int, _user: int) -> int:
+        if self._exception_filter is not None and self._exception_filter.count:
+            self._report_taken()
         encoding = ctypes.string_at(cp, 20)
         table = self._mrs_keys
         key = _cp_key(encoding) if table is None else table.get(encoding)
@@ -693,6 +913,8 @@ class UnicornVcpu:
             return 0
 
     def _on_msr(self, _uch: int, reg: int, cp: int, _user: int) -> int:
+        if self._exception_filter is not None and self._exception_filter.count:
+            self._report_taken()
         encoding = ctypes.string_at(cp, 20)
         if encoding == _SPSR_EL1_ENCODING:
             if _may_return_illegally(ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value):
@@ -729,6 +951,8 @@ class UnicornVcpu:
             return 0
 
     def _on_sys(self, _uch: int, reg: int, cp: int, _user: int) -> int:
+        if self._exception_filter is not None and self._exception_filter.count:
+            self._report_taken()
         encoding = ctypes.string_at(cp, 20)
         table = self._sys_keys
         key = _cp_key(encoding) if table is None else table.get(encoding)
@@ -833,11 +1057,15 @@ class UnicornVcpu:
 
     def _mmio_reader(self, read: Callable[[int, int, int], int]) -> Callable[..., int]:
         def on_read(uc: Uc, offset: int, size: int, _user: object) -> int:
+            if self._exception_filter is not None and self._exception_filter.count:
+                self._report_taken()  # the entries made before this access are recorded first
             return read(self.index, offset, size)
         return on_read
 
     def _mmio_writer(self, write: Callable[[int, int, int, int], None]) -> Callable[..., None]:
         def on_write(uc: Uc, offset: int, size: int, value: int, _user: object) -> None:
+            if self._exception_filter is not None and self._exception_filter.count:
+                self._report_taken()  # the entries made before this access are recorded first
             if self._replay_skip:
                 # The store that a stop interrupted is being finished: this write was done already.
                 self._replay_skip -= 1
@@ -858,8 +1086,12 @@ class UnicornVcpu:
         return on_write
 
     # --- running -----------------------------------------------------------------------
-    def run(self, budget: int) -> SliceResult:
-        """Run at most ``budget`` instructions from the current PC."""
+    def run(self, budget: int, vtime: int = 0) -> SliceResult:
+        """Run at most ``budget`` instructions from the current PC, from virtual time ``vtime``."""
+        filt = self._slice_filter
+        if filt is not None:
+            filt.budget = budget
+            filt.clock = vtime
         self._stop_requested = False
         self._interrupted = False
         self._unmapped = None
@@ -883,6 +1115,8 @@ class UnicornVcpu:
             err = uclib.uc_emu_start(self._uch, start, _NEVER, 0, budget)
         finally:
             self._running = False
+            if self._exception_filter is not None and self._exception_filter.count:
+                self._report_taken()
         executed = self.executed()
         hit = self._break_hit
         if hit is not None:

@@ -77,7 +77,7 @@ class Platform:
 def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: int = DEFAULT_QUANTUM,
                   trace: TraceLog | None = None, quirks: Quirks | None = None,
                   sdei_platform: SdeiPlatform | None = None, rtc_epoch: int = DEFAULT_EPOCH,
-                  memory: int | str = DEFAULT_RAM_SIZE) -> Platform:
+                  memory: int | str = DEFAULT_RAM_SIZE, icount_shift: int = 0) -> Platform:
     """A machine with the profile's services placed in their layers and the VMM's SMCCC filter installed.
 
     ``rtc_epoch``: the time of day (seconds since 1970) the PL031 reads at virtual time 0.
@@ -85,7 +85,8 @@ def make_platform(cpus: int = 1, profile: str | Profile = "virt", *, quantum: in
     MiB); the device tree's memory node says the same. ValueError for a size QEMU virt refuses,
     ``RamSizeError`` (a ValueError) for one the host cannot map."""
     prof = profile_named(profile) if isinstance(profile, str) else profile
-    machine = Machine(cpus, quantum=quantum, trace=trace, rtc_epoch=rtc_epoch, ram_size=parse_ram_size(memory))
+    machine = Machine(cpus, quantum=quantum, trace=trace, rtc_epoch=rtc_epoch, ram_size=parse_ram_size(memory),
+                      icount_shift=icount_shift)
 
     def elf_device_tree() -> bytes:
         # What an ELF guest finds at the start of RAM when its image leaves the room (QEMU's

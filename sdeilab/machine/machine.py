@@ -12,6 +12,12 @@ same guest and options give the same trace byte for byte.
 A CPU's slice ends early at the next deadline of its own timers, so a timer interrupt is raised
 at the exact counter value it was programmed for.
 
+Time scale. Every instruction takes ``2 ** icount_shift`` ns of virtual time, as under QEMU's
+``-icount shift=N``; the default (0) is one instruction per ns. The system counter runs at 62.5 MHz
+(16 ns a count) at every scale, so a guest that waits on it for a given time retires
+``2 ** icount_shift`` times fewer instructions: a delay loop ends sooner and a run lasts longer in
+virtual time. Budgets (``max_instructions``, ``quantum``) stay counted in instructions.
+
 Debugger stops (an instruction budget, a breakpoint, a pause, a watched fact) must not change
 what the guest does, or stepping back by replay (sdeilab.firmware.session) would land somewhere
 else. Where a slice starts matters (interrupts are delivered, SDEI events dispatched and the
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, Trap
+from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, SystemCounter, Trap
 from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.cpu.unicorn_backend import UnicornVcpu
 from sdeilab.machine import exceptions as exc
@@ -53,12 +59,12 @@ from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
 from sdeilab.machine.pl031 import DEFAULT_EPOCH, Pl031
 from sdeilab.machine.pmu import PMU_ENCODINGS, PMU_READ_ONLY, PMU_WRITE_ONLY, Clocks, Pmu, PmuReg, el0_may_access
 from sdeilab.machine.sp804 import Sp804
-from sdeilab.machine.timer import TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
+from sdeilab.machine.timer import NS_PER_COUNT, TIMER_COUNTERS, TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
 from sdeilab.machine.uart import Pl011
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, MachineStopped, PowerTransition, TraceLog
 
-NS_PER_COUNT = 16  # the counter runs at 62.5 MHz and the CPU retires one instruction per ns
+MAX_ICOUNT_SHIFT = 10  # QEMU's -icount shift=N accepts 0..10 as well (1 ns .. about 1 us an instruction)
 IDLE_LIMIT_NS = 10 * 10**9  # virtual time every CPU may sleep while only devices tick
 # While an interrupt waits behind PSTATE.I/F the CPU runs in short slices, because Unicorn does not
 # hook the DAIF writes that would let it in (MSR DAIFClr is not a system-register access): one
@@ -152,13 +158,18 @@ class Machine:
 
     def __init__(self, cpus: int = 1, *, ram_size: int = VIRT_MEMMAP[Region.RAM].size,
                  quantum: int = DEFAULT_QUANTUM, trace: TraceLog | None = None,
-                 rtc_epoch: int = DEFAULT_EPOCH) -> None:
+                 rtc_epoch: int = DEFAULT_EPOCH, icount_shift: int = 0) -> None:
         if not 1 <= cpus <= MAX_CPUS:
             raise ValueError(f"cpus must be between 1 and {MAX_CPUS}")
         self.trace = trace if trace is not None else TraceLog()
         if quantum < 1:
             raise ValueError(f"quantum must be at least 1 instruction, not {quantum}")  # 0 never ends a round
         self.quantum = quantum
+        if not 0 <= icount_shift <= MAX_ICOUNT_SHIFT:
+            raise ValueError(f"icount shift must be between 0 and {MAX_ICOUNT_SHIFT}, not {icount_shift}")
+        self.icount_shift = icount_shift
+        self.ns_per_instruction = ns = 1 << icount_shift
+        self._ns = ns
         if ram_size <= 0 or ram_size % RAM_ALIGN or ram_size > MAX_RAM_SIZE:
             raise ValueError(f"RAM size {ram_size:#x}: must be a positive multiple of {RAM_ALIGN:#x} bytes, "
                              f"at most {format_ram_size(MAX_RAM_SIZE)} (memmap.parse_ram_size reads QEMU's -m syntax)")
@@ -239,7 +250,8 @@ class Machine:
         self._mmio = mmio
         unmodelled = frozenset(ICC_ENCODINGS)
         engine = {"unmodelled_sysregs": unmodelled, "host_reads": frozenset(self._sysreg_reads),
-                  "host_writes": frozenset(self._sysreg_writes), "host_instructions": _WATCHED_INSTRUCTIONS}
+                  "host_writes": frozenset(self._sysreg_writes), "host_instructions": _WATCHED_INSTRUCTIONS,
+                  "system_counter": SystemCounter(TIMER_COUNTERS, ns, NS_PER_COUNT)}
         self.vcpus = [Vcpu(i, mpidr_of(i), UnicornVcpu(i, self, ram_base=self.ram_region.base, ram=self.ram,
                                                         mmio=mmio, **engine),
                            self._on_transition)
@@ -272,7 +284,7 @@ class Machine:
     def now(self) -> int:
         """The current vtime: the running CPU's clock, exact to the instruction."""
         current = self._current
-        return self._clock + current.backend.executed() if current is not None else self._clock
+        return self._clock + current.backend.executed() * self._ns if current is not None else self._clock
 
     def counter(self) -> int:
         return self.now() // NS_PER_COUNT
@@ -727,6 +739,12 @@ class Machine:
             return
         entry = exc.take_exception(backend, "sync", elr=pc, esr_value=esr_value, far=far, pstate=pstate)
         self.record(ExceptionTaken, vcpu.index, "sync", reason, entry.vector, esr_value, pc, far or 0)
+        backend.vectors_checked()
+
+    def exception_taken(self, cpu: int, trap: Trap, retired: int, vector: int, esr: int, elr: int, far: int) -> None:
+        """An entry the engine made itself (``guest_exception``'s, for the cases it takes): its record."""
+        self.trace.add(ExceptionTaken, cpu, self._clock + retired * self._ns, "sync", _TRAP_REASONS[trap], vector,
+                       esr, elr, far)
 
     def take_interrupt(self, vcpu: Vcpu, kind: str, pstate: int | None = None) -> None:
         """Take an IRQ or FIQ (``kind``) at the current PC; ``pstate`` as the caller just read it, if it did."""
@@ -764,6 +782,8 @@ class Machine:
             return self._outcome
         self._outcome = None
         self._debugger = debugger
+        for vcpu in self.vcpus:
+            vcpu.backend.set_compiled_exceptions(not debugger)
         self._budget_end = None if max_instructions is None else self.retired + max_instructions
         while self._outcome is None:
             # A round a debugger stop interrupted goes on: idle time is skipped at round starts only.
@@ -772,7 +792,7 @@ class Machine:
                 self._skip_idle_time()
                 if self._outcome is not None:
                     break
-            end = self._round_start + self.quantum
+            end = self._round_start + self.quantum * self._ns
             self._round_open = True
             for vcpu in self.vcpus:
                 self._run_cpu(vcpu, end)
@@ -879,7 +899,7 @@ class Machine:
                     waited = self._masked_for[cpu]
                     step = 1 if waited < MASKED_STEPS else max(1, min(MASKED_IRQ_POLL, waited // 8))
                     self._masked_for[cpu] = waited + step
-                    budget = min(budget, step)
+                    budget = min(budget, step * self._ns)
                 else:
                     self._masked_for[cpu] = 0
             deadline = timer.next_deadline()
@@ -902,20 +922,23 @@ class Machine:
         self._clock = self._local[cpu]
 
     def _run_slice(self, vcpu: Vcpu, t: int, budget: int) -> int:
-        """Run ``vcpu`` for a slice of ``budget`` instructions from vtime ``t``; returns the new vtime.
+        """Run ``vcpu`` for a slice of ``budget`` ns of virtual time from vtime ``t``; returns the new vtime.
 
-        The caller's instruction budget, a breakpoint or a watched fact may cut the slice short:
-        its rest is kept in ``_pending`` for the next run.
+        The slice runs the instructions that fit, rounded up (one at the default scale). The
+        caller's instruction budget, a breakpoint or a watched fact may cut it short: its rest
+        is kept in ``_pending`` for the next run.
         """
         cpu = vcpu.index
-        chunk = budget
+        ns = self._ns
+        instructions = -(-budget // ns)
+        chunk = instructions
         if self._budget_end is not None:
             left = self._budget_end - self.retired
             if left <= 0:
                 self._pending = (cpu, budget)
                 self._out_of_budget()
                 return t
-            chunk = min(budget, left)
+            chunk = min(instructions, left)
         if self._watch_mmu[cpu]:
             self._arm_watchpoints(vcpu)  # the page tables may have changed since
         stale = self._stale_code[cpu]
@@ -925,11 +948,11 @@ class Machine:
             stale.clear()
         self._current = vcpu
         try:
-            result = vcpu.backend.run(chunk)
+            result = vcpu.backend.run(chunk, t)
         finally:
             self._current = None
         executed = result.executed
-        t += executed
+        t += executed * ns
         self.retired += executed
         self.cpu_retired[cpu] += executed
         self.last_cpu = cpu
@@ -937,9 +960,9 @@ class Machine:
             self._last_activity = t
         self._clock = t
         stop = result.stop
-        cut = stop is Stop.BREAKPOINT or stop is Stop.INTERRUPTED or (stop is Stop.BUDGET and chunk < budget)
-        if cut and executed < budget:
-            self._pending = (cpu, budget - executed)
+        cut = stop is Stop.BREAKPOINT or stop is Stop.INTERRUPTED or (stop is Stop.BUDGET and chunk < instructions)
+        if cut and executed < instructions:
+            self._pending = (cpu, budget - executed * ns)
         else:
             self._after_slice(vcpu, result)
         if stop is Stop.BREAKPOINT:  # it wins over a watched fact: the engine will skip it once on resume

@@ -2,9 +2,8 @@
 
 ARM ARM (DDI 0487) chapter D11, "The Generic Timer in AArch64 state", and the CNT* register
 descriptions. The system counter is not kept here: the machine derives it from virtual time
-(one count per ``INSTRUCTIONS_PER_COUNT`` instructions, i.e. 62.5 MHz at 1 instruction = 1 ns,
-QEMU's CNTFRQ) and passes it to every call, so the timer is a pure function of (registers,
-counter) and needs no clock of its own.
+(one count per ``NS_PER_COUNT`` ns, i.e. 62.5 MHz, QEMU's CNTFRQ) and passes it to every call,
+so the timer is a pure function of (registers, counter) and needs no clock of its own.
 
 Each timer's output is level-sensitive: asserted while ENABLE = 1, IMASK = 0 and the timer
 condition (counter - CVAL >= 0, unsigned 64-bit) holds (ARM ARM D11, the CompareValue view;
@@ -24,7 +23,7 @@ from enum import Enum
 from sdeilab.machine.memmap import Ppi
 
 COUNTER_HZ = 62_500_000  # CNTFRQ_EL0 as QEMU's default (GTIMER_SCALE 16 ns)
-INSTRUCTIONS_PER_COUNT = 16  # 1 instruction = 1 ns of vtime, 16 ns per count
+NS_PER_COUNT = 1_000_000_000 // COUNTER_HZ  # 16 ns of virtual time per count
 
 MASK64 = (1 << 64) - 1
 
@@ -35,13 +34,13 @@ CTL_ISTATUS = 1 << 2  # read-only: the timer condition is met
 
 
 def counter_at(vtime: int) -> int:
-    """System counter value at virtual time ``vtime`` (instructions retired)."""
-    return vtime // INSTRUCTIONS_PER_COUNT
+    """System counter value at virtual time ``vtime`` (ns)."""
+    return vtime // NS_PER_COUNT
 
 
 def vtime_of(counter: int) -> int:
     """The first virtual time at which the counter reads ``counter``."""
-    return counter * INSTRUCTIONS_PER_COUNT
+    return counter * NS_PER_COUNT
 
 
 class TimerReg(Enum):
@@ -71,6 +70,8 @@ TIMER_ENCODINGS: dict[tuple[int, int, int, int, int], TimerReg] = {
 
 # MSR to a counter register is UNDEFINED; the machine raises the exception, write() refuses.
 TIMER_READ_ONLY = frozenset({TimerReg.CNTPCT, TimerReg.CNTVCT})
+# Their encodings: reads an engine may answer itself from virtual time (backend.SystemCounter).
+TIMER_COUNTERS = frozenset(key for key, reg in TIMER_ENCODINGS.items() if reg in TIMER_READ_ONLY)
 
 
 @dataclass(slots=True)
