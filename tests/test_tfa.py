@@ -32,7 +32,16 @@ pytestmark = [pytest.mark.tfa]
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TFA_CPUS = 8
-TFA_TRIES = 3  # runs of a guest on TF-A before its bytes must equal the lab's (host timing)
+TFA_TRIES = 3  # runs of a HOST_TIMED guest on TF-A before its bytes must equal the lab's
+# Guests whose bytes on TF-A depend on how QEMU's host threads run the vCPUs, each with the reason.
+# Only these get TFA_TRIES runs; every other guest must match on its first run. cpu_on_masking
+# signals CPU 1 while CPU_ON(1) is pending, on purpose (its subject). TF-A resets CPU 1's private
+# events and masks it in CPU 1's own warm boot (psci_cpu_on_finish, before AFFINITY_INFO says ON),
+# so SIGNAL finds life 1's registration (0, as on the lab, whose CPU 1 starts after CPU 0's slice)
+# unless the host ran CPU 1's warm boot first: then the target is masked and SIGNAL answers
+# INVALID_PARAMETERS (DEN0054 5.1.16; a PE comes out of CPU_ON masked, 5.1.10). Seen once in a
+# README test run; with a delay put between CPU_ON and SIGNAL, TF-A and the lab both answer that.
+HOST_TIMED = {"cpu_on_masking": "EVENT_SIGNAL races CPU 1's warm boot on QEMU's host threads"}
 TFA_TIMEOUT_S = 120.0
 BUILD_TIMEOUT_S = 1800.0
 
@@ -118,6 +127,7 @@ def run_on_lab(name: str) -> bytes:
 
 def test_every_sdei_guest_is_classified() -> None:
     assert sorted([*IDENTICAL, *PLATFORM_DIFFERS, *KNOWN_BROKEN]) == sorted(_BY_NAME)
+    assert set(HOST_TIMED) <= set(IDENTICAL)
 
 
 def test_tfa_command_is_the_board_with_el3(tmp_path: Path) -> None:
@@ -142,12 +152,8 @@ def test_bl33_binary_needs_the_bl33_link(bl33_script: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize("name", IDENTICAL)
 def test_guest_prints_the_same_bytes_on_tfa(name: str, tfa_dir: Path, bl33_script: Path, tmp_path: Path) -> None:
     lab = run_on_lab(name)
-    # QEMU runs the vCPUs on host threads: cpu_on_masking's EVENT_SIGNAL right after CPU_ON once found
-    # its target not yet on (TF-A: INVALID_PARAMETERS) when the host ran CPU 0 ahead. The lab is
-    # deterministic and a real divergence repeats on every run; host timing does not. So TF-A gets
-    # TFA_TRIES runs, and the last must match.
     tfa = run_on_tfa(name, tfa_dir, bl33_script, tmp_path)
-    for attempt in range(1, TFA_TRIES):
+    for attempt in range(1, TFA_TRIES if name in HOST_TIMED else 1):
         if tfa == lab:
             break
         (tmp_path / f"try{attempt}").mkdir()
