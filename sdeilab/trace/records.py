@@ -1,8 +1,9 @@
 """Trace facts: immutable records stamped with (seq, cpu, vtime).
 
 A fact says what happened, never what it means; intervals (a CPU's power state, a handler
-running) are derived from facts by pure functions. ``vtime`` counts instructions retired in
-virtual time (1 instruction = 1 ns), so the same guest gives the same facts byte for byte.
+running) are derived from facts by pure functions. ``vtime`` is virtual time in ns, counted
+from the instructions retired (1 instruction = 1 ns unless the run sets an icount shift), so the
+same guest gives the same facts byte for byte.
 
 Each kind is a frozen, slotted dataclass. The log stores facts column-wise and builds these
 objects only when asked (see ``TraceLog``), so recording stays cheap on the hypercall path.

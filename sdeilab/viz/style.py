@@ -60,7 +60,7 @@ def layer_colour(layer: str) -> str:
 
 
 def vtime_axis(ax: Axes, label: str = "virtual time", fontsize: float = FONT) -> None:
-    """Label the x axis in virtual time (vtime counts nanoseconds: 1 instruction = 1 ns).
+    """Label the x axis in virtual time (vtime counts nanoseconds: 1 instruction = 1 ns at the default time scale).
 
     A window far from zero (the microseconds of a hotplug cycle a second into a boot) is
     labelled from a round origin, named in the axis label ("+200 ns", "+400 ns" after 2.1638 ms)
