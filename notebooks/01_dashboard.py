@@ -24,12 +24,11 @@ from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.session import REGISTERS
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SdeiDispatch, SdeiTransition, SmcccCall, SmcccReturn
-from sdeilab.viz.state_machine import RESULT_NAMES
+from sdeilab.viz.names import SDEI_RESULTS as RESULTS  # SDEI return codes by name (reference section 1.2)
 from sdeilab.widgets import Lab
 
 GUEST = guests_dir() / "sdei" / "tftf_state.elf"
 EVENT = 2000  # what INTERRUPT_BIND(42) returns on this platform (the UART below shows it)
-RESULTS = {0: "SUCCESS", **RESULT_NAMES}  # SDEI return codes by name (reference section 1.2)
 LIMIT = 20_000_000  # a bound on every run here: the whole scenario retires about 3.1 million instructions
 
 lab = Lab(GUEST, cpus=4, profile="virt")

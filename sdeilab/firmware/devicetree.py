@@ -22,6 +22,7 @@ from sdeilab.firmware.profiles import Profile, profile_named
 from sdeilab.machine.memmap import (
     GICR_FRAME_SIZE,
     MAX_CPUS,
+    MPIDR_AFFINITY_MASK,
     VIRT_MEMMAP,
     VIRT_SPIS,
     MemMapEntry,
@@ -38,7 +39,7 @@ GIC_SPI = 0
 GIC_PPI = 1
 IRQ_TYPE_LEVEL_HIGH = 4
 APB_PCLK_HZ = 24_000_000  # the PL011's and SP804's bus clock, as QEMU virt declares it (clk24mhz)
-MPIDR_HWID_BITMASK = 0xFF_00FF_FFFF  # Aff3..Aff0: what a cpu node's reg holds (arm/cpus.yaml)
+MPIDR_HWID_BITMASK = MPIDR_AFFINITY_MASK  # Aff3..Aff0: what a cpu node's reg holds (arm/cpus.yaml)
 CPU_COMPATIBLE = "arm,cortex-a57"  # the model sdeilab.cpu.unicorn_backend selects (UC_CPU_ARM64_A57)
 
 PHANDLE_GIC = 1

@@ -36,7 +36,7 @@ from sdeilab.machine.gic_cpuif import (
     IccMixin,
     IccReg,
 )
-from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, NUM_SPIS, cpu_affinity
+from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity
 from sdeilab.trace import IrqAcknowledged, IrqAsserted, IrqCompleted
 
 __all__ = [
@@ -80,7 +80,7 @@ GICD_TYPER_A3V = 1 << 24  # Aff3 is supported in IROUTER and SGI registers
 GIC_IIDR = 0x43B  # Arm (JEP106 0x43B), product 0, r0p0: QEMU's gicv3_iidr()
 
 IROUTER_IRM = 1 << 31
-IROUTER_AFF_MASK = 0xFF_00FF_FFFF  # Aff3 [39:32], Aff2 [23:16], Aff1 [15:8], Aff0 [7:0]
+IROUTER_AFF_MASK = MPIDR_AFFINITY_MASK  # GICD_IROUTER holds Aff3 [39:32], Aff2 [23:16], Aff1 [15:8], Aff0 [7:0]
 
 # Redistributor registers: RD_base frame, then SGI_base frame 64 KiB later.
 GICR_CTLR = 0x0000  # no LPIs: EnableLPIs RAZ/WI, RWP reads 0

@@ -36,11 +36,10 @@ from sdeilab.trace.records import (
     SmcccCall,
 )
 from sdeilab.viz import style
-from sdeilab.viz.names import SDEI_RESULTS, result_name
+from sdeilab.viz.names import result_name
 from sdeilab.viz.placing import LabelPlacer
 
 FIRMWARE = -1  # the firmware's lifeline, in Message.src / Message.dst
-RESULT_NAMES = {code: name for code, name in SDEI_RESULTS.items() if code}
 Symbolize = Callable[[int], str]  # an address to "symbol+offset" (Session.symbolize, LoadedImage.symbolize)
 LABEL_GAP = 0.1  # a message's label starts this far right of its left lifeline: clear of an activation bar
 _STATES = {state.name.lower().replace("_", "-"): state for state in EventState}

@@ -37,7 +37,7 @@ from sdeilab.firmware.sdei.table import DENIED, LABELS, TABLE, Action, EventStat
 from sdeilab.trace.log import TraceLog
 from sdeilab.trace.records import SdeiTransition
 from sdeilab.viz import style
-from sdeilab.viz.names import SDEI_RESULTS
+from sdeilab.viz.names import SDEI_REFUSALS
 from sdeilab.viz.tables import Table
 
 S = EventState
@@ -49,7 +49,6 @@ BOX = (4.8, 2.4)  # a state's box, width and height
 BEND = 0.1  # how far an arrow bows to its left, as a fraction of its length (two directions: two sides)
 BENDS = {(S.ENABLED, S.UNREGISTERED): -0.22,  # over the top, clear of REGISTERED
          (S.ENABLED_RUNNING, S.UNREGISTER_PENDING): 0.22}  # under the bottom, clear of REGISTERED_RUNNING
-RESULT_NAMES = {code: name for code, name in SDEI_RESULTS.items() if code}  # the refusals, by name
 _BY_LABEL = {label: state for state, label in LABELS.items()}
 TIMES = "\u00d7"  # the multiplication sign: "enable" TIMES "3" reads "taken three times"
 
@@ -146,7 +145,7 @@ class _Look:
                 taken = sorted((a, r, n) for (s, a, r), n in tally.refused.items() if s == label)
                 if taken:
                     # Two to a line: three ran past the box into the arrows' labels beside it.
-                    lines = _wrap([f"{a} {TIMES}{n}" + (f" ({RESULT_NAMES.get(r, r)})" if r != DENIED else "")
+                    lines = _wrap([f"{a} {TIMES}{n}" + (f" ({SDEI_REFUSALS.get(r, r)})" if r != DENIED else "")
                                    for a, r, n in taken], 2)
                     refused[label] = "✗ " + "\n   ".join(lines)
         names = COMPACT_ACTIONS if compact else {}
@@ -169,7 +168,7 @@ class _Look:
                            f"{sum(tally.early.values())} refused before the table")
             elif tally.early:
                 early = "✗ refused before the table (no such event, no dispatch, bad parameters):\n" + ", ".join(
-                    f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})" for (a, r), n in sorted(tally.early.items()))
+                    f"{a} {TIMES}{n} ({SDEI_REFUSALS.get(r, r)})" for (a, r), n in sorted(tally.early.items()))
         where = f" on CPU {cpu}" if cpu is not None else ""
         title = f"SDEI event {event}{where}" if event is not None else "SDEI event states (DEN0054 6.1)"
         return cls(tally.current if tally else None, stays, refused, edges,
@@ -186,13 +185,13 @@ def state_table(trace: TraceLog, event: int, cpu: int | None = None) -> Table:
     for state in POSITIONS:
         label = LABELS[state]
         accepted = [f"{a} {TIMES}{tally.stays[(label, a)]}" for a in _accepted(state)]
-        refused = [f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})"
+        refused = [f"{a} {TIMES}{n} ({SDEI_REFUSALS.get(r, r)})"
                    for (s, a, r), n in sorted(tally.refused.items()) if s == label]
         moves = [f"{a} → {LABELS[dst]} {TIMES}{tally.moves[(label, LABELS[dst], a)]}"
                  for (src, dst), actions in EDGES.items() if src is state for a in actions]
         rows.append((label + (" (now)" if tally.current == label else ""), f"0b{int(state):03b}",
                      ", ".join(accepted) or "-", ", ".join(refused) or "-", ", ".join(moves)))
-    early = ", ".join(f"{a} {TIMES}{n} ({RESULT_NAMES.get(r, r)})" for (a, r), n in sorted(tally.early.items()))
+    early = ", ".join(f"{a} {TIMES}{n} ({SDEI_REFUSALS.get(r, r)})" for (a, r), n in sorted(tally.early.items()))
     where = f" on CPU {cpu}" if cpu is not None else ""
     title = f"SDEI event {event}{where}, state by state" + (
         f"; refused before the table (no such event, no dispatch, bad parameters): {early}" if early else "")
