@@ -23,8 +23,8 @@ from sdeilab.toolchain import build_source_text, shipped_elf, shipped_guests
 from sdeilab.trace.export import write_trace
 
 from .conftest import run_cli
-from .test_arch_corners import corners_elf  # noqa: F401 (a fixture)
-from .test_mmu_guests import el0_elf  # noqa: F401 (a fixture)
+from .test_arch_corners import corners_elf  # noqa: F401 (a fixture, by name below)
+from .test_mmu_guests import el0_elf  # noqa: F401 (a fixture, by name below)
 from .test_sdei_guests import SCENARIOS, sdei_elf
 
 GUESTS = {g.stem if g.is_file() else g.name: shipped_elf(g) for g in shipped_guests()}
@@ -184,22 +184,19 @@ def test_a_debugger_run_takes_every_exception_through_the_machine(svc_loop: Path
     assert platform.machine.vcpus[0].backend.exceptions_in_engine == 0  # type: ignore[attr-defined]
 
 
-def test_el0_svc_and_aborts_same_with_and_without_compiled_hooks(el0_elf: Path,  # noqa: F811
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = _run(el0_elf, cpus=1)
+@pytest.mark.parametrize("guest", ["el0_elf", "corners_elf"])
+def test_exception_guests_same_with_and_without_compiled_hooks(guest: str, request: pytest.FixtureRequest,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EL0 guest with the MMU on (SVC, translation and permission faults from EL0) and the
+    architecture corners (PC alignment, illegal returns, AArch32 EL0, DC ZVA): the Python path
+    and the compiled one leave the same bytes and trace."""
+    elf = request.getfixturevalue(guest)
+    fast = _run(elf, cpus=1)
     monkeypatch.setattr(native, "library", lambda: None)
-    slow = _run(el0_elf, cpus=1)
-    assert fast == slow
-    assert fast[1].count(b'"kind":"ExceptionTaken"') >= 3
-
-
-def test_arch_corners_same_with_and_without_compiled_hooks(corners_elf: Path,  # noqa: F811
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = _run(corners_elf, cpus=1)
-    monkeypatch.setattr(native, "library", lambda: None)
-    slow = _run(corners_elf, cpus=1)
+    slow = _run(elf, cpus=1)
     assert fast == slow
     assert fast[2].reason is StopReason.SYSTEM_OFF  # type: ignore[attr-defined]
+    assert fast[1].count(b'"kind":"ExceptionTaken"') >= 3
 
 
 # --- the time scale ------------------------------------------------------------------------------

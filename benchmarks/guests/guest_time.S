@@ -8,6 +8,7 @@
 //                               returns the number of exceptions the handler counted
 //   fault_loop(x0 = n, x1 = a)  n x LDR from address a, with VBAR_EL1 = fault_vectors (the data
 //                               abort handler advances ELR_EL1 by 4 and ERETs); returns the count
+//   align_loop(x0 = n, x1 = a)  the same with LDXR from a misaligned a (an alignment fault)
 // The loops keep their count in x17, which only these handlers touch. Any other exception goes
 // to the guest library's vector of the same kind (prints FAULT and powers off).
     .global busy_wait, mrs_loop, svc_loop, fault_loop, align_loop
@@ -40,52 +41,31 @@ mrs_loop:
     b.ne 1b
 2:  ret
 
-svc_loop:
+// n x the instruction \insn (x0 = n, x1 = its operand) with VBAR_EL1 = \vectors, whose handler
+// counts in x17; VBAR_EL1 restored, the count returned.
+.macro exception_loop name, vectors, insn:vararg
+\name:
     mov x17, #0
     mrs x10, vbar_el1
-    adr x11, svc_vectors
+    adr x11, \vectors
     msr vbar_el1, x11
     isb
     cbz x0, 2f
-1:  svc #0
+1:  \insn
     subs x0, x0, #1
     b.ne 1b
 2:  msr vbar_el1, x10
     isb
     mov x0, x17
     ret
+.endm
 
-fault_loop:
-    mov x17, #0
-    mrs x10, vbar_el1
-    adr x11, fault_vectors
-    msr vbar_el1, x11
-    isb
-    cbz x0, 2f
-1:  ldr x2, [x1]                    // unmapped: a synchronous external abort, skipped by the handler
-    subs x0, x0, #1
-    b.ne 1b
-2:  msr vbar_el1, x10
-    isb
-    mov x0, x17
-    ret
-
-// align_loop(x0 = n, x1 = a): n x LDXR from a (a misaligned: an alignment fault the CPU model
-// raises, DFSC 0x21), with the handler of fault_loop; returns the count
-align_loop:
-    mov x17, #0
-    mrs x10, vbar_el1
-    adr x11, fault_vectors
-    msr vbar_el1, x11
-    isb
-    cbz x0, 2f
-1:  ldxr x2, [x1]                   // misaligned: an exclusive load always checks alignment
-    subs x0, x0, #1
-    b.ne 1b
-2:  msr vbar_el1, x10
-    isb
-    mov x0, x17
-    ret
+    exception_loop svc_loop, svc_vectors, svc #0
+    // unmapped: a synchronous external abort, skipped by the handler
+    exception_loop fault_loop, fault_vectors, ldr x2, [x1]
+    // align_loop(x0 = n, x1 = a): a misaligned, an alignment fault the CPU model raises (DFSC
+    // 0x21): an exclusive load always checks alignment
+    exception_loop align_loop, fault_vectors, ldxr x2, [x1]
 
 // A vector table whose current-EL SP_ELx synchronous entry is \body; every other entry goes
 // to the library's (vectors.S) entry at the same offset.

@@ -261,6 +261,28 @@ _ENTRY_PROBE_CODE = bytes.fromhex("410800d4" "017c5fc8")
 _ENTRY_PROBE_HANDLER = bytes.fromhex("00000014")
 
 
+def _exception_filter(slice_filter: native.SysregFilter, cpu: int, record: int, aarch64: int,
+                      forward: Any) -> native.ExceptionFilter:
+    """The compiled interrupt hook's state for one engine (compiled_hooks.c, ``struct exception_filter``):
+    ``cpu`` its CPUState, ``record`` and ``aarch64`` the addresses of env->exception and env->aarch64,
+    ``forward`` the Python interrupt hook. Taking exceptions starts enabled, with no vectors checked."""
+    filt = native.ExceptionFilter()
+    filt.slice = ctypes.addressof(slice_filter)
+    filt.cpu = cpu
+    filt.do_interrupt = ctypes.cast(uclib.arm_cpu_do_interrupt_aarch64, ctypes.c_void_p)
+    filt.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p)
+    filt.reg_write = ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p)
+    filt.forward = ctypes.cast(forward, ctypes.c_void_p)
+    filt.record = record
+    filt.aarch64 = aarch64
+    filt.pc_id, filt.pstate_id, filt.nzcv_id = a64.UC_ARM64_REG_PC, a64.UC_ARM64_REG_PSTATE, a64.UC_ARM64_REG_NZCV
+    filt.vbar_id, filt.cp_reg_id = a64.UC_ARM64_REG_VBAR_EL1, a64.UC_ARM64_REG_CP_REG
+    filt.ttbr0_id, filt.ttbr1_id = a64.UC_ARM64_REG_TTBR0_EL1, a64.UC_ARM64_REG_TTBR1_EL1
+    filt.intnos = sum(1 << n for n in _COMPILED_TRAPS)
+    filt.enabled = 1
+    return filt
+
+
 @cache
 def _compiled_entry_works() -> bool:
     """Whether QEMU's exception entry, called from the compiled hook, does what the lab's does:
@@ -288,22 +310,9 @@ def _compiled_entry_works() -> bool:
     slice_filter = native.SysregFilter()
     slice_filter.emu_counter = ctypes.addressof(ctypes.c_uint64.from_address(uc._uch.value + 8 * _counter_index()))
     slice_filter.budget = 100
-    filt = native.ExceptionFilter()
     forwarded: list[int] = []
     forward = _INTR_CFUNC(lambda _uch, intno, _user: forwarded.append(intno))
-    filt.slice = ctypes.addressof(slice_filter)
-    filt.cpu = cpu
-    filt.do_interrupt = ctypes.cast(uclib.arm_cpu_do_interrupt_aarch64, ctypes.c_void_p)
-    filt.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p)
-    filt.reg_write = ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p)
-    filt.forward = ctypes.cast(forward, ctypes.c_void_p)
-    filt.record = ctypes.addressof(record)
-    filt.aarch64 = xregs + aarch64.aarch64
-    filt.pc_id, filt.pstate_id, filt.nzcv_id = a64.UC_ARM64_REG_PC, a64.UC_ARM64_REG_PSTATE, a64.UC_ARM64_REG_NZCV
-    filt.vbar_id, filt.cp_reg_id = a64.UC_ARM64_REG_VBAR_EL1, a64.UC_ARM64_REG_CP_REG
-    filt.ttbr0_id, filt.ttbr1_id = a64.UC_ARM64_REG_TTBR0_EL1, a64.UC_ARM64_REG_TTBR1_EL1
-    filt.intnos = sum(1 << n for n in _COMPILED_TRAPS)
-    filt.enabled = 1
+    filt = _exception_filter(slice_filter, cpu, ctypes.addressof(record), xregs + aarch64.aarch64, forward)
     library.sdeilab_vectors_checked(uc._uch, ctypes.byref(filt))
     handle = ctypes.c_size_t()
     if uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR,
@@ -833,21 +842,9 @@ class UnicornVcpu:
         return base if base + locator[1] == ctypes.addressof(self._xregs) else None
 
     def _make_exception_filter(self) -> native.ExceptionFilter:
-        filt = native.ExceptionFilter()
-        filt.slice = ctypes.addressof(self._slice_filter)
-        filt.cpu = self._cpu_state()
-        filt.do_interrupt = ctypes.cast(uclib.arm_cpu_do_interrupt_aarch64, ctypes.c_void_p)
-        filt.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p)
-        filt.reg_write = ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p)
-        filt.forward = ctypes.cast(self._intr_cb, ctypes.c_void_p)
-        filt.record = ctypes.addressof(self._record)
-        filt.aarch64 = ctypes.addressof(ctypes.c_uint32.from_buffer(self._aarch64))
-        filt.pc_id, filt.pstate_id, filt.nzcv_id = a64.UC_ARM64_REG_PC, a64.UC_ARM64_REG_PSTATE, a64.UC_ARM64_REG_NZCV
-        filt.vbar_id, filt.cp_reg_id = a64.UC_ARM64_REG_VBAR_EL1, a64.UC_ARM64_REG_CP_REG
-        filt.ttbr0_id, filt.ttbr1_id = a64.UC_ARM64_REG_TTBR0_EL1, a64.UC_ARM64_REG_TTBR1_EL1
-        filt.intnos = sum(1 << n for n in _COMPILED_TRAPS)
-        filt.enabled = 1
-        return filt
+        assert self._slice_filter is not None and self._record is not None
+        return _exception_filter(self._slice_filter, self._cpu_state() or 0, ctypes.addressof(self._record),
+                                 ctypes.addressof(ctypes.c_uint32.from_buffer(self._aarch64)), self._intr_cb)
 
     def set_compiled_exceptions(self, enabled: bool) -> None:
         """Let the compiled hook take the common synchronous exceptions (not while a debugger runs
