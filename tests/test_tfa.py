@@ -138,6 +138,9 @@ def test_tfa_command_is_the_board_with_el3(tmp_path: Path) -> None:
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-serial"] == [f"file:{tmp_path / 'u'}",
                                                                          f"file:{tmp_path / 'l'}"]
     assert "-kernel" not in cmd
+    assert cmd[cmd.index("-cpu") + 1] == "cortex-a57"
+    a53 = tfa_command(tmp_path / "fw.bios", 1, uart=tmp_path / "u", cpu="cortex-a53")
+    assert a53[a53.index("-cpu") + 1] == "cortex-a53" and a53.count("-cpu") == 1
 
 
 def test_bl33_binary_needs_the_bl33_link(bl33_script: Path, tmp_path: Path) -> None:

@@ -33,18 +33,20 @@ def qemu_binary() -> str | None:
 
 
 def qemu_virt_command(kernel: Path | str | None, cpus: int, *, memory_mib: int | None = None,
-                      extra: Sequence[str] = (), machine_options: Sequence[str] = ()) -> list[str]:
+                      extra: Sequence[str] = (), machine_options: Sequence[str] = (),
+                      cpu: str = QEMU_CPU) -> list[str]:
     """``qemu-system-aarch64`` booting ``kernel`` (an ELF or an arm64 Image) on the lab's board.
 
     ``memory_mib`` defaults to the lab's RAM size; ``extra`` adds options such as ``-initrd``,
     ``-append``, ``-dtb``, ``-serial`` or ``-monitor``. Without ``-serial`` in ``extra`` the
     UART goes to standard output (``-nographic``). ``machine_options`` are appended to the
     board's (e.g. ``dumpdtb=FILE``, with no ``kernel``: QEMU writes its device tree and exits).
+    ``cpu`` is the CPU model, the board's :data:`QEMU_CPU` unless a benchmark asks for another.
     """
     memory = memory_mib if memory_mib is not None else VIRT_MEMMAP[Region.RAM].size >> 20
     board = ",".join((QEMU_MACHINE, *machine_options))
     boot = [] if kernel is None else ["-kernel", str(kernel)]
-    return [qemu_binary() or QEMU_BINARY, "-M", board, "-cpu", QEMU_CPU, "-smp", str(cpus), "-m", f"{memory}M",
+    return [qemu_binary() or QEMU_BINARY, "-M", board, "-cpu", cpu, "-smp", str(cpus), "-m", f"{memory}M",
             "-nographic", *QEMU_NO_DEVICES, *extra, *boot]
 
 
@@ -112,7 +114,7 @@ def tfa_bios(tfa_dir: Path | str, bl33: Path | str, output: Path | str) -> Path:
 
 
 def tfa_command(bios: Path | str, cpus: int, *, uart: Path | str, tfa_log: Path | str | None = None,
-                memory_mib: int = TFA_MEMORY_MIB, extra: Sequence[str] = ()) -> list[str]:
+                memory_mib: int = TFA_MEMORY_MIB, extra: Sequence[str] = (), cpu: str = QEMU_CPU) -> list[str]:
     """``qemu-system-aarch64`` running TF-A from the flash image ``bios`` (:func:`tfa_bios`) on
     the lab's board with EL3 (``secure=on``) and ``cpus`` CPUs.
 
@@ -124,8 +126,10 @@ def tfa_command(bios: Path | str, cpus: int, *, uart: Path | str, tfa_log: Path 
     TF-A's ``qemu`` platform knows 32 PEs whatever ``-smp`` says: AFFINITY_INFO answers OFF for
     a CPU QEMU does not have, and CPU_ON of one succeeds but nothing starts. Guests that count
     CPUs that way (``test_cpu_count`` probes up to 8) need ``cpus`` = 8 here and on the lab.
+    ``cpu``: the CPU model; TF-A's ``qemu`` platform links the support of Cortex-A53, A55, A57, A72 and more,
+    so the same build runs on ``cortex-a53`` too (benchmarks/sdei_vs_tfa.py uses both).
     """
     serial1 = f"file:{tfa_log}" if tfa_log is not None else "null"
-    return qemu_virt_command(None, cpus, memory_mib=memory_mib, machine_options=("secure=on",),
+    return qemu_virt_command(None, cpus, memory_mib=memory_mib, machine_options=("secure=on",), cpu=cpu,
                              extra=["-bios", str(bios), "-monitor", "none", "-serial", f"file:{uart}",
                                     "-serial", serial1, *extra])
