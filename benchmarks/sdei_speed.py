@@ -1,8 +1,10 @@
-"""The SDEI round trip, measured in one run against a plain hypercall (issue 3's target).
+"""The SDEI round trip, measured in one run against a plain hypercall (issue 3).
 
-One event = EVENT_SIGNAL (a hypercall), the dispatch into the handler at the next slice
-boundary, and EVENT_COMPLETE (a hypercall that restores the interrupted context): three firmware
-entries, so the target is at most 4x one HVC round trip.
+One event = EVENT_SIGNAL (a hypercall), the dispatch into the handler once the call returns, and
+EVENT_COMPLETE (a hypercall that restores the interrupted context): three firmware entries. The
+ratio is printed for information only: issue 18 retired issue 3's "at most 4x one HVC" target,
+which penalised every speed-up of the plain call path. The goal is now set against the real peer,
+TF-A on QEMU, by benchmarks/sdei_vs_tfa.py.
 
 The two programs run alternately for several rounds in one process and the fastest round of
 each is compared (the median is printed too): on a shared machine other work only ever adds
@@ -70,7 +72,8 @@ def main() -> None:
     for label, sdei, hvc in (("CPU time", min(sdei_cpu), min(hvc_cpu)), ("wall time", min(sdei_wall), min(hvc_wall))):
         print(f"  {label:9}: SDEI round trip {sdei * 1e6:.2f} us | HVC round trip {hvc * 1e6:.2f} us"
               f" (fastest round of each): SDEI / HVC = {sdei / hvc:.2f}x")
-    print(f"  SDEI / HVC = {min(sdei_cpu) / min(hvc_cpu):.2f}x in CPU time (target <= 4x); per-round ratios median"
+    print(f"  SDEI / HVC = {min(sdei_cpu) / min(hvc_cpu):.2f}x in CPU time (no target: see sdei_vs_tfa.py);"
+          f" per-round ratios median"
           f" {statistics.median(ratios):.2f}x, range {ratios[0]:.2f}-{ratios[-1]:.2f}x")
 
 if __name__ == "__main__":
