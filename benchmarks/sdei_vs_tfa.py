@@ -204,6 +204,11 @@ def profile_lab(event_elf: Path, empty_elf: Path, events: int) -> tuple[float, l
 
 
 # ------------------------------------------------------------------------------------------- main
+def _ratio(lab: float, tfa: float) -> float:
+    """lab / tfa; NaN where a difference of two runs came out as no time (a run of a few round trips)."""
+    return lab / tfa if tfa > 0 else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 round trips, 2 tries (a smoke run)")
@@ -277,9 +282,9 @@ def main() -> None:
         print(f"  {'round trip':36} {'lab':>9} {'TF-A a57':>9} {'TF-A a53':>9} {'lab/a57':>8} {'lab/a53':>8}")
         for label, kind in rows:
             mine, t57, t53 = lab_per(kind, lab_field), tfa_time(a57, kind), tfa_time(a53, kind)
-            ratio[lab_field, kind] = (mine / t57, mine / t53)
+            ratio[lab_field, kind] = (_ratio(mine, t57), _ratio(mine, t53))
             print(f"  {label:36} {mine * us:7.2f}us {t57 * us:7.2f}us {t53 * us:7.2f}us"
-                  f" {mine / t57:7.2f}x {mine / t53:7.2f}x")
+                  f" {_ratio(mine, t57):7.2f}x {_ratio(mine, t53):7.2f}x")
     print()
     for field, name in (("wall", "real time"), ("cpu", "CPU time")):
         r57, r53 = ratio[field, "sdei"]

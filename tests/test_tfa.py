@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,15 @@ def test_known_broken_guest_on_tfa(name: str, tfa_dir: Path, bl33_script: Path, 
     else:
         assert any("wait for the handler" in line or "timeout" in line for line in tfa), "\n".join(tfa)
         pytest.xfail(KNOWN_BROKEN[name])
+
+
+def test_speed_benchmark_runs_on_both_sides(tfa_dir: Path) -> None:
+    """benchmarks/sdei_vs_tfa.py end to end with a few round trips: its guest's lines on the lab and
+    on TF-A (cortex-a57 and cortex-a53) agree and the tables print. No figure is judged here."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sdei_vs_tfa.py"), "--count", "50",
+                           "--tries", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TFA_TIMEOUT_S * 4, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("SDEI  SIGNAL -> handler -> COMPLETE") == 2, proc.stdout
+    assert "lab's Python work per event" in proc.stdout
