@@ -4,6 +4,7 @@ The SDEI dispatcher saves x0..x17, PC and PSTATE at every dispatch and puts them
 COMPLETE (``save_context``, ``write_context``, ``restore_context``); a change of NZCV or DAIF
 alone is written straight into QEMU's split PSTATE fields. The probe below reads the flags with
 MRS, so a field written wrongly shows up as a wrong NZCV or DAIF in the guest's registers.
+Every test runs twice: on those direct fields and on the API fallback (``SDEILAB_DIRECT=0``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sdeilab.cpu.unicorn_backend import DIRECT_SWITCH, FAST_PATHS
 from sdeilab.firmware.platform import Platform, make_platform
 from sdeilab.toolchain import build_source_text
 
@@ -33,8 +35,16 @@ def elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_source_text(PROBE, "asm", tmp_path_factory.mktemp("context") / "probe.elf")
 
 
-def at_probe(elf: Path) -> tuple[Platform, int]:
+@pytest.fixture(autouse=True, params=["direct", "api"])
+def fast_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
+    """The engines of each test use QEMU's fields directly, or the API only."""
+    monkeypatch.setenv(DIRECT_SWITCH, "1" if request.param == "direct" else "0")
+    return frozenset(FAST_PATHS) if request.param == "direct" else frozenset()
+
+
+def at_probe(elf: Path, fast_paths: frozenset[str]) -> tuple[Platform, int]:
     platform = make_platform(1)
+    assert platform.machine.vcpus[0].backend.fast_paths == fast_paths  # type: ignore[attr-defined]
     image = platform.machine.load(elf)
     probe = next(address for address, name in image.symbols.items() if name == "probe")
     return platform, probe
@@ -49,8 +59,8 @@ def run_probe(platform: Platform) -> tuple[int, int]:
 @pytest.mark.parametrize("flags", [0x0, 0x8000_0000, 0x4000_0000, 0x2000_0000, 0x1000_0000, 0xF000_0000,
                                    0x6000_0000, 0x9000_0000])
 @pytest.mark.parametrize("daif", [0x0, 0x80, 0x3C0, 0x240])
-def test_flag_only_pstate_writes_reach_the_cpu(elf: Path, flags: int, daif: int) -> None:
-    platform, probe = at_probe(elf)
+def test_flag_only_pstate_writes_reach_the_cpu(elf: Path, flags: int, daif: int, fast_paths: frozenset[str]) -> None:
+    platform, probe = at_probe(elf, fast_paths)
     backend = platform.machine.vcpus[0].backend
     backend.pc = probe
     before = backend.read("PSTATE")
@@ -62,8 +72,8 @@ def test_flag_only_pstate_writes_reach_the_cpu(elf: Path, flags: int, daif: int)
     assert (nzcv, seen_daif) == (flags, daif), f"wrote {value:#x}: the guest read NZCV {nzcv:#x} DAIF {seen_daif:#x}"
 
 
-def test_context_round_trip(elf: Path) -> None:
-    platform, probe = at_probe(elf)
+def test_context_round_trip(elf: Path, fast_paths: frozenset[str]) -> None:
+    platform, probe = at_probe(elf, fast_paths)
     backend = platform.machine.vcpus[0].backend
     values = [(0x1111_0000_0000_0000 * (i % 15 + 1)) | i for i in range(18)]
     backend.set_xs(values)

@@ -44,6 +44,7 @@ This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,35 @@ _SP_BANK_OF = {"SP_EL0": 0, "SP_EL1": 1}
 _PSTATE_FLAGS = 0xF000_03C0  # NZCV and DAIF: QEMU's cached flags do not depend on them
 _ACCESS_PROT = {"read": 1, "write": 2, "fetch": 4}  # UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC
 _vmem_translate = getattr(uclib, "uc_vmem_translate", None)
+
+FAST_PATHS = ("registers", "pstate", "aarch32", "record")
+"""The places in QEMU's ``CPUARMState`` a vCPU may use directly, each found by experiment and each
+with an API-only fallback (module docstring): ``registers`` (``env->xregs`` and ``env->pc``),
+``pstate`` (its split fields and ``env->aarch64``), ``aarch32`` (R0-R15 and the CPSR fields; needs
+``pstate``; without it AArch32 EL0 is refused) and ``record`` (``env->exception``; without it aborts
+are fault reports). ``pstate`` and ``record`` are found from ``registers`` and need it."""
+DIRECT_SWITCH = "SDEILAB_DIRECT"
+"""Environment variable read when a vCPU is built without ``direct=``: "0" (or empty) uses none of
+``FAST_PATHS``, "1" or unset all of them, else a comma-separated list names the ones to use."""
+
+
+def direct_paths(direct: bool | Iterable[str] | None = None) -> frozenset[str]:
+    """The fast paths a vCPU built with ``direct`` may use (``UnicornVcpu``): True or False for all or
+    none, names from ``FAST_PATHS``, or None for what ``SDEILAB_DIRECT`` says."""
+    if direct is None:
+        setting = os.environ.get(DIRECT_SWITCH, "1").strip()
+        names = [name.strip() for name in setting.split(",")]
+        direct = True if setting == "1" else [name for name in names if name not in ("", "0")]
+    if direct is True:
+        return frozenset(FAST_PATHS)
+    if direct is False:
+        return frozenset()
+    names = frozenset(direct)
+    unknown = names - set(FAST_PATHS)
+    if unknown:
+        raise ValueError(f"unknown fast paths {sorted(unknown)}: {DIRECT_SWITCH} takes 0, 1 or names from "
+                         f"{', '.join(FAST_PATHS)}")
+    return names
 
 SCR_EL3_NS_HCE_RW = 0x501  # NS (bit 0), HCE (bit 8), RW (bit 10): run the guest at Non-secure EL1
 HCR_EL2_RW = 1 << 31  # EL1 is AArch64
@@ -573,13 +603,19 @@ class UnicornVcpu:
                  unmodelled_sysregs: frozenset[SysregKey] = frozenset(),
                  host_reads: frozenset[SysregKey] | None = None, host_writes: frozenset[SysregKey] | None = None,
                  host_instructions: frozenset[SysregKey] | None = None,
-                 system_counter: SystemCounter | None = None, compiled_hooks: bool | None = None) -> None:
+                 system_counter: SystemCounter | None = None, compiled_hooks: bool | None = None,
+                 direct: bool | Iterable[str] | None = None) -> None:
         """``host_reads``, ``host_writes`` and ``host_instructions``: the MRS, MSR and SYS encodings
         the host emulates or watches (None: all); the others never leave the engine.
 
         ``system_counter``: counter reads this vCPU answers itself, in the compiled hooks
         (``compiled_hooks``: True requires them, False refuses them, None takes them when
-        sdeilab.cpu.native could build them)."""
+        sdeilab.cpu.native could build them).
+
+        ``direct``: which of QEMU's internal fields (``FAST_PATHS``) this vCPU may use where the
+        probes find them (``direct_paths``; None: ``SDEILAB_DIRECT``). With fewer it takes the API
+        fallbacks, which the tests force to keep them correct (tests/test_fallbacks.py); the
+        compiled exception entry needs all four."""
         self.index = index
         self._host = host
         self._unmodelled = unmodelled_sysregs
@@ -594,15 +630,16 @@ class UnicornVcpu:
         for base, size, read, write in mmio:
             uc.mmio_map(base, size, self._mmio_reader(read), None, self._mmio_writer(write), None)
         self._counter = ctypes.c_uint64.from_address(self._uch.value + 8 * _counter_index())
-        self._xregs = self._direct_registers()
+        paths = direct_paths(direct)
+        self._xregs = self._direct_registers() if "registers" in paths else None
         self._xb = memoryview(self._xregs).cast("B") if self._xregs is not None else None
         self._xq = self._xb.cast("Q") if self._xb is not None else None
         # ``_aarch64[0]`` is QEMU's env->aarch64 (0 while the guest runs AArch32 code at EL0), or a
         # constant 1 where the AArch32 state cannot be located: the CPU is then taken as AArch64.
         self._aarch64: Any = memoryview((ctypes.c_uint32 * 1)(1)).cast("B").cast("I")
-        self._pstate = self._direct_pstate()
-        self._a32 = self._direct_aarch32()
-        offset = _exception_record_offset() if self._xregs is not None else None
+        self._pstate = self._direct_pstate() if "pstate" in paths else None
+        self._a32 = self._direct_aarch32() if "aarch32" in paths else None
+        offset = _exception_record_offset() if self._xregs is not None and "record" in paths else None
         self._record = (None if offset is None
                         else (ctypes.c_uint32 * 6).from_address(ctypes.addressof(self._xregs) + offset))
         self._paddr = ctypes.c_uint64()
@@ -820,6 +857,12 @@ class UnicornVcpu:
     def compiled_hooks(self) -> bool:
         """Whether the MRS, MSR and SYS hooks are the compiled ones (sdeilab.cpu.native)."""
         return self._native is not None
+
+    @property
+    def fast_paths(self) -> frozenset[str]:
+        """The fast paths (``FAST_PATHS``) this vCPU uses: those allowed that the probes found."""
+        found = {"registers": self._xregs, "pstate": self._pstate, "aarch32": self._a32, "record": self._record}
+        return frozenset(name for name, place in found.items() if place is not None)
 
     @property
     def counter_reads_in_engine(self) -> int:
