@@ -45,6 +45,9 @@ class Stop(Enum):
     # registers as before it, the bytes it stored put back) and PC is at it; ``access`` and
     # ``address`` (physical) are the access's.
     WATCHPOINT = "watchpoint"
+    # The guest reached a state this engine cannot run (``access`` says which, ``address`` is the
+    # PC); nothing there has executed. The machine stops with a fault report.
+    UNSUPPORTED = "unsupported"
     # The two below are debugger stops (sdeilab.firmware.session): the slice was cut short, not
     # ended, and the machine runs the rest of it later as if nothing had happened.
     BREAKPOINT = "breakpoint"  # PC reached a breakpoint (``address``); that instruction has not executed
@@ -69,7 +72,7 @@ class ExceptionRecord:
 class SliceResult:
     executed: int
     stop: Stop
-    access: str = ""  # for UNMAPPED: "read", "write" or "fetch"; "fetch" for DEVICE_FETCH
+    access: str = ""  # for UNMAPPED: "read", "write" or "fetch"; "fetch" for DEVICE_FETCH; UNSUPPORTED: why
     address: int = 0  # for UNMAPPED and DEVICE_FETCH: the faulting address; for BREAKPOINT: the breakpoint
 
 

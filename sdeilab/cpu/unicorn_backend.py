@@ -175,6 +175,9 @@ _WATCH_REACH = 15  # a memory hook sees where an access starts: its range begins
 PSTATE_IL = 1 << 20
 PSTATE_NRW = 1 << 4  # SPSR.M[4]: the state is AArch32 (ARM ARM D1.10.2, "Exception entry")
 A32_USER = 0x10  # SPSR.M[4:0] of AArch32 User mode, EL0's only mode
+AARCH32_UNSUPPORTED = ("ERET to AArch32 EL0 (SPSR_EL1.M = 0x10), which this vCPU cannot run: QEMU's "
+                       "AArch32 state could not be located (or SDEILAB_DIRECT left it out)")
+_ERET = (0xD69F_03E0).to_bytes(4, "little")
 
 
 def _may_return_illegally(spsr: int) -> bool:
@@ -672,6 +675,7 @@ class UnicornVcpu:
         self._watch_il = False
         self._il_hook: int | None = None
         self._il_stop = False
+        self._a32_stop: int | None = None  # where the CPU entered AArch32 state it cannot run
         # Hardware watchpoints (``set_watch_ranges``): memory hooks on the watched physical ranges
         # only, and the access one stopped, with what undoes it.
         self._watch_hooks: list[int] = []
@@ -957,7 +961,7 @@ class UnicornVcpu:
             self._report_taken()
         encoding = ctypes.string_at(cp, 20)
         if encoding == _SPSR_EL1_ENCODING:
-            if _may_return_illegally(ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value):
+            if self._eret_needs_watch(ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value):
                 # The check hook is only added between slices (code translated before it was
                 # added would skip it), so end this slice after its current block; an ERET in
                 # that block is caught by ``run`` itself.
@@ -1004,8 +1008,30 @@ class UnicornVcpu:
                 self.request_stop()
         return 0  # the CPU model still executes it
 
+    def _eret_needs_watch(self, spsr: int) -> bool:
+        """Whether an ERET with this SPSR_EL1 must be followed by ``_on_il_check``: it may be illegal,
+        or it may enter AArch32 EL0 on a vCPU that cannot follow it there (no ``aarch32`` path)."""
+        return _may_return_illegally(spsr) or (self._a32 is None and bool(spsr & PSTATE_NRW))
+
+    def _enters_aarch32(self, address: int) -> bool:
+        """Whether the instruction at ``address`` is an ERET that SPSR_EL1 makes a legal return to
+        AArch32 User mode (EL0): M[4:0] = 0x10, IL clear (ARM ARM D1.10.3, "Exception return")."""
+        spsr = self._cp_access(_SPSR_EL1)
+        if spsr & 0x1F != A32_USER or spsr & PSTATE_IL:
+            return False
+        physical = self.translate(address, "fetch")
+        return physical is not None and bytes(self._uc.mem_read(physical, 4)) == _ERET
+
     def _on_il_check(self, uc: Uc, address: int, size: int, _user: object) -> None:
-        if self._counter.value > self._budget or not self.pstate & PSTATE_IL:
+        if self._counter.value > self._budget:
+            return
+        if self._a32 is None and self._enters_aarch32(address):
+            # Without the AArch32 layout the API reads only the AArch64 state (X0-X30, env->pc),
+            # stale in AArch32 state (R0-R15, ARM ARM D1.20): refuse the ERET before it runs.
+            self._a32_stop = address
+            uclib.uc_emu_stop(self._uch)
+            return
+        if not self.pstate & PSTATE_IL:
             return
         self._il_stop = True
         uclib.uc_emu_stop(self._uch)
@@ -1137,6 +1163,7 @@ class UnicornVcpu:
         self._unmapped = None
         self._budget = budget
         self._il_stop = False
+        self._a32_stop = None
         self._step_stop = False
         if self._watch_il or self._il_hook is not None:
             self._sync_il_hook()
@@ -1184,6 +1211,9 @@ class UnicornVcpu:
             return SliceResult(executed, Stop.DEVICE_FETCH, "fetch", self._unmapped[1])
         if err:
             raise UcError(err)
+        if self._a32_stop is not None:
+            executed = min(self._counter.value - 1, budget)  # counted, not executed (module docstring)
+            return SliceResult(executed, Stop.UNSUPPORTED, AARCH32_UNSUPPORTED, self._a32_stop)
         if self._il_stop or self._step_stop:
             executed = min(self._counter.value - 1, budget)  # counted, not executed (module docstring)
         if self._step_stop:
@@ -1376,7 +1406,7 @@ class UnicornVcpu:
             return self.read("PSTATE")
         words, nf, zf, cf, vf, pstate, daif, aarch64 = located
         nzcv = (words[nf] >> 31) << 3 | (words[zf] == 0) << 2 | words[cf] << 1 | words[vf] >> 31
-        if words[aarch64]:
+        if words[aarch64] or self._a32 is None:  # (without the AArch32 layout the CPU never runs there)
             return nzcv << 28 | words[pstate] | words[daif]
         return self._cpsr(nzcv)
 
@@ -1405,7 +1435,7 @@ class UnicornVcpu:
             self._write_pstate(value)
             return
         if name == "SPSR_EL1":
-            self._watch_il = _may_return_illegally(value)
+            self._watch_il = self._eret_needs_watch(value)
         bank = _SP_BANK_OF.get(name)
         if bank is not None and bank == _sp_bank(self.pstate):
             name = "SP"

@@ -1014,6 +1014,8 @@ class Machine:
             self.guest_exception(vcpu, exc.esr(exc.EC_ILLEGAL_STATE), vcpu.backend.pc, "illegal execution state")
         elif result.stop is Stop.DEVICE_FETCH:
             self._device_fetch(vcpu, result.address)
+        elif result.stop is Stop.UNSUPPORTED:
+            self.fault(vcpu, result.access, result.address)
         elif result.stop is Stop.WATCHPOINT:
             hit = self._watch_hit[vcpu.index]
             self._watch_hit[vcpu.index] = None
