@@ -171,6 +171,7 @@ _MDSCR_EL1_ENCODING = _CP_ENCODING.pack(0, 2, 2, 0, 2)  # crn, crm, op0, op1, op
 MDSCR_SS = 1 << 0  # software step enabled
 MDSCR_KDE = 1 << 13  # debug exceptions at EL1 (with PSTATE.D clear)
 PSTATE_D = 1 << 9
+PSTATE_SS = 1 << 21  # software step: the next instruction is stepped
 _WATCH_REACH = 15  # a memory hook sees where an access starts: its range begins this far lower
 PSTATE_IL = 1 << 20
 PSTATE_NRW = 1 << 4  # SPSR.M[4]: the state is AArch32 (ARM ARM D1.10.2, "Exception entry")
@@ -685,10 +686,14 @@ class UnicornVcpu:
         # ``_mdscr`` is MDSCR_EL1 as last written; while SS and KDE are both set a code hook watches
         # PSTATE.D (``_on_step_check``) and ends the slice before the first instruction after it
         # changed, so the flags are rebuilt before that instruction is translated.
+        # Without the exception record the same hook also notes each instruction stepping may take
+        # (with SS alone too: EL0 steps without KDE), for the syndrome ``_step_record`` rebuilds.
         self._mdscr = 0
         self._step_hook: int | None = None
         self._step_d = True  # PSTATE.D as env->hflags last saw it
         self._step_stop = False
+        self._stepped: tuple[int, int, int] | None = None  # (PC, counter, PSTATE) of the last one begun
+        self._last_intno = -1  # the QEMU exception number of the last interrupt hook
         self._system_counter = system_counter
         library = None if compiled_hooks is False else native.library()
         if compiled_hooks and library is None:
@@ -924,6 +929,7 @@ class UnicornVcpu:
     def _on_interrupt(self, _uch: int, intno: int, _user: int) -> None:
         if self._exception_filter is not None and self._exception_filter.count:
             self._report_taken()
+        self._last_intno = intno
         try:
             if intno == 11 or intno == 13:  # EXCP_HVC, EXCP_SMC: the hypercall path, kept short
                 self._host.conduit(self.index, "hvc" if intno == 11 else "smc")
@@ -973,8 +979,7 @@ class UnicornVcpu:
             return 0
         if encoding == _MDSCR_EL1_ENCODING:
             value = ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value
-            armed = (value & (MDSCR_SS | MDSCR_KDE)) == MDSCR_SS | MDSCR_KDE
-            if armed != (self._step_hook is not None):
+            if self._step_armed(value) != (self._step_hook is not None):
                 # Like the IL check, the step check hook is only added or removed between slices.
                 self._stop_requested = True
                 uclib.uc_emu_stop(self._uch)
@@ -1071,14 +1076,54 @@ class UnicornVcpu:
             self._uc.mem_write(address, old)
         return address, write
 
+    def _step_armed(self, mdscr: int) -> bool:
+        """Whether the step check hook is wanted under this MDSCR_EL1 (``_on_step_check``)."""
+        if self._record is None:
+            return bool(mdscr & MDSCR_SS)
+        return (mdscr & (MDSCR_SS | MDSCR_KDE)) == MDSCR_SS | MDSCR_KDE
+
     def _on_step_check(self, uc: Uc, address: int, size: int, _user: object) -> None:
-        if self._counter.value > self._budget or bool(self.pstate & PSTATE_D) == self._step_d:
+        if self._counter.value > self._budget:
+            return
+        pstate = self.pstate
+        if self._record is None:
+            self._stepped = (address, self._counter.value, pstate)
+        if not self._mdscr & MDSCR_KDE or bool(pstate & PSTATE_D) == self._step_d:
             return
         self._step_stop = True
         uclib.uc_emu_stop(self._uch)
 
+    def _step_record(self) -> ExceptionRecord | None:
+        """The syndrome of a Software Step exception, rebuilt without QEMU's exception record.
+
+        The CPU model raises it as an UNDEFINED instruction (EXCP_UDEF) at PC, in two ways (ARM ARM
+        D2.12, "Software Step exceptions"): after the one instruction stepped with PSTATE.SS = 1,
+        ISV = 1 and EX = 1 if that was a load-exclusive; or before any instruction when stepping is
+        active-pending (PSTATE.SS = 0), ISV = 0. Either way the instruction at PC has not begun,
+        which is what tells it from an UNDEFINED instruction there: the code hook (``_on_step_check``)
+        saw PC begin at this count. EC 0x33 from EL1, 0x32 from EL0; IL = 1, IFSC 0x22 (ARM ARM
+        D17.2.37, ESR_ELx "ISS encoding for an exception from a Software Step exception").
+        """
+        if not self._mdscr & MDSCR_SS or self._step_hook is None:
+            return None
+        pc = self.pc
+        counter = self._counter.value
+        last = self._stepped
+        if last is not None and last[0] == pc and last[1] == counter:
+            return None  # the instruction at PC began: a genuine UNDEFINED instruction
+        stepped = last is not None and last[1] == counter and bool(last[2] & PSTATE_SS)
+        ex = False
+        if stepped:
+            physical = self.translate(last[0], "fetch")  # type: ignore[index]
+            if physical is not None:
+                word = int.from_bytes(self._uc.mem_read(physical, 4), "little")
+                ex = word & 0x3FC0_0000 == 0x0840_0000  # LDXR, LDAXR, LDXP, LDAXP (ARM ARM C4.1.94)
+        ec = 0x33 if (self.pstate >> 2) & 3 else 0x32
+        syndrome = ec << 26 | 1 << 25 | int(stepped) << 24 | int(ex) << 6 | 0x22
+        return ExceptionRecord(syndrome, 0, 1)
+
     def _sync_step_hook(self) -> None:
-        armed = (self._mdscr & (MDSCR_SS | MDSCR_KDE)) == MDSCR_SS | MDSCR_KDE
+        armed = self._step_armed(self._mdscr)
         if armed and self._step_hook is None:
             self._step_d = bool(self.pstate & PSTATE_D)
             self._rebuild_flags()
@@ -1528,8 +1573,58 @@ class UnicornVcpu:
     def exception_record(self) -> ExceptionRecord | None:
         record = self._record
         if record is None:
+            # Only a Software Step exception can be told without it: an abort's fault status and
+            # address are QEMU's alone, so the machine stops with a fault report (docs/machine.md).
+            if self._last_intno == 1:
+                return self._step_record() or self._sysreg_trap_record()
+            if self._last_intno in (2, 7) and not self._aarch64[0]:
+                return self._aarch32_record(self._last_intno)
             return None
         return ExceptionRecord(record[0], record[2] | record[3] << 32, record[4])
+
+    def _sysreg_trap_record(self) -> ExceptionRecord | None:
+        """The syndrome of an MRS, MSR or SYS at EL0 that a control trapped to EL1 (PMUSERENR_EL0.EN,
+        CNTKCTL_EL1, SCTLR_EL1.UCT, UCI, DZE...), rebuilt without QEMU's exception record: EC 0x18,
+        IL, ISS Op0, Op2, Op1, CRn, Rt, CRm and the direction (ARM ARM D17.2.37, "ISS encoding for an
+        exception from MSR, MRS, or System instruction execution in AArch64 state").
+
+        The CPU model raises that trap and a plain UNDEFINED instruction alike (EXCP_UDEF). Op1 = 3
+        is the encoding space EL0 may reach at all (ARM ARM D12.3.1, "op0 == 0b11, ..."), so such an
+        instruction the same model runs at EL1 (``decodes_undefined``) exists and was trapped; any
+        other is left to the caller, an UNDEFINED instruction (EC 0x00)."""
+        pstate = self.pstate
+        if (pstate >> 2) & 3 or pstate & PSTATE_NRW:
+            return None
+        pc = self.pc
+        physical = self.translate(pc, "fetch")
+        if physical is None:
+            return None
+        word = int.from_bytes(self._uc.mem_read(physical, 4), "little")
+        op0, op1 = (word >> 19) & 3, (word >> 16) & 7
+        if word & 0xFFC0_0000 != 0xD500_0000 or op0 == 0 or op1 != 3 or decodes_undefined(word):
+            return None
+        crn, crm, op2, rt, read = (word >> 12) & 15, (word >> 8) & 15, (word >> 5) & 7, word & 31, (word >> 21) & 1
+        iss = op0 << 20 | op2 << 17 | op1 << 14 | crn << 10 | rt << 5 | crm << 1 | read
+        return ExceptionRecord(0x18 << 26 | 1 << 25 | iss, 0, 1)
+
+    def _aarch32_record(self, intno: int) -> ExceptionRecord | None:
+        """The syndrome of an SVC (EXCP_SWI) or BKPT (EXCP_BKPT) from AArch32 EL0, rebuilt from the
+        instruction without QEMU's exception record: EC 0x11 or 0x38, IL = 0 for a 16-bit T32
+        instruction, ISS the immediate's low 16 bits (ARM ARM D17.2.37, ESR_ELx "ISS encoding for an
+        exception from SVC", "... from BKPT"; A32 BKPT's immediate is imm12:imm4). PC is past the SVC
+        (its preferred return address) and at the BKPT (ARM ARM D1.10.2)."""
+        thumb = bool(self.pstate & 0x20)
+        size = 2 if thumb else 4
+        at = self.pc - size if intno == 2 else self.pc
+        physical = self.translate(at, "fetch")
+        if physical is None:
+            return None
+        word = int.from_bytes(self._uc.mem_read(physical, size), "little")
+        if thumb:
+            imm = word & 0xFF
+        else:
+            imm = word & 0xFFFF if intno == 2 else (word >> 4) & 0xFFF0 | word & 0xF
+        return ExceptionRecord((0x11 if intno == 2 else 0x38) << 26 | (0 if thumb else 1 << 25) | imm, 0, 1)
 
     def translate(self, address: int, access: str = "read") -> int | None:
         if _vmem_translate is None:  # another libunicorn: only the MMU-off identity is known
