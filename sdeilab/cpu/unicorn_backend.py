@@ -31,6 +31,12 @@ This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.
   vaddress, target_el; target/arm/cpu.h), which an interrupt hook can read. Its offset from
   ``env->xregs`` is found once by raising known exceptions (``_exception_record_offset``); data
   and instruction aborts are delivered to the guest with it, and without it they stay fatal.
+* Each of these places (``FAST_PATHS``) has an API-only fallback, taken when its probe misses and
+  forced by ``direct=`` or ``SDEILAB_DIRECT`` (tests/test_fallbacks.py). The API cannot see the
+  AArch32 state (``uc_reg_read`` returns the stale AArch64 X registers, PSTATE and ``env->pc``),
+  so without it an ERET to AArch32 EL0 is refused; without the exception record the syndromes
+  the instruction and the step state determine are rebuilt (``_step_record``,
+  ``_sysreg_trap_record``, ``_aarch32_record``).
 * ``uc_vmem_translate`` (exported by libunicorn 2.1.4, not wrapped by its Python binding) walks
   the guest's page tables in the current regime; it is called through ctypes.
 * Debugger breakpoints are one ``UC_HOOK_CODE`` per address, bounded to that address, so no other
