@@ -1655,6 +1655,8 @@ class UnicornVcpu:
     def restore(self, snapshot: object) -> None:
         self._uc.context_restore(snapshot)  # type: ignore[arg-type]
         self._mdscr = self._cp_access(_MDSCR_EL1)
+        self._watch_il = self._eret_needs_watch(self._cp_access(_SPSR_EL1))  # the ERET check follows SPSR_EL1
+        self._stepped = None
 
     def reset(self, mpidr: int) -> None:
         """Architectural reset into Non-secure EL1h, DAIF masked, MMU off, with this MPIDR."""
@@ -1662,6 +1664,7 @@ class UnicornVcpu:
         self._last_break = None  # a CPU coming out of reset has stopped at no breakpoint
         self._watch_il = False
         self._mdscr = 0  # MDSCR_EL1 resets to 0: the step check hook goes at the next slice
+        self._stepped = None
         self._watch_hit = None
         self.write("VMPIDR_EL2", mpidr)
         self.set_xs([0] * 31)
