@@ -8,9 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from sdeilab.cpu.unicorn_backend import DIRECT_SWITCH, direct_paths
 from sdeilab.toolchain import build_source_text
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``SDEILAB_DIRECT`` leaving fast paths out the whole suite runs on the fallbacks; a test of
+    what only a fast path can do (``@pytest.mark.fast_paths("record")``) is skipped, as
+    tests/test_fallbacks.py checks what the fallback does there instead."""
+    allowed = direct_paths()
+    for item in items:
+        for mark in item.iter_markers("fast_paths"):
+            missing = set(mark.args) - allowed
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"{DIRECT_SWITCH} leaves out {', '.join(sorted(missing))}"))
 
 
 @pytest.fixture

@@ -414,6 +414,7 @@ def corners_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build(tmp_path_factory.mktemp("corners"), "corners", CORNERS)
 
 
+@pytest.mark.fast_paths("aarch32")  # the fallback refuses AArch32 EL0 (tests/test_fallbacks.py)
 def test_corners_match_qemu_output(corners_elf: Path) -> None:
     """DC ZVA's ELR and FAR, illegal exception returns, PC alignment faults (each line one bug)."""
     platform, outcome = run_lab(corners_elf)
@@ -436,6 +437,7 @@ def a32_elfs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: build(where, f"a32-{name}", A32_ENTRY, **defines) for name, (defines, _) in A32_CASES.items()}
 
 
+@pytest.mark.fast_paths("aarch32")
 @pytest.mark.parametrize("case", A32_CASES)
 def test_aarch32_el0_exception_entry(a32_elfs: dict[str, Path], case: str) -> None:
     """An SVC at AArch32 EL0 was a false "svc inside its own exception vector" (exit 3): the entry
@@ -452,6 +454,7 @@ def test_aarch32_el0_exception_entry_on_qemu(a32_elfs: dict[str, Path], case: st
     assert run_qemu(a32_elfs[case]) == A32_CASES[case][1]
 
 
+@pytest.mark.fast_paths("aarch32")
 def test_aarch32_el0_fault_report(tmp_path: Path) -> None:
     """With no vectors an A32 UDF stops the run; the report disassembles the A32 instruction at R15."""
     elf = build(tmp_path, "a32-novec", A32_ENTRY, NOVEC="1")

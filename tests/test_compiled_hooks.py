@@ -85,6 +85,7 @@ def test_the_compiled_hooks_are_built_and_used(busy_wait: Path) -> None:
     assert backend.counter_reads_in_engine > 10_000  # type: ignore[attr-defined]
 
 
+@pytest.mark.fast_paths("registers", "pstate", "aarch32", "record")
 def test_engine_fast_paths_are_located_in_a_loaded_process() -> None:
     # The adapter finds QEMU's register file, PSTATE, AArch32 state and exception record by
     # experiment, inside whatever this process has mapped (pytest, notebooks: more than a bare
@@ -159,6 +160,7 @@ def svc_loop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.fast_paths("registers", "pstate", "aarch32", "record")  # the compiled exception entry needs them all
 def test_exceptions_are_taken_in_the_engine_and_recorded(svc_loop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     platform = make_platform(1)
     platform.load(svc_loop)
@@ -184,7 +186,8 @@ def test_a_debugger_run_takes_every_exception_through_the_machine(svc_loop: Path
     assert platform.machine.vcpus[0].backend.exceptions_in_engine == 0  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("guest", ["el0_elf", "corners_elf"])
+@pytest.mark.parametrize("guest", [pytest.param("el0_elf", marks=pytest.mark.fast_paths("record")),
+                                   pytest.param("corners_elf", marks=pytest.mark.fast_paths("aarch32"))])
 def test_exception_guests_same_with_and_without_compiled_hooks(guest: str, request: pytest.FixtureRequest,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The EL0 guest with the MMU on (SVC, translation and permission faults from EL0) and the

@@ -7,7 +7,10 @@ a fallback through Unicorn's API, taken when a probe misses them (another libuni
 without: where the fallback is meant to be equivalent the UART bytes, the exported trace and the
 outcome must be equal byte for byte.
 
-Where it cannot be, the fallback refuses clearly, and the tests expect exactly that refusal:
+The rest of the suite can run on the fallbacks too (``SDEILAB_DIRECT=0 pytest``): tests of what
+only a fast path can do are marked ``fast_paths(...)`` and skipped there (tests/conftest.py).
+
+Where the fallback cannot be equivalent it refuses clearly, and the tests expect exactly that:
 
 * without the exception record an abort's syndrome (fault status, level, FAR) is QEMU's alone, so
   a data or instruction abort the CPU model raises stops the run with a fault report (aborts on
