@@ -224,3 +224,58 @@ def test_an_abort_without_vectors_is_the_same_fault_report_without_the_record(
     assert slow.outcome.fault is not None and slow.outcome.fault.reason == ABORT_UNKNOWN
     assert slow.outcome.fault.pc == fast.outcome.fault.pc
     assert slow.outcome.fault.instruction == fast.outcome.fault.instruction == "ldxr x1, [x0]"
+
+
+# A32 and T32 BKPT at AArch32 EL0: without the record the syndrome (EC 0x38, ISS the immediate) is
+# rebuilt from the instruction; with it QEMU computed it. Each case returns to the next by ``recover``.
+A32_BKPT = r"""#include "guest.h"
+    .macro eret_to spsr, target, recover
+    adr_l x9, \recover
+    adr_l x10, recover_at
+    str x9, [x10]
+    ldr x0, =\spsr
+    msr spsr_el1, x0
+    adr_l x0, \target
+    msr elr_el1, x0
+    eret
+    .endm
+    .text
+    .globl main
+main:
+    eret_to 0x1d0, a32bkpt, 1f
+1:  eret_to 0x1f0, t32bkpt, 2f
+2:  bl psci_system_off
+
+    .balign 16
+a32bkpt:
+    .inst 0xe1212374   /* A32 bkpt #0x1234 */
+t32bkpt:
+    .hword 0xbe56      /* T32 bkpt #0x56 */
+
+    .balign 4
+    .globl handle_sync
+handle_sync:
+    mov x22, x30
+    mov x19, x0
+    print "ESR="
+    mov x0, x19
+    bl put_hex64
+    print "\n"
+    adr_l x10, recover_at
+    ldr x9, [x10]
+    msr elr_el1, x9
+    mov x0, #0x3c5
+    msr spsr_el1, x0
+    mov x30, x22
+    ret
+    .data
+    .balign 8
+recover_at: .quad 0
+"""
+
+
+def test_aarch32_bkpt_same_without_the_exception_record(run: Callable[..., Run], asm_guest) -> None:  # type: ignore[no-untyped-def]
+    elf = asm_guest(A32_BKPT, "a32bkpt")
+    fast = run(elf, ALL, cpus=1, budget=1_000_000)
+    assert fast.uart == b"ESR=0x00000000e2001234\nESR=0x00000000e2000056\n", fast.outcome  # EC 0x38, IL 1
+    assert_same(fast, run(elf, NO_RECORD, cpus=1, budget=1_000_000))

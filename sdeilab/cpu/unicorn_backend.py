@@ -1615,10 +1615,11 @@ class UnicornVcpu:
 
     def _aarch32_record(self, intno: int) -> ExceptionRecord | None:
         """The syndrome of an SVC (EXCP_SWI) or BKPT (EXCP_BKPT) from AArch32 EL0, rebuilt from the
-        instruction without QEMU's exception record: EC 0x11 or 0x38, IL = 0 for a 16-bit T32
-        instruction, ISS the immediate's low 16 bits (ARM ARM D17.2.37, ESR_ELx "ISS encoding for an
-        exception from SVC", "... from BKPT"; A32 BKPT's immediate is imm12:imm4). PC is past the SVC
-        (its preferred return address) and at the BKPT (ARM ARM D1.10.2)."""
+        instruction without QEMU's exception record: EC 0x11 or 0x38, IL = 0 for a 16-bit T32 SVC
+        (a BKPT's IL is 1 from either, as QEMU reports it), ISS the immediate's low 16 bits (ARM ARM
+        D17.2.37, ESR_ELx "ISS encoding for an exception from SVC", "... from BKPT"; A32 BKPT's
+        immediate is imm12:imm4). PC is past the SVC (its preferred return address) and at the BKPT
+        (ARM ARM D1.10.2)."""
         thumb = bool(self.pstate & 0x20)
         size = 2 if thumb else 4
         at = self.pc - size if intno == 2 else self.pc
@@ -1630,7 +1631,8 @@ class UnicornVcpu:
             imm = word & 0xFF
         else:
             imm = word & 0xFFFF if intno == 2 else (word >> 4) & 0xFFF0 | word & 0xF
-        return ExceptionRecord((0x11 if intno == 2 else 0x38) << 26 | (0 if thumb else 1 << 25) | imm, 0, 1)
+        il = 0 if thumb and intno == 2 else 1 << 25
+        return ExceptionRecord((0x11 if intno == 2 else 0x38) << 26 | il | imm, 0, 1)
 
     def translate(self, address: int, access: str = "read") -> int | None:
         if _vmem_translate is None:  # another libunicorn: only the MMU-off identity is known
