@@ -271,7 +271,7 @@ def _find_pattern(uc: Uc) -> list[int]:
                 break
     hits = []
     for begin, end in spans:
-        data = ctypes.string_at(begin, end - begin)
+        data = _read_own_memory(begin, end - begin)
         at = data.find(pattern)
         while at >= 0:
             hits.append(begin + at)
@@ -279,6 +279,33 @@ def _find_pattern(uc: Uc) -> list[int]:
     for i in range(4):
         uc.reg_write(a64.UC_ARM64_REG_X0 + i, 0)
     return hits
+
+
+def _read_own_memory(address: int, size: int) -> bytes:
+    """``size`` bytes of this process's memory at ``address``, read through /proc/self/mem: another
+    thread (a Jupyter kernel's IOPub and heartbeat threads) may free memory and shrink the heap
+    between reading /proc/self/maps and reading the range, and a direct read of a page gone then
+    kills the process (SIGSEGV in memmove); the file read returns an error instead (an empty result,
+    or the part before the hole)."""
+    try:
+        fd = os.open("/proc/self/mem", os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        chunks = []
+        while size > 0:
+            try:
+                chunk = os.pread(fd, min(size, 1 << 20), address)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            address += len(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 @cache
@@ -729,8 +756,9 @@ class UnicornVcpu:
             self._uc.reg_write(a64.UC_ARM64_REG_X0 + i, value)
         self._uc.reg_write(a64.UC_ARM64_REG_PC, 0x1000)
         ok = list(view[:4]) == _PROBE and view[32] == 0x1000
-        view[5] = 0x5DE1
-        ok = ok and self._uc.reg_read(a64.UC_ARM64_REG_X5) == 0x5DE1
+        if ok:  # written only where x0..x3 and PC were found: anywhere else it would corrupt the process
+            view[5] = 0x5DE1
+            ok = self._uc.reg_read(a64.UC_ARM64_REG_X5) == 0x5DE1
         for i in range(6):
             self._uc.reg_write(a64.UC_ARM64_REG_X0 + i, 0)
         return view if ok else None
