@@ -69,6 +69,21 @@ class ExceptionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuSnapshot:
+    """One vCPU's state between slices, as a value (``CpuBackend.snapshot``).
+
+    ``context`` is the engine's own encoding of the architectural state (for Unicorn, the bytes
+    of its CPU context: every register, the system registers, the exclusive monitor and the
+    flags the CPU model caches from them); ``host`` is what the adapter keeps beside the engine
+    (debug and illegal-return watches, the breakpoint it last stopped at). Two snapshots of
+    equal state compare equal, whichever engine they were taken from.
+    """
+
+    context: bytes
+    host: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SliceResult:
     executed: int
     stop: Stop
@@ -205,9 +220,18 @@ class CpuBackend(Protocol):
         pointer follows PSTATE.EL and PSTATE.SP (SP_EL0 or SP_ELx, ARM ARM D1.6.2), and
         ``read("SP_EL0")`` or ``read("SP_EL1")`` of the selected one reads SP."""
         ...
-    def snapshot(self) -> object: ...
-    def restore(self, snapshot: object) -> None: ...
-    def reset(self, mpidr: int) -> None: ...
+    def snapshot(self) -> CpuSnapshot:
+        """The CPU's whole state now (between slices): restoring it, any number of times and
+        after anything ran meanwhile, puts this CPU back exactly here."""
+        ...
+    def restore(self, snapshot: CpuSnapshot) -> None:
+        """Put back what ``snapshot`` returned. Translated code and cached address translations
+        are dropped (RAM may have changed with it); breakpoints and watched ranges stay as set."""
+        ...
+    def reset(self, mpidr: int) -> None:
+        """Architectural reset (Non-secure EL1h, DAIF masked, MMU off) with this MPIDR; a reset
+        CPU's ``snapshot`` equals a new one's."""
+        ...
     def exception_record(self) -> ExceptionRecord | None:
         """The syndrome of the exception being reported to ``VcpuHost.trap`` (valid inside that
         callback), or None where the engine cannot tell."""

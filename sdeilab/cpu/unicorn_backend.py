@@ -72,6 +72,8 @@ from unicorn import (
 )
 from unicorn import arm64_const as a64
 from unicorn.unicorn_const import (
+    UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_READ_UNMAPPED,
@@ -82,10 +84,19 @@ from unicorn.unicorn_const import (
     UC_MEM_WRITE_UNMAPPED,
 )
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.unicorn_py3.unicorn import UcContext, uclib
 
 from sdeilab.cpu import native
-from sdeilab.cpu.backend import ExceptionRecord, SliceResult, Stop, SysregKey, SystemCounter, Trap, VcpuHost
+from sdeilab.cpu.backend import (
+    CpuSnapshot,
+    ExceptionRecord,
+    SliceResult,
+    Stop,
+    SysregKey,
+    SystemCounter,
+    Trap,
+    VcpuHost,
+)
 
 EngineError = UcError
 """What the CPU engine raises when it cannot go on; the layers above catch it by this name, since
@@ -632,6 +643,22 @@ def decodes_undefined(word: int) -> bool:
     return seen[:1] == [1]  # EXCP_UDEF
 
 
+@cache
+def _context_header() -> int:
+    """Where the CPU state starts in a saved context: after uc_context's own fields, which hold
+    memory-snapshot bookkeeping (a pointer among it) that is no CPU state. Found by saving a
+    context with X0 set to a pattern: env->xregs[0] follows the 16 AArch32 registers, 64 bytes
+    into CPUARMState (QEMU target/arm/cpu.h)."""
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    pattern = 0x5DE1_C0DE_F00D_B17E
+    uc.reg_write(a64.UC_ARM64_REG_X0, pattern)
+    saved = bytes(uc.context_save())
+    at = saved.find(pattern.to_bytes(8, "little"))
+    if at < 64:
+        raise RuntimeError("the CPU state could not be located in a saved Unicorn context")
+    return at - 64
+
+
 class UnicornVcpu:
     """One AArch64 vCPU on its own ``Uc``, at Non-secure EL1, RAM shared with the other vCPUs."""
 
@@ -741,6 +768,7 @@ class UnicornVcpu:
         self.write("HCR_EL2", HCR_EL2_RW)
         self.write("PSTATE", PSTATE_EL1H_DAIF)
         self._pristine = uc.context_save()
+        self._scratch: UcContext | None = None  # what ``restore`` copies a snapshot's bytes into
 
     def _direct_registers(self) -> Any:
         """``env->xregs[0..31]`` followed by ``env->pc`` as a ctypes array, or None to use the API."""
@@ -1679,22 +1707,54 @@ class UnicornVcpu:
         return reg.val
 
     # --- state -------------------------------------------------------------------------
-    def snapshot(self) -> object:
-        return self._uc.context_save()
+    def snapshot(self) -> CpuSnapshot:
+        """The whole CPU context (uc_context_save: CPUARMState up to its non-architectural tail,
+        cached hflags included) as bytes, and the adapter's own state beside it."""
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = self._uc.context_save()
+        else:
+            uclib.uc_context_save(self._uch, scratch.context)
+        header = _context_header()
+        data = ctypes.string_at(ctypes.cast(scratch.context, ctypes.c_void_p).value + header,  # type: ignore[operator]
+                                scratch.size - header)
+        return CpuSnapshot(data, (self._mdscr, self._watch_il, self._step_d, self._last_break, self._stepped))
 
-    def restore(self, snapshot: object) -> None:
-        self._uc.context_restore(snapshot)  # type: ignore[arg-type]
-        self._mdscr = self._cp_access(_MDSCR_EL1)
-        self._watch_il = self._eret_needs_watch(self._cp_access(_SPSR_EL1))  # the ERET check follows SPSR_EL1
-        self._stepped = None
+    def restore(self, snapshot: CpuSnapshot) -> None:
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = self._uc.context_save()
+        header = _context_header()
+        if len(snapshot.context) != scratch.size - header:
+            raise ValueError("a CPU snapshot of another engine build cannot be restored here")
+        ctypes.memmove(ctypes.cast(scratch.context, ctypes.c_void_p).value + header,  # type: ignore[operator]
+                       snapshot.context, len(snapshot.context))
+        self._uc.context_restore(scratch)
+        self._mdscr, self._watch_il, self._step_d, self._last_break, self._stepped = snapshot.host[:5]  # type: ignore[assignment]
+        self._watch_hit = None
+        # The check hooks as they were then, with the flags the context brought back: the next
+        # slice's _sync_* must not rebuild flags the run had not rebuilt (see _sync_step_hook).
+        if (self._mdscr & (MDSCR_SS | MDSCR_KDE) == MDSCR_SS | MDSCR_KDE) != (self._step_hook is not None):
+            if self._step_hook is None:
+                self._step_hook = self._uc.hook_add(UC_HOOK_CODE, self._on_step_check)
+            else:
+                self._uc.hook_del(self._step_hook)
+                self._step_hook = None
+        self._sync_il_hook()
+        # A memcpy of the context changes no TLB entry and no translated code: both may now be
+        # wrong (another TTBR, an SCTLR with the MMU off, RAM written back under the code).
+        self._uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self._uc.ctl_flush_tb()
 
     def reset(self, mpidr: int) -> None:
         """Architectural reset into Non-secure EL1h, DAIF masked, MMU off, with this MPIDR."""
         self._uc.context_restore(self._pristine)
+        self._uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)  # the MMU is off now: no old translation holds
         self._last_break = None  # a CPU coming out of reset has stopped at no breakpoint
         self._watch_il = False
         self._mdscr = 0  # MDSCR_EL1 resets to 0: the step check hook goes at the next slice
         self._stepped = None
+        self._step_d = True
         self._watch_hit = None
         self.write("VMPIDR_EL2", mpidr)
         self.set_xs([0] * 31)

@@ -16,6 +16,7 @@ from sdeilab.firmware.smccc import NO_RETURN, NOT_SUPPORTED, SUCCESS, Function, 
 from sdeilab.machine.machine import Machine
 from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, cpu_of_mpidr
 from sdeilab.machine.outcome import StopReason
+from sdeilab.machine.state import FieldState
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 
 PSCI_VERSION_1_1 = 0x0001_0001
@@ -104,8 +105,9 @@ class PowerFeed:
             self._psci.subscribe(event, callback)
 
 
-class Psci(Service):
+class Psci(FieldState, Service):
     name = "psci"
+    STATE = ("_suspending",)  # what a machine snapshot holds of PSCI (sdeilab.machine.state)
 
     def __init__(self, machine: Machine, dispatcher: SmcccDispatcher, *, affinity_fields_only: bool = False) -> None:
         self.machine = machine
@@ -119,6 +121,7 @@ class Psci(Service):
         self.cpu_off_vetoes: list[CpuOffVeto] = []  # a non-None answer refuses CPU_OFF with that code
         self._suspending: set[int] = set()
         machine.power_listeners.append(self._on_power)
+        machine.attach("psci", self)
 
     # --- publication -------------------------------------------------------------------
     def subscribe(self, event: PowerEvent, callback: PowerSubscriber) -> None:

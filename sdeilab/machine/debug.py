@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sdeilab.cpu.backend import SysregKey
+from sdeilab.machine.state import FieldState
 
 WATCHPOINTS = 4  # ID_AA64DFR0_EL1.WRPs + 1 on QEMU's cortex-a57
 BREAKPOINTS = 6  # ID_AA64DFR0_EL1.BRPs + 1
@@ -110,8 +111,10 @@ class Hit:
     write: bool
 
 
-class Watchpoints:
+class Watchpoints(FieldState):
     """One CPU's watchpoint registers and the watchpoints they arm."""
+
+    STATE = ("wvr", "wcr", "armed")  # sdeilab.machine.state
 
     def __init__(self) -> None:
         self.wvr = [0] * WATCHPOINTS

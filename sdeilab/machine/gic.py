@@ -37,6 +37,7 @@ from sdeilab.machine.gic_cpuif import (
     IccReg,
 )
 from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity
+from sdeilab.machine.state import FieldState
 from sdeilab.trace import IrqAcknowledged, IrqAsserted, IrqCompleted
 
 __all__ = [
@@ -137,8 +138,12 @@ def _pending(bank: dict[str, int]) -> int:
     return bank["latch"] | (bank["level"] & ~bank["edge"])
 
 
-class GicV3(IccMixin):
+class GicV3(FieldState, IccMixin):
     """A GICv3 (distributor, one redistributor and CPU interface per CPU) without LPIs or ITS."""
+
+    # Everything reset() sets, the input line levels and the update count (sdeilab.machine.state).
+    STATE = ("_gicd_ctlr", "_p", "_s", "_pprio", "_sprio", "_irouter", "_asleep", "_cpuif", "_fw_acked", "_irq",
+             "_fiq", "_hppi", "_hppi_prio", "_hppi_grp", "_fw_hppi", "generation")
 
     def __init__(
         self,

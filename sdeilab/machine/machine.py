@@ -29,6 +29,7 @@ leaves the same trace as one run (tests/test_session.py).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import mmap
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
 from sdeilab.machine.pl031 import DEFAULT_EPOCH, Pl031
 from sdeilab.machine.pmu import PMU_ENCODINGS, PMU_READ_ONLY, PMU_WRITE_ONLY, Clocks, Pmu, PmuReg, el0_may_access
 from sdeilab.machine.sp804 import Sp804
+from sdeilab.machine.state import MachineSnapshot, Ram, Stateful
 from sdeilab.machine.timer import NS_PER_COUNT, TIMER_COUNTERS, TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
 from sdeilab.machine.uart import Pl011
 from sdeilab.machine.vcpu import Vcpu, VcpuState
@@ -114,6 +116,22 @@ _TRAP_REASONS = {Trap.UNDEFINED: "undefined instruction", Trap.SVC: "svc", Trap.
                  Trap.DATA_ABORT: "data abort", Trap.PREFETCH_ABORT: "instruction abort"}
 
 PowerListener = Callable[[int, VcpuState, VcpuState, str], None]
+
+# The machine's own state beside its parts (``Machine.snapshot``): the scheduler's clocks and
+# pending work, the debugger's stops, the watchpoints' translated ranges, what the UART sent.
+# Every other attribute is wiring or configuration; tests/test_snapshot.py checks that each
+# attribute of a Machine is one or the other, so a new one cannot be forgotten here.
+SCHEDULER_STATE = ("uart_output", "_clock", "_local", "_not_before", "_masked_for", "_spin", "_round_start",
+                   "retired", "_outcome", "_budget_end", "_break", "_pending", "_round_open", "_debugger",
+                   "last_cpu", "cpu_retired", "_stale_code", "_next_device_deadline", "_last_activity",
+                   "_watch_map", "_watch_ranges", "_watch_mmu", "_watch_hit")
+NOT_STATE = frozenset({
+    "trace", "quantum", "ram_region", "ram", "firmware", "power_listeners", "uart_sinks", "slice_hooks",
+    "wake_checks", "device_tree", "gic", "uart", "timers", "pmus", "sp804", "rtc", "_clocked", "_sysreg_reads",
+    "_sysreg_writes", "watchpoints", "_mmio", "vcpus", "_current", "_ram", "_parts", "_power_on", "_power_on_trace",
+    "code_generation",  # only grows: it keys caches of decoded guest code, which a restore makes stale
+    "image",  # state, kept by reference (a GuestImage is never changed)
+})
 
 
 @dataclass(slots=True)
@@ -176,8 +194,12 @@ class Machine:
         self.ram_region = MemMapEntry(VIRT_MEMMAP[Region.RAM].base, ram_size)
         # An anonymous mapping: the host backs a page only once the guest touches it, so a large
         # RAM costs address space, not memory. One the host cannot even map is refused here.
+        # Private, where the host has that: a page nobody wrote reads as the host's shared zero
+        # page (a shared mapping backs every page read, which comparing RAM for a snapshot does),
+        # and a reset can hand the pages back (sdeilab.machine.state.Ram.clear).
+        private = {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_PRIVATE") else {}
         try:
-            self.ram = mmap.mmap(-1, ram_size)
+            self.ram = mmap.mmap(-1, ram_size, **private)
         except (OSError, OverflowError) as error:
             raise RamSizeError(f"{format_ram_size(ram_size)} of RAM: the host cannot map that much "
                                f"({getattr(error, 'strerror', None) or error})") from None
@@ -279,6 +301,106 @@ class Machine:
         self.cpu_retired = [0] * cpus  # instructions each CPU retired
         # Physical ranges whose code another CPU changed (IC IVAU), dropped before each CPU's next slice.
         self._stale_code: list[list[list[int]]] = [[] for _ in range(cpus)]
+        # Reset and snapshot (sdeilab.machine.state): the parts by name, and each one's power-on state.
+        self._ram = Ram(self.ram, private=bool(private))
+        self._parts: dict[str, Stateful] = {"gic": self.gic, "uart0": self.uart, "sp804": self.sp804, "rtc": self.rtc}
+        for cpu in range(cpus):
+            self._parts.update({f"timer{cpu}": self.timers[cpu], f"pmu{cpu}": self.pmus[cpu],
+                                f"watchpoints{cpu}": self.watchpoints[cpu]})
+        self._power_on: dict[str, object] = {name: part.snapshot() for name, part in self._parts.items()}
+        self._power_on["scheduler"] = self._scheduler_state()
+        self._power_on_trace = self.trace.mark()
+
+    # --- reset and snapshot ----------------------------------------------------------------
+    def attach(self, name: str, part: Stateful) -> None:
+        """Make ``part`` (a firmware service) part of the machine's state: snapshots hold it, restores
+        and resets put it back. Its state now is its power-on state: attach it as it is built."""
+        if name in self._parts or name == "scheduler":
+            raise ValueError(f"a part named {name!r} is attached already")
+        self._parts[name] = part
+        self._power_on[name] = part.snapshot()
+
+    def _scheduler_state(self) -> tuple[object, ...]:
+        return (copy.deepcopy(tuple(getattr(self, name) for name in SCHEDULER_STATE)), self.image)
+
+    def _apply_scheduler_state(self, state: object) -> None:
+        assert isinstance(state, tuple)
+        values, image = state
+        for name, value in zip(SCHEDULER_STATE, copy.deepcopy(values), strict=True):
+            setattr(self, name, value)
+        self.image = image
+
+    def _between_slices(self, what: str) -> None:
+        if self._current is not None:
+            raise RuntimeError(f"{what} while a CPU runs: call it between runs, not from a callback")
+
+    def snapshot(self) -> MachineSnapshot:
+        """The whole machine now, as a value that ``restore`` puts back any number of times.
+
+        It holds RAM (in chunks shared with the previous snapshot where unchanged), each vCPU's
+        context through the CPU backend (registers, system registers, the engine's own state) and
+        its power state, every attached part (GIC, generic timers, PMUs, watchpoints, PL011,
+        SP804, PL031, and the firmware services that attached themselves), the scheduler's
+        clocks and pending work, and the trace's length. Breakpoints are not state: they stay.
+        """
+        self._between_slices("snapshot")
+        return MachineSnapshot(
+            retired=self.retired, vtime=self._clock, trace=self.trace.mark(), ram=self._ram.snapshot(),
+            cpus=tuple(vcpu.backend.snapshot() for vcpu in self.vcpus),
+            vcpus=tuple((vcpu.state, vcpu.entry) for vcpu in self.vcpus),
+            parts=tuple((name, part.snapshot()) for name, part in self._parts.items()),
+            scheduler=self._scheduler_state())
+
+    def restore(self, snapshot: MachineSnapshot) -> None:
+        """Put the machine back as it was when ``snapshot`` was taken: a run from here does what
+        the run from there did, fact for fact (tests/test_snapshot.py).
+
+        The trace goes back to its length then: facts recorded since are forgotten. So a snapshot
+        can be restored only while the trace still holds its facts (ValueError otherwise, with
+        nothing changed): after any number of runs and restores to earlier snapshots, not after a
+        restore to an earlier one than it, a ``reset``, or a run that went another way.
+        """
+        self._between_slices("restore")
+        if len(snapshot.cpus) != len(self.vcpus) or snapshot.ram.size != len(self.ram) \
+                or tuple(name for name, _ in snapshot.parts) != tuple(self._parts):
+            raise ValueError("a snapshot of a machine built otherwise (CPUs, RAM or parts differ)")
+        if not self.trace.holds(snapshot.trace):
+            raise ValueError(f"the trace no longer holds the {snapshot.trace.length} facts of that snapshot "
+                             "(it was rewound past them, or the run went another way since)")
+        self._ram.restore(snapshot.ram)
+        for vcpu, cpu, (state, entry) in zip(self.vcpus, snapshot.cpus, snapshot.vcpus, strict=True):
+            vcpu.backend.restore(cpu)  # drops its translated code and TLB too
+            vcpu.state, vcpu.entry = state, entry  # type: ignore[assignment]
+        for name, state in snapshot.parts:
+            self._parts[name].restore(state)
+        self._apply_scheduler_state(snapshot.scheduler)
+        self._after_state_change()
+        self.trace.rewind(snapshot.trace)
+
+    def reset(self) -> None:
+        """Power-on reset: the machine as it was built, firmware included (tests/test_snapshot.py
+        compares it with a new one). Every CPU is off with its reset context, RAM is zero, no
+        guest is loaded (``load`` one) and the trace is back to its length when the machine was
+        built (cleared if it no longer holds those facts). Breakpoints stay."""
+        self._between_slices("reset")
+        self._ram.clear()
+        for vcpu in self.vcpus:
+            vcpu.backend.reset(vcpu.mpidr)
+            vcpu.state, vcpu.entry = VcpuState.OFF, None
+        for name, part in self._parts.items():
+            part.restore(self._power_on[name])
+        self._apply_scheduler_state(self._power_on["scheduler"])
+        self._after_state_change()
+        if self.trace.holds(self._power_on_trace):
+            self.trace.rewind(self._power_on_trace)
+        else:
+            self.trace.clear()
+
+    def _after_state_change(self) -> None:
+        """Caches of the state just put back: translated code, and each engine's watched ranges."""
+        self._invalidate_code()
+        for vcpu in self.vcpus:
+            vcpu.backend.set_watch_ranges(self._watch_ranges[vcpu.index])
 
     # --- time ---------------------------------------------------------------------------
     def now(self) -> int:

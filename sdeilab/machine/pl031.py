@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sdeilab.machine.state import FieldState
+
 NS_PER_SECOND = 1_000_000_000
 # 2026-01-01T00:00:00Z: the time of day a run starts at unless told otherwise.
 DEFAULT_EPOCH = 1_767_225_600
@@ -27,7 +29,9 @@ ID_REGISTERS = {0xFE0: 0x31, 0xFE4: 0x10, 0xFE8: 0x14, 0xFEC: 0x00, 0xFF0: 0x0D,
 _MASK32 = 0xFFFF_FFFF
 
 
-class Pl031:
+class Pl031(FieldState):
+    STATE = ("offset", "match", "loaded", "mask", "raw", "alarm", "_level")  # sdeilab.machine.state
+
     def __init__(self, set_irq: Callable[[bool], None], epoch: int = DEFAULT_EPOCH) -> None:
         if not 0 <= epoch <= _MASK32:
             raise ValueError(f"the RTC's epoch must fit its 32-bit count, not {epoch}")

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from sdeilab.machine.state import FieldState
+
 PMU_INTID = 23  # QEMU virt's PMU PPI (VIRTUAL_PMU_IRQ 7, INTID 16 + 7)
 COUNTERS = 6  # PMCR_EL0.N of QEMU's cortex-a57
 CYCLE = 31  # the cycle counter's bit in PMCNTENSET, PMOVSSET, PMINTENSET
@@ -126,8 +128,10 @@ class Clocks:
 
 
 @dataclass
-class Pmu:
+class Pmu(FieldState):
     """The PMU of one CPU. ``set_level(intid, level)`` drives its PPI, called when the level changes."""
+
+    STATE = ("pmcr", "cnten", "ovs", "inten", "selr", "counters", "cycle", "line")  # sdeilab.machine.state
 
     cpu: int
     set_level: Callable[[int, bool], None]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sdeilab.machine.state import FieldState
+
 TIMCLK_HZ = 1_000_000
 NS_PER_TICK = 1_000_000_000 // TIMCLK_HZ
 
@@ -50,7 +52,9 @@ class _Timer:
         return self.start_time + self.start_value * self.ns_per_tick
 
 
-class Sp804:
+class Sp804(FieldState):
+    STATE = ("timers", "_level")  # sdeilab.machine.state
+
     def __init__(self, set_irq: Callable[[bool], None]) -> None:
         self._set_irq = set_irq
         self.timers = [_Timer(), _Timer()]

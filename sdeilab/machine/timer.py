@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from sdeilab.machine.memmap import Ppi
+from sdeilab.machine.state import FieldState
 
 COUNTER_HZ = 62_500_000  # CNTFRQ_EL0 as QEMU's default (GTIMER_SCALE 16 ns)
 NS_PER_COUNT = 1_000_000_000 // COUNTER_HZ  # 16 ns of virtual time per count
@@ -83,8 +84,10 @@ class _Timer:
     line: bool = False
 
 
-class GenericTimer:
+class GenericTimer(FieldState):
     """One CPU's EL1 physical (PPI 30) and virtual (PPI 27) timers."""
+
+    STATE = ("_phys", "_virt", "cntfrq", "_counter")  # sdeilab.machine.state
 
     def __init__(self, cpu: int, set_level: Callable[[int, bool], None]) -> None:
         self.cpu = cpu

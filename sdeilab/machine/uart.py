@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from sdeilab.machine.state import FieldState
+
 # Register offsets (DDI 0183 3.2, summary of registers).
 UARTDR = 0x000
 UARTRSR = 0x004  # UARTECR on write
@@ -65,8 +67,11 @@ IFLS_RESET = 0x12  # both trigger levels at half full
 FIFO_DEPTH = 32
 
 
-class Pl011:
+class Pl011(FieldState):
     """The UART0 of the virt board; the machine maps it at 0x0900_0000 and wires SPI 1."""
+
+    # The registers, both FIFOs' contents, the line, and what it sent (sdeilab.machine.state).
+    STATE = ("ilpr", "ibrd", "fbrd", "lcr_h", "cr", "ifls", "imsc", "ris", "dmacr", "output", "_host", "_rx", "_line")
 
     def __init__(self, set_irq: Callable[[bool], None], on_tx: Callable[[int], None]) -> None:
         self._set_irq = set_irq

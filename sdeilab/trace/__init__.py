@@ -3,7 +3,7 @@
 This package imports no other sdeilab layer.
 """
 
-from sdeilab.trace.log import TraceLog
+from sdeilab.trace.log import TraceLog, TraceMark
 from sdeilab.trace.records import (
     FACT_KINDS,
     ExceptionTaken,
@@ -43,4 +43,5 @@ __all__ = [
     "SmcccCall",
     "SmcccReturn",
     "TraceLog",
+    "TraceMark",
 ]

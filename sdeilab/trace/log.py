@@ -28,6 +28,7 @@ import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import overload
 
@@ -60,6 +61,20 @@ def _position(kind: type[Fact], name: str) -> int:
 def _event_position(kind: type[Fact]) -> int:
     """Where a kind's ``event`` field sits in its payload, or -1: the SDEI facts are indexed by event."""
     return _position(kind, "event")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceMark:
+    """How long a log was at some moment (``TraceLog.mark``), to go back to it (``TraceLog.rewind``).
+
+    ``last`` is the last fact kept then (None if there was none): a log whose history has since
+    taken another course is told apart by it.
+    """
+
+    length: int
+    dropped: int
+    dropped_at: tuple[int, int] | None
+    last: Fact | None
 
 
 class TraceLog:
@@ -365,6 +380,51 @@ class TraceLog:
 
     def last_vtime(self) -> int:
         return self._vtime[-1] if self._vtime else 0
+
+    # --- going back ------------------------------------------------------------------------
+    def mark(self) -> TraceMark:
+        """The log's length now, to ``rewind`` to (a machine snapshot keeps one)."""
+        length = len(self._payload)
+        return TraceMark(length, self.dropped, self.dropped_at, self._make(length - 1) if length else None)
+
+    def holds(self, mark: TraceMark) -> bool:
+        """Whether the log still holds the facts it held at ``mark`` (so ``rewind`` can go back to it)."""
+        length = mark.length
+        return length <= len(self._payload) and (not length or self._make(length - 1) == mark.last)
+
+    def rewind(self, mark: TraceMark) -> None:
+        """Forget every fact appended since ``mark`` was taken, as if they had never been recorded.
+
+        This is the one exception to "append-only", for a machine restored to an earlier state
+        (``Machine.restore``): what the guest does from there is recorded again. ValueError, and
+        nothing changes, if the log does not hold the facts up to ``mark`` (it was rewound past
+        it, or cleared, or its history went another way since).
+        """
+        length = mark.length
+        if not self.holds(mark):
+            raise ValueError(f"the trace does not hold the {length} facts of that moment: it was rewound past it "
+                             "or its history went another way since")
+        with self._lock:
+            self.dropped, self.dropped_at = mark.dropped, mark.dropped_at
+            if length == len(self._payload):
+                return
+            del self._kind[length:], self._cpu[length:], self._vtime[length:], self._payload[length:]
+            if self._indexed <= length:
+                return
+            # Each index holds seqs in order: cut it at ``length``; an index left empty goes.
+            for indexes in (self._by_kind, self._by_cpu, self._by_event):
+                for key in list(indexes):
+                    index = indexes[key]
+                    del index[bisect_left(index, length):]
+                    if not index:
+                        del indexes[key]
+            blocks = length // BLOCK  # block b is complete once seq (b + 1) * BLOCK - 1 is indexed
+            del self._block_max[blocks:]
+            tail = self._vtime[blocks * BLOCK:length]
+            self._run_max = max([*self._block_max[-1:], *tail], default=-(1 << 63))
+            # ``_lag`` stays: the largest lag of a longer log still bounds this one's (a window
+            # query checks each candidate's vtime exactly).
+            self._indexed = length
 
     def clear(self) -> None:
         """Forget every fact; the limit and the overflow stay."""

@@ -30,6 +30,7 @@ from sdeilab.firmware.smccc import NO_RETURN, Function, Result, Service, SmcccDi
 from sdeilab.machine.exceptions import PSTATE_DAIF, PSTATE_EL1H, PSTATE_NZCV
 from sdeilab.machine.machine import Machine
 from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity, cpu_of_mpidr
+from sdeilab.machine.state import FieldState
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 from sdeilab.trace import SdeiBinding, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition
 
@@ -71,8 +72,12 @@ class SdeiPlatform:
     first_shared_event: int = 2000
 
 
-class Sdei(Service):
+class Sdei(FieldState, Service):
     name = "sdei"
+    # What a machine snapshot holds of the dispatcher (sdeilab.machine.state): the events' bindings,
+    # every registration, each PE's mask, dispatch stack and pending events, the RM_ANY round-robin.
+    # One deep copy of them all keeps a dispatch pointing at its own event and registration.
+    STATE = ("events", "shared", "private", "leaked_counts", "pes", "_last_taker", "_routing_any")
 
     def __init__(self, machine: Machine, psci: Psci | PowerFeed, dispatcher: SmcccDispatcher,
                  platform: SdeiPlatform | None = None, quirks: Quirks | None = None) -> None:
@@ -105,6 +110,7 @@ class Sdei(Service):
         machine.slice_hooks.append(self._deliver)
         machine.wake_checks.append(self._has_deliverable)
         machine.power_listeners.append(lambda cpu, old, new, cause: self._route_any())
+        machine.attach("sdei", self)
 
     # --- the function table ------------------------------------------------------------
     def functions(self) -> Iterable[Function]:

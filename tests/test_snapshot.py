@@ -1,0 +1,280 @@
+"""Reset and snapshot (sdeilab.machine.state, ``Machine.reset``/``snapshot``/``restore``).
+
+The claims: a snapshot taken anywhere, restored, runs on exactly as the run it was taken from
+(the same facts at the same seqs, the same RAM, the same UART bytes), any number of times; a
+reset machine is a new one; the trace goes back with a restore. The guests are the SDEI
+scenarios on 4 CPUs, with snapshots taken while a CPU_ON is pending, while an SDEI handler runs
+and while an event is pending, under the profiles with EL3 firmware, KVM's SDEI and no SDEI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.firmware.profiles import profile_named
+from sdeilab.machine.machine import NOT_STATE, SCHEDULER_STATE, Machine
+from sdeilab.machine.outcome import StopReason
+from sdeilab.machine.state import FieldState, MachineSnapshot
+from sdeilab.machine.vcpu import VcpuState
+from sdeilab.trace import Fact, IrqAsserted, PowerTransition, SdeiDispatch, SdeiTransition, SmcccCall, TraceLog
+
+GUESTS = Path(__file__).resolve().parent.parent / "guests" / "sdei"
+CPUS = 4
+STEP = 997  # instructions between looks at the machine while searching for a moment (a prime: no beat with quanta)
+END = 50_000_000
+
+
+def elf(name: str, profile: str) -> Path:
+    """The build whose conduit the profile answers: HVC where it can, else SMC."""
+    return GUESTS / (f"{name}.elf" if "hvc" in profile_named(profile).conduits else f"{name}-smc.elf")
+
+
+@dataclass(frozen=True)
+class Run:
+    facts: list[Fact]
+    ram: bytes
+    uart: bytes
+    reason: StopReason
+    retired: int
+
+
+def finish(machine: Machine, budget: int = END) -> Run:
+    outcome = machine.run(budget, debugger=True)
+    return Run(list(machine.trace), bytes(machine.ram), bytes(machine.uart_output), outcome.reason, machine.retired)
+
+
+class _Watched(TraceLog):
+    """A trace that stops the machine right after each fact of ``kinds`` (as the debugger's break_on)."""
+
+    def __init__(self, kinds: tuple[type[Fact], ...]) -> None:
+        super().__init__()
+        self.kinds = kinds
+        self.machine: Machine | None = None
+
+    def add(self, kind: type[Fact], cpu: int, vtime: int, *payload: object) -> None:
+        super().add(kind, cpu, vtime, *payload)
+        if self.machine is not None and issubclass(kind, self.kinds):
+            self.machine.request_break(StopReason.BREAK, kind.__name__)
+
+
+def loaded(name: str, profile: str, trace: TraceLog | None = None) -> Platform:
+    platform = make_platform(CPUS, profile, trace=trace)
+    platform.load(elf(name, profile))
+    return platform
+
+
+def moments(name: str, profile: str) -> tuple[Platform, dict[str, MachineSnapshot]]:
+    """A platform running the guest, and snapshots it took at interesting moments of the run:
+    a CPU_ON accepted and not yet started, an SDEI handler running, an SDEI event pending on a
+    PE, several CPUs on. The run stops after each power transition and SDEI call or dispatch."""
+    trace = _Watched((PowerTransition, SdeiTransition, SmcccCall))
+    platform = loaded(name, profile, trace)
+    machine, sdei = platform.machine, platform.sdei
+    trace.machine = machine
+    wanted: dict[str, MachineSnapshot] = {}
+    tests = {
+        "cpu-on-pending": lambda: any(v.state is VcpuState.ON_PENDING for v in machine.vcpus),
+        "handler-running": lambda: sdei is not None and any(pe.stack for pe in sdei.pes),
+        "event-pending": lambda: sdei is not None and any(pe.pending for pe in sdei.pes),
+        "several-cpus-on": lambda: sum(v.state is VcpuState.ON for v in machine.vcpus) > 1,
+    }
+    while machine.retired < END and len(wanted) < len(tests):
+        outcome = machine.run(STEP, debugger=True)
+        for label, holds in tests.items():
+            if label not in wanted and holds():
+                wanted[label] = machine.snapshot()
+        if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
+            break
+    trace.machine = None
+    return platform, wanted
+
+
+# --- snapshot, run, restore, run ----------------------------------------------------------------
+CASES = [("cpu_on_masking", "virt"), ("tftf_rm_any", "virt"), ("linux_client", "virt"),
+         ("tftf_signal_all", "firmware"), ("nesting", "firmware"), ("tftf_parallel", "firmware"), ("tftf_parallel", "kvm"),
+         ("cpu_on_masking", "kvm-sdei")]
+
+
+@pytest.mark.parametrize(("name", "profile"), CASES)
+def test_a_restored_snapshot_runs_on_as_the_run_it_was_taken_from(name: str, profile: str) -> None:
+    reference = finish(loaded(name, profile).machine)
+    assert reference.reason is StopReason.SYSTEM_OFF, reference
+    platform, taken = moments(name, profile)
+    machine = platform.machine
+    must = set()
+    if any(isinstance(f, PowerTransition) and f.new == VcpuState.ON_PENDING.value for f in reference.facts):
+        must |= {"cpu-on-pending", "several-cpus-on"}
+    if any(isinstance(f, SdeiDispatch) for f in reference.facts):
+        must.add("handler-running")
+    assert must <= set(taken), sorted(taken)
+    # Latest first: each restore goes back along the trace (a later one after an earlier fails).
+    for label, snapshot in sorted(taken.items(), key=lambda item: -item[1].retired):
+        for attempt in range(2):  # a snapshot is a value: restoring it twice gives the same run twice
+            machine.restore(snapshot)
+            assert machine.retired == snapshot.retired and len(machine.trace) == snapshot.trace.length
+            again = finish(machine)
+            where = f"{label} at {snapshot.retired} instructions, restore #{attempt + 1}"
+            assert again.retired == reference.retired, where
+            assert again.facts == reference.facts, where
+            assert again.ram == reference.ram, where
+            assert again.uart == reference.uart, where
+
+
+def test_snapshot_run_n_restore_run_n_gives_the_same_facts_ram_and_output() -> None:
+    """The issue's words, in the middle of a 4-CPU run with SDEI events in flight."""
+    platform = loaded("tftf_rm_any", "virt")
+    machine = platform.machine
+    machine.run(2_300_000, debugger=True)  # all four CPUs on, RM_ANY events about to fly
+    snapshot = machine.snapshot()
+    start = len(machine.trace)
+    runs = []
+    for _ in range(3):
+        machine.restore(snapshot)
+        outcome = machine.run(400_000, debugger=True)
+        assert outcome.reason is StopReason.BUDGET
+        runs.append((machine.trace[start:], bytes(machine.ram), bytes(machine.uart_output), machine.now()))
+    assert runs[0][0], "nothing happened in those instructions: pick a busier stretch"
+    assert any(isinstance(f, SmcccCall) and f.name.startswith("SDEI") for f in runs[0][0])
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_a_snapshot_does_not_change_the_run() -> None:
+    """Taking snapshots (and stopping to take them) leaves the run as it is without them."""
+    reference = finish(loaded("tftf_signal_all", "virt").machine)
+    platform = loaded("tftf_signal_all", "virt")
+    machine = platform.machine
+    while machine.run(150_001, debugger=True).reason is StopReason.BUDGET:
+        machine.snapshot()
+    assert list(machine.trace) == reference.facts and bytes(machine.uart_output) == reference.uart
+
+
+# --- reset ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", ["virt", "firmware", "kvm"])
+def test_a_reset_machine_is_a_new_one(profile: str) -> None:
+    new = make_platform(CPUS, profile).machine.snapshot()
+    platform = loaded("tftf_rm_any", profile)
+    machine = platform.machine
+    machine.set_breakpoints(frozenset())
+    assert finish(machine, 2_000_000).facts
+    machine.reset()
+    state = machine.snapshot()
+    for field in ("retired", "vtime", "trace", "ram", "cpus", "vcpus", "scheduler"):
+        assert getattr(state, field) == getattr(new, field), field
+    assert dict(state.parts) == dict(new.parts)
+    # And a run from reset is a run from new.
+    machine.load(elf("tftf_rm_any", profile))
+    after_reset = finish(machine)
+    fresh = finish(loaded("tftf_rm_any", profile).machine)
+    assert after_reset == fresh
+
+
+def test_reset_after_a_fault_and_with_a_guest_that_wrote_everywhere() -> None:
+    platform = make_platform(2)
+    machine = platform.machine
+    machine.write_ram(machine.ram_region.base + machine.ram_region.size - 8, b"\xff" * 8)
+    machine.write_ram(machine.ram_region.base, b"\x00\x00\x00\x00")  # UDF #0 at the entry: a fault
+    machine.load(GUESTS / "nesting.elf")
+    machine.write_ram(machine.ram_region.base + 0x100_0000, b"x" * 100_000)
+    finish(machine)
+    machine.reset()
+    assert not any(bytes(machine.ram))
+    assert machine.image is None and all(v.state is VcpuState.OFF for v in machine.vcpus)
+    assert machine.snapshot() == make_platform(2).machine.snapshot()
+
+
+# --- the trace goes back --------------------------------------------------------------------------
+def test_restore_takes_the_trace_back_and_refuses_a_history_it_no_longer_holds() -> None:
+    platform = loaded("tftf_serial", "virt")
+    machine = platform.machine
+    machine.run(200_000, debugger=True)
+    early = machine.snapshot()
+    machine.run(600_000, debugger=True)
+    late = machine.snapshot()
+    assert late.trace.length > early.trace.length
+    machine.restore(early)
+    assert len(machine.trace) == early.trace.length
+    with pytest.raises(ValueError, match="no longer holds"):
+        machine.restore(late)  # its facts are gone: restores go back, never forward
+    machine.run(600_000, debugger=True)
+    machine.restore(late)  # the same history again: its facts are there again
+    assert machine.snapshot() == late
+    machine.reset()
+    with pytest.raises(ValueError, match="no longer holds"):
+        machine.restore(early)
+
+
+def test_a_snapshot_of_another_machine_is_refused() -> None:
+    snapshot = make_platform(2).machine.snapshot()
+    with pytest.raises(ValueError, match="built otherwise"):
+        make_platform(3).machine.restore(snapshot)
+    with pytest.raises(ValueError, match="built otherwise"):
+        make_platform(2, "kvm").machine.restore(snapshot)  # no SDEI dispatcher attached
+
+
+def _log(facts: list[tuple[int, int]]) -> TraceLog:
+    log = TraceLog()
+    for n, (cpu, vtime) in enumerate(facts):
+        log.add(IrqAsserted, cpu, vtime, 32 + n % 7, "test")
+    return log
+
+
+def test_trace_rewind_leaves_the_log_and_its_indexes_as_if_the_rest_had_never_been_added() -> None:
+    facts = [(n % 3, (n * 7919) % 5000) for n in range(1000)]
+    for cut in (0, 1, 63, 64, 65, 500, 999, 1000):
+        log = _log(facts[:cut])
+        mark = log.mark()
+        whole = _log(facts[:cut])
+        for cpu, vtime in facts[cut:]:
+            log.add(IrqAsserted, cpu, vtime, 40, "test")
+        log.seqs(IrqAsserted)  # indexed past the mark
+        log.rewind(mark)
+        assert list(log) == list(whole)
+        for query in ({}, {"cpu": 1}, {"start": 1000, "end": 2000}, {"cpu": 2, "start": 4000}):
+            assert log.seqs(IrqAsserted, **query) == whole.seqs(IrqAsserted, **query), (cut, query)  # type: ignore[arg-type]
+        assert log.cpus() == whole.cpus() and log.max_vtime() == whole.max_vtime()
+        assert log.count(IrqAsserted) == whole.count(IrqAsserted)
+
+
+def test_trace_rewind_past_the_limit_counts_the_dropped_facts_again() -> None:
+    log = TraceLog(limit=5)
+    for n in range(3):
+        log.add(IrqAsserted, 0, n, 33, "test")
+    mark = log.mark()
+    for n in range(3, 9):
+        log.add(IrqAsserted, 0, n, 33, "test")
+    assert log.dropped == 4
+    log.rewind(mark)
+    assert len(log) == 3 and log.dropped == 0 and log.dropped_at is None
+    other = TraceLog()
+    other.add(IrqAsserted, 1, 0, 33, "test")
+    assert not other.holds(mark)
+    with pytest.raises(ValueError):
+        other.rewind(mark)
+
+
+# --- nothing is forgotten -------------------------------------------------------------------------
+def test_every_attribute_of_the_machine_is_state_or_wiring() -> None:
+    """A new attribute must be put in SCHEDULER_STATE (a snapshot holds it) or NOT_STATE."""
+    machine = make_platform(2).machine
+    unknown = set(vars(machine)) - set(SCHEDULER_STATE) - NOT_STATE
+    assert unknown == set(), f"classify these in sdeilab.machine.machine: {sorted(unknown)}"
+
+
+# What each part keeps besides its state: callbacks, its place on the board, configuration.
+_WIRING = {"_record", "_cpu_online", "_aff_to_cpu", "_spi_bits", "num_cpus", "num_spis", "num_irqs", "cpu",
+           "_set_level", "set_level", "_set_irq", "_on_tx", "epoch", "machine", "dispatcher", "platform",
+           "quirks", "affinity_fields_only", "_subscribers", "cpu_off_vetoes"}
+
+
+def test_every_attribute_of_every_part_is_state_or_wiring() -> None:
+    platform = make_platform(2)
+    parts = platform.machine._parts
+    assert {"gic", "uart0", "sp804", "rtc", "timer0", "pmu1", "watchpoints1", "psci", "sdei"} <= set(parts)
+    for name, part in parts.items():
+        assert isinstance(part, FieldState), name
+        unknown = set(vars(part)) - set(part.STATE) - _WIRING
+        assert unknown == set(), f"{name}: classify {sorted(unknown)} as state (STATE) or wiring"
