@@ -9,13 +9,16 @@ and while an event is pending, under the profiles with EL3 firmware, KVM's SDEI 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from sdeilab.firmware import session as session_module
 from sdeilab.firmware.platform import Platform, make_platform
 from sdeilab.firmware.profiles import profile_named
+from sdeilab.firmware.session import Session
 from sdeilab.machine.machine import NOT_STATE, SCHEDULER_STATE, Machine
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.state import FieldState, MachineSnapshot
@@ -95,8 +98,8 @@ def moments(name: str, profile: str) -> tuple[Platform, dict[str, MachineSnapsho
 
 # --- snapshot, run, restore, run ----------------------------------------------------------------
 CASES = [("cpu_on_masking", "virt"), ("tftf_rm_any", "virt"), ("linux_client", "virt"),
-         ("tftf_signal_all", "firmware"), ("nesting", "firmware"), ("tftf_parallel", "firmware"), ("tftf_parallel", "kvm"),
-         ("cpu_on_masking", "kvm-sdei")]
+         ("tftf_signal_all", "firmware"), ("nesting", "firmware"), ("tftf_parallel", "firmware"),
+         ("tftf_parallel", "kvm"), ("cpu_on_masking", "kvm-sdei")]
 
 
 @pytest.mark.parametrize(("name", "profile"), CASES)
@@ -278,3 +281,104 @@ def test_every_attribute_of_every_part_is_state_or_wiring() -> None:
         assert isinstance(part, FieldState), name
         unknown = set(vars(part)) - set(part.STATE) - _WIRING
         assert unknown == set(), f"{name}: classify {sorted(unknown)} as state (STATE) or wiring"
+
+
+# --- the debugger's checkpoints (sdeilab.firmware.session) ---------------------------------------
+def _state(session: Session) -> tuple[object, ...]:
+    machine = session.machine
+    return (session.retired, [session.registers(cpu) for cpu in range(session.cpus)],
+            [v.state for v in machine.vcpus], list(session.trace), bytes(machine.ram), session.uart, machine.now())
+
+
+@pytest.fixture
+def every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint at every chunk of a run: every step back goes through a restore."""
+    monkeypatch.setattr(session_module, "CHECKPOINT_SECONDS", 0.0)
+
+
+@pytest.mark.usefixtures("every_chunk")
+def test_step_back_through_checkpoints_lands_where_a_run_from_the_start_does() -> None:
+    guest = elf("tftf_rm_any", "virt")
+    session = Session(guest, cpus=CPUS)
+    session.run(2_600_000)
+    assert len(session.checkpoints) > 5 and session.checkpoints[0][0] == 0
+    for count in (1, 7, 300_000, 1_000_000, 1):
+        session.step_back(count)
+        fresh = Session(guest, cpus=CPUS)
+        fresh.run(session.retired)
+        assert _state(session) == _state(fresh), count
+    # Forward again from there: the same history as a run that never stepped back.
+    session.run(400_000)
+    fresh = Session(guest, cpus=CPUS)
+    fresh.run(session.retired)
+    assert _state(session) == _state(fresh)
+
+
+@pytest.mark.usefixtures("every_chunk")
+def test_step_back_to_a_fact_lands_where_a_break_on_it_stops() -> None:
+    guest = elf("tftf_signal_all", "virt")
+    session = Session(guest, cpus=CPUS)
+    session.run()
+    dispatches = [f for f in session.trace if isinstance(f, SdeiDispatch)]
+    assert len(dispatches) >= 3
+    for fact in (dispatches[-1], dispatches[1]):
+        info = session.step_back_to(fact.seq)
+        assert info.fact == fact
+        fresh = Session(guest, cpus=CPUS)
+        fresh.run_until(lambda f, seq=fact.seq: f.seq == seq)
+        assert _state(session) == _state(fresh)
+
+
+def test_checkpoints_stay_within_their_count_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(session_module, "CHECKPOINT_COUNT", 6)
+    guest = elf("tftf_state", "virt")
+    session = Session(guest, cpus=CPUS)
+    session.run(3_000_000)
+    kept = session.checkpoints
+    assert len(kept) == 6 and kept[0][0] == 0 and kept[-1][0] > 2_500_000
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(kept)]
+    assert gaps[-1] <= gaps[0], f"old checkpoints go first: {kept}"
+    session.step_back(1)
+    fresh = Session(guest, cpus=CPUS)
+    fresh.run(session.retired)
+    assert _state(session) == _state(fresh)
+    # A memory budget smaller than what one checkpoint holds leaves the first and the last.
+    monkeypatch.setattr(session_module, "CHECKPOINT_MEMORY", 1)
+    small = Session(guest, cpus=CPUS)
+    small.run(1_500_000)
+    assert len(small.checkpoints) == 2 and small.checkpoint_bytes > 1
+
+
+def test_reset_restores_the_loaded_guest_on_the_same_platform() -> None:
+    guest = elf("tftf_parallel", "virt")
+    session = Session(guest, cpus=CPUS)
+    platform = session.platform
+    loaded_state = _state(session)
+    session.run(700_000)
+    info = session.reset()
+    assert info.reason == "reset" and info.executed == -700_000
+    assert session.platform is platform and _state(session) == loaded_state
+    assert _state(Session(guest, cpus=CPUS)) == loaded_state
+    session.reset(reload=True)
+    assert session.platform is not platform and _state(session) == loaded_state
+
+
+@pytest.mark.usefixtures("every_chunk")
+def test_an_event_the_host_raised_is_history_after_it_and_forgotten_before_it() -> None:
+    session = Session(elf("tftf_rm_any", "virt"), cpus=CPUS)
+    sdei = session.platform.sdei
+    assert sdei is not None
+    session.run(300_000)
+    session.raise_event(5000, 3)  # registered by nobody: it stays pending on CPU 3 a while
+    session.run(1000)
+    session.run(10)
+    assert 5000 in sdei.pes[3].pending
+    session.step_back(5)  # to the checkpoint taken after it: it is part of the history
+    assert 5000 in sdei.pes[3].pending
+    session.step_back(2000)  # before it: nothing replays it
+    assert 5000 not in sdei.pes[3].pending
+    assert all(retired <= session.retired for retired, _ in session.checkpoints)
+    session.run(2005)
+    session.step_back(5)  # the checkpoints of the history with the event are gone
+    assert 5000 not in sdei.pes[3].pending

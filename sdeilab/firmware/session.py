@@ -12,11 +12,17 @@ How the stops work, and why stepping back is exact:
 * The machine stops for the debugger without changing what the guest does (the module docstring
   of sdeilab.machine.machine): a run stopped and resumed anywhere leaves the same trace as one
   run. So the guest's history is a function of one number, the instructions retired since the
-  guest was loaded, and ``step_back(n)`` loads the guest again and runs it to that count minus
-  ``n``. Cost: one replay from the start at full emulation speed (no per-instruction hooks), so
-  stepping back late in a long run takes as long as running there did (about 0.1 s per million
-  instructions for the SDEI scenarios here, more for guests that spin in WFI loops). There are no
-  checkpoints: a machine snapshot would have to copy RAM and every device and firmware object.
+  guest was loaded, and ``step_back(n)`` goes back to the last checkpoint at or before that
+  count minus ``n`` (``Machine.restore``) and runs the guest from there to it. Checkpoints are
+  machine snapshots (``Machine.snapshot``: RAM in chunks shared between them, CPU contexts,
+  devices, firmware, the trace's length), one when the guest is loaded and one after every
+  :data:`CHECKPOINT_SECONDS` of running (a replay included), so a step back costs a restore
+  (a few ms to about 50 ms) plus at most about that much replay, wherever the run stands. At
+  most :data:`CHECKPOINT_COUNT` are kept, holding at most :data:`CHECKPOINT_MEMORY` bytes of RAM
+  between them; past that, old ones are thinned out first (going far back then replays longer,
+  and leaves new checkpoints on the way). Only what the guest does is replayed: an SDEI event
+  the host raised (``raise_event``) is part of the history only after the checkpoint that
+  follows it, and stepping back to before it forgets it, and every checkpoint after it.
 * Address breakpoints are engine hooks on those addresses only (nothing else slows down); a CPU
   stopped at one steps over it when the run resumes.
 * Firmware-event stops (``break_on``, ``step_firmware``, ``run_until`` with a fact predicate)
@@ -39,6 +45,7 @@ from __future__ import annotations
 import numbers
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -53,6 +60,7 @@ from sdeilab.machine.loader import GuestImage, GuestLoadError, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
 from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, MAX_CPUS, parse_ram_size
 from sdeilab.machine.outcome import RunOutcome, StopReason
+from sdeilab.machine.state import MachineSnapshot
 from sdeilab.machine.vcpu import VcpuState
 from sdeilab.trace import FACT_KINDS, Fact, SdeiDispatch, SmcccCall, TraceLog
 
@@ -66,6 +74,13 @@ registers exception handling and SDEI handlers touch (ARM ARM D1.10)."""
 CHUNK = 250_000
 """Instructions per machine run inside a long run: progress is reported and a pause is noticed
 between chunks. Chunks do not change what the guest does."""
+
+CHECKPOINT_SECONDS = 0.25
+"""Wall time of running between two checkpoints: a step back replays about this long at most."""
+CHECKPOINT_COUNT = 64
+"""Checkpoints kept at most (each holds about 13 KB per CPU besides RAM)."""
+CHECKPOINT_MEMORY = 512 << 20
+"""Bytes of guest RAM the checkpoints may hold between them (chunks not shared and not zero)."""
 
 _FINAL = frozenset({StopReason.SYSTEM_OFF, StopReason.SYSTEM_RESET, StopReason.FAULT, StopReason.DEADLOCK})
 
@@ -181,6 +196,66 @@ class _WatchedLog(TraceLog):
             watch(kind)
 
 
+class _Checkpoints:
+    """Machine snapshots of one history, by instructions retired, within a count and a memory budget.
+
+    A snapshot taken at a budget stop at count N is the state any run reaches at N (the module
+    docstring); the session takes them at such stops only, so each one stands for its count.
+    The RAM chunks the snapshots hold are counted once however many share them.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.memory = CHECKPOINT_COUNT, CHECKPOINT_MEMORY
+        self.items: list[MachineSnapshot] = []
+        self._chunks: dict[int, list[int]] = {}  # id of a chunk held -> [its size, snapshots holding it]
+        self._keep: dict[int, bytes] = {}  # id -> the chunk: kept alive while counted, so ids stay unique
+        self.held = 0  # bytes of the chunks counted
+
+    def add(self, snapshot: MachineSnapshot) -> None:
+        if self.items and self.items[-1].retired >= snapshot.retired:
+            self.drop_after(snapshot.retired - 1)
+        self.items.append(snapshot)
+        for key, chunk in snapshot.ram.held().items():
+            entry = self._chunks.get(key)
+            if entry is None:
+                self._chunks[key], self._keep[key] = [len(chunk), 1], chunk
+                self.held += len(chunk)
+            else:
+                entry[1] += 1
+        while len(self.items) > 2 and (len(self.items) > self.count or self.held > self.memory):
+            self._thin(snapshot.retired)
+
+    def _remove(self, index: int) -> None:
+        snapshot = self.items.pop(index)
+        for key in snapshot.ram.held():
+            entry = self._chunks[key]
+            entry[1] -= 1
+            if not entry[1]:
+                self.held -= entry[0]
+                del self._chunks[key], self._keep[key]
+
+    def _thin(self, now: int) -> None:
+        """Drop the checkpoint whose gap would matter least: the one whose neighbours are closest
+        together for how far back it lies (so old ones go first, spacing grows with age). The
+        first (the guest as loaded) and the latest always stay."""
+        items = self.items
+        best = min(range(1, len(items) - 1),
+                   key=lambda i: (items[i + 1].retired - items[i - 1].retired) / max(1, now - items[i].retired))
+        self._remove(best)
+
+    def drop_after(self, retired: int) -> None:
+        """Forget the checkpoints past ``retired`` instructions (a history that went another way)."""
+        while self.items and self.items[-1].retired > retired:
+            self._remove(len(self.items) - 1)
+
+    def at_or_before(self, retired: int) -> MachineSnapshot:
+        return next(s for s in reversed(self.items) if s.retired <= retired)
+
+    def before_fact(self, seq: int) -> MachineSnapshot:
+        """The last checkpoint taken before fact ``seq`` was recorded."""
+        return next(s for s in reversed(self.items) if s.trace.length <= seq)
+
+
 def pstate_text(pstate: int) -> str:
     """PSTATE as an engineer reads it: ``EL1h nZCv DAIF`` (capital = set; ARM ARM C5.2.18)."""
     el, sp = (pstate >> 2) & 3, pstate & 1
@@ -228,6 +303,9 @@ class Session:
         self._images: dict[Path, GuestImage] = {}
         self._regs: list[dict[str, int]] = []
         self._changed: list[frozenset[str]] = []
+        self._checkpoints = _Checkpoints()
+        self._run_time = 0.0  # seconds of running since the last checkpoint
+        self._raised_at: list[int] = []  # where the host raised SDEI events (``raise_event``), in order
         self.last_stop = StopInfo("reset", "loaded", 0)
         self._load(self.profile, self.quirks, self.cpus)
         if self.kernel is None:
@@ -278,25 +356,22 @@ class Session:
                 with suppress(GuestLoadError):
                     self._images[path] = load_elf(path, self.machine.ram_region)
 
-    def _load(self, profile: Profile, quirks: Quirks, cpus: int, *, replay: bool = False,
+    def _load(self, profile: Profile, quirks: Quirks, cpus: int, *,
               images: dict[Path, GuestImage] | None = None) -> None:
         """A fresh platform with the guest loaded, then made the session's: profile, quirks, CPU
         count, platform and image change together or, if anything fails (a file gone, a bad
         ELF, a device tree the profile cannot have), not at all.
 
-        The image is the one read before (``images``, by default the session's), or for a replay
-        the very image the history being replayed started from; a file is read only the first
-        time it is needed. ``images`` empty: every file is read again.
+        The image is the one read before (``images``, by default the session's); a file is read
+        only the first time it is needed. ``images`` empty: every file is read again. The guest
+        as loaded is the first checkpoint (``reset`` and ``step_back`` go back to it).
         """
         known = self._images if images is None else images
         platform = make_platform(cpus, profile, quantum=self.quantum, trace=_WatchedLog(), quirks=quirks,
                                  memory=self.ram_size)
         machine = platform.machine
         path: Path | None = None
-        if replay and self._image is not None:
-            image = self._image
-            machine.load_image(image)
-        elif self.kernel is not None:
+        if self.kernel is not None:
             if images is None and self._image is not None and (profile, cpus) == (self.profile, self.cpus):
                 image = self._image  # its device tree depends on the profile and the CPU count only
                 machine.load_image(image)
@@ -311,8 +386,11 @@ class Session:
                 image = read
                 machine.load_image(image)
         machine.set_breakpoints(frozenset(self._breakpoints))
+        checkpoints = _Checkpoints()
+        checkpoints.add(machine.snapshot())  # the guest as loaded (breakpoints are not state: they stay)
         # Everything is built: only now does the session change.
         self.platform, self._image, self._images = platform, image, known
+        self._checkpoints, self._run_time, self._raised_at = checkpoints, 0.0, []
         self.profile, self.quirks, self.cpus = profile, quirks, cpus
         if path is not None:
             known[path] = image
@@ -412,6 +490,10 @@ class Session:
         target = self._cpu_index(cpu)
         with self._exclusive():  # not while a run in another thread reads the PEs' state
             sdei.raise_event(number, target)
+            # The history takes another course here: checkpoints past this point (after a step
+            # back) belong to the old one. Replays do not raise it again (module docstring).
+            self._checkpoints.drop_after(self.retired)
+            self._raised_at.append(self.retired)
 
     def pause(self) -> None:
         """Stop a run going on in another thread (or a long ``run`` after Ctrl-C); safe from any thread."""
@@ -419,12 +501,19 @@ class Session:
         self.machine.request_pause("paused by request")
 
     def reset(self, *, reload: bool = False) -> StopInfo:
-        """Load the guest again (same profile, quirks and breakpoints): a fresh platform and trace.
+        """The guest as it was loaded (same profile, quirks and breakpoints), its trace back to
+        what loading it recorded: the first checkpoint, restored.
 
         The guest is the image read when it was first loaded, whatever happened to its file since;
-        ``reload=True`` reads the file again (after rebuilding it). Either way, if the guest cannot
-        be loaded the session stays as it was."""
-        return self._restart(self.profile, self.quirks, self.cpus, images={} if reload else None)
+        ``reload=True`` reads the file again (after rebuilding it) onto a new platform, and if
+        it cannot be loaded the session stays as it was."""
+        if reload:
+            return self._restart(self.profile, self.quirks, self.cpus, images={})
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            self._rewind(self._checkpoints.items[0])
+        return self._stopped(StopInfo("reset", f"{self.guest_file.name} loaded", 0, executed=-start), previous)
 
     def _restart(self, profile: Profile, quirks: Quirks, cpus: int,
                  images: dict[Path, GuestImage] | None = None) -> StopInfo:
@@ -438,36 +527,39 @@ class Session:
         return self._stopped(StopInfo("reset", f"{self.guest_file.name} loaded", 0, executed=-start), previous)
 
     def step_back(self, count: int = 1) -> StopInfo:
-        """Return to ``count`` instructions earlier, by replaying the guest from its start (see the
-        module docstring for why this is exact and what it costs)."""
+        """Return to ``count`` instructions earlier: back to the checkpoint before that point, and
+        on from there (see the module docstring for why this is exact and what it costs)."""
         count = _count(count, "count")
         with self._exclusive():
             previous = self._regs
             start = self.retired
             target = max(0, start - count)
-            self._load(self.profile, self.quirks, self.cpus, replay=True)
-            self.machine.set_breakpoints(frozenset())
-            while self.retired < target:
-                outcome = self.machine.run(min(CHUNK, target - self.retired), debugger=True)
-                if outcome.reason is not StopReason.BUDGET:
-                    raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
-                                       "the machine is not deterministic here")
-            self.machine.set_breakpoints(frozenset(self._breakpoints))
+            self._rewind(self._checkpoints.at_or_before(target))
+            machine = self.machine
+            machine.set_breakpoints(frozenset())
+            try:
+                while self.retired < target:
+                    outcome = self._advance(min(CHUNK, target - self.retired))
+                    if outcome.reason is not StopReason.BUDGET:
+                        raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
+                                           "the machine is not deterministic here")
+            finally:
+                machine.set_breakpoints(frozenset(self._breakpoints))
         info = StopInfo("step-back", f"back {start - target} instructions", self.retired,
                         self.machine.last_cpu, executed=target - start, vtime=self.machine.now())
         return self._stopped(info, previous)
 
     def step_back_to(self, seq: int) -> StopInfo:
         """Return to just after the instruction that recorded fact ``seq`` (a firmware call, say),
-        as a break on that fact would have stopped: the guest is replayed from its start, as for
-        :meth:`step_back`, until the replayed trace holds that fact again."""
+        as a break on that fact would have stopped: back to the last checkpoint before that fact,
+        as for :meth:`step_back`, and on until the trace holds that fact again."""
         seq = _count(seq, "seq")
         if seq >= len(self.trace):
             raise ValueError(f"no fact #{seq}: the trace holds {len(self.trace)}")
         with self._exclusive():
             previous = self._regs
             start = self.retired
-            self._load(self.profile, self.quirks, self.cpus, replay=True)
+            self._rewind(self._checkpoints.before_fact(seq))
             machine = self.machine
             trace = machine.trace
             machine.set_breakpoints(frozenset())
@@ -480,7 +572,7 @@ class Session:
             trace.watch = reached
             try:
                 while len(trace) <= seq:
-                    outcome = machine.run(CHUNK, debugger=True)
+                    outcome = self._advance(CHUNK)
                     if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
                         raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
                                            "the machine is not deterministic here")
@@ -492,6 +584,38 @@ class Session:
         info = StopInfo("step-back", f"back to {_describe(fact)}", self.retired, fact.cpu, fact,
                         executed=self.retired - start, vtime=machine.now())
         return self._stopped(info, previous)
+
+    # --- checkpoints -------------------------------------------------------------------
+    def _advance(self, instructions: int) -> RunOutcome:
+        """Run the machine (a debugger run) and take a checkpoint once enough running has gone by
+        since the last one. Only at a budget stop: any run reaches the same state at that count."""
+        began = time.perf_counter()
+        outcome = self.machine.run(instructions, debugger=True)
+        self._run_time += time.perf_counter() - began
+        if (outcome.reason is StopReason.BUDGET and self._run_time >= CHECKPOINT_SECONDS
+                and self.retired > self._checkpoints.items[-1].retired):
+            self._checkpoints.add(self.machine.snapshot())
+            self._run_time = 0.0
+        return outcome
+
+    def _rewind(self, checkpoint: MachineSnapshot) -> None:
+        """Put the machine back to ``checkpoint``. Events the host raised at or after it are not
+        part of the history any more (nothing replays them), nor are checkpoints taken since."""
+        if any(at >= checkpoint.retired for at in self._raised_at):
+            self._raised_at = [at for at in self._raised_at if at < checkpoint.retired]
+            self._checkpoints.drop_after(checkpoint.retired)
+        self.machine.restore(checkpoint)
+        self._run_time = 0.0
+
+    @property
+    def checkpoints(self) -> list[tuple[int, int]]:
+        """The checkpoints kept: (instructions retired, trace length) of each, oldest first."""
+        return [(c.retired, c.trace.length) for c in self._checkpoints.items]
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """Bytes of guest RAM the checkpoints hold between them (at most :data:`CHECKPOINT_MEMORY`)."""
+        return self._checkpoints.held
 
     # --- breakpoints -------------------------------------------------------------------
     def add_breakpoint(self, where: int | str, cpu: int | None = None) -> Breakpoint:
@@ -737,7 +861,7 @@ class Session:
                 chunk = min(chunk, target - machine.retired)
                 if chunk <= 0:
                     return RunOutcome(StopReason.BUDGET, f"{total} instructions", machine.retired)
-            outcome = machine.run(chunk, debugger=True)
+            outcome = self._advance(chunk)
             if self._raised is not None:  # a condition raised: the machine stopped right after its fact
                 return outcome
             # Between chunks the machine is at a clean stop: a callback that raises ends the run

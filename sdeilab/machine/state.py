@@ -101,11 +101,14 @@ class RamImage:
     def __hash__(self) -> int:
         return hash((self.size, len(self.chunks)))
 
+    def held(self) -> dict[int, bytes]:
+        """The chunks that are not zero, by identity (one chunk shared by snapshots is one object)."""
+        return {id(c): c for c in self.chunks if c is not _ZERO and c != _ZERO[:len(c)]}
+
     def stored(self, below: RamImage | None = None) -> int:
         """Bytes this image holds that are neither zero nor shared with ``below``."""
         shared = set() if below is None else {id(c) for c in below.chunks}
-        own = {id(c): c for c in self.chunks if id(c) not in shared and c != _ZERO[:len(c)]}
-        return sum(len(c) for c in own.values())
+        return sum(len(c) for key, c in self.held().items() if key not in shared)
 
 
 # Only for a private mapping (Machine makes RAM one where the host has MAP_PRIVATE): a shared
