@@ -32,8 +32,8 @@ Any Python exception out of the firmware during a call or a run is reported as s
 Run time. One platform serves the whole module: building one costs 100-200 ms here (four
 Unicorn engines, each scanning /proc/self/maps, whose length grows with every platform not yet
 collected), which is what made a failing run of the first draft take minutes. ``Harness.reset``
-puts it back to the state of a fresh one before every example (about 2 ms), and
-test_reset_gives_a_fresh_platform checks that claim. Hypothesis's "explain" phase is off: after
+puts it back to the state of a fresh one before every example with ``Machine.reset`` (about
+2 ms), and test_reset_gives_a_fresh_platform checks that claim. Hypothesis's "explain" phase is off: after
 a failure it replays the shrunk case hundreds of times to mark which draws do not matter,
 which took 150 s here; the shrunk case itself is printed all the same. Examples are derandomized
 so that CI runs the same sequences every time.
@@ -41,7 +41,6 @@ so that CI runs the same sequences every time.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +65,6 @@ from sdeilab.trace import (
     SdeiTransition,
     SmcccCall,
     SmcccReturn,
-    TraceLog,
 )
 
 CPUS = 4
@@ -202,13 +200,6 @@ class Outcome:
 # --------------------------------------------------------------------------- the platform
 
 
-def _plain(value: object) -> bool:
-    """Plain data: a number, a flag, nothing, or a list or tuple of those."""
-    if isinstance(value, list | tuple):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, int | float | str | bytes | bytearray)
-
-
 class Harness:
     """A four-CPU platform running the spin guest; ``reset`` makes it as good as new."""
 
@@ -221,32 +212,14 @@ class Harness:
         self.spin = symbols["sdeiprop_spin"]
         self.handlers = (symbols["sdeiprop_handler"], symbols["sdeiprop_handler_alt"])
         self.resume = symbols["sdeiprop_resume"]
-        # The machine has no reset of its own (sdeilab.firmware.session makes a new platform).
-        # Its scheduling state is plain data (clocks, budgets, a cut-short slice), and so is the
-        # dispatcher's RM_ANY round-robin: restoring every such attribute as it is now makes
-        # slice boundaries and routing fall where they fall on a new platform. code_generation
-        # only ever grows: it keys caches of decoded guest code.
-        self._plain = [(owner, {name: copy.deepcopy(value) for name, value in vars(owner).items()
-                                if _plain(value) and name != "code_generation"})
-                       for owner in (self.machine, self.sdei)]
         self.trace = self.machine.trace
         self.reset()
 
     def reset(self) -> None:
-        """Power everything off, reset each layer with its own reset, boot CPU 0 to the spin loop."""
+        """The machine's power-on reset (every part, the firmware's included, as built; RAM zero;
+        the trace emptied), then the guest loaded again and CPU 0 booted to the spin loop."""
         machine = self.machine
-        for vcpu in machine.vcpus:
-            vcpu.force_off("reset")
-        self.sdei.reset()  # what PSCI SYSTEM_RESET does (docs/sdei.md "PSCI")
-        machine.gic.reset()
-        for timer in machine.timers:
-            timer.reset()
-        machine.sp804.reset()
-        machine.rtc.reset()
-        for owner, values in self._plain:
-            for name, value in values.items():
-                setattr(owner, name, copy.deepcopy(value))
-        machine.trace = self.trace = TraceLog()
+        machine.reset()
         machine.load_image(self.image)  # RAM contents again, CPU 0 out of reset at the entry point
         for _ in range(100):  # the guest library's boot code, up to the loop
             if machine.vcpus[0].backend.pc == self.spin:
@@ -1138,7 +1111,9 @@ def test_reset_gives_a_fresh_platform(harness: Harness, tmp_path: Path) -> None:
         h.run(777)
         return [*h.trace[:], h.context(0), h.context(2)]
 
-    fresh = script(Harness(build_source_text(GUEST, "asm", tmp_path / "spin.elf")))
+    new = Harness(build_source_text(GUEST, "asm", tmp_path / "spin.elf"))
+    booted = new.machine.snapshot()
+    fresh = script(new)
     h = harness  # some history first: a PPI handler left running, CPU 1 the last RM_ANY taker
     h.reset()
     for name, *args in (("BIND", PPI), ("REGISTER", P, h.handlers[1], 0, 0, 0), ("ENABLE", P), ("PE_UNMASK",),
@@ -1153,4 +1128,8 @@ def test_reset_gives_a_fresh_platform(harness: Harness, tmp_path: Path) -> None:
     assert [d.event.number for d in h.sdei.pes[1].stack] == [S]
     h.call(1, "COMPLETE", 0)
     h.reset()
+    # The same state, part by part, as the new platform's (the image differs in its file's path).
+    state = h.machine.snapshot()
+    assert (state.ram, state.cpus, state.vcpus, state.parts, state.scheduler[0], state.trace) \
+        == (booted.ram, booted.cpus, booted.vcpus, booted.parts, booted.scheduler[0], booted.trace)
     assert script(harness) == fresh
