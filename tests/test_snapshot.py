@@ -19,6 +19,7 @@ from sdeilab.firmware import session as session_module
 from sdeilab.firmware.platform import Platform, make_platform
 from sdeilab.firmware.profiles import profile_named
 from sdeilab.firmware.session import Session
+from sdeilab.linux import LinuxPackagesMissing, busybox, kernel_image, write_initramfs
 from sdeilab.machine.machine import NOT_STATE, SCHEDULER_STATE, Machine
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.state import FieldState, MachineSnapshot
@@ -382,3 +383,29 @@ def test_an_event_the_host_raised_is_history_after_it_and_forgotten_before_it() 
     session.run(2005)
     session.step_back(5)  # the checkpoints of the history with the event are gone
     assert 5000 not in sdei.pes[3].pending
+
+
+# --- the Linux boot ---------------------------------------------------------------------------------
+@pytest.mark.linux
+def test_snapshot_run_restore_run_in_the_linux_boot(tmp_path: Path) -> None:
+    """Snapshot, run N, restore, run N again, in the middle of Debian's kernel booting on 2 CPUs
+    (the MMU on, both CPUs on, interrupts and timers live): the same facts, RAM and console bytes."""
+    try:
+        kernel = kernel_image()
+        initrd = write_initramfs(tmp_path / "initramfs.cpio.gz", busybox())
+    except LinuxPackagesMissing as error:
+        pytest.fail(str(error), pytrace=False)
+    platform = make_platform(2)
+    platform.load_kernel(kernel, initrd)
+    machine = platform.machine
+    assert machine.run(300_000_000, debugger=True).reason is StopReason.BUDGET
+    assert all(v.state is not VcpuState.OFF for v in machine.vcpus)
+    snapshot = machine.snapshot()
+    start = len(machine.trace)
+    runs = []
+    for _ in range(2):
+        machine.restore(snapshot)
+        assert machine.run(40_000_000, debugger=True).reason is StopReason.BUDGET
+        runs.append((machine.trace[start:], bytes(machine.ram), bytes(machine.uart_output), machine.now()))
+    assert runs[0][0] and runs[0][2] != bytes(snapshot.scheduler[0][0])  # type: ignore[index]
+    assert runs[0] == runs[1]

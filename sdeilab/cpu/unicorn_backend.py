@@ -648,7 +648,7 @@ def _context_header() -> int:
     """Where the CPU state starts in a saved context: after uc_context's own fields, which hold
     memory-snapshot bookkeeping (a pointer among it) that is no CPU state. Found by saving a
     context with X0 set to a pattern: env->xregs[0] follows the 16 AArch32 registers, 64 bytes
-    into CPUARMState (QEMU target/arm/cpu.h)."""
+    into QEMU's CPUARMState, which the context copies from its start."""
     uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
     pattern = 0x5DE1_C0DE_F00D_B17E
     uc.reg_write(a64.UC_ARM64_REG_X0, pattern)
