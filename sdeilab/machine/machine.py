@@ -358,7 +358,8 @@ class Machine:
         The trace goes back to its length then: facts recorded since are forgotten. So a snapshot
         can be restored only while the trace still holds its facts (ValueError otherwise, with
         nothing changed): after any number of runs and restores to earlier snapshots, not after a
-        restore to an earlier one than it, a ``reset``, or a run that went another way.
+        restore to an earlier one than it, a ``reset``, or a run that went another way. The UART
+        output goes back too; ``uart_sinks`` are not told (they saw those bytes already).
         """
         self._between_slices("restore")
         if len(snapshot.cpus) != len(self.vcpus) or snapshot.ram.size != len(self.ram) \
@@ -370,7 +371,7 @@ class Machine:
         self._ram.restore(snapshot.ram)
         for vcpu, cpu, (state, entry) in zip(self.vcpus, snapshot.cpus, snapshot.vcpus, strict=True):
             vcpu.backend.restore(cpu)  # drops its translated code and TLB too
-            vcpu.state, vcpu.entry = state, entry  # type: ignore[assignment]
+            vcpu.state, vcpu.entry = state, entry
         for name, state in snapshot.parts:
             self._parts[name].restore(state)
         self._apply_scheduler_state(snapshot.scheduler)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from sdeilab.cpu.backend import CpuSnapshot
+from sdeilab.machine.vcpu import VcpuState
 from sdeilab.trace import TraceMark
 
 
@@ -197,7 +198,7 @@ class MachineSnapshot:
     trace: TraceMark
     ram: RamImage
     cpus: tuple[CpuSnapshot, ...]  # each engine's architectural state and its adapter's own
-    vcpus: tuple[tuple[object, ...], ...]  # each vCPU's power state and entry point
+    vcpus: tuple[tuple[VcpuState, tuple[int, int] | None], ...]  # each vCPU's power state and entry point
     parts: tuple[tuple[str, object], ...]  # devices, GIC, timers, PMUs, watchpoints, firmware: by name
     scheduler: tuple[object, ...]  # clocks, budgets, pending slices, UART output, ...
 
