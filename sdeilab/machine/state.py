@@ -1,5 +1,10 @@
 """Reset and snapshot: what every stateful part of the machine offers, and RAM as a snapshot holds it.
 
+A part's power-on state is its own snapshot, taken as it is built (``Machine.attach``), so a
+reset is a restore of that: exactly the part a new machine has, with no line toggled and no fact
+recorded on the way (a part's ``reset`` method, where it has one, is the architectural reset the
+guest can ask for, which keeps what the hardware keeps: the UART's output, the GIC's input lines).
+
 A part's snapshot is a value: restoring it never changes it, so one snapshot can be restored
 any number of times, and two snapshots of equal state compare equal (tests/test_snapshot.py
 compares a reset machine with a new one that way). A part names the attributes that hold its
@@ -41,12 +46,6 @@ class Stateful(Protocol):
     def restore(self, state: object) -> None:
         """Put back what ``snapshot`` returned: no callback runs, no line changes, no fact is recorded."""
         ...
-
-
-class Resettable(Stateful, Protocol):
-    """A part that ``Machine.reset`` brings back to its power-on state."""
-
-    def reset(self) -> None: ...
 
 
 class FieldState:
