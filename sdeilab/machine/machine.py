@@ -197,9 +197,9 @@ class Machine:
         # Private, where the host has that: a page nobody wrote reads as the host's shared zero
         # page (a shared mapping backs every page read, which comparing RAM for a snapshot does),
         # and a reset can hand the pages back (sdeilab.machine.state.Ram.clear).
-        private = {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_PRIVATE") else {}
+        private = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,) if hasattr(mmap, "MAP_PRIVATE") else ()  # flags
         try:
-            self.ram = mmap.mmap(-1, ram_size, **private)
+            self.ram = mmap.mmap(-1, ram_size, *private)
         except (OSError, OverflowError) as error:
             raise RamSizeError(f"{format_ram_size(ram_size)} of RAM: the host cannot map that much "
                                f"({getattr(error, 'strerror', None) or error})") from None
