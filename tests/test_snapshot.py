@@ -24,7 +24,9 @@ from sdeilab.machine.machine import NOT_STATE, SCHEDULER_STATE, Machine
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.state import FieldState, MachineSnapshot
 from sdeilab.machine.vcpu import VcpuState
+from sdeilab.toolchain import build_source_text
 from sdeilab.trace import Fact, IrqAsserted, PowerTransition, SdeiDispatch, SdeiTransition, SmcccCall, TraceLog
+from tests.test_compiled_hooks import SVC_LOOP
 
 GUESTS = Path(__file__).resolve().parent.parent / "guests" / "sdei"
 CPUS = 4
@@ -154,6 +156,38 @@ def test_a_snapshot_does_not_change_the_run() -> None:
     while machine.run(150_001, debugger=True).reason is StopReason.BUDGET:
         machine.snapshot()
     assert list(machine.trace) == reference.facts and bytes(machine.uart_output) == reference.uart
+
+
+def test_a_restored_snapshot_runs_on_alike_with_exceptions_taken_in_the_engine(tmp_path: Path) -> None:
+    """Outside a debugger the engine takes SVCs itself (sdeilab.cpu.native): the vector table it
+    last saw checked is part of a CPU's snapshot, and a run from a restore is the run again."""
+    elf = build_source_text(SVC_LOOP, "c", tmp_path / "svc_loop.elf")
+    platform = make_platform(1)
+    platform.load(elf)
+    machine = platform.machine
+    assert machine.run(20_000).reason is StopReason.BUDGET  # about 2,000 of the 5,000 SVCs
+    snapshot = machine.snapshot()
+    backend = machine.vcpus[0].backend
+    before = backend.exceptions_in_engine  # type: ignore[attr-defined]
+    first = finish_plain(machine)
+    assert first.uart == b"taken 5000\n" and backend.exceptions_in_engine > before  # type: ignore[attr-defined]
+    machine.restore(snapshot)
+    assert finish_plain(machine) == first
+    machine.reset()
+    machine.load(elf)
+    assert finish_plain(machine).facts == finish_plain(loaded_elf(elf)).facts
+
+
+def finish_plain(machine: Machine) -> Run:
+    """``finish`` outside a debugger: the engine's fast paths on."""
+    outcome = machine.run(END)
+    return Run(list(machine.trace), bytes(machine.ram), bytes(machine.uart_output), outcome.reason, machine.retired)
+
+
+def loaded_elf(elf: Path) -> Machine:
+    platform = make_platform(1)
+    platform.load(elf)
+    return platform.machine
 
 
 # --- reset ------------------------------------------------------------------------------------

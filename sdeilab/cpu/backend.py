@@ -75,7 +75,8 @@ class CpuSnapshot:
     ``context`` is the engine's own encoding of the architectural state (for Unicorn, the bytes
     of its CPU context: every register, the system registers, the exclusive monitor and the
     flags the CPU model caches from them); ``host`` is what the adapter keeps beside the engine
-    (debug and illegal-return watches, the breakpoint it last stopped at). Two snapshots of
+    (debug and illegal-return watches, the breakpoint it last stopped at, the vector table its
+    compiled exception entry last saw checked). Two snapshots of
     equal state compare equal, whichever engine they were taken from.
     """
 

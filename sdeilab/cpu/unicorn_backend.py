@@ -1718,7 +1718,10 @@ class UnicornVcpu:
         header = _context_header()
         data = ctypes.string_at(ctypes.cast(scratch.context, ctypes.c_void_p).value + header,  # type: ignore[operator]
                                 scratch.size - header)
-        return CpuSnapshot(data, (self._mdscr, self._watch_il, self._step_d, self._last_break, self._stepped))
+        filt = self._exception_filter
+        vectors = tuple(filt.vectors_checked) if filt is not None else ()
+        return CpuSnapshot(data, (self._mdscr, self._watch_il, self._step_d, self._last_break, self._stepped,
+                                  *vectors))
 
     def restore(self, snapshot: CpuSnapshot) -> None:
         scratch = self._scratch
@@ -1731,10 +1734,13 @@ class UnicornVcpu:
                        snapshot.context, len(snapshot.context))
         self._uc.context_restore(scratch)
         self._mdscr, self._watch_il, self._step_d, self._last_break, self._stepped = snapshot.host[:5]  # type: ignore[assignment]
+        filt = self._exception_filter
+        if filt is not None:  # the vector table the compiled hook may enter, as checked then
+            filt.vectors_checked[:] = snapshot.host[5:8]
         self._watch_hit = None
         # The check hooks as they were then, with the flags the context brought back: the next
         # slice's _sync_* must not rebuild flags the run had not rebuilt (see _sync_step_hook).
-        if (self._mdscr & (MDSCR_SS | MDSCR_KDE) == MDSCR_SS | MDSCR_KDE) != (self._step_hook is not None):
+        if self._step_armed(self._mdscr) != (self._step_hook is not None):
             if self._step_hook is None:
                 self._step_hook = self._uc.hook_add(UC_HOOK_CODE, self._on_step_check)
             else:
@@ -1756,6 +1762,8 @@ class UnicornVcpu:
         self._stepped = None
         self._step_d = True
         self._watch_hit = None
+        if self._exception_filter is not None:
+            self._exception_filter.vectors_checked[:] = (0, 0, 0)  # no vector table checked yet, as when built
         self.write("VMPIDR_EL2", mpidr)
         self.set_xs([0] * 31)
 

@@ -129,6 +129,7 @@ NOT_STATE = frozenset({
     "trace", "quantum", "ram_region", "ram", "firmware", "power_listeners", "uart_sinks", "slice_hooks",
     "wake_checks", "device_tree", "gic", "uart", "timers", "pmus", "sp804", "rtc", "_clocked", "_sysreg_reads",
     "_sysreg_writes", "watchpoints", "_mmio", "vcpus", "_current", "_ram", "_parts", "_power_on", "_power_on_trace",
+    "icount_shift", "ns_per_instruction", "_ns",  # the time scale: configuration
     "code_generation",  # only grows: it keys caches of decoded guest code, which a restore makes stale
     "image",  # state, kept by reference (a GuestImage is never changed)
 })
