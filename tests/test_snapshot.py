@@ -356,6 +356,9 @@ def test_step_back_to_a_fact_lands_where_a_break_on_it_stops() -> None:
     session.run()
     dispatches = [f for f in session.trace if isinstance(f, SdeiDispatch)]
     assert len(dispatches) >= 3
+    session.step_back_to(0)  # a fact that loading the guest recorded: the guest as loaded
+    assert session.retired == 0 and len(session.trace) >= 1
+    session.run()
     for fact in (dispatches[-1], dispatches[1]):
         info = session.step_back_to(fact.seq)
         assert info.fact == fact

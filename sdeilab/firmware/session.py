@@ -252,8 +252,9 @@ class _Checkpoints:
         return next(s for s in reversed(self.items) if s.retired <= retired)
 
     def before_fact(self, seq: int) -> MachineSnapshot:
-        """The last checkpoint taken before fact ``seq`` was recorded."""
-        return next(s for s in reversed(self.items) if s.trace.length <= seq)
+        """The last checkpoint taken before fact ``seq`` was recorded (the first one, the guest as
+        loaded, for a fact that loading recorded)."""
+        return next((s for s in reversed(self.items) if s.trace.length <= seq), self.items[0])
 
 
 def pstate_text(pstate: int) -> str:
