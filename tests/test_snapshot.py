@@ -158,6 +158,7 @@ def test_a_snapshot_does_not_change_the_run() -> None:
     assert list(machine.trace) == reference.facts and bytes(machine.uart_output) == reference.uart
 
 
+@pytest.mark.fast_paths("registers", "pstate", "aarch32", "record")  # the compiled exception entry needs them all
 def test_a_restored_snapshot_runs_on_alike_with_exceptions_taken_in_the_engine(tmp_path: Path) -> None:
     """Outside a debugger the engine takes SVCs itself (sdeilab.cpu.native): the vector table it
     last saw checked is part of a CPU's snapshot, and a run from a restore is the run again."""
