@@ -38,8 +38,11 @@ from sdeilab.toolchain import shipped_elf, shipped_guests
 from sdeilab.trace.export import write_trace
 
 from .test_arch_corners import A32_CASES, CORNERS_EXPECTED, a32_elfs, corners_elf  # noqa: F401 (fixtures)
+from .test_mmu_guests import (
+    ABORT_WITHOUT_VECTORS,
+    el0_elf,  # noqa: F401 (a fixture)
+)
 from .test_mmu_guests import EXPECTED as EL0_EXPECTED
-from .test_mmu_guests import el0_elf  # noqa: F401 (a fixture)
 from .test_sdei_guests import SCENARIOS, sdei_elf
 
 GUESTS = {g.stem if g.is_file() else g.name: shipped_elf(g) for g in shipped_guests()}
@@ -210,13 +213,7 @@ def test_el0_svc_same_and_abort_a_fault_report_without_the_record(run: Callable[
 
 def test_an_abort_without_vectors_is_the_same_fault_report_without_the_record(
         run: Callable[..., Run], asm_guest) -> None:  # type: ignore[no-untyped-def]
-    elf = asm_guest("""
-        .global main
-    main:
-        msr vbar_el1, xzr
-        ldr x0, =0x40100003
-        ldxr x1, [x0]
-    """)
+    elf = asm_guest(ABORT_WITHOUT_VECTORS)
     fast = run(elf, ALL, cpus=1, budget=100_000)
     assert fast.outcome.fault is not None
     assert fast.outcome.fault.reason == "data abort (ESR 0x96000021) and no exception vectors (VBAR_EL1 not set)"

@@ -219,17 +219,21 @@ def test_qemu_prints_the_same(el0_elf: Path) -> None:
     assert run_qemu(el0_elf, smp=1) == EXPECTED
 
 
+# An unaligned exclusive load with VBAR_EL1 = 0: a data abort (alignment fault) and no vectors.
+ABORT_WITHOUT_VECTORS = """
+    .global main
+main:
+    msr vbar_el1, xzr
+    ldr x0, =0x40100003
+    ldxr x1, [x0]
+"""
+
+
 @pytest.mark.fast_paths("record")
 def test_an_abort_without_vectors_is_still_a_fault_report(asm_guest) -> None:  # type: ignore[no-untyped-def]
     # An unaligned exclusive load is an alignment fault in any state: a data abort with the
     # CPU model's syndrome (DFSC 0x21), and with no vectors the run stops with a report.
-    elf = asm_guest("""
-        .global main
-    main:
-        msr vbar_el1, xzr
-        ldr x0, =0x40100003
-        ldxr x1, [x0]
-    """)
+    elf = asm_guest(ABORT_WITHOUT_VECTORS)
     machine = Machine(1)
     machine.load(elf)
     outcome = machine.run(100_000)

@@ -760,7 +760,8 @@ class UnicornVcpu:
             raise RuntimeError(f"compiled hooks required: {native.unavailable_reason()}")
         self._native = library
         self._filters: list[native.SysregFilter] = []
-        self._counter_filter: native.SysregFilter | None = None
+        # The MRS hook's table, which the run loop keeps up to date (budget, clock) and which answers
+        # the counter reads; the interrupt hook reads the slice's budget from it too.
         self._slice_filter: native.SysregFilter | None = None
         self._exception_filter: native.ExceptionFilter | None = None
         self._install_hooks(host_reads, host_writes, host_instructions)
@@ -914,14 +915,13 @@ class UnicornVcpu:
             for op0, op1, crn, crm, op2 in keys:
                 filt.action[native.filter_index(crn, crm, op0, op1, op2)] = native.FORWARD
         if self._slice_filter is None:
-            self._slice_filter = filt  # the one the run loop keeps up to date (budget, clock)
+            self._slice_filter = filt  # the MRS hook's, made first
         if counter:
             clock = self._system_counter
             assert clock is not None
             filt.ns_per_instruction, filt.ns_per_count = clock.ns_per_instruction, clock.ns_per_count
             for op0, op1, crn, crm, op2 in counter:
                 filt.action[native.filter_index(crn, crm, op0, op1, op2)] = native.COUNTER
-            self._counter_filter = filt
         return filt
 
     @property
@@ -938,7 +938,7 @@ class UnicornVcpu:
     @property
     def counter_reads_in_engine(self) -> int:
         """System counter reads the compiled hook answered without asking the host."""
-        filt = self._counter_filter
+        filt = self._slice_filter
         return 0 if filt is None else int(filt.counter_reads)
 
     def _exception_entry_located(self) -> bool:

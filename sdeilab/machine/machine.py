@@ -129,7 +129,7 @@ NOT_STATE = frozenset({
     "trace", "quantum", "ram_region", "ram", "firmware", "power_listeners", "uart_sinks", "slice_hooks",
     "wake_checks", "device_tree", "gic", "uart", "timers", "pmus", "sp804", "rtc", "_clocked", "_sysreg_reads",
     "_sysreg_writes", "watchpoints", "_mmio", "vcpus", "_current", "_ram", "_parts", "_power_on", "_power_on_trace",
-    "icount_shift", "ns_per_instruction", "_ns",  # the time scale: configuration
+    "icount_shift", "ns_per_instruction",  # the time scale: configuration
     "code_generation",  # only grows: it keys caches of decoded guest code, which a restore makes stale
     "image",  # state, kept by reference (a GuestImage is never changed)
 })
@@ -188,7 +188,6 @@ class Machine:
             raise ValueError(f"icount shift must be between 0 and {MAX_ICOUNT_SHIFT}, not {icount_shift}")
         self.icount_shift = icount_shift
         self.ns_per_instruction = ns = 1 << icount_shift
-        self._ns = ns
         if ram_size <= 0 or ram_size % RAM_ALIGN or ram_size > MAX_RAM_SIZE:
             raise ValueError(f"RAM size {ram_size:#x}: must be a positive multiple of {RAM_ALIGN:#x} bytes, "
                              f"at most {format_ram_size(MAX_RAM_SIZE)} (memmap.parse_ram_size reads QEMU's -m syntax)")
@@ -408,7 +407,9 @@ class Machine:
     def now(self) -> int:
         """The current vtime: the running CPU's clock, exact to the instruction."""
         current = self._current
-        return self._clock + current.backend.executed() * self._ns if current is not None else self._clock
+        if current is None:
+            return self._clock
+        return self._clock + current.backend.executed() * self.ns_per_instruction
 
     def counter(self) -> int:
         return self.now() // NS_PER_COUNT
@@ -867,8 +868,8 @@ class Machine:
 
     def exception_taken(self, cpu: int, trap: Trap, retired: int, vector: int, esr: int, elr: int, far: int) -> None:
         """An entry the engine made itself (``guest_exception``'s, for the cases it takes): its record."""
-        self.trace.add(ExceptionTaken, cpu, self._clock + retired * self._ns, "sync", _TRAP_REASONS[trap], vector,
-                       esr, elr, far)
+        vtime = self._clock + retired * self.ns_per_instruction
+        self.trace.add(ExceptionTaken, cpu, vtime, "sync", _TRAP_REASONS[trap], vector, esr, elr, far)
 
     def take_interrupt(self, vcpu: Vcpu, kind: str, pstate: int | None = None) -> None:
         """Take an IRQ or FIQ (``kind``) at the current PC; ``pstate`` as the caller just read it, if it did."""
@@ -916,7 +917,7 @@ class Machine:
                 self._skip_idle_time()
                 if self._outcome is not None:
                     break
-            end = self._round_start + self.quantum * self._ns
+            end = self._round_start + self.quantum * self.ns_per_instruction
             self._round_open = True
             for vcpu in self.vcpus:
                 self._run_cpu(vcpu, end)
@@ -1023,7 +1024,7 @@ class Machine:
                     waited = self._masked_for[cpu]
                     step = 1 if waited < MASKED_STEPS else max(1, min(MASKED_IRQ_POLL, waited // 8))
                     self._masked_for[cpu] = waited + step
-                    budget = min(budget, step * self._ns)
+                    budget = min(budget, step * self.ns_per_instruction)
                 else:
                     self._masked_for[cpu] = 0
             deadline = timer.next_deadline()
@@ -1053,7 +1054,7 @@ class Machine:
         is kept in ``_pending`` for the next run.
         """
         cpu = vcpu.index
-        ns = self._ns
+        ns = self.ns_per_instruction
         instructions = -(-budget // ns)
         chunk = instructions
         if self._budget_end is not None:
