@@ -808,10 +808,13 @@ class WidgetPage:
         shown = self.page.locator("div[cell-index]").count()
         assert shown == cells, f"Voila showed {shown} of the notebook's {cells} cells\n{self.diagnostics()}"
 
-    def error_outputs(self, limit: int = 600) -> list[str]:
-        """What cells wrote to stderr, tracebacks included (Lab and Voila show both with that type)."""
-        texts = self.page.locator(STDERR_OUTPUT).all_inner_texts()
-        return [text.strip()[-limit:] for text in texts if text.strip()]
+    def error_outputs(self, limit: int = 1200) -> list[str]:
+        """What cells wrote to stderr, tracebacks included (Lab and Voila show both with that type).
+        A long one keeps its beginning and its end: an exception's message (a run's outcome) comes
+        before the console tail it quotes."""
+        texts = [text.strip() for text in self.page.locator(STDERR_OUTPUT).all_inner_texts()]
+        return [text if len(text) <= limit else f"{text[:limit // 2]} [...] {text[-limit // 2:]}"
+                for text in texts if text]
 
     # -- widgets
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from sdeilab.cpu import native
-from sdeilab.cpu.unicorn_backend import AARCH32_UNSUPPORTED, DIRECT_SWITCH, FAST_PATHS, direct_paths
+from sdeilab.cpu.unicorn_backend import AARCH32_UNSUPPORTED, DIRECT_SWITCH, FAST_PATHS, RECORD_MISSING, direct_paths
 from sdeilab.firmware.platform import make_platform
 from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.toolchain import shipped_elf, shipped_guests
@@ -51,7 +51,7 @@ ALL = "1"
 NONE = "0"
 NO_RECORD = "registers,pstate,aarch32"  # the exception record's probe missed: aborts are fault reports
 NO_AARCH32 = "registers,pstate,record"  # the AArch32 probe missed: AArch32 EL0 is refused
-ABORT_UNKNOWN = "unhandled data abort (the CPU model's syndrome could not be located)"
+ABORT_UNKNOWN = f"unhandled data abort (the CPU model's syndrome could not be located: {RECORD_MISSING})"
 
 
 @dataclass(frozen=True)

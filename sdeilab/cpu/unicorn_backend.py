@@ -55,7 +55,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from unicorn import (
     UC_ARCH_ARM64,
@@ -144,6 +144,9 @@ with an API-only fallback (module docstring): ``registers`` (``env->xregs`` and 
 ``pstate`` (its split fields and ``env->aarch64``), ``aarch32`` (R0-R15 and the CPSR fields; needs
 ``pstate``; without it AArch32 EL0 is refused) and ``record`` (``env->exception``; without it aborts
 are fault reports). ``pstate`` and ``record`` are found from ``registers`` and need it."""
+# Why an abort the CPU model raised cannot be delivered without the "record" path, in a fault report.
+RECORD_MISSING = ("QEMU's exception record was not found in this process (its probe missed, "
+                  "or SDEILAB_DIRECT left it out)")
 DIRECT_SWITCH = "SDEILAB_DIRECT"
 """Environment variable read when a vCPU is built without ``direct=``: "0" (or empty) uses none of
 ``FAST_PATHS``, "1" or unset all of them, else a comma-separated list names the ones to use."""
@@ -245,12 +248,18 @@ def _writable_ranges() -> list[tuple[int, int]]:
             lines = maps.read().splitlines()
     except OSError:
         return []
-    ranges = []
+    ranges: list[tuple[int, int]] = []
     for line in lines:
         span, perms = line.split()[:2]
         if perms.startswith("rw"):
             first, last = (int(x, 16) for x in span.split("-"))
-            ranges.append((first, last))
+            if ranges and ranges[-1][1] == first:
+                # Contiguous writable lines are one range: the kernel lists the heap and an anonymous
+                # mapping right after it (or two mappings it did not merge) apart, and a structure that
+                # straddles the boundary (CPUARMState near the heap's end) must still count as mapped.
+                ranges[-1] = (ranges[-1][0], last)
+            else:
+                ranges.append((first, last))
     return ranges
 
 
@@ -319,7 +328,29 @@ def _read_own_memory(address: int, size: int) -> bytes:
         os.close(fd)
 
 
-@cache
+_T = TypeVar("_T")
+_PROBE_ATTEMPTS = 3  # a probe that misses is tried again on fresh engines before its path is given up
+
+
+def _retried(probe: Callable[[], _T | None]) -> Callable[[], _T | None]:
+    """``probe`` run until it finds its place, at most ``_PROBE_ATTEMPTS`` times, the answer kept for
+    the process. A miss can be transient: the pointers and the memory are read while other threads
+    (a Jupyter kernel's) allocate and free, and one miss would otherwise leave every engine of the
+    process without the path (without the exception record, Linux's first user-space fault is fatal)."""
+
+    @cache
+    def retried() -> _T | None:
+        for _ in range(_PROBE_ATTEMPTS):
+            found = probe()
+            if found is not None:
+                return found
+        return None
+
+    retried.__doc__ = probe.__doc__
+    return retried
+
+
+@_retried
 def _xregs_locator() -> tuple[int, int] | None:
     """(word index in uc_struct, byte delta) such that ``uc_struct[index] + delta`` is ``env->xregs``."""
     common: set[tuple[int, int]] | None = None
@@ -445,7 +476,7 @@ _RECORD_PROBE_CODE = bytes.fromhex("814602d4e00e20d4017c5fc8")
 _RECORD_PROBE_EXPECT = ((0x5600_1234, None), (0xF200_0077, None), (0x9600_0021, 0x1_0003))
 
 
-@cache
+@_retried
 def _exception_record_offset() -> int | None:
     """Byte offset of ``env->exception`` from ``env->xregs``, or None if it cannot be told for sure.
 

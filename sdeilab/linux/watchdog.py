@@ -73,8 +73,9 @@ def run_watchdog(platform: Platform, event: int, raises: int, settle: int, budge
     machine.uart_sinks.remove(listen)
     loaded = LOADED.search(bytes(machine.uart_output))
     if outcome.reason is not StopReason.PAUSED or not loaded:
-        raise WatchdogError(f"the module's load line never came ({outcome}): "
-                            f"{machine.uart_output[-3000:].decode(errors='replace')}")
+        raise WatchdogError(f"the module's load line never came: the run stopped with {outcome.reason.name} "
+                            f"({outcome.detail}) after {outcome.instructions:,} instructions; the console "
+                            f"ends: {machine.uart_output[-3000:].decode(errors='replace')}")
     start = int(loaded[2], 16)
     spinner = range(start, start + int(loaded[3], 16))
 

@@ -39,7 +39,7 @@ from typing import Protocol
 
 from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, SystemCounter, Trap
 from sdeilab.cpu.disasm import disassemble_one
-from sdeilab.cpu.unicorn_backend import UnicornVcpu
+from sdeilab.cpu.unicorn_backend import RECORD_MISSING, UnicornVcpu
 from sdeilab.machine import exceptions as exc
 from sdeilab.machine.debug import WATCHPOINTS, Hit, Watchpoints, dbgwcr, dbgwvr
 from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3
@@ -790,7 +790,7 @@ class Machine:
             word = self.read_code_u32(vcpu, pc) or 0
             self.guest_exception(vcpu, exc.esr(exc.EC_BRK64, (word >> 5) & 0xFFFF), pc, reason)
         else:  # an abort whose syndrome is unknown cannot be delivered faithfully
-            why = ("the CPU model's syndrome could not be located" if record is None
+            why = (f"the CPU model's syndrome could not be located: {RECORD_MISSING}" if record is None
                    else f"taken to EL{record.target_el}")
             self.fault(vcpu, f"unhandled {reason} ({why})", pc)
 
