@@ -14,13 +14,15 @@
 #   dpkg-dev          - dpkg-source (and patch), which unpack Debian's arm-trusted-firmware source package
 #   gcc, libc6-dev, libssl-dev - the host compiler and OpenSSL's libcrypto for TF-A's fiptool
 # (the cross compiler and make are in the list above already).
+# and what the GDB server's tests drive (issue 16, docs/debugging.md):
+#   gdb-multiarch     - Debian's gdb with the AArch64 target, run in batch mode against `sdeilab run --gdb`
 # and what the workshop hub needs (issue 17, docs/workshop.md):
 #   nodejs, npm       - Node.js runs configurable-http-proxy, JupyterHub's proxy, which scripts/setup.sh
 #                       installs from the npm registry with npm. Skipped when node and npm are already
 #                       there (NodeSource's nodejs package carries its own npm and conflicts with Debian's).
 set -euo pipefail
 packages=(qemu-system-arm chromium fonts-liberation device-tree-compiler gcc-aarch64-linux-gnu make
-          dpkg-dev gcc libc6-dev libssl-dev)
+          dpkg-dev gcc libc6-dev libssl-dev gdb-multiarch)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 for arg in "$@"; do

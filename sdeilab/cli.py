@@ -109,6 +109,11 @@ def _port(text: str) -> int:
     return value
 
 
+def _gdb_port(text: str) -> int:
+    """A TCP port, or 0 for any free one."""
+    return 0 if text.strip() == "0" else _port(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sdeilab.firmware.platform import DEFAULT_BOOTARGS
     from sdeilab.firmware.profiles import PROFILES
@@ -144,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="each instruction takes 2^N ns of virtual time, as QEMU's -icount shift=N "
                           "(default 0: 1 ns). The counter keeps its 62.5 MHz, so a guest that waits on it "
                           "retires 2^N times fewer instructions for the same wait")
+    run.add_argument("--gdb", type=_gdb_port, default=None, metavar="PORT",
+                     help="wait for gdb (target remote :PORT) on 127.0.0.1 and let it drive the guest, reverse "
+                          "execution included (docs/debugging.md); 0 picks a free port, printed on stderr")
     run.add_argument("--quirk", action="append", default=[], choices=Quirks.names(), metavar="NAME",
                      help=f"switch on an SDEI quirk (repeatable): {', '.join(Quirks.names())}")
     build = sub.add_parser("build", help="build a guest from .S/.c sources with the guest toolchain")
@@ -286,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.quantum is not None and args.quantum > MAX_QUANTUM:
         return _fail(f"--quantum {args.quantum}: at most {MAX_QUANTUM:,} instructions (Ctrl-C and the "
                      "progress line are taken between slices)")
+    if args.gdb is not None:
+        return _serve_gdb(args)
     stop = _Stop()
     with stop.installed():  # from here on a signal is noted, never raised in the middle of something
         # The trace's folder is checked, and its temporary file made, before anything runs: a run
@@ -305,6 +315,66 @@ def _run(args: argparse.Namespace) -> int:
         print(f"sdeilab: {stop.describe()} before the run began", file=sys.stderr)
         return 128 + stop.signal
     return status
+
+
+def _serve_gdb(args: argparse.Namespace) -> int:
+    """``run --gdb PORT``: the guest in a debugger session that one gdb client drives until it
+    detaches, kills or goes away (sdeilab.firmware.gdb_server). The guest's console goes to
+    standard output as it first appears (a step back replays it without printing it twice)."""
+    from sdeilab.firmware.gdb_server import GdbServer
+    from sdeilab.firmware.platform import DEFAULT_BOOTARGS, KernelBoot
+    from sdeilab.firmware.session import Session
+    from sdeilab.machine.loader import GuestLoadError
+    from sdeilab.machine.machine import RamSizeError
+    from sdeilab.machine.memmap import DEFAULT_RAM_SIZE
+
+    if args.trace is not None:
+        return _fail("--trace does not go with --gdb: in gdb, `monitor trace last N` shows the trace")
+    with tempfile.TemporaryDirectory(prefix="sdeilab-") as scratch:
+        guest: Path | KernelBoot
+        if args.kernel is not None:
+            guest = KernelBoot(args.kernel, args.initrd, DEFAULT_BOOTARGS if args.append is None else args.append)
+        else:
+            guest = args.guest
+            if guest.suffix in SOURCE_SUFFIXES and _is_regular_file(guest):
+                from sdeilab.toolchain import BuildError, build
+
+                try:
+                    guest = build([guest], Path(scratch) / (guest.stem + ".elf"))
+                except BuildError as error:
+                    return _fail(f"cannot build {args.guest}:\n{error}")
+        kwargs = {"quantum": args.quantum} if args.quantum else {}
+        try:
+            session = Session(guest, cpus=args.cpus, profile=args.profile, quirks=args.quirk,
+                              memory=args.memory or DEFAULT_RAM_SIZE, **kwargs)
+        except (GuestLoadError, RamSizeError, ValueError, OSError) as error:
+            return _fail(str(error))
+        if _kept_to_exit is not None:
+            _kept_to_exit.append(session)  # ``entry``: the engines stay open until the process ends
+        try:
+            server = GdbServer(session, args.gdb, once=True)
+        except OSError as error:
+            return _fail(f"--gdb {args.gdb}: cannot listen on 127.0.0.1:{args.gdb}: {error.strerror or error}")
+        printed = 0
+
+        def console() -> None:  # what the guest wrote past what was shown already
+            nonlocal printed
+            uart = session.uart
+            if len(uart) > printed:
+                sys.stdout.buffer.write(uart[printed:])
+                sys.stdout.flush()
+                printed = len(uart)
+
+        server.on_output = console
+        print(f"sdeilab: waiting for gdb on 127.0.0.1:{server.port} (in gdb-multiarch: target remote "
+              f":{server.port})", file=sys.stderr, flush=True)
+        with server:
+            server.serve()
+        console()
+        stop = session.last_stop
+        print(f"sdeilab: gdb is gone; the guest stands at {stop.retired:,} instructions ({stop.reason}: "
+              f"{stop.detail})", file=sys.stderr)
+    return 0
 
 
 def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop) -> int:

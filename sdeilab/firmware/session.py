@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdeilab.cpu.disasm import disassemble
 from sdeilab.firmware.platform import KernelBoot, Platform, make_platform
@@ -63,6 +64,9 @@ from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.machine.state import MachineSnapshot
 from sdeilab.machine.vcpu import VcpuState
 from sdeilab.trace import FACT_KINDS, Fact, SdeiDispatch, SmcccCall, TraceLog
+
+if TYPE_CHECKING:
+    from sdeilab.firmware.gdb_server import GdbServer
 
 GENERAL = tuple(f"x{n}" for n in range(31))
 SPECIAL = ("SP", "PC", "PSTATE")
@@ -85,6 +89,7 @@ CHECKPOINT_MEMORY = 512 << 20
 _FINAL = frozenset({StopReason.SYSTEM_OFF, StopReason.SYSTEM_RESET, StopReason.FAULT, StopReason.DEADLOCK})
 
 ADDRESS_LIMIT = 1 << 64  # breakpoints are on 64-bit virtual addresses: nothing at or above this
+_PAGE = 4096  # the smallest translation granule (ARM ARM D8.2): a virtual range is read page by page
 
 
 class SessionBusy(RuntimeError):
@@ -794,6 +799,90 @@ class Session:
 
     def symbolize(self, address: int) -> str:
         return self.machine.image.symbolize(address) if self.machine.image else ""
+
+    # --- what an outside debugger reads and writes (sdeilab.firmware.gdb_server) ---------
+    def serve_gdb(self, port: int = 0) -> GdbServer:
+        """Serve this session to gdb on 127.0.0.1:``port`` (0: a free port, the result's ``port``)
+        from a background thread, until the result's ``close()``: ``target remote :PORT`` in
+        gdb-multiarch (docs/debugging.md). While gdb runs the guest, the notebook's own control
+        methods get SessionBusy."""
+        from sdeilab.firmware.gdb_server import GdbServer
+
+        return GdbServer(self, port).start()
+
+    def cpu_states(self) -> list[str]:
+        """Each CPU's power state ("on", "off", "on-pending", ...): gdb's threads."""
+        return [v.state.value for v in self.machine.vcpus]
+
+    def read_memory(self, address: int, size: int, cpu: int | None = None, *, physical: bool = False) -> bytes:
+        """Up to ``size`` bytes at ``address``: virtual as ``cpu`` (default: the focus CPU) sees it
+        now, through its MMU when on, or physical. The bytes before the first one that is not RAM
+        or does not translate (empty if the first one does not): what gdb shows of a partial read."""
+        return b"".join(chunk for _, chunk in self._spans(address, size, cpu, physical))
+
+    def write_memory(self, address: int, data: bytes, cpu: int | None = None, *, physical: bool = False) -> None:
+        """Write ``data`` at ``address`` (virtual as ``cpu`` sees it, or physical); ValueError, and
+        nothing written, where a byte is not RAM or does not translate. The guest's history takes
+        another course here, as after ``raise_event``: a step back to before it forgets the write."""
+        pages = self._spans(address, len(data), cpu, physical)
+        if sum(len(span) for _, span in pages) != len(data):
+            raise ValueError(f"0x{address:x}+{len(data)} is not all RAM as CPU {self._focus(cpu)} sees it")
+        with self._exclusive():
+            done = 0
+            for physical_address, span in pages:
+                self.machine.write_ram(physical_address, data[done:done + len(span)])
+                done += len(span)
+            self._history_changed()
+        self._stopped(self.last_stop, self._regs)
+
+    def write_register(self, cpu: int, name: str, value: int) -> None:
+        """Set one of ``REGISTERS`` of ``cpu`` (as a debugger does): the history takes another course."""
+        index = self._cpu_index(cpu)
+        if name not in REGISTERS:
+            raise ValueError(f"no register {name!r}: the views know {', '.join(REGISTERS)}")
+        with self._exclusive():
+            backend = self.machine.vcpus[index].backend
+            if name.startswith("x"):
+                backend.set_x(int(name[1:]), value)
+            elif name == "PC":
+                backend.pc = value
+            else:
+                backend.write(name, value)
+            self._history_changed()
+        self._stopped(self.last_stop, self._regs)
+
+    def vector_registers(self, cpu: int) -> tuple[list[int], int, int]:
+        """``cpu``'s V0-V31 (128-bit values), FPSR and FPCR."""
+        state = self.machine.vcpus[self._cpu_index(cpu)].backend.vector_state()
+        values = [int.from_bytes(state[16 * n:16 * n + 16], "little") for n in range(34)]
+        return values[:32], values[33], values[32]
+
+    def _focus(self, cpu: int | None) -> int:
+        return self.focus_cpu() if cpu is None else self._cpu_index(cpu)
+
+    def _spans(self, address: int, size: int, cpu: int | None, physical: bool) -> list[tuple[int, bytes]]:
+        """(physical address, bytes) of each page of the range, in order, up to the first page that
+        is not RAM or does not translate (a virtual range need not be physically contiguous)."""
+        if size < 0 or not 0 <= address < ADDRESS_LIMIT:
+            raise ValueError(f"0x{address:x}+{size}: not a range of 64-bit addresses")
+        backend = self.machine.vcpus[self._focus(cpu)].backend
+        spans: list[tuple[int, bytes]] = []
+        while size > 0 and address < ADDRESS_LIMIT:
+            room = min(size, _PAGE - address % _PAGE, ADDRESS_LIMIT - address)
+            where = address if physical else backend.translate(address, "read")
+            chunk = None if where is None else self.machine.read_ram(where, room)
+            if where is None or chunk is None:
+                break
+            spans.append((where, chunk))
+            address += room
+            size -= room
+        return spans
+
+    def _history_changed(self) -> None:
+        """Something from outside the guest (a debugger's write) changed its state here: checkpoints
+        after this point belong to the old history, and a step back to before it forgets it."""
+        self._checkpoints.drop_after(self.retired)
+        self._raised_at.append(self.retired)
 
     # --- the run loop ------------------------------------------------------------------
     @contextmanager
