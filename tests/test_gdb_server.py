@@ -307,3 +307,29 @@ def test_random_and_malformed_packets_neither_crash_nor_hang(served: tuple[Sessi
             finally:
                 check.close()
     assert not session.running, seed
+
+
+def test_dashboard_button_serves_gdb_and_the_views_follow() -> None:
+    from sdeilab.widgets import Lab
+
+    lab = Lab(SMP, cpus=4, plots_enabled=False)
+    try:
+        lab.gdb_button.value = True  # the button, as a click sets it
+        server = lab.gdb_server
+        assert server is not None and f"target remote :{server.port}" in lab.gdb_label.value
+        client = Client(server.port)
+        try:
+            assert client.ask(b"s").startswith(b"T05thread:1;")
+            deadline = time.monotonic() + 10
+            while "1 instruction" not in lab.status.value and time.monotonic() < deadline:
+                time.sleep(0.05)  # the view is refreshed by the server's thread after the reply
+            assert lab.session.retired == 1
+            assert "1 instruction" in lab.status.value, lab.status.value
+        finally:
+            client.close()
+        lab.gdb_button.value = False
+        assert lab.gdb_server is None and lab.gdb_label.value == ""
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+    finally:
+        lab.close()

@@ -254,6 +254,7 @@ class GdbServer:
         self._resume = -1  # Hc: the thread s and c apply to
         self.clients = 0  # clients served so far
         self.on_output: Callable[[], None] | None = None  # called after each stop and between chunks of a run
+        self.on_stop: Callable[[], None] | None = None  # called after each stop gdb caused (a view's refresh)
         self.last_error: str | None = None  # the last packet refused, for the curious
 
     # --- life cycle ----------------------------------------------------------------------
@@ -325,6 +326,9 @@ class GdbServer:
             if reply is None:  # D, k: the client is done
                 return
             conn.send(reply)
+            if self.on_stop is not None and reply[:1] in (b"T", b"W"):
+                with contextlib.suppress(Exception):  # a view that fails must not end the connection
+                    self.on_stop()
             if packet == b"QStartNoAckMode":
                 conn.ack = False
 

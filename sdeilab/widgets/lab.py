@@ -42,6 +42,7 @@ from typing import Any
 import ipywidgets as w
 
 from sdeilab.firmware.sdei.quirks import Quirks
+from sdeilab.firmware.gdb_server import GdbServer
 from sdeilab.firmware.session import Breakpoint, EventBreak, Session, SessionBusy, StopInfo
 from sdeilab.trace import FACT_KINDS, SdeiTransition, TraceLog
 from sdeilab.widgets import plots
@@ -157,6 +158,14 @@ class Lab:
                                        tooltip="go back n instructions (replays the guest from its start)")
         self.reset_button = button(description="Reset", icon="undo", tooltip="load the guest again")
         self.count = w.BoundedIntText(value=1, min=1, max=10**9, description="n", layout=w.Layout(width="160px"))
+        # gdb drives the same session (sdeilab.firmware.gdb_server): the address to give it shows beside.
+        self.gdb_button = w.ToggleButton(description="gdb", icon="bug", value=False,
+                                         tooltip="serve this guest to gdb-multiarch on 127.0.0.1 (reverse "
+                                                 "execution included); click again to stop")
+        self.gdb_label = w.HTML()
+        self.gdb_button.observe(lambda change: self._syncing or (self.serve_gdb() if change["new"]
+                                                                 else self.stop_gdb()), "value")
+        self.gdb_server: GdbServer | None = None
 
         # Step and Step firmware act on the CPU chosen here, or machine-wide.
         self.step_cpu = w.Dropdown(options=_any_options(s.cpus, "all CPUs"), value=ANY_CPU, description="on",
@@ -242,7 +251,7 @@ class Lab:
 
         controls = w.HBox([self.run_button, self.pause_button, self.step_button, self.step_firmware_button,
                            self.run_until_button, self.step_back_button, self.reset_button, self.count,
-                           self.step_cpu], layout=w.Layout(flex_flow="row wrap"))
+                           self.step_cpu, self.gdb_button, self.gdb_label], layout=w.Layout(flex_flow="row wrap"))
         controls.add_class("sdeilab-controls")
         breakpoints = w.VBox([
             w.HBox([self.bp_entry, self.bp_cpu, self.bp_add_button]),
@@ -414,9 +423,40 @@ class Lab:
         """Raise a hypervisor-originated SDEI event on ``cpu`` (``Session.raise_event``)."""
         self._edit(lambda: self.session.raise_event(number, cpu))
 
+    def serve_gdb(self, port: int = 0) -> int | None:
+        """Serve the session to gdb on 127.0.0.1:``port`` (0: a free one) until ``stop_gdb`` (the gdb
+        button); returns the port. The views follow each stop gdb causes."""
+        if self.gdb_server is None:
+            try:
+                server = self.session.serve_gdb(port)
+            except OSError as error:
+                self._set_gdb(False)
+                return self._fail(f"gdb: cannot listen on 127.0.0.1:{port}: {error.strerror or error}")
+            server.on_stop = self._refresh_safely
+            self.gdb_server = server
+        self._set_gdb(True)
+        return self.gdb_server.port
+
+    def stop_gdb(self) -> None:
+        """Stop serving gdb (a run gdb started is paused; gdb sees the connection close)."""
+        server, self.gdb_server = self.gdb_server, None
+        if server is not None:
+            server.close()
+        self._set_gdb(False)
+        self._refresh_safely()
+
+    def _set_gdb(self, on: bool) -> None:
+        with self._quiet():
+            self.gdb_button.value = on
+        server = self.gdb_server
+        self.gdb_label.value = ("" if server is None else
+                                f"<code>target remote :{server.port}</code> <small>(gdb-multiarch)</small>")
+
     def close(self, timeout: float | None = None) -> None:
         """Pause a background run and wait for it and for the drawing in progress to end (done
         for every dashboard at interpreter exit; the dashboard stays usable)."""
+        if self.gdb_server is not None:
+            self.stop_gdb()
         if self.busy:
             self.session.pause()
         thread = self._thread
