@@ -67,7 +67,7 @@ SOURCE_SUFFIXES = (".S", ".s", ".c")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too; keep its one-line style
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep its one-line style
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"sdeilab: error: {message}\n")
 
@@ -334,15 +334,15 @@ def _serve_gdb(args: argparse.Namespace) -> int:
         guest: Path | KernelBoot
         if args.kernel is not None:
             guest = KernelBoot(args.kernel, args.initrd, DEFAULT_BOOTARGS if args.append is None else args.append)
+        elif args.guest.suffix in SOURCE_SUFFIXES and _is_regular_file(args.guest):
+            from sdeilab.toolchain import BuildError, build
+
+            try:
+                guest = build([args.guest], Path(scratch) / (args.guest.stem + ".elf"))
+            except BuildError as error:
+                return _fail(f"cannot build {args.guest}:\n{error}")
         else:
             guest = args.guest
-            if guest.suffix in SOURCE_SUFFIXES and _is_regular_file(guest):
-                from sdeilab.toolchain import BuildError, build
-
-                try:
-                    guest = build([guest], Path(scratch) / (guest.stem + ".elf"))
-                except BuildError as error:
-                    return _fail(f"cannot build {args.guest}:\n{error}")
         kwargs = {"quantum": args.quantum} if args.quantum else {}
         try:
             session = Session(guest, cpus=args.cpus, profile=args.profile, quirks=args.quirk,

@@ -41,8 +41,8 @@ from typing import Any
 
 import ipywidgets as w
 
-from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.gdb_server import GdbServer
+from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.session import Breakpoint, EventBreak, Session, SessionBusy, StopInfo
 from sdeilab.trace import FACT_KINDS, SdeiTransition, TraceLog
 from sdeilab.widgets import plots
@@ -163,8 +163,7 @@ class Lab:
                                          tooltip="serve this guest to gdb-multiarch on 127.0.0.1 (reverse "
                                                  "execution included); click again to stop")
         self.gdb_label = w.HTML()
-        self.gdb_button.observe(lambda change: self._syncing or (self.serve_gdb() if change["new"]
-                                                                 else self.stop_gdb()), "value")
+        self.gdb_button.observe(self._on_user(self._toggle_gdb), "value")
         self.gdb_server: GdbServer | None = None
 
         # Step and Step firmware act on the CPU chosen here, or machine-wide.
@@ -187,12 +186,12 @@ class Lab:
         self.progress_label = w.Label("")
 
         self.cpu_select = w.ToggleButtons(options=_follow_options(s.cpus), value=FOLLOW, style={"button_width": "64px"})
-        self.cpu_select.observe(lambda change: self._syncing or self.show_cpu(change["new"]), "value")
+        self.cpu_select.observe(self._on_user(self.show_cpu), "value")
         self.registers_html = w.HTML()
         self.disasm_html = w.HTML()
         self.memory_entry = w.Text(placeholder="address or symbol (default: SP)", description="memory",
                                    continuous_update=False)
-        self.memory_entry.observe(lambda change: self._syncing or self.show_memory(change["new"]), "value")
+        self.memory_entry.observe(self._on_user(self.show_memory), "value")
         self.memory_html = w.HTML()
         # The UART's text (``uart_view.value``, what notebooks and tests read), and the box that shows
         # it, which keeps to its last line as output comes (views.uart_html).
@@ -237,10 +236,10 @@ class Lab:
 
         self.event_select = w.Dropdown(options=[0], value=0, description="SDEI event",
                                        layout=w.Layout(width="200px"))
-        self.event_select.observe(lambda change: self._syncing or self.show_event(change["new"]), "value")
+        self.event_select.observe(self._on_user(self.show_event), "value")
         self.state_cpu = w.Dropdown(options=_any_options(s.cpus, "all CPUs"), value=ANY_CPU, description="on",
                                     layout=w.Layout(width="150px"), style={"description_width": "24px"})
-        self.state_cpu.observe(lambda change: self._syncing or self.show_event_cpu(_cpu(change["new"])), "value")
+        self.state_cpu.observe(self._on_user(lambda value: self.show_event_cpu(_cpu(value))), "value")
         self.state_label = w.HTML()  # the highlighted state in words: readable from the back of a room
         # Each picture is shown at half its pixel size (HiDPI), sized by width only: the height
         # follows the picture's own aspect, and max-width lets a narrow page shrink it, never stretch it.
@@ -313,7 +312,8 @@ class Lab:
     def start(self, max_instructions: int | None = None) -> threading.Thread | None:
         """Run in a background thread (the Run button): the kernel stays free for Pause."""
         if self.busy:
-            return self._fail("already running")
+            self._fail("already running")
+            return None
         self.error = ""
         self._result = None
         self.progress.value = 0
@@ -365,12 +365,14 @@ class Lab:
         if predicate is None or isinstance(predicate, str):
             name = (predicate or self.event_entry.value).strip()
             if not name:
-                return self._fail("name an event in the event field first")
+                self._fail("name an event in the event field first")
+                return None
             target = cpu if cpu is not None or predicate is not None else _cpu(self.event_cpu.value)
             try:
                 matcher: EventBreak = self.session.event_matcher(name, target)
             except ValueError as error:
-                return self._fail(str(error))
+                self._fail(str(error))
+                return None
             return self._do(lambda: self.session.run_until(matcher, max_instructions))
         return self._do(lambda: self.session.run_until(predicate, max_instructions, every=every))
 
@@ -431,7 +433,8 @@ class Lab:
                 server = self.session.serve_gdb(port)
             except OSError as error:
                 self._set_gdb(False)
-                return self._fail(f"gdb: cannot listen on 127.0.0.1:{port}: {error.strerror or error}")
+                self._fail(f"gdb: cannot listen on 127.0.0.1:{port}: {error.strerror or error}")
+                return None
             server.on_stop = self._refresh_safely
             self.gdb_server = server
         self._set_gdb(True)
@@ -444,6 +447,20 @@ class Lab:
             server.close()
         self._set_gdb(False)
         self._refresh_safely()
+
+    def _toggle_gdb(self, on: bool) -> None:
+        if on:
+            self.serve_gdb()
+        else:
+            self.stop_gdb()
+
+    def _on_user(self, act: Callable[[Any], object]) -> Callable[[dict[str, Any]], None]:
+        """An observer that passes a widget's new value to ``act`` when the user changed it (not
+        when the lab itself is setting widget values)."""
+        def observe(change: dict[str, Any]) -> None:
+            if not self._syncing:
+                act(change["new"])
+        return observe
 
     def _set_gdb(self, on: bool) -> None:
         with self._quiet():
@@ -686,7 +703,8 @@ class Lab:
         failed leaves the old one selected) and the views are refreshed."""
         if self.busy:
             self._sync_switches()
-            return self._fail("the machine is running: pause it first")
+            self._fail("the machine is running: pause it first")
+            return None
         self.error = ""
         try:
             result: StopInfo | None = action()
@@ -705,7 +723,8 @@ class Lab:
         try:
             result = action()
         except Exception as error:  # as in _do
-            return self._fail(_message(error))
+            self._fail(_message(error))
+            return None
         self._refresh_safely()
         return result
 
@@ -718,7 +737,6 @@ class Lab:
     def _fail(self, message: str) -> None:
         self.error = message
         self.status.value = self._status(self.session.running, message)
-        return None
 
     def _background(self, max_instructions: int | None) -> None:
         try:
