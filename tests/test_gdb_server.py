@@ -121,13 +121,16 @@ def test_per_thread_step(served: tuple[Session, GdbServer]) -> None:
 def test_monitor_commands_and_firmware_event_stops(served: tuple[Session, GdbServer]) -> None:
     session, server = served
     out = gdb(server.port, "monitor help", "monitor profile", "monitor break cpu-on", "continue",
-              "monitor where", "monitor trace last 2", "monitor phys 0x40080000 16", "monitor nonsense")
+              "monitor where", "monitor trace last 2", "monitor phys 0x40080000 16",
+              "monitor phys-write 0x41000000 5de1c0de", "monitor phys 0x41000000 4", "monitor nonsense")
     assert "break EVENT" in out and "profile virt: conduits hvc -> kvm" in out, out
     assert "the next run stops after CPU_ON" in out, out
     assert re.search(r"break: CPU_ON64 on CPU 0", out), out
     assert "SmcccReturn fid=0xc4000003 name=CPU_ON64 results=(0)" in out, out
     first = session.read_memory(0x4008_0000, 16, physical=True)
     assert f"0x0000000040080000: {first.hex(' ')}" in out, out
+    assert "0x0000000041000000: 5d e1 c0 de" in out, out
+    assert session.read_memory(0x4100_0000, 4, physical=True) == bytes.fromhex("5de1c0de")
     assert "unknown monitor command 'nonsense'" in out, out
 
 

@@ -698,6 +698,12 @@ class GdbServer:
             if not data:
                 return f"0x{address:x}: not RAM\n"
             return "".join(f"0x{address + at:016x}: {data[at:at + 16].hex(' ')}\n" for at in range(0, len(data), 16))
+        if verb == "phys-write" and len(args) == 2:
+            address, data = int(args[0], 0), bytes.fromhex(args[1])
+            if not 0 < len(data) <= 4096:
+                raise ValueError("phys-write ADDRESS HEXBYTES takes 1 to 4096 bytes")
+            session.write_memory(address, data, physical=True)
+            return f"wrote {len(data)} bytes at physical 0x{address:x}\n"
         if verb == "checkpoints":
             return "".join(f"{retired:>15,} instructions, {length:,} facts\n"
                            for retired, length in session.checkpoints)
@@ -717,6 +723,7 @@ MONITOR_HELP = """sdeilab monitor commands:
   trace last N          the last N facts of the trace
   profile               who answers which firmware call, on which conduit
   phys ADDRESS [LEN]    physical memory (gdb's x reads virtual memory as the thread's CPU sees it)
+  phys-write ADDRESS HEXBYTES   write physical memory (e.g. phys-write 0x40100000 1f2003d5)
   raise EVENT CPU       raise an SDEI event on a CPU, as a hypervisor would
   checkpoints, where    the snapshots reverse execution starts from; where the run stands
 """
