@@ -56,6 +56,7 @@ from sdeilab.firmware.platform import KernelBoot, Platform, make_platform
 from sdeilab.firmware.profiles import PROFILES, Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS
+from sdeilab.machine.debug import DebuggerWatch
 from sdeilab.machine.loader import GuestImage, GuestLoadError, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
 from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, MAX_CPUS, parse_ram_size
@@ -95,10 +96,14 @@ class SessionBusy(RuntimeError):
 class StopInfo:
     """Why and where the machine stopped.
 
-    ``reason`` is a :class:`StopReason` value ("budget", "breakpoint", "paused", "break" for a
-    firmware event or condition, "system-off", "fault", "deadlock", "system-reset") or "reset" /
-    "step-back" for those commands. ``cpu`` is the CPU that ran last (or hit the breakpoint),
-    ``fact`` the fact that stopped a firmware-event run.
+    ``reason`` is a :class:`StopReason` value ("budget", "breakpoint", "watchpoint", "paused",
+    "break" for a firmware event or condition, "system-off", "fault", "deadlock", "system-reset")
+    or "reset" / "step-back" for those commands, and "history-start" when ``reverse_continue``
+    found no stop before the guest as loaded. ``cpu`` is the CPU that ran last (or hit the
+    breakpoint or watchpoint), ``fact`` the fact that stopped a firmware-event run. A watchpoint
+    stop gives the data ``address`` the instruction at PC was about to access (a virtual address,
+    as that CPU sees it) and the ``access``, "read" or "write"; a breakpoint stop gives its
+    ``address`` (the PC).
     """
 
     reason: str
@@ -108,6 +113,8 @@ class StopInfo:
     fact: Fact | None = None
     executed: int = 0  # instructions this command retired (negative for step_back)
     vtime: int = 0  # the virtual time (ns) of ``cpu`` at the stop: where its next instruction would run
+    address: int | None = None  # a watchpoint's data address, a breakpoint's PC
+    access: str | None = None  # a watchpoint's access: "read" or "write"
 
     @property
     def final(self) -> bool:
@@ -151,6 +158,39 @@ class Breakpoint:
     def __str__(self) -> str:
         where = f" <{self.label}>" if self.label else ""
         return f"0x{self.address:x}{where}" + ("" if self.cpu is None else f" on CPU {self.cpu}")
+
+
+WATCH_KINDS = ("write", "read", "access")
+"""What a watchpoint stops on: stores, loads, or both (gdb's ``watch``, ``rwatch``, ``awatch``)."""
+
+
+@dataclass(frozen=True)
+class Watchpoint:
+    """A debugger watchpoint on ``size`` bytes at virtual ``address``; ``cpu`` None watches every CPU."""
+
+    address: int
+    size: int
+    kind: str = "write"
+    cpu: int | None = None
+
+    def __str__(self) -> str:
+        return (f"{self.kind} 0x{self.address:x}+{self.size}"
+                + ("" if self.cpu is None else f" on CPU {self.cpu}"))
+
+    def engine(self) -> DebuggerWatch:
+        return DebuggerWatch(self.address, self.size, self.kind != "write", self.kind != "read", self.cpu)
+
+
+@dataclass(frozen=True)
+class _PastStop:
+    """A stop a forward run made in a replayed interval (``reverse_continue``)."""
+
+    retired: int
+    cpu: int
+    reason: str
+    address: int
+    access: str | None
+    ordinal: int  # how many stops the replay of its interval made before it
 
 
 @dataclass(frozen=True)
@@ -289,6 +329,7 @@ class Session:
         self.profile = _profile(profile)
         self.quirks = _quirks(quirks)
         self._breakpoints: dict[int, Breakpoint] = {}
+        self._watchpoints: dict[tuple[int, int, str], Watchpoint] = {}
         self._event_breaks: list[EventBreak] = []
         self._lock = threading.Lock()
         self._pause = threading.Event()
@@ -387,6 +428,7 @@ class Session:
                 image = read
                 machine.load_image(image)
         machine.set_breakpoints(frozenset(self._breakpoints))
+        machine.set_watchpoints(self._engine_watches())
         checkpoints = _Checkpoints()
         checkpoints.add(machine.snapshot())  # the guest as loaded (breakpoints are not state: they stay)
         # Everything is built: only now does the session change.
@@ -527,28 +569,189 @@ class Session:
                 self._read_builds()
         return self._stopped(StopInfo("reset", f"{self.guest_file.name} loaded", 0, executed=-start), previous)
 
-    def step_back(self, count: int = 1) -> StopInfo:
+    def step_back(self, count: int = 1, cpu: int | None = None) -> StopInfo:
         """Return to ``count`` instructions earlier: back to the checkpoint before that point, and
-        on from there (see the module docstring for why this is exact and what it costs)."""
+        on from there (see the module docstring for why this is exact and what it costs).
+
+        With ``cpu``: back until that CPU has retired ``count`` fewer instructions, to the stop a
+        forward ``step(cpu=cpu)`` makes there: right after that CPU's instruction, before any
+        other CPU runs again (so ``step(n, cpu)`` then ``step_back(n, cpu)`` comes back to the
+        same state, and the other way round). The replay starts at the last checkpoint where the
+        CPU had not yet got there and stops on the CPU's count (``Machine.run(cpu_goal=)``),
+        however much the other CPUs ran meanwhile: it costs what ``step_back`` costs. Going back
+        to the CPU's count 0 lands where it has retired nothing, just before its first
+        instruction (for a CPU that CPU_ON brings up, before its power-on is acted on: it shows
+        as on-pending there). ValueError if the CPU has retired fewer than ``count``."""
         count = _count(count, "count")
+        if cpu is not None:
+            return self._step_back_cpu(count, self._cpu_index(cpu))
         with self._exclusive():
             previous = self._regs
             start = self.retired
             target = max(0, start - count)
-            self._rewind(self._checkpoints.at_or_before(target))
-            machine = self.machine
-            machine.set_breakpoints(frozenset())
-            try:
-                while self.retired < target:
-                    outcome = self._advance(min(CHUNK, target - self.retired))
-                    if outcome.reason is not StopReason.BUDGET:
-                        raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
-                                           "the machine is not deterministic here")
-            finally:
-                machine.set_breakpoints(frozenset(self._breakpoints))
+            with self._disarmed():
+                self._replay_to(target)
         info = StopInfo("step-back", f"back {start - target} instructions", self.retired,
                         self.machine.last_cpu, executed=target - start, vtime=self.machine.now())
         return self._stopped(info, previous)
+
+    def _step_back_cpu(self, count: int, cpu: int) -> StopInfo:
+        machine = self.machine
+        now = machine.cpu_retired[cpu]
+        goal = now - count
+        if goal < 0:
+            raise ValueError(f"CPU {cpu} has retired {now} instructions since the guest was loaded: "
+                             f"it cannot go back {count}")
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            if count:
+                with self._disarmed():
+                    if goal:
+                        self._replay_cpu(cpu, goal, start)
+                    else:
+                        # Just before its first instruction: where it retired that one, less one.
+                        self._replay_cpu(cpu, 1, start)
+                        self._replay_to(self.retired - 1)
+        info = StopInfo("step-back", f"back {count} instructions of CPU {cpu}", self.retired, cpu,
+                        executed=self.retired - start, vtime=machine.now())
+        return self._stopped(info, previous)
+
+    def _replay_to(self, target: int) -> None:
+        """The machine at ``target`` instructions (at most the current count): the last checkpoint
+        at or before it, and a replay from there (breakpoints and watchpoints disarmed by the caller)."""
+        self._rewind(self._checkpoints.at_or_before(target))
+        while self.retired < target:
+            outcome = self._advance(min(CHUNK, target - self.retired))
+            if outcome.reason is not StopReason.BUDGET:
+                raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
+                                   "the machine is not deterministic here")
+
+    def _replay_cpu(self, cpu: int, goal: int, limit: int) -> None:
+        """The machine right after ``cpu`` retired its ``goal``-th instruction, which it did before
+        ``limit`` instructions in all: from the last checkpoint (at most ``limit``) where it had
+        retired fewer, on until it has retired ``goal``, stopping on its count exactly."""
+        checkpoint = next(c for c in reversed(self._checkpoints.items)
+                          if c.retired <= limit and Machine.cpu_retired_at(c)[cpu] < goal)
+        self._rewind(checkpoint)
+        machine = self.machine
+        while machine.cpu_retired[cpu] < goal:
+            if self.retired >= limit:
+                raise RuntimeError(f"the replay passed {limit} instructions before CPU {cpu} retired {goal}: "
+                                   "the machine is not deterministic here")
+            outcome = self._advance(min(CHUNK, limit - self.retired), cpu_goal=(cpu, goal))
+            if outcome.reason is not StopReason.BUDGET:
+                raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
+                                   "the machine is not deterministic here")
+
+    def reverse_continue(self, max_back: int | None = None) -> StopInfo:
+        """Back to the last stop a forward run would have made before the current position: an
+        address breakpoint (for its CPU, if it has one) or a watchpoint, whichever is latest, in
+        the state that forward stop had (a watchpoint's access not yet made, resuming executes
+        the instruction, as after any stop). ``reason`` is then "breakpoint" or "watchpoint" with
+        ``cpu`` and ``address`` (and ``access``) filled in.
+
+        How: the interval from the latest checkpoint to now is replayed with the breakpoints and
+        watchpoints armed, every stop recorded (position, CPU, reason, address); if there is none,
+        the interval before it, and so on; then the machine goes back to that interval's start
+        and replays to its last stop. A stop costs a restore and at most one interval's replay
+        (:data:`CHECKPOINT_SECONDS` of running) per interval scanned, so going back over a long
+        stretch without a stop replays all of it; ``max_back`` bounds that to that many
+        instructions: with no stop in them the session lands that far back with reason "budget".
+        With no stop at all it lands at the guest as loaded (position 0) with reason
+        "history-start" (gdb's "No more reverse-execution history"). A stop at the current
+        position itself is not before it: from a breakpoint stop, the one before is found. As for
+        ``step_back``, an SDEI event the host raised in the replayed stretch is forgotten.
+        Firmware-event breaks (``break_on``) are not looked for."""
+        limit = None if max_back is None else _count(max_back, "max_back")
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            floor = 0 if limit is None else max(0, start - limit)
+            machine = self.machine
+            machine.cancel_break()
+            end = start
+            found: tuple[MachineSnapshot, int, _PastStop] | None = None
+            for checkpoint in [c for c in reversed(self._checkpoints.items) if c.retired < start]:
+                if end <= floor:
+                    break
+                stops = [stop for stop in self._past_stops(checkpoint, end) if stop.retired >= floor]
+                if stops:
+                    found = (checkpoint, end, stops[-1])
+                    break
+                end = checkpoint.retired
+            if found is not None:
+                detail = self._land_on(*found)
+                stop = found[2]
+                info = self._with_address(StopInfo(stop.reason, detail, self.retired, stop.cpu,
+                                                   executed=self.retired - start, vtime=machine.now()))
+            else:
+                with self._disarmed():
+                    self._replay_to(floor)
+                if floor:
+                    info = StopInfo(StopReason.BUDGET.value, f"no breakpoint or watchpoint in the {limit} "
+                                    "instructions before", self.retired, machine.last_cpu,
+                                    executed=self.retired - start, vtime=machine.now())
+                else:
+                    info = StopInfo("history-start", "no breakpoint or watchpoint before: the guest as loaded",
+                                    0, executed=-start)
+        return self._stopped(info, previous)
+
+    def _past_stops(self, checkpoint: MachineSnapshot, end: int) -> list[_PastStop]:
+        """Every stop for a breakpoint or watchpoint a forward run from ``checkpoint`` makes
+        before ``end`` instructions (it resumes after each, as ``run`` does)."""
+        self._rewind(checkpoint)
+        machine = self.machine
+        stops: list[_PastStop] = []
+        ordinal = 0
+        while machine.retired < end:
+            outcome = machine.run(end - machine.retired, debugger=True)
+            reason = outcome.reason
+            if reason is StopReason.PAUSED:
+                continue  # a stale pause request: the replay goes where the history went
+            if reason is not StopReason.BREAKPOINT and reason is not StopReason.WATCHPOINT:
+                break  # at ``end`` (or the guest's end, which the history reached there)
+            stop = self._past_stop(reason, ordinal)
+            ordinal += 1
+            if stop is not None and stop.retired < end:
+                stops.append(stop)
+        return stops
+
+    def _past_stop(self, reason: StopReason, ordinal: int) -> _PastStop | None:
+        """The machine's stop just made, as ``run`` would report it (None: a breakpoint of another CPU)."""
+        machine = self.machine
+        if reason is StopReason.WATCHPOINT:
+            watch = machine.watch_stop
+            assert watch is not None
+            return _PastStop(machine.retired, watch.cpu, reason.value, watch.address,
+                             "write" if watch.write else "read", ordinal)
+        cpu = machine.last_cpu
+        assert cpu is not None
+        pc = machine.vcpus[cpu].backend.pc
+        point = self._breakpoints.get(pc)
+        if point is None or (point.cpu is not None and point.cpu != cpu):
+            return None
+        return _PastStop(machine.retired, cpu, reason.value, pc, None, ordinal)
+
+    def _land_on(self, checkpoint: MachineSnapshot, end: int, stop: _PastStop) -> str:
+        """Replay from ``checkpoint`` to ``stop`` (the ``ordinal``-th stop on the way to ``end``);
+        the stop's detail as the machine gives it."""
+        self._rewind(checkpoint)
+        machine = self.machine
+        made = 0
+        while True:
+            outcome = machine.run(end - machine.retired, debugger=True)
+            if outcome.reason is StopReason.PAUSED:
+                continue
+            if outcome.reason not in (StopReason.BREAKPOINT, StopReason.WATCHPOINT):
+                break
+            if made == stop.ordinal:
+                if machine.retired == stop.retired and machine.last_cpu == stop.cpu:
+                    return outcome.detail
+                break
+            made += 1
+        raise RuntimeError(f"the replay did not stop where it did before ({stop}): the machine is not "
+                           "deterministic here")
 
     def step_back_to(self, seq: int) -> StopInfo:
         """Return to just after the instruction that recorded fact ``seq`` (a firmware call, say),
@@ -563,7 +766,6 @@ class Session:
             self._rewind(self._checkpoints.before_fact(seq))
             machine = self.machine
             trace = machine.trace
-            machine.set_breakpoints(frozenset())
 
             def reached(_kind: type[Fact]) -> None:
                 if len(trace) > seq:
@@ -572,32 +774,56 @@ class Session:
             assert isinstance(trace, _WatchedLog)
             trace.watch = reached
             try:
-                while len(trace) <= seq:
-                    outcome = self._advance(CHUNK)
-                    if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
-                        raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
-                                           "the machine is not deterministic here")
+                with self._disarmed():
+                    while len(trace) <= seq:
+                        outcome = self._advance(CHUNK)
+                        if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
+                            raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: "
+                                               f"{outcome.detail}): the machine is not deterministic here")
             finally:
                 trace.watch = None
                 machine.cancel_break()
-                machine.set_breakpoints(frozenset(self._breakpoints))
             fact = trace[seq]
         info = StopInfo("step-back", f"back to {_describe(fact)}", self.retired, fact.cpu, fact,
                         executed=self.retired - start, vtime=machine.now())
         return self._stopped(info, previous)
 
     # --- checkpoints -------------------------------------------------------------------
-    def _advance(self, instructions: int) -> RunOutcome:
+    def _advance(self, instructions: int, cpu_goal: tuple[int, int] | None = None) -> RunOutcome:
         """Run the machine (a debugger run) and take a checkpoint once enough running has gone by
         since the last one. Only at a budget stop: any run reaches the same state at that count."""
         began = time.perf_counter()
-        outcome = self.machine.run(instructions, debugger=True)
+        outcome = self.machine.run(instructions, debugger=True, cpu_goal=cpu_goal)
         self._run_time += time.perf_counter() - began
         if (outcome.reason is StopReason.BUDGET and self._run_time >= CHECKPOINT_SECONDS
                 and self.retired > self._checkpoints.items[-1].retired):
             self._checkpoints.add(self.machine.snapshot())
             self._run_time = 0.0
         return outcome
+
+    @contextmanager
+    def _disarmed(self) -> Iterator[None]:
+        """Neither breakpoints nor watchpoints while a replay runs to a count: it goes where the
+        history went, and the caller's stop is where it lands."""
+        machine = self.machine
+        machine.set_breakpoints(frozenset())
+        machine.set_watchpoints(())
+        try:
+            yield
+        finally:
+            machine.set_breakpoints(frozenset(self._breakpoints))
+            machine.set_watchpoints(self._engine_watches())
+
+    def _with_address(self, info: StopInfo) -> StopInfo:
+        """A watchpoint stop with its CPU, data address and access (``Machine.watch_stop``), a
+        breakpoint stop with its address."""
+        if info.reason == StopReason.WATCHPOINT.value:
+            stop = self.machine.watch_stop
+            assert stop is not None
+            return replace(info, cpu=stop.cpu, address=stop.address, access="write" if stop.write else "read")
+        if info.reason == StopReason.BREAKPOINT.value and info.cpu is not None:
+            return replace(info, address=self.machine.vcpus[info.cpu].backend.pc)
+        return info
 
     def _rewind(self, checkpoint: MachineSnapshot) -> None:
         """Put the machine back to ``checkpoint``. Events the host raised at or after it are not
@@ -702,8 +928,58 @@ class Session:
         return list(self._event_breaks)
 
     def clear_breakpoints(self) -> None:
+        """Remove every address breakpoint, firmware-event break and watchpoint."""
         self._set_breakpoints({})
         self._event_breaks.clear()
+        self._set_watchpoints({})
+
+    # --- watchpoints -------------------------------------------------------------------
+    def add_watchpoint(self, address: int | str, size: int, kind: str = "write",
+                       cpu: int | None = None) -> Watchpoint:
+        """Stop before any access of ``kind`` ("write", "read" or "access": both) to the ``size``
+        bytes at virtual ``address`` (or a symbol, ``"name+0x10"``), as the accessing CPU sees it
+        (through its MMU, at EL1 and EL0 alike), by ``cpu`` or any CPU: the run stops with reason
+        "watchpoint", PC at the instruction, which has not executed (memory unchanged),
+        ``address``/``access`` the access's; resuming executes it (gdb treats AArch64
+        watchpoints as non-steppable: ARM ARM D2.10.5, the exception is taken before the access).
+
+        The debugger's watchpoints are the engine's memory hooks on the physical RAM behind the
+        bytes (translated again at each slice while the MMU is on, up to 4 MiB of a range), so
+        they cost nothing while none is set and a little on each access to a watched page. They
+        come before the guest's own (DBGWCR): on the same bytes the run stops first, and the
+        guest's exception is taken when it resumes. Adding the same (address, size, kind) again
+        replaces it (for another ``cpu``)."""
+        if isinstance(address, bool) or not isinstance(address, (numbers.Integral, str)):
+            raise TypeError(f"an address is an int or a string, not {type(address).__name__}")
+        address = self.address_of(address)
+        size = _count(size, "size", minimum=1)
+        if address < 0 or address + size > ADDRESS_LIMIT:
+            raise ValueError(f"0x{address:x}+{size} is not within the 64-bit address space")
+        if kind not in WATCH_KINDS:
+            raise ValueError(f"a watchpoint's kind is one of {', '.join(WATCH_KINDS)}, not {kind!r}")
+        point = Watchpoint(int(address), size, kind, self._cpu_or_any(cpu))
+        self._set_watchpoints({**self._watchpoints, (point.address, size, kind): point})
+        return point
+
+    def remove_watchpoint(self, address: int | str | Watchpoint, size: int | None = None,
+                          kind: str = "write") -> None:
+        """Remove the watchpoint on (``address``, ``size``, ``kind``), or the one given; no error if there is none."""
+        key = ((address.address, address.size, address.kind) if isinstance(address, Watchpoint)
+               else (self.address_of(address), size, kind))
+        if key in self._watchpoints:
+            self._set_watchpoints({k: p for k, p in self._watchpoints.items() if k != key})
+
+    @property
+    def watchpoints(self) -> list[Watchpoint]:
+        return sorted(self._watchpoints.values(), key=lambda w: (w.address, w.size, w.kind))
+
+    def _set_watchpoints(self, points: dict[tuple[int, int, str], Watchpoint]) -> None:
+        with self._exclusive():  # the engines' hooks change: not while a run goes on in another thread
+            self.machine.set_watchpoints(tuple(p.engine() for p in points.values()))
+            self._watchpoints = points
+
+    def _engine_watches(self) -> tuple[DebuggerWatch, ...]:
+        return tuple(p.engine() for p in self._watchpoints.values())
 
     def function_names(self) -> frozenset[str]:
         """Every SMCCC function name the firmware layers know (arch, PSCI, SDEI), offered by this
@@ -841,6 +1117,7 @@ class Session:
         info = StopInfo(outcome.reason.value, outcome.detail, machine.retired, machine.last_cpu,
                         self._stop_fact if outcome.reason is StopReason.BREAK else None, machine.retired - start,
                         machine.now())
+        info = self._with_address(info)
         self._stopped(info, previous)
         raised, self._raised = self._raised, None
         if raised is not None:
