@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sdeilab.firmware import session as session_module
 from sdeilab.firmware.session import Session
 from sdeilab.toolchain import build_source_text
 from sdeilab.trace import ExceptionTaken
@@ -303,3 +304,163 @@ def test_no_memory_hook_without_a_watchpoint_and_clear_removes_them(accesses: Pa
         session.add_watchpoint("cell", 8, "execute")
     with pytest.raises(ValueError):
         session.add_watchpoint("cell", 0)
+
+
+def test_watchpoints_do_not_fire_in_a_replay_and_survive_reset_and_step_back(accesses: Path) -> None:
+    session = Session(accesses, cpus=1)
+    cell = session.address_of("cell")
+    session.add_breakpoint("at_ldr")
+    assert session.run().reason == "breakpoint"  # past the store to cell
+    session.clear_breakpoints()
+    assert word(session, "cell") == 0x42
+    session.add_watchpoint(cell, 8)
+    back = session.step_back(session.retired)  # the replay passes the store without stopping
+    assert back.reason == "step-back" and session.retired == 0
+    assert session.watchpoints and session.run().reason == "watchpoint"
+    session.reset()
+    assert session.run().reason == "watchpoint"
+    session.reset(reload=True)
+    assert session.run().reason == "watchpoint"
+
+
+# --------------------------------------------------------------------------- step back on one CPU
+
+
+def test_step_back_on_one_cpu_lands_where_a_forward_step_of_that_cpu_stopped() -> None:
+    session = Session(TFTF_PARALLEL)
+    # Until all four CPUs run the test: then CPU 2 shares the machine with three others.
+    session.break_on("SDEI_EVENT_REGISTER", cpu=2)
+    assert session.run().reason == "break"
+    session.clear_breakpoints()
+    recorded = []  # (CPU 2's count, machine count, every CPU's registers), one per CPU-2 instruction
+    for _ in range(8):
+        session.step(1, cpu=2)
+        recorded.append((session.machine.cpu_retired[2], session.retired, registers(session)))
+    assert len({r[0] for r in recorded}) == 8
+    # The other CPUs run their quanta meanwhile: going back on CPU 2 is not a global step back.
+    assert session.run(400_000).reason == "budget"
+    now = session.machine.cpu_retired[2]
+    for cpu2, retired, regs in reversed(recorded):
+        info = session.step_back(session.machine.cpu_retired[2] - cpu2, cpu=2)
+        assert info.reason == "step-back" and info.cpu == 2
+        assert session.machine.cpu_retired[2] == cpu2
+        assert (session.retired, registers(session)) == (retired, regs)
+    assert session.machine.cpu_retired[2] < now
+    # And step(cpu=) then step_back(cpu=) is the identity, one instruction at a time too.
+    session.step(1, cpu=2)
+    assert (session.retired, registers(session)) == recorded[1][1:]
+    session.step_back(1, cpu=2)
+    assert (session.retired, registers(session)) == recorded[0][1:]
+
+
+def test_step_back_on_one_cpu_past_its_first_instruction() -> None:
+    session = Session(SMP_BOOT)
+    session.add_breakpoint("secondary_main", cpu=3)
+    assert session.run().reason == "breakpoint"
+    done = session.machine.cpu_retired[3]
+    assert done > 0
+    with pytest.raises(ValueError, match="CPU 3 has retired"):
+        session.step_back(done + 1, cpu=3)
+    info = session.step_back(done, cpu=3)  # to its count 0: just before its first instruction
+    assert session.machine.cpu_retired[3] == 0 and info.retired > 0
+    session.step(1, cpu=3)
+    assert session.machine.cpu_retired[3] == 1
+    assert session.step_back(0, cpu=3).executed == 0
+
+
+# --------------------------------------------------------------------------- reverse continue
+
+
+def test_reverse_continue_returns_to_each_breakpoint_hit_then_the_start() -> None:
+    session = Session(SMP_BOOT)
+    session.add_breakpoint("secondary_main")
+    hits = []
+    while (info := session.run()).reason == "breakpoint":
+        hits.append((info.retired, info.cpu, info.address, registers(session), session.trace[len(session.trace) - 1]))
+    assert info.reason == "system-off" and len(hits) == 3
+    for retired, cpu, address, regs, last_fact in reversed(hits):
+        back = session.reverse_continue()
+        assert (back.reason, back.retired, back.cpu, back.address) == ("breakpoint", retired, cpu, address)
+        assert registers(session) == regs
+        assert session.trace[len(session.trace) - 1] == last_fact
+    start = session.reverse_continue()
+    assert start.reason == "history-start" and start.retired == 0 and session.retired == 0
+    # Forward again: the same stops, from the start.
+    for retired, cpu, _address, regs, _fact in hits:
+        info = session.run()
+        assert (info.reason, info.retired, info.cpu) == ("breakpoint", retired, cpu)
+        assert registers(session) == regs
+
+
+def test_reverse_continue_from_a_breakpoint_stop_resumes_like_it(ticks: Path) -> None:
+    session = Session(ticks, cpus=1)
+    session.add_breakpoint("marker")
+    first = session.run()
+    second = session.run()
+    assert first.reason == second.reason == "breakpoint"
+    back = session.reverse_continue()  # from the second hit: the first, not the one we are at
+    assert back.retired == first.retired
+    again = session.run()  # steps over it, as after the forward stop
+    assert again.retired == second.retired
+
+
+def test_reverse_continue_over_checkpoint_intervals_lands_on_the_later_hit(
+        ticks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "CHECKPOINT_SECONDS", 0.0)  # one checkpoint per chunk
+    session = Session(ticks, cpus=1)
+    session.add_breakpoint("marker")
+    session.add_watchpoint("counter", 8)
+    forward = []
+    while (info := session.run()).reason in ("breakpoint", "watchpoint"):
+        forward.append((info, registers(session), session.memory("counter", 8)))
+    assert info.reason == "system-off"
+    # The start code clearing .bss stores to counter first; then each marker(n) call.
+    assert [f[0].reason for f in forward] == ["watchpoint"] + ["breakpoint", "watchpoint"] * 4
+    marks = [retired for retired, _ in session.checkpoints]
+    # The hits are in different checkpoint intervals: the search goes back interval by interval.
+    intervals = {max(m for m in marks if m <= f[0].retired) for f in forward[1::2]}
+    assert len(intervals) == 4, (marks, [f[0].retired for f in forward])
+    session.clear_breakpoints()
+    session.add_breakpoint("marker")
+    session.add_watchpoint("counter", 8)
+    for stop, regs, counter in reversed(forward):
+        back = session.reverse_continue()
+        assert (back.reason, back.retired, back.cpu, back.address, back.access) == \
+            (stop.reason, stop.retired, stop.cpu, stop.address, stop.access)
+        assert registers(session) == regs
+        assert session.memory("counter", 8) == counter  # a watchpoint's store not yet made
+    assert session.reverse_continue().reason == "history-start"
+
+
+def test_reverse_continue_with_a_watchpoint_only_and_max_back(ticks: Path) -> None:
+    session = Session(ticks, cpus=1)
+    session.add_watchpoint("counter", 8)
+    stops = []
+    while (info := session.run()).reason == "watchpoint":
+        stops.append(info.retired)
+    end = session.retired
+    back = session.reverse_continue(max_back=end - stops[-1] - 1)  # stops just short of the last store
+    assert back.reason == "budget" and back.retired == stops[-1] + 1
+    back = session.reverse_continue()
+    assert back.reason == "watchpoint" and back.retired == stops[-1]
+    assert word(session, "counter") == 3  # marker(4) has not stored yet
+    session.step()
+    assert word(session, "counter") == 4
+
+
+def test_reverse_continue_without_a_hit_lands_at_the_start(accesses: Path) -> None:
+    session = Session(accesses, cpus=1)
+    loaded = registers(session)
+    session.run()
+    session.add_breakpoint("main")  # set after the run went past it: reverse continue finds it
+    back = session.reverse_continue()
+    fresh = Session(accesses, cpus=1)
+    fresh.add_breakpoint("main")
+    forward = fresh.run()
+    assert (back.reason, back.retired) == ("breakpoint", forward.retired) and session.pc(0) == fresh.pc(0)
+    assert registers(session) == registers(fresh)
+    session.clear_breakpoints()
+    session.run()
+    start = session.reverse_continue()
+    assert start.reason == "history-start" and session.retired == 0
+    assert registers(session) == loaded
