@@ -236,7 +236,12 @@ def test_pair_exclusive_and_dc_zva_accesses_hit(accesses: Path) -> None:
     session.add_watchpoint(zblock + 16, 8, "write")
     stops = []
     while (info := session.run()).reason == "watchpoint":
-        stops.append((session.symbolize(session.pc(0)), info.address, info.access))
+        where = session.symbolize(session.pc(0))
+        stops.append((where, info.address, info.access))
+        if where == "at_stp":
+            assert word(session, "pair") == 7 and word(session, "pair", 8) == 0x4444  # the first half is done
+        if where == "at_dczva":  # the bytes from the watched ones on are as before; those below, zeroed
+            assert session.memory(zblock, 64) == bytes(16) + b"\xff" * 48
     assert info.reason == "system-off", info
     assert stops == [("at_stp", pair + 8, "write"), ("at_ldp", pair + 8, "read"), ("at_ldxr", excl, "read"),
                      ("at_stxr", excl, "write"), ("at_dczva", zblock + 16, "write")]

@@ -200,6 +200,7 @@ MDSCR_KDE = 1 << 13  # debug exceptions at EL1 (with PSTATE.D clear)
 PSTATE_D = 1 << 9
 PSTATE_SS = 1 << 21  # software step: the next instruction is stepped
 _WATCH_REACH = 15  # a memory hook sees where an access starts: its range begins this far lower
+_ZVA_LINE = 63  # DC ZVA's block (DCZID_EL0.BS = 4: 64 bytes), less one: a mask
 PSTATE_IL = 1 << 20
 PSTATE_NRW = 1 << 4  # SPSR.M[4]: the state is AArch32 (ARM ARM D1.10.2, "Exception entry")
 A32_USER = 0x10  # SPSR.M[4:0] of AArch32 User mode, EL0's only mode
@@ -778,7 +779,7 @@ class UnicornVcpu:
         # Hardware watchpoints (``set_watch_ranges``): memory hooks on the watched physical ranges
         # only, and the access one stopped, with what undoes it.
         self._watch_hooks: list[int] = []
-        self._watch_hit: tuple[int, int, bool, bytes | object, bytes | None] | None = None
+        self._watch_hit: tuple[int, int, bool, bytes | object, tuple[int, bytes] | None] | None = None
         self._translation_watch = False  # ``set_translation_watch``
         # What the MSR hook forwards as built (None: every write).
         self._msr_forwarded = None if host_writes is None else frozenset(host_writes)
@@ -1167,7 +1168,13 @@ class UnicornVcpu:
         # an STP, stays done, as on QEMU.)
         view = self._xb
         registers: bytes | object = bytes(view[:33 * 8]) if view is not None else self._uc.context_save()
-        old = bytes(self._uc.mem_read(address, size)) if write else None
+        old = None
+        if write:
+            # The 64-byte lines around the store: the CPU model's DC ZVA helper goes on storing
+            # the rest of its block after this hook stops the slice, and those bytes must be put
+            # back too. Saved now, they hold what any earlier access of the instruction wrote.
+            begin, end = address & ~_ZVA_LINE, (address + size + _ZVA_LINE) & ~_ZVA_LINE
+            old = (begin, bytes(self._uc.mem_read(begin, end - begin)))
         self._watch_hit = (address, size, write, registers, old)
         uclib.uc_emu_stop(self._uch)
 
@@ -1181,7 +1188,7 @@ class UnicornVcpu:
         else:
             self._uc.context_restore(registers)  # type: ignore[arg-type]
         if old is not None:
-            self._uc.mem_write(address, old)
+            self._uc.mem_write(*old)
         return address, write
 
     def _step_armed(self, mdscr: int) -> bool:
