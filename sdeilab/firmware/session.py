@@ -2,7 +2,7 @@
 dashboard's buttons all call (sdeilab.widgets.Lab is a thin view over a ``Session``).
 
 Every control method (``run``, ``step``, ``step_firmware``, ``run_until``, ``reset``,
-``step_back``) returns a :class:`StopInfo` and every view (``cpu_view``, ``disassembly``,
+``step_back``, ``reverse_continue``) returns a :class:`StopInfo` and every view (``cpu_view``, ``disassembly``,
 ``memory``, ``uart``) returns data, never text, so the same core serves a notebook, a test and
 the widgets (reference: jupyter-ecosystem-and-code-anchors B3 and B6: commands in, typed results
 out; the engine never prints).
@@ -25,6 +25,14 @@ How the stops work, and why stepping back is exact:
   follows it, and stepping back to before it forgets it, and every checkpoint after it.
 * Address breakpoints are engine hooks on those addresses only (nothing else slows down); a CPU
   stopped at one steps over it when the run resumes.
+* Watchpoints (``add_watchpoint``) are engine memory hooks on the RAM behind the watched virtual
+  bytes, present only while one is set; the run stops before the access (the instruction undone,
+  reason "watchpoint") and the CPU executes it when the run resumes, as at a breakpoint.
+* ``step_back(n, cpu=c)`` replays from the last checkpoint where CPU ``c`` had not yet retired
+  its target count and stops on that CPU's count exactly (``Machine.run(cpu_goal=)``), however
+  much the other CPUs ran; ``reverse_continue`` replays checkpoint intervals from the latest
+  backwards with breakpoints and watchpoints armed, recording each stop, and lands on the last
+  one before the current position (docs/lab.md).
 * Firmware-event stops (``break_on``, ``step_firmware``, ``run_until`` with a fact predicate)
   watch the trace as facts are appended and stop the machine right after the instruction that
   caused the fact (a hypercall has then returned, or entered an SDEI handler), or before the
@@ -941,7 +949,7 @@ class Session:
         (through its MMU, at EL1 and EL0 alike), by ``cpu`` or any CPU: the run stops with reason
         "watchpoint", PC at the instruction, which has not executed (memory unchanged),
         ``address``/``access`` the access's; resuming executes it (gdb treats AArch64
-        watchpoints as non-steppable: ARM ARM D2.10.5, the exception is taken before the access).
+        watchpoints as non-steppable: ARM ARM D2, "Watchpoint exceptions", are taken before the access).
 
         The debugger's watchpoints are the engine's memory hooks on the physical RAM behind the
         bytes (translated again at each slice while the MMU is on, up to 4 MiB of a range), so
