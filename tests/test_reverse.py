@@ -340,8 +340,14 @@ def test_step_back_on_one_cpu_lands_where_a_forward_step_of_that_cpu_stopped() -
     recorded = []  # (CPU 2's count, machine count, every CPU's registers), one per CPU-2 instruction
     for _ in range(8):
         session.step(1, cpu=2)
+        assert session.machine.last_cpu == 2  # it stopped right after CPU 2's instruction
         recorded.append((session.machine.cpu_retired[2], session.retired, registers(session)))
-    assert len({r[0] for r in recorded}) == 8
+    assert [r[0] for r in recorded] == list(range(recorded[0][0], recorded[0][0] + 8))
+    # Independently of the per-CPU stops: a plain run to the same machine-wide count gets there too.
+    plain = Session(TFTF_PARALLEL)
+    for _, retired, regs in (recorded[0], recorded[-1]):
+        plain.run(retired - plain.retired)
+        assert registers(plain) == regs
     # The other CPUs run their quanta meanwhile: going back on CPU 2 is not a global step back.
     assert session.run(400_000).reason == "budget"
     now = session.machine.cpu_retired[2]
@@ -469,3 +475,19 @@ def test_reverse_continue_without_a_hit_lands_at_the_start(accesses: Path) -> No
     start = session.reverse_continue()
     assert start.reason == "history-start" and session.retired == 0
     assert registers(session) == loaded
+
+
+def test_reverse_continue_to_firmware_event_breaks_and_breakpoints_in_order() -> None:
+    session = Session(SMP_BOOT)
+    session.break_on("CPU_ON")
+    session.add_breakpoint("secondary_main", cpu=2)
+    forward = []
+    while (info := session.run()).reason in ("break", "breakpoint"):
+        forward.append((info.reason, info.retired, info.cpu, info.fact, registers(session)))
+    assert info.reason == "system-off"
+    assert [f[0] for f in forward].count("break") == 4 and [f[0] for f in forward].count("breakpoint") == 1
+    for reason, retired, cpu, fact, regs in reversed(forward):
+        back = session.reverse_continue()
+        assert (back.reason, back.retired, back.cpu, back.fact) == (reason, retired, cpu, fact)
+        assert registers(session) == regs
+    assert session.reverse_continue().reason == "history-start"

@@ -199,6 +199,7 @@ class _PastStop:
     address: int
     access: str | None
     ordinal: int  # how many stops the replay of its interval made before it
+    fact: int | None = None  # the fact a firmware-event break stopped after (its seq)
 
 
 @dataclass(frozen=True)
@@ -482,13 +483,9 @@ class Session:
             return self._go(n, [])
         index = self._cpu_index(cpu)
         goal = self.machine.cpu_retired[index] + n
-
-        def remaining() -> int:
-            # Each slice runs the machine for what this CPU still needs: whatever share of it the
-            # CPU gets, it never retires more than that, so the step ends exactly on the count.
-            return max(1, goal - self.machine.cpu_retired[index])
-
-        info = self._go(n + 4 * self.quantum * self.cpus, [], every=remaining,
+        # The machine stops on the CPU's count itself (``Machine.run(cpu_goal=)``), in chunks of
+        # any size: however long the other CPUs run meanwhile, the step ends exactly on it.
+        info = self._go(n + 4 * self.quantum * self.cpus, [], cpu_goal=(index, goal) if n else None,
                         state_check=lambda session: session.machine.cpu_retired[index] >= goal)
         if self.machine.cpu_retired[index] >= goal and info.reason == StopReason.BREAK.value:
             info = replace(info, reason=StopReason.BUDGET.value, detail=f"{n} instructions on CPU {index}",
@@ -654,7 +651,8 @@ class Session:
 
     def reverse_continue(self, max_back: int | None = None) -> StopInfo:
         """Back to the last stop a forward run would have made before the current position: an
-        address breakpoint (for its CPU, if it has one) or a watchpoint, whichever is latest, in
+        address breakpoint (for its CPU, if it has one), a watchpoint or a firmware-event break
+        (``break_on``), whichever is latest, in
         the state that forward stop had (a watchpoint's access not yet made, resuming executes
         the instruction, as after any stop). ``reason`` is then "breakpoint" or "watchpoint" with
         ``cpu`` and ``address`` (and ``access``) filled in.
@@ -670,7 +668,9 @@ class Session:
         "history-start" (gdb's "No more reverse-execution history"). A stop at the current
         position itself is not before it: from a breakpoint stop, the one before is found. As for
         ``step_back``, an SDEI event the host raised in the replayed stretch is forgotten.
-        Firmware-event breaks (``break_on``) are not looked for."""
+        Firmware-event breaks (``break_on``) count too: such a stop lands right after the
+        instruction that recorded the fact, as the forward run stopped (reason "break", ``fact``
+        set)."""
         limit = None if max_back is None else _count(max_back, "max_back")
         with self._exclusive():
             previous = self._regs
@@ -689,10 +689,8 @@ class Session:
                     break
                 end = checkpoint.retired
             if found is not None:
-                detail = self._land_on(*found)
-                stop = found[2]
-                info = self._with_address(StopInfo(stop.reason, detail, self.retired, stop.cpu,
-                                                   executed=self.retired - start, vtime=machine.now()))
+                self._land_on(*found)
+                info = self._past_info(found[2], start)
             else:
                 with self._disarmed():
                     self._replay_to(floor)
@@ -705,29 +703,83 @@ class Session:
                                     0, executed=-start)
         return self._stopped(info, previous)
 
-    def _past_stops(self, checkpoint: MachineSnapshot, end: int) -> list[_PastStop]:
-        """Every stop for a breakpoint or watchpoint a forward run from ``checkpoint`` makes
-        before ``end`` instructions (it resumes after each, as ``run`` does)."""
-        self._rewind(checkpoint)
+    def _past_info(self, stop: _PastStop, start: int) -> StopInfo:
+        """The StopInfo of the forward stop ``reverse_continue`` landed on."""
         machine = self.machine
-        stops: list[_PastStop] = []
-        ordinal = 0
-        while machine.retired < end:
-            outcome = machine.run(end - machine.retired, debugger=True)
-            reason = outcome.reason
-            if reason is StopReason.PAUSED:
-                continue  # a stale pause request: the replay goes where the history went
-            if reason is not StopReason.BREAKPOINT and reason is not StopReason.WATCHPOINT:
-                break  # at ``end`` (or the guest's end, which the history reached there)
-            stop = self._past_stop(reason, ordinal)
-            ordinal += 1
-            if stop is not None and stop.retired < end:
-                stops.append(stop)
-        return stops
+        if stop.fact is not None:
+            fact = self.trace[stop.fact]
+            return StopInfo(stop.reason, _describe(fact), self.retired, machine.last_cpu, fact,
+                            executed=self.retired - start, vtime=machine.now())
+        if stop.reason == StopReason.WATCHPOINT.value:
+            assert machine.watch_stop is not None
+            detail = (f"watchpoint: {stop.access} at 0x{stop.address:x} by pc 0x{machine.watch_stop.pc:x} "
+                      f"on CPU {stop.cpu}")
+        else:
+            where = self.symbolize(stop.address)
+            detail = f"breakpoint at 0x{stop.address:x}{f' <{where}>' if where else ''} on CPU {stop.cpu}"
+        return self._with_address(StopInfo(stop.reason, detail, self.retired, stop.cpu,
+                                           executed=self.retired - start, vtime=machine.now()))
 
-    def _past_stop(self, reason: StopReason, ordinal: int) -> _PastStop | None:
+    def _past_stops(self, checkpoint: MachineSnapshot, end: int) -> list[_PastStop]:
+        """Every stop for a breakpoint, a watchpoint or a firmware-event break that a forward run
+        from ``checkpoint`` makes before ``end`` instructions (it resumes after each, as ``run`` does)."""
+        self._rewind(checkpoint)
+        return [stop for stop in self._replay_stops(end) if stop is not None and stop.retired < end]
+
+    def _replay_stops(self, end: int) -> Iterator[_PastStop | None]:
+        """Run the machine to ``end`` instructions as a forward run with the breakpoints,
+        watchpoints and event breaks armed, yielding each stop it makes (None for a breakpoint
+        of another CPU, which a forward run passes), numbered in order."""
+        machine = self.machine
+        with self._past_events() as events:
+            ordinal = 0
+            while machine.retired < end:
+                outcome = machine.run(end - machine.retired, debugger=True)
+                reason = outcome.reason
+                if reason is StopReason.PAUSED:
+                    continue  # a stale pause request: the replay goes where the history went
+                if reason not in (StopReason.BREAKPOINT, StopReason.WATCHPOINT, StopReason.BREAK):
+                    return  # at ``end`` (or the guest's end, which the history reached there)
+                yield self._past_stop(reason, ordinal, events)
+                ordinal += 1
+
+    @contextmanager
+    def _past_events(self) -> Iterator[list[int | None]]:
+        """While a replay runs for ``reverse_continue``: a stop right after each fact a ``break_on``
+        matches, as ``_on_fact`` makes in a forward run (one stop for the first such fact; the
+        list holds its seq until the stop is taken)."""
+        trace = self.machine.trace
+        points = list(self._event_breaks)
+        pending: list[int | None] = [None]
+        if not points or not isinstance(trace, _WatchedLog):
+            yield pending
+            return
+        kinds = frozenset(FACT_KINDS[code] for point in points for kind in point.kinds for code in kind.FAMILY)
+        machine = self.machine
+
+        def watch(kind: type[Fact]) -> None:
+            if pending[0] is not None or kind not in kinds:
+                return
+            fact = trace[len(trace) - 1]
+            if any(point.matches(fact) for point in points):
+                pending[0] = fact.seq
+                machine.request_break(StopReason.BREAK, _describe(fact))
+
+        trace.watch = watch
+        try:
+            yield pending
+        finally:
+            trace.watch = None
+            machine.cancel_break()
+
+    def _past_stop(self, reason: StopReason, ordinal: int, events: list[int | None]) -> _PastStop | None:
         """The machine's stop just made, as ``run`` would report it (None: a breakpoint of another CPU)."""
         machine = self.machine
+        if reason is StopReason.BREAK:
+            seq, events[0] = events[0], None
+            cpu = machine.last_cpu
+            return None if seq is None else _PastStop(machine.retired, -1 if cpu is None else cpu, reason.value,
+                                                      0, None, ordinal, seq)
         if reason is StopReason.WATCHPOINT:
             watch = machine.watch_stop
             assert watch is not None
@@ -741,23 +793,18 @@ class Session:
             return None
         return _PastStop(machine.retired, cpu, reason.value, pc, None, ordinal)
 
-    def _land_on(self, checkpoint: MachineSnapshot, end: int, stop: _PastStop) -> str:
-        """Replay from ``checkpoint`` to ``stop`` (the ``ordinal``-th stop on the way to ``end``);
-        the stop's detail as the machine gives it."""
+    def _land_on(self, checkpoint: MachineSnapshot, end: int, stop: _PastStop) -> None:
+        """Replay from ``checkpoint`` to ``stop`` (the ``ordinal``-th stop on the way to ``end``)."""
         self._rewind(checkpoint)
-        machine = self.machine
-        made = 0
-        while True:
-            outcome = machine.run(end - machine.retired, debugger=True)
-            if outcome.reason is StopReason.PAUSED:
-                continue
-            if outcome.reason not in (StopReason.BREAKPOINT, StopReason.WATCHPOINT):
-                break
-            if made == stop.ordinal:
-                if machine.retired == stop.retired and machine.last_cpu == stop.cpu:
-                    return outcome.detail
-                break
-            made += 1
+        stops = self._replay_stops(end)
+        try:
+            for made in stops:
+                if made is not None and made.ordinal == stop.ordinal:
+                    if made == stop:
+                        return
+                    break
+        finally:
+            stops.close()  # its event watch comes off the trace now, not when it is collected
         raise RuntimeError(f"the replay did not stop where it did before ({stop}): the machine is not "
                            "deterministic here")
 
@@ -1092,7 +1139,8 @@ class Session:
     def _go(self, limit: int | None, conditions: list[Callable[[Fact], bool]], *,
             kinds: frozenset[type[Fact]] | None = frozenset(),
             every: int | Callable[[], int] | None = None, state_check: Callable[[Session], bool] | None = None,
-            progress: Callable[[int, int | None], None] | None = None) -> StopInfo:
+            progress: Callable[[int, int | None], None] | None = None,
+            cpu_goal: tuple[int, int] | None = None) -> StopInfo:
         with self._exclusive():
             previous = self._regs
             machine = self.machine
@@ -1117,7 +1165,7 @@ class Session:
                 trace.watch = self._on_fact
             try:
                 with self._ctrl_c_pauses():
-                    outcome = self._loop(start, target, sitting, every, state_check, progress)
+                    outcome = self._loop(start, target, sitting, every, state_check, progress, cpu_goal)
             finally:
                 if isinstance(trace, _WatchedLog):
                     trace.watch = None
@@ -1138,7 +1186,8 @@ class Session:
     def _loop(self, start: int, target: int | None, sitting: dict[int, tuple[int, int]],
               every: int | Callable[[], int] | None,
               state_check: Callable[[Session], bool] | None,
-              progress: Callable[[int, int | None], None] | None) -> RunOutcome:
+              progress: Callable[[int, int | None], None] | None,
+              cpu_goal: tuple[int, int] | None = None) -> RunOutcome:
         machine = self.machine
         total = None if target is None else target - start
         while True:
@@ -1147,7 +1196,7 @@ class Session:
                 chunk = min(chunk, target - machine.retired)
                 if chunk <= 0:
                     return RunOutcome(StopReason.BUDGET, f"{total} instructions", machine.retired)
-            outcome = self._advance(chunk)
+            outcome = self._advance(chunk, cpu_goal)
             if self._raised is not None:  # a condition raised: the machine stopped right after its fact
                 return outcome
             # Between chunks the machine is at a clean stop: a callback that raises ends the run
