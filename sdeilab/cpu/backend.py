@@ -173,6 +173,12 @@ class CpuBackend(Protocol):
         """Report data accesses to physical [begin, end) (loads if the third item is true, stores if
         the fourth) to ``VcpuHost.watch_access``; with no range no access pays for this."""
         ...
+
+    def set_translation_watch(self, enabled: bool) -> None:
+        """While ``enabled``, end the slice's current part (``Stop.INTERRUPTED``) after a write to a
+        register that changes address translation (SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1), so
+        the host can translate the virtual ranges it watches again; off, such writes cost nothing."""
+        ...
     def set_compiled_exceptions(self, enabled: bool) -> None:
         """Let the engine take SVC, BRK and aborts to EL1 itself (``VcpuHost.exception_taken``) where
         it can, once ``vectors_checked`` vouched for the vector table; False: every one goes to

@@ -186,6 +186,13 @@ _CP_ENCODING = struct.Struct("<5I")
 _CP_VAL_OFFSET = 24
 _SPSR_EL1: SysregKey = (3, 0, 4, 0, 0)
 _SPSR_EL1_ENCODING = _CP_ENCODING.pack(4, 0, 3, 0, 0)
+# The registers that change what a virtual address translates to (ARM ARM D8.2: SCTLR_EL1.M,
+# TCR_EL1, TTBR0_EL1, TTBR1_EL1): while the host watches virtual addresses
+# (``set_translation_watch``), a write to one ends the slice's current part after it.
+_TRANSLATION_KEYS: frozenset[SysregKey] = frozenset({(3, 0, 1, 0, 0), (3, 0, 2, 0, 2), (3, 0, 2, 0, 0),
+                                                     (3, 0, 2, 0, 1)})
+_TRANSLATION_ENCODINGS = frozenset(_CP_ENCODING.pack(crn, crm, op0, op1, op2)
+                                   for op0, op1, crn, crm, op2 in _TRANSLATION_KEYS)
 _MDSCR_EL1: SysregKey = (2, 0, 0, 2, 2)
 _MDSCR_EL1_ENCODING = _CP_ENCODING.pack(0, 2, 2, 0, 2)  # crn, crm, op0, op1, op2 of (2, 0, 0, 2, 2)
 MDSCR_SS = 1 << 0  # software step enabled
@@ -193,6 +200,7 @@ MDSCR_KDE = 1 << 13  # debug exceptions at EL1 (with PSTATE.D clear)
 PSTATE_D = 1 << 9
 PSTATE_SS = 1 << 21  # software step: the next instruction is stepped
 _WATCH_REACH = 15  # a memory hook sees where an access starts: its range begins this far lower
+_ZVA_LINE = 63  # DC ZVA's block (DCZID_EL0.BS = 4: 64 bytes), less one: a mask
 PSTATE_IL = 1 << 20
 PSTATE_NRW = 1 << 4  # SPSR.M[4]: the state is AArch32 (ARM ARM D1.10.2, "Exception entry")
 A32_USER = 0x10  # SPSR.M[4:0] of AArch32 User mode, EL0's only mode
@@ -771,7 +779,10 @@ class UnicornVcpu:
         # Hardware watchpoints (``set_watch_ranges``): memory hooks on the watched physical ranges
         # only, and the access one stopped, with what undoes it.
         self._watch_hooks: list[int] = []
-        self._watch_hit: tuple[int, int, bool, bytes | object, bytes | None] | None = None
+        self._watch_hit: tuple[int, int, bool, bytes | object, tuple[int, bytes] | None] | None = None
+        self._translation_watch = False  # ``set_translation_watch``
+        # What the MSR hook forwards as built (None: every write).
+        self._msr_forwarded = None if host_writes is None else frozenset(host_writes)
         # Software step. QEMU caches "stepping active" in env->hflags, from MDSCR_EL1.SS and KDE and
         # PSTATE.D; the CPU model rebuilds them on an MSR and an ERET but not on MSR DAIFSet/DAIFClr.
         # ``_mdscr`` is MDSCR_EL1 as last written; while SS and KDE are both set a code hook watches
@@ -1070,6 +1081,11 @@ class UnicornVcpu:
             else:
                 self._watch_il = False
             return 0
+        if self._translation_watch and encoding in _TRANSLATION_ENCODINGS:
+            # The host watches virtual addresses: after this write its ranges may be elsewhere.
+            # A debugger cut, not a slice's end: the machine runs the rest of the slice at once
+            # and translates the ranges again first (nothing the guest sees changes).
+            self.interrupt()
         if encoding == _MDSCR_EL1_ENCODING:
             value = ctypes.c_uint64.from_address(cp + _CP_VAL_OFFSET).value
             if self._step_armed(value) != (self._step_hook is not None):
@@ -1152,7 +1168,13 @@ class UnicornVcpu:
         # an STP, stays done, as on QEMU.)
         view = self._xb
         registers: bytes | object = bytes(view[:33 * 8]) if view is not None else self._uc.context_save()
-        old = bytes(self._uc.mem_read(address, size)) if write else None
+        old = None
+        if write:
+            # The 64-byte lines around the store: the CPU model's DC ZVA helper goes on storing
+            # the rest of its block after this hook stops the slice, and those bytes must be put
+            # back too. Saved now, they hold what any earlier access of the instruction wrote.
+            begin, end = address & ~_ZVA_LINE, (address + size + _ZVA_LINE) & ~_ZVA_LINE
+            old = (begin, bytes(self._uc.mem_read(begin, end - begin)))
         self._watch_hit = (address, size, write, registers, old)
         uclib.uc_emu_stop(self._uch)
 
@@ -1166,7 +1188,7 @@ class UnicornVcpu:
         else:
             self._uc.context_restore(registers)  # type: ignore[arg-type]
         if old is not None:
-            self._uc.mem_write(address, old)
+            self._uc.mem_write(*old)
         return address, write
 
     def _step_armed(self, mdscr: int) -> bool:
@@ -1439,6 +1461,21 @@ class UnicornVcpu:
                 # Unicorn checks a hook's range against the first byte of an access only.
                 self._watch_hooks.append(self._uc.hook_add(kinds, self._on_watched, None,
                                                            max(0, begin - _WATCH_REACH), end - 1))
+
+    def set_translation_watch(self, enabled: bool) -> None:
+        """While ``enabled``, a write to SCTLR_EL1, TCR_EL1, TTBR0_EL1 or TTBR1_EL1 interrupts the
+        slice after it (``Stop.INTERRUPTED``), so that the host translates its watched virtual
+        ranges again; otherwise those writes stay in the engine (the compiled MSR hook's table)."""
+        if enabled == self._translation_watch:
+            return
+        self._translation_watch = enabled
+        if self._native is None or self._msr_forwarded is None or len(self._filters) < 2:
+            return  # the Python hook sees every MSR, or the compiled one forwards every one
+        msr_filter = self._filters[1]  # made in _install_hooks' order: MRS, MSR, SYS
+        for op0, op1, crn, crm, op2 in _TRANSLATION_KEYS:
+            forwarded = enabled or (op0, op1, crn, crm, op2) in self._msr_forwarded
+            msr_filter.action[native.filter_index(crn, crm, op0, op1, op2)] = (native.FORWARD if forwarded
+                                                                             else native.DECLINE)
 
     def sysreg(self, key: SysregKey) -> int:
         return self._cp_access(key)

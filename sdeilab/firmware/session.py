@@ -2,7 +2,7 @@
 dashboard's buttons all call (sdeilab.widgets.Lab is a thin view over a ``Session``).
 
 Every control method (``run``, ``step``, ``step_firmware``, ``run_until``, ``reset``,
-``step_back``) returns a :class:`StopInfo` and every view (``cpu_view``, ``disassembly``,
+``step_back``, ``reverse_continue``) returns a :class:`StopInfo` and every view (``cpu_view``, ``disassembly``,
 ``memory``, ``uart``) returns data, never text, so the same core serves a notebook, a test and
 the widgets (reference: jupyter-ecosystem-and-code-anchors B3 and B6: commands in, typed results
 out; the engine never prints).
@@ -25,6 +25,14 @@ How the stops work, and why stepping back is exact:
   follows it, and stepping back to before it forgets it, and every checkpoint after it.
 * Address breakpoints are engine hooks on those addresses only (nothing else slows down); a CPU
   stopped at one steps over it when the run resumes.
+* Watchpoints (``add_watchpoint``) are engine memory hooks on the RAM behind the watched virtual
+  bytes, present only while one is set; the run stops before the access (the instruction undone,
+  reason "watchpoint") and the CPU executes it when the run resumes, as at a breakpoint.
+* ``step_back(n, cpu=c)`` replays from the last checkpoint where CPU ``c`` had not yet retired
+  its target count and stops on that CPU's count exactly (``Machine.run(cpu_goal=)``), however
+  much the other CPUs ran; ``reverse_continue`` replays checkpoint intervals from the latest
+  backwards with breakpoints and watchpoints armed, recording each stop, and lands on the last
+  one before the current position (docs/lab.md).
 * Firmware-event stops (``break_on``, ``step_firmware``, ``run_until`` with a fact predicate)
   watch the trace as facts are appended and stop the machine right after the instruction that
   caused the fact (a hypercall has then returned, or entered an SDEI handler), or before the
@@ -57,6 +65,7 @@ from sdeilab.firmware.platform import KernelBoot, Platform, make_platform
 from sdeilab.firmware.profiles import PROFILES, Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS
+from sdeilab.machine.debug import DebuggerWatch
 from sdeilab.machine.loader import GuestImage, GuestLoadError, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
 from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, MAX_CPUS, parse_ram_size
@@ -100,10 +109,14 @@ class SessionBusy(RuntimeError):
 class StopInfo:
     """Why and where the machine stopped.
 
-    ``reason`` is a :class:`StopReason` value ("budget", "breakpoint", "paused", "break" for a
-    firmware event or condition, "system-off", "fault", "deadlock", "system-reset") or "reset" /
-    "step-back" for those commands. ``cpu`` is the CPU that ran last (or hit the breakpoint),
-    ``fact`` the fact that stopped a firmware-event run.
+    ``reason`` is a :class:`StopReason` value ("budget", "breakpoint", "watchpoint", "paused",
+    "break" for a firmware event or condition, "system-off", "fault", "deadlock", "system-reset")
+    or "reset" / "step-back" for those commands, and "history-start" when ``reverse_continue``
+    found no stop before the guest as loaded. ``cpu`` is the CPU that ran last (or hit the
+    breakpoint or watchpoint), ``fact`` the fact that stopped a firmware-event run. A watchpoint
+    stop gives the data ``address`` the instruction at PC was about to access (a virtual address,
+    as that CPU sees it) and the ``access``, "read" or "write"; a breakpoint stop gives its
+    ``address`` (the PC).
     """
 
     reason: str
@@ -113,6 +126,8 @@ class StopInfo:
     fact: Fact | None = None
     executed: int = 0  # instructions this command retired (negative for step_back)
     vtime: int = 0  # the virtual time (ns) of ``cpu`` at the stop: where its next instruction would run
+    address: int | None = None  # a watchpoint's data address, a breakpoint's PC
+    access: str | None = None  # a watchpoint's access: "read" or "write"
 
     @property
     def final(self) -> bool:
@@ -156,6 +171,40 @@ class Breakpoint:
     def __str__(self) -> str:
         where = f" <{self.label}>" if self.label else ""
         return f"0x{self.address:x}{where}" + ("" if self.cpu is None else f" on CPU {self.cpu}")
+
+
+WATCH_KINDS = ("write", "read", "access")
+"""What a watchpoint stops on: stores, loads, or both (gdb's ``watch``, ``rwatch``, ``awatch``)."""
+
+
+@dataclass(frozen=True)
+class Watchpoint:
+    """A debugger watchpoint on ``size`` bytes at virtual ``address``; ``cpu`` None watches every CPU."""
+
+    address: int
+    size: int
+    kind: str = "write"
+    cpu: int | None = None
+
+    def __str__(self) -> str:
+        return (f"{self.kind} 0x{self.address:x}+{self.size}"
+                + ("" if self.cpu is None else f" on CPU {self.cpu}"))
+
+    def engine(self) -> DebuggerWatch:
+        return DebuggerWatch(self.address, self.size, self.kind != "write", self.kind != "read", self.cpu)
+
+
+@dataclass(frozen=True)
+class _PastStop:
+    """A stop a forward run made in a replayed interval (``reverse_continue``)."""
+
+    retired: int
+    cpu: int
+    reason: str
+    address: int
+    access: str | None
+    ordinal: int  # how many stops the replay of its interval made before it
+    fact: int | None = None  # the fact a firmware-event break stopped after (its seq)
 
 
 @dataclass(frozen=True)
@@ -294,6 +343,7 @@ class Session:
         self.profile = _profile(profile)
         self.quirks = _quirks(quirks)
         self._breakpoints: dict[int, Breakpoint] = {}
+        self._watchpoints: dict[tuple[int, int, str], Watchpoint] = {}
         self._event_breaks: list[EventBreak] = []
         self._lock = threading.Lock()
         self._pause = threading.Event()
@@ -392,6 +442,7 @@ class Session:
                 image = read
                 machine.load_image(image)
         machine.set_breakpoints(frozenset(self._breakpoints))
+        machine.set_watchpoints(self._engine_watches())
         checkpoints = _Checkpoints()
         checkpoints.add(machine.snapshot())  # the guest as loaded (breakpoints are not state: they stay)
         # Everything is built: only now does the session change.
@@ -437,13 +488,9 @@ class Session:
             return self._go(n, [])
         index = self._cpu_index(cpu)
         goal = self.machine.cpu_retired[index] + n
-
-        def remaining() -> int:
-            # Each slice runs the machine for what this CPU still needs: whatever share of it the
-            # CPU gets, it never retires more than that, so the step ends exactly on the count.
-            return max(1, goal - self.machine.cpu_retired[index])
-
-        info = self._go(n + 4 * self.quantum * self.cpus, [], every=remaining,
+        # The machine stops on the CPU's count itself (``Machine.run(cpu_goal=)``), in chunks of
+        # any size: however long the other CPUs run meanwhile, the step ends exactly on it.
+        info = self._go(n + 4 * self.quantum * self.cpus, [], cpu_goal=(index, goal) if n else None,
                         state_check=lambda session: session.machine.cpu_retired[index] >= goal)
         if self.machine.cpu_retired[index] >= goal and info.reason == StopReason.BREAK.value:
             info = replace(info, reason=StopReason.BUDGET.value, detail=f"{n} instructions on CPU {index}",
@@ -532,28 +579,239 @@ class Session:
                 self._read_builds()
         return self._stopped(StopInfo("reset", f"{self.guest_file.name} loaded", 0, executed=-start), previous)
 
-    def step_back(self, count: int = 1) -> StopInfo:
+    def step_back(self, count: int = 1, cpu: int | None = None) -> StopInfo:
         """Return to ``count`` instructions earlier: back to the checkpoint before that point, and
-        on from there (see the module docstring for why this is exact and what it costs)."""
+        on from there (see the module docstring for why this is exact and what it costs).
+
+        With ``cpu``: back until that CPU has retired ``count`` fewer instructions, to the stop a
+        forward ``step(cpu=cpu)`` makes there: right after that CPU's instruction, before any
+        other CPU runs again (so ``step(n, cpu)`` then ``step_back(n, cpu)`` comes back to the
+        same state, and the other way round). The replay starts at the last checkpoint where the
+        CPU had not yet got there and stops on the CPU's count (``Machine.run(cpu_goal=)``),
+        however much the other CPUs ran meanwhile: it costs what ``step_back`` costs. Going back
+        to the CPU's count 0 lands where it has retired nothing, just before its first
+        instruction (for a CPU that CPU_ON brings up, before its power-on is acted on: it shows
+        as on-pending there). ValueError if the CPU has retired fewer than ``count``."""
         count = _count(count, "count")
+        if cpu is not None:
+            return self._step_back_cpu(count, self._cpu_index(cpu))
         with self._exclusive():
             previous = self._regs
             start = self.retired
             target = max(0, start - count)
-            self._rewind(self._checkpoints.at_or_before(target))
-            machine = self.machine
-            machine.set_breakpoints(frozenset())
-            try:
-                while self.retired < target:
-                    outcome = self._advance(min(CHUNK, target - self.retired))
-                    if outcome.reason is not StopReason.BUDGET:
-                        raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
-                                           "the machine is not deterministic here")
-            finally:
-                machine.set_breakpoints(frozenset(self._breakpoints))
+            with self._disarmed():
+                self._replay_to(target)
         info = StopInfo("step-back", f"back {start - target} instructions", self.retired,
                         self.machine.last_cpu, executed=target - start, vtime=self.machine.now())
         return self._stopped(info, previous)
+
+    def _step_back_cpu(self, count: int, cpu: int) -> StopInfo:
+        machine = self.machine
+        now = machine.cpu_retired[cpu]
+        goal = now - count
+        if goal < 0:
+            raise ValueError(f"CPU {cpu} has retired {now} instructions since the guest was loaded: "
+                             f"it cannot go back {count}")
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            if count:
+                with self._disarmed():
+                    if goal:
+                        self._replay_cpu(cpu, goal, start)
+                    else:
+                        # Just before its first instruction: where it retired that one, less one.
+                        self._replay_cpu(cpu, 1, start)
+                        self._replay_to(self.retired - 1)
+        info = StopInfo("step-back", f"back {count} instructions of CPU {cpu}", self.retired, cpu,
+                        executed=self.retired - start, vtime=machine.now())
+        return self._stopped(info, previous)
+
+    def _replay_to(self, target: int) -> None:
+        """The machine at ``target`` instructions (at most the current count): the last checkpoint
+        at or before it, and a replay from there (breakpoints and watchpoints disarmed by the caller)."""
+        self._rewind(self._checkpoints.at_or_before(target))
+        while self.retired < target:
+            outcome = self._advance(min(CHUNK, target - self.retired))
+            if outcome.reason is not StopReason.BUDGET:
+                raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
+                                   "the machine is not deterministic here")
+
+    def _replay_cpu(self, cpu: int, goal: int, limit: int) -> None:
+        """The machine right after ``cpu`` retired its ``goal``-th instruction, which it did before
+        ``limit`` instructions in all: from the last checkpoint (at most ``limit``) where it had
+        retired fewer, on until it has retired ``goal``, stopping on its count exactly."""
+        checkpoint = next(c for c in reversed(self._checkpoints.items)
+                          if c.retired <= limit and Machine.cpu_retired_at(c)[cpu] < goal)
+        self._rewind(checkpoint)
+        machine = self.machine
+        while machine.cpu_retired[cpu] < goal:
+            if self.retired >= limit:
+                raise RuntimeError(f"the replay passed {limit} instructions before CPU {cpu} retired {goal}: "
+                                   "the machine is not deterministic here")
+            outcome = self._advance(min(CHUNK, limit - self.retired), cpu_goal=(cpu, goal))
+            if outcome.reason is not StopReason.BUDGET:
+                raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
+                                   "the machine is not deterministic here")
+
+    def reverse_continue(self, max_back: int | None = None) -> StopInfo:
+        """Back to the last stop a forward run would have made before the current position: an
+        address breakpoint (for its CPU, if it has one), a watchpoint or a firmware-event break
+        (``break_on``), whichever is latest, in
+        the state that forward stop had (a watchpoint's access not yet made, resuming executes
+        the instruction, as after any stop). ``reason`` is then "breakpoint" or "watchpoint" with
+        ``cpu`` and ``address`` (and ``access``) filled in.
+
+        How: the interval from the latest checkpoint to now is replayed with the breakpoints and
+        watchpoints armed, every stop recorded (position, CPU, reason, address); if there is none,
+        the interval before it, and so on; then the machine goes back to that interval's start
+        and replays to its last stop. A stop costs a restore and at most one interval's replay
+        (:data:`CHECKPOINT_SECONDS` of running) per interval scanned, so going back over a long
+        stretch without a stop replays all of it; ``max_back`` bounds that to that many
+        instructions: with no stop in them the session lands that far back with reason "budget".
+        With no stop at all it lands at the guest as loaded (position 0) with reason
+        "history-start" (gdb's "No more reverse-execution history"). A stop at the current
+        position itself is not before it: from a breakpoint stop, the one before is found. As for
+        ``step_back``, an SDEI event the host raised in the replayed stretch is forgotten.
+        Firmware-event breaks (``break_on``) count too: such a stop lands right after the
+        instruction that recorded the fact, as the forward run stopped (reason "break", ``fact``
+        set)."""
+        limit = None if max_back is None else _count(max_back, "max_back")
+        with self._exclusive():
+            previous = self._regs
+            start = self.retired
+            floor = 0 if limit is None else max(0, start - limit)
+            machine = self.machine
+            machine.cancel_break()
+            end = start
+            found: tuple[MachineSnapshot, int, _PastStop] | None = None
+            for checkpoint in [c for c in reversed(self._checkpoints.items) if c.retired < start]:
+                if end <= floor:
+                    break
+                stops = [stop for stop in self._past_stops(checkpoint, end) if stop.retired >= floor]
+                if stops:
+                    found = (checkpoint, end, stops[-1])
+                    break
+                end = checkpoint.retired
+            if found is not None:
+                self._land_on(*found)
+                info = self._past_info(found[2], start)
+            else:
+                with self._disarmed():
+                    self._replay_to(floor)
+                if floor:
+                    info = StopInfo(StopReason.BUDGET.value, f"no breakpoint or watchpoint in the {limit} "
+                                    "instructions before", self.retired, machine.last_cpu,
+                                    executed=self.retired - start, vtime=machine.now())
+                else:
+                    info = StopInfo("history-start", "no breakpoint or watchpoint before: the guest as loaded",
+                                    0, executed=-start)
+        return self._stopped(info, previous)
+
+    def _past_info(self, stop: _PastStop, start: int) -> StopInfo:
+        """The StopInfo of the forward stop ``reverse_continue`` landed on."""
+        machine = self.machine
+        if stop.fact is not None:
+            fact = self.trace[stop.fact]
+            return StopInfo(stop.reason, _describe(fact), self.retired, machine.last_cpu, fact,
+                            executed=self.retired - start, vtime=machine.now())
+        if stop.reason == StopReason.WATCHPOINT.value:
+            assert machine.watch_stop is not None
+            detail = (f"watchpoint: {stop.access} at 0x{stop.address:x} by pc 0x{machine.watch_stop.pc:x} "
+                      f"on CPU {stop.cpu}")
+        else:
+            where = self.symbolize(stop.address)
+            detail = f"breakpoint at 0x{stop.address:x}{f' <{where}>' if where else ''} on CPU {stop.cpu}"
+        return self._with_address(StopInfo(stop.reason, detail, self.retired, stop.cpu,
+                                           executed=self.retired - start, vtime=machine.now()))
+
+    def _past_stops(self, checkpoint: MachineSnapshot, end: int) -> list[_PastStop]:
+        """Every stop for a breakpoint, a watchpoint or a firmware-event break that a forward run
+        from ``checkpoint`` makes before ``end`` instructions (it resumes after each, as ``run`` does)."""
+        self._rewind(checkpoint)
+        return [stop for stop in self._replay_stops(end) if stop is not None and stop.retired < end]
+
+    def _replay_stops(self, end: int) -> Iterator[_PastStop | None]:
+        """Run the machine to ``end`` instructions as a forward run with the breakpoints,
+        watchpoints and event breaks armed, yielding each stop it makes (None for a breakpoint
+        of another CPU, which a forward run passes), numbered in order."""
+        machine = self.machine
+        with self._past_events() as events:
+            ordinal = 0
+            while machine.retired < end:
+                outcome = machine.run(end - machine.retired, debugger=True)
+                reason = outcome.reason
+                if reason is StopReason.PAUSED:
+                    continue  # a stale pause request: the replay goes where the history went
+                if reason not in (StopReason.BREAKPOINT, StopReason.WATCHPOINT, StopReason.BREAK):
+                    return  # at ``end`` (or the guest's end, which the history reached there)
+                yield self._past_stop(reason, ordinal, events)
+                ordinal += 1
+
+    @contextmanager
+    def _past_events(self) -> Iterator[list[int | None]]:
+        """While a replay runs for ``reverse_continue``: a stop right after each fact a ``break_on``
+        matches, as ``_on_fact`` makes in a forward run (one stop for the first such fact; the
+        list holds its seq until the stop is taken)."""
+        trace = self.machine.trace
+        points = list(self._event_breaks)
+        pending: list[int | None] = [None]
+        if not points or not isinstance(trace, _WatchedLog):
+            yield pending
+            return
+        kinds = frozenset(FACT_KINDS[code] for point in points for kind in point.kinds for code in kind.FAMILY)
+        machine = self.machine
+
+        def watch(kind: type[Fact]) -> None:
+            if pending[0] is not None or kind not in kinds:
+                return
+            fact = trace[len(trace) - 1]
+            if any(point.matches(fact) for point in points):
+                pending[0] = fact.seq
+                machine.request_break(StopReason.BREAK, _describe(fact))
+
+        trace.watch = watch
+        try:
+            yield pending
+        finally:
+            trace.watch = None
+            machine.cancel_break()
+
+    def _past_stop(self, reason: StopReason, ordinal: int, events: list[int | None]) -> _PastStop | None:
+        """The machine's stop just made, as ``run`` would report it (None: a breakpoint of another CPU)."""
+        machine = self.machine
+        if reason is StopReason.BREAK:
+            seq, events[0] = events[0], None
+            cpu = machine.last_cpu
+            return None if seq is None else _PastStop(machine.retired, -1 if cpu is None else cpu, reason.value,
+                                                      0, None, ordinal, seq)
+        if reason is StopReason.WATCHPOINT:
+            watch = machine.watch_stop
+            assert watch is not None
+            return _PastStop(machine.retired, watch.cpu, reason.value, watch.address,
+                             "write" if watch.write else "read", ordinal)
+        cpu = machine.last_cpu
+        assert cpu is not None
+        pc = machine.vcpus[cpu].backend.pc
+        point = self._breakpoints.get(pc)
+        if point is None or (point.cpu is not None and point.cpu != cpu):
+            return None
+        return _PastStop(machine.retired, cpu, reason.value, pc, None, ordinal)
+
+    def _land_on(self, checkpoint: MachineSnapshot, end: int, stop: _PastStop) -> None:
+        """Replay from ``checkpoint`` to ``stop`` (the ``ordinal``-th stop on the way to ``end``)."""
+        self._rewind(checkpoint)
+        stops = self._replay_stops(end)
+        try:
+            for made in stops:
+                if made is not None and made.ordinal == stop.ordinal:
+                    if made == stop:
+                        return
+                    break
+        finally:
+            stops.close()  # its event watch comes off the trace now, not when it is collected
+        raise RuntimeError(f"the replay did not stop where it did before ({stop}): the machine is not "
+                           "deterministic here")
 
     def step_back_to(self, seq: int) -> StopInfo:
         """Return to just after the instruction that recorded fact ``seq`` (a firmware call, say),
@@ -568,7 +826,6 @@ class Session:
             self._rewind(self._checkpoints.before_fact(seq))
             machine = self.machine
             trace = machine.trace
-            machine.set_breakpoints(frozenset())
 
             def reached(_kind: type[Fact]) -> None:
                 if len(trace) > seq:
@@ -577,32 +834,56 @@ class Session:
             assert isinstance(trace, _WatchedLog)
             trace.watch = reached
             try:
-                while len(trace) <= seq:
-                    outcome = self._advance(CHUNK)
-                    if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
-                        raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
-                                           "the machine is not deterministic here")
+                with self._disarmed():
+                    while len(trace) <= seq:
+                        outcome = self._advance(CHUNK)
+                        if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
+                            raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: "
+                                               f"{outcome.detail}): the machine is not deterministic here")
             finally:
                 trace.watch = None
                 machine.cancel_break()
-                machine.set_breakpoints(frozenset(self._breakpoints))
             fact = trace[seq]
         info = StopInfo("step-back", f"back to {_describe(fact)}", self.retired, fact.cpu, fact,
                         executed=self.retired - start, vtime=machine.now())
         return self._stopped(info, previous)
 
     # --- checkpoints -------------------------------------------------------------------
-    def _advance(self, instructions: int) -> RunOutcome:
+    def _advance(self, instructions: int, cpu_goal: tuple[int, int] | None = None) -> RunOutcome:
         """Run the machine (a debugger run) and take a checkpoint once enough running has gone by
         since the last one. Only at a budget stop: any run reaches the same state at that count."""
         began = time.perf_counter()
-        outcome = self.machine.run(instructions, debugger=True)
+        outcome = self.machine.run(instructions, debugger=True, cpu_goal=cpu_goal)
         self._run_time += time.perf_counter() - began
         if (outcome.reason is StopReason.BUDGET and self._run_time >= CHECKPOINT_SECONDS
                 and self.retired > self._checkpoints.items[-1].retired):
             self._checkpoints.add(self.machine.snapshot())
             self._run_time = 0.0
         return outcome
+
+    @contextmanager
+    def _disarmed(self) -> Iterator[None]:
+        """Neither breakpoints nor watchpoints while a replay runs to a count: it goes where the
+        history went, and the caller's stop is where it lands."""
+        machine = self.machine
+        machine.set_breakpoints(frozenset())
+        machine.set_watchpoints(())
+        try:
+            yield
+        finally:
+            machine.set_breakpoints(frozenset(self._breakpoints))
+            machine.set_watchpoints(self._engine_watches())
+
+    def _with_address(self, info: StopInfo) -> StopInfo:
+        """A watchpoint stop with its CPU, data address and access (``Machine.watch_stop``), a
+        breakpoint stop with its address."""
+        if info.reason == StopReason.WATCHPOINT.value:
+            stop = self.machine.watch_stop
+            assert stop is not None
+            return replace(info, cpu=stop.cpu, address=stop.address, access="write" if stop.write else "read")
+        if info.reason == StopReason.BREAKPOINT.value and info.cpu is not None:
+            return replace(info, address=self.machine.vcpus[info.cpu].backend.pc)
+        return info
 
     def _rewind(self, checkpoint: MachineSnapshot) -> None:
         """Put the machine back to ``checkpoint``. Events the host raised at or after it are not
@@ -707,8 +988,58 @@ class Session:
         return list(self._event_breaks)
 
     def clear_breakpoints(self) -> None:
+        """Remove every address breakpoint, firmware-event break and watchpoint."""
         self._set_breakpoints({})
         self._event_breaks.clear()
+        self._set_watchpoints({})
+
+    # --- watchpoints -------------------------------------------------------------------
+    def add_watchpoint(self, address: int | str, size: int, kind: str = "write",
+                       cpu: int | None = None) -> Watchpoint:
+        """Stop before any access of ``kind`` ("write", "read" or "access": both) to the ``size``
+        bytes at virtual ``address`` (or a symbol, ``"name+0x10"``), as the accessing CPU sees it
+        (through its MMU, at EL1 and EL0 alike), by ``cpu`` or any CPU: the run stops with reason
+        "watchpoint", PC at the instruction, which has not executed (memory unchanged),
+        ``address``/``access`` the access's; resuming executes it (gdb treats AArch64
+        watchpoints as non-steppable: ARM ARM D2, "Watchpoint exceptions", are taken before the access).
+
+        The debugger's watchpoints are the engine's memory hooks on the physical RAM behind the
+        bytes (translated again at each slice while the MMU is on, up to 4 MiB of a range), so
+        they cost nothing while none is set and a little on each access to a watched page. They
+        come before the guest's own (DBGWCR): on the same bytes the run stops first, and the
+        guest's exception is taken when it resumes. Adding the same (address, size, kind) again
+        replaces it (for another ``cpu``)."""
+        if isinstance(address, bool) or not isinstance(address, (numbers.Integral, str)):
+            raise TypeError(f"an address is an int or a string, not {type(address).__name__}")
+        address = self.address_of(address)
+        size = _count(size, "size", minimum=1)
+        if address < 0 or address + size > ADDRESS_LIMIT:
+            raise ValueError(f"0x{address:x}+{size} is not within the 64-bit address space")
+        if kind not in WATCH_KINDS:
+            raise ValueError(f"a watchpoint's kind is one of {', '.join(WATCH_KINDS)}, not {kind!r}")
+        point = Watchpoint(int(address), size, kind, self._cpu_or_any(cpu))
+        self._set_watchpoints({**self._watchpoints, (point.address, size, kind): point})
+        return point
+
+    def remove_watchpoint(self, address: int | str | Watchpoint, size: int | None = None,
+                          kind: str = "write") -> None:
+        """Remove the watchpoint on (``address``, ``size``, ``kind``), or the one given; no error if there is none."""
+        key = ((address.address, address.size, address.kind) if isinstance(address, Watchpoint)
+               else (self.address_of(address), size, kind))
+        if key in self._watchpoints:
+            self._set_watchpoints({k: p for k, p in self._watchpoints.items() if k != key})
+
+    @property
+    def watchpoints(self) -> list[Watchpoint]:
+        return sorted(self._watchpoints.values(), key=lambda w: (w.address, w.size, w.kind))
+
+    def _set_watchpoints(self, points: dict[tuple[int, int, str], Watchpoint]) -> None:
+        with self._exclusive():  # the engines' hooks change: not while a run goes on in another thread
+            self.machine.set_watchpoints(tuple(p.engine() for p in points.values()))
+            self._watchpoints = points
+
+    def _engine_watches(self) -> tuple[DebuggerWatch, ...]:
+        return tuple(p.engine() for p in self._watchpoints.values())
 
     def function_names(self) -> frozenset[str]:
         """Every SMCCC function name the firmware layers know (arch, PSCI, SDEI), offered by this
@@ -897,7 +1228,8 @@ class Session:
     def _go(self, limit: int | None, conditions: list[Callable[[Fact], bool]], *,
             kinds: frozenset[type[Fact]] | None = frozenset(),
             every: int | Callable[[], int] | None = None, state_check: Callable[[Session], bool] | None = None,
-            progress: Callable[[int, int | None], None] | None = None) -> StopInfo:
+            progress: Callable[[int, int | None], None] | None = None,
+            cpu_goal: tuple[int, int] | None = None) -> StopInfo:
         with self._exclusive():
             previous = self._regs
             machine = self.machine
@@ -922,7 +1254,7 @@ class Session:
                 trace.watch = self._on_fact
             try:
                 with self._ctrl_c_pauses():
-                    outcome = self._loop(start, target, sitting, every, state_check, progress)
+                    outcome = self._loop(start, target, sitting, every, state_check, progress, cpu_goal)
             finally:
                 if isinstance(trace, _WatchedLog):
                     trace.watch = None
@@ -930,6 +1262,7 @@ class Session:
         info = StopInfo(outcome.reason.value, outcome.detail, machine.retired, machine.last_cpu,
                         self._stop_fact if outcome.reason is StopReason.BREAK else None, machine.retired - start,
                         machine.now())
+        info = self._with_address(info)
         self._stopped(info, previous)
         raised, self._raised = self._raised, None
         if raised is not None:
@@ -942,7 +1275,8 @@ class Session:
     def _loop(self, start: int, target: int | None, sitting: dict[int, tuple[int, int]],
               every: int | Callable[[], int] | None,
               state_check: Callable[[Session], bool] | None,
-              progress: Callable[[int, int | None], None] | None) -> RunOutcome:
+              progress: Callable[[int, int | None], None] | None,
+              cpu_goal: tuple[int, int] | None = None) -> RunOutcome:
         machine = self.machine
         total = None if target is None else target - start
         while True:
@@ -951,7 +1285,7 @@ class Session:
                 chunk = min(chunk, target - machine.retired)
                 if chunk <= 0:
                     return RunOutcome(StopReason.BUDGET, f"{total} instructions", machine.retired)
-            outcome = self._advance(chunk)
+            outcome = self._advance(chunk, cpu_goal)
             if self._raised is not None:  # a condition raised: the machine stopped right after its fact
                 return outcome
             # Between chunks the machine is at a clean stop: a callback that raises ends the run

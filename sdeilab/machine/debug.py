@@ -103,6 +103,31 @@ def decode(n: int, wvr: int, wcr: int) -> Watch | None:
 
 
 @dataclass(frozen=True, slots=True)
+class DebuggerWatch:
+    """A watchpoint of the host's debugger (``Machine.set_watchpoints``), not the guest's: bytes
+    [start, start + length) of virtual addresses as ``cpu`` (None: every CPU) sees them. A hit
+    stops the run before the access (``StopReason.WATCHPOINT``) and raises nothing in the guest."""
+
+    start: int
+    length: int
+    loads: bool
+    stores: bool
+    cpu: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStop:
+    """Where the debugger's watchpoint stopped a run: the CPU, the access's virtual address and
+    size, whether it was a store, and the PC of the instruction (not executed)."""
+
+    cpu: int
+    address: int
+    size: int
+    write: bool
+    pc: int
+
+
+@dataclass(frozen=True, slots=True)
 class Hit:
     """A watchpoint exception to take: its syndrome and fault address."""
 

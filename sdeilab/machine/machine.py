@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sdeilab.cpu.backend import SliceResult, Stop, SysregKey, SystemCounter, Trap
+from sdeilab.cpu.backend import CpuBackend, SliceResult, Stop, SysregKey, SystemCounter, Trap
 from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.cpu.unicorn_backend import RECORD_MISSING, UnicornVcpu
 from sdeilab.machine import exceptions as exc
-from sdeilab.machine.debug import WATCHPOINTS, Hit, Watchpoints, dbgwcr, dbgwvr
+from sdeilab.machine.debug import WATCHPOINTS, DebuggerWatch, Hit, Watchpoints, WatchStop, dbgwcr, dbgwvr
 from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3
 from sdeilab.machine.loader import ELF_DTB_ROOM, GuestImage, load_elf
 from sdeilab.machine.memmap import (
@@ -124,7 +124,7 @@ PowerListener = Callable[[int, VcpuState, VcpuState, str], None]
 SCHEDULER_STATE = ("uart_output", "_clock", "_local", "_not_before", "_masked_for", "_spin", "_round_start",
                    "retired", "_outcome", "_budget_end", "_break", "_pending", "_round_open", "_debugger",
                    "last_cpu", "cpu_retired", "_stale_code", "_next_device_deadline", "_last_activity",
-                   "_watch_map", "_watch_ranges", "_watch_mmu", "_watch_hit")
+                   "_watch_map", "_watch_ranges", "_watch_mmu", "_watch_hit", "_cpu_goal", "_watch_resume")
 NOT_STATE = frozenset({
     "trace", "quantum", "ram_region", "ram", "firmware", "power_listeners", "uart_sinks", "slice_hooks",
     "wake_checks", "device_tree", "gic", "uart", "timers", "pmus", "sp804", "rtc", "_clocked", "_sysreg_reads",
@@ -132,6 +132,9 @@ NOT_STATE = frozenset({
     "icount_shift", "ns_per_instruction",  # the time scale: configuration
     "code_generation",  # only grows: it keys caches of decoded guest code, which a restore makes stale
     "image",  # state, kept by reference (a GuestImage is never changed)
+    # The debugger's watchpoints are not state, as breakpoints are not: they stay across a restore.
+    # Their translated ranges are redone from the state restored; the last stop is a report.
+    "debugger_watches", "_debugger_map", "_debugger_hit", "watch_stop",
 })
 
 
@@ -253,6 +256,15 @@ class Machine:
         self._watch_ranges: list[list[tuple[int, int, bool, bool]]] = [[] for _ in range(cpus)]
         self._watch_mmu = [False] * cpus  # the ranges were translated through the MMU: redo each slice
         self._watch_hit: list[Hit | None] = [None] * cpus
+        # The debugger's watchpoints (``set_watchpoints``) share the engine's watched ranges with
+        # the guest's: (PA, PA end, VA, watch) per CPU, and the access one stopped, by CPU.
+        self.debugger_watches: tuple[DebuggerWatch, ...] = ()
+        self._debugger_map: list[list[tuple[int, int, int, DebuggerWatch]]] = [[] for _ in range(cpus)]
+        self._debugger_hit: list[tuple[int, int, bool] | None] = [None] * cpus
+        self.watch_stop: WatchStop | None = None  # where the last WATCHPOINT stop was
+        # (CPU, its retired count, PC) of the instruction a debugger watchpoint stopped: it executes
+        # when the run resumes, as an instruction at a breakpoint does (``watch_access``).
+        self._watch_resume: tuple[int, int, int] | None = None
         for n in range(WATCHPOINTS):
             for key, control in ((dbgwvr(n), False), (dbgwcr(n), True)):
                 self._sysreg_reads[key] = self._watch_reader(n, control)
@@ -292,6 +304,7 @@ class Machine:
         self.code_generation = 0  # bumped whenever guest code may have changed (caches of decoded code)
         self._outcome: RunOutcome | None = None
         self._budget_end: int | None = None
+        self._cpu_goal: tuple[int, int] | None = None  # (CPU, retired count) at which ``run`` stops
         # The debugger's stops (see the module docstring).
         self._break: tuple[StopReason, str] | None = None  # a stop asked for, taken at the next safe point
         self._pending: tuple[int, int] | None = None  # (cpu, instructions left) of a slice cut short
@@ -398,10 +411,14 @@ class Machine:
             self.trace.clear()
 
     def _after_state_change(self) -> None:
-        """Caches of the state just put back: translated code, and each engine's watched ranges."""
+        """Caches of the state just put back: translated code, and each engine's watched ranges
+        (the guest's as they were, with the debugger's, which are not state, translated again)."""
         self._invalidate_code()
         for vcpu in self.vcpus:
-            vcpu.backend.set_watch_ranges(self._watch_ranges[vcpu.index])
+            if self.debugger_watches or any(self._debugger_map):
+                self._arm_watchpoints(vcpu, force=True)
+            else:
+                vcpu.backend.set_watch_ranges(self._watch_ranges[vcpu.index])
 
     # --- time ---------------------------------------------------------------------------
     def now(self) -> int:
@@ -534,6 +551,25 @@ class Machine:
         """Stop (``StopReason.BREAKPOINT``) before any CPU executes an instruction at one of ``addresses``."""
         for vcpu in self.vcpus:
             vcpu.backend.set_breakpoints(addresses)
+
+    def set_watchpoints(self, watches: tuple[DebuggerWatch, ...] | frozenset[DebuggerWatch]) -> None:
+        """Stop (``StopReason.WATCHPOINT``) before any access a CPU makes to the bytes one of
+        ``watches`` covers: the instruction has not executed and memory is unchanged (``watch_stop``
+        says where). Between runs only. With none, the engines have no memory hook but the
+        guest's own watchpoints' (none at all in a Linux boot)."""
+        self._between_slices("set_watchpoints")
+        self.debugger_watches = tuple(sorted(watches, key=lambda w: (w.start, w.length, w.loads, w.stores,
+                                                                      -1 if w.cpu is None else w.cpu)))
+        for vcpu in self.vcpus:
+            vcpu.backend.set_translation_watch(bool(self.debugger_watches))
+            self._arm_watchpoints(vcpu)
+
+    @staticmethod
+    def cpu_retired_at(snapshot: MachineSnapshot) -> list[int]:
+        """Instructions each CPU had retired when ``snapshot`` was taken."""
+        values, _image = snapshot.scheduler
+        assert isinstance(values, tuple)
+        return list(values[SCHEDULER_STATE.index("cpu_retired")])
 
     def request_break(self, reason: StopReason, detail: str) -> None:
         """From inside a run (a trace watcher): stop after the current instruction, resumably.
@@ -712,38 +748,57 @@ class Machine:
 
         return write
 
-    def _arm_watchpoints(self, vcpu: Vcpu) -> None:
-        """Give the engine the physical ranges of this CPU's armed watchpoints (none: no memory hook)."""
+    def _arm_watchpoints(self, vcpu: Vcpu, *, force: bool = False) -> None:
+        """Give the engine the physical ranges of this CPU's armed watchpoints, the guest's and the
+        debugger's (none: no memory hook)."""
         cpu = vcpu.index
         armed = self.watchpoints[cpu].armed
+        host = [w for w in self.debugger_watches if w.cpu is None or w.cpu == cpu]
         backend = vcpu.backend
         mapping: list[tuple[int, int, int]] = []
         ranges: list[tuple[int, int, bool, bool]] = []
-        mmu = bool(armed) and bool(backend.read("SCTLR_EL1") & 1)
+        mmu = bool(armed or host) and bool(backend.read("SCTLR_EL1") & 1)
         for watch in armed:
-            if not mmu:
-                pieces = [(watch.start, watch.start + watch.length, watch.start)]
-            else:
-                pieces = []
-                va, end = watch.start, watch.start + min(watch.length, _WATCH_PAGES * _PAGE)
-                while va < end:
-                    page_end = min(end, (va | (_PAGE - 1)) + 1)
-                    pa = backend.translate(va, "read")
-                    if pa is not None:
-                        pieces.append((pa, pa + page_end - va, va))
-                    va = page_end
-            ram_begin, ram_end = self.ram_region.base, self.ram_region.base + self.ram_region.size
-            for pa, pa_end, va in pieces:
-                # RAM only: a device's registers are not undone (nor read twice) by the engine.
-                begin, end = max(pa, ram_begin), min(pa_end, ram_end)
-                if begin < end:
-                    mapping.append((begin, end, va + begin - pa))
-                    ranges.append((begin, end, watch.loads, watch.stores))
+            for begin, end, va in self._watched_pieces(backend, watch.start, watch.length, mmu):
+                mapping.append((begin, end, va))
+                ranges.append((begin, end, watch.loads, watch.stores))
+        debugger: list[tuple[int, int, int, DebuggerWatch]] = []
+        for point in host:
+            for begin, end, va in self._watched_pieces(backend, point.start, point.length, mmu):
+                debugger.append((begin, end, va, point))
+                ranges.append((begin, end, point.loads, point.stores))
         self._watch_map[cpu] = mapping
-        self._watch_mmu[cpu] = mmu
-        if ranges != self._watch_ranges[cpu]:
+        self._debugger_map[cpu] = debugger
+        # Redone each slice with the MMU on, and always for the debugger's: its addresses are
+        # virtual whatever the MMU was when they were set (the guest turns it on later).
+        self._watch_mmu[cpu] = mmu or bool(host)
+        if force or ranges != self._watch_ranges[cpu]:
             self._watch_ranges[cpu] = ranges
             backend.set_watch_ranges(ranges)
+
+    def _watched_pieces(self, backend: CpuBackend, start: int, length: int,
+                        mmu: bool) -> list[tuple[int, int, int]]:
+        """(PA, PA end, VA) of the RAM behind virtual bytes [start, start + length): through the
+        MMU page by page (up to ``_WATCH_PAGES``) when it is on, else the same addresses."""
+        if not mmu:
+            pieces = [(start, start + length, start)]
+        else:
+            pieces = []
+            va, end = start, start + min(length, _WATCH_PAGES * _PAGE)
+            while va < end:
+                page_end = min(end, (va | (_PAGE - 1)) + 1)
+                pa = backend.translate(va, "read")
+                if pa is not None:
+                    pieces.append((pa, pa + page_end - va, va))
+                va = page_end
+        ram_begin, ram_end = self.ram_region.base, self.ram_region.base + self.ram_region.size
+        kept = []
+        for pa, pa_end, va in pieces:
+            # RAM only: a device's registers are not undone (nor read twice) by the engine.
+            begin, end = max(pa, ram_begin), min(pa_end, ram_end)
+            if begin < end:
+                kept.append((begin, end, va + begin - pa))
+        return kept
 
     # --- VcpuHost: called by the engine during a slice -------------------------------------
     def conduit(self, cpu: int, conduit: str) -> None:
@@ -824,6 +879,23 @@ class Machine:
                     stale.append([physical, physical + CACHE_LINE])
 
     def watch_access(self, cpu: int, address: int, size: int, write: bool) -> bool:
+        debugger = self._debugger_map[cpu]
+        if debugger:
+            # The debugger's watchpoints come first: on the same bytes as one of the guest's, the
+            # run stops before the guest's exception is taken, and resuming takes it.
+            for pa, pa_end, va, point in debugger:
+                if address < pa_end and address + size > pa and (point.stores if write else point.loads):
+                    resume = self._watch_resume
+                    backend = self.vcpus[cpu].backend
+                    # The engine counts an instruction as it begins: this one is number
+                    # cpu_retired + executed() - 1 of the CPU.
+                    if (resume is not None and resume[0] == cpu
+                            and resume[1] == self.cpu_retired[cpu] + backend.executed() - 1):
+                        break  # the instruction that stopped, now resumed: it executes
+                    if not write and self._store_exclusive(self.vcpus[cpu]):
+                        continue  # the CPU model's compare-and-swap reads first: no load of the guest's
+                    self._debugger_hit[cpu] = (va + address - pa, size, write)
+                    return True
         for pa, pa_end, va in self._watch_map[cpu]:
             if address < pa_end and address + size > pa:
                 backend = self.vcpus[cpu].backend
@@ -833,6 +905,14 @@ class Machine:
                     return True
                 return False
         return False
+
+    def _store_exclusive(self, vcpu: Vcpu) -> bool:
+        """The instruction at PC is a store-exclusive (STXR, STLXR, STXP, STLXP: ARM ARM C4.1.x
+        "Load/store exclusive", o2 = 0 and L = 0), which the CPU model runs as a compare-and-swap
+        that loads the bytes before storing them. Architecturally it makes no load, so a debugger
+        watchpoint on loads must not stop it."""
+        word = self.read_code_u32(vcpu, vcpu.backend.pc)
+        return word is not None and word & 0x3FC0_0000 == 0x0800_0000
 
     # --- exceptions --------------------------------------------------------------------
     def has_vectors(self, vcpu: Vcpu, pstate: int | None = None) -> bool:
@@ -895,8 +975,14 @@ class Machine:
         return FaultReport(vcpu.index, pc, instruction, symbol, reason, registers)
 
     # --- the scheduler -----------------------------------------------------------------
-    def run(self, max_instructions: int | None = None, *, debugger: bool = False) -> RunOutcome:
+    def run(self, max_instructions: int | None = None, *, debugger: bool = False,
+            cpu_goal: tuple[int, int] | None = None) -> RunOutcome:
         """Run until the guest stops the machine, faults, deadlocks or retires ``max_instructions`` more.
+
+        ``cpu_goal`` (CPU, count): stop too (``StopReason.BUDGET``) as soon as that CPU has retired
+        that many instructions in all: right after that instruction, whatever the other CPUs ran
+        meanwhile, as an instruction budget would cut the slice (so no state changes for it). The
+        CPU must be short of the count when the run starts.
 
         After SYSTEM_OFF, SYSTEM_RESET or a fault the machine stays stopped: running it again
         returns the same outcome (load a guest again to start over). A run that stopped for its
@@ -910,6 +996,7 @@ class Machine:
         for vcpu in self.vcpus:
             vcpu.backend.set_compiled_exceptions(not debugger)
         self._budget_end = None if max_instructions is None else self.retired + max_instructions
+        self._cpu_goal = cpu_goal
         while self._outcome is None:
             # A round a debugger stop interrupted goes on: idle time is skipped at round starts only.
             if not self._round_open and not any(v.state in (VcpuState.ON, VcpuState.ON_PENDING)
@@ -1064,6 +1151,14 @@ class Machine:
                 self._out_of_budget()
                 return t
             chunk = min(instructions, left)
+        goal = self._cpu_goal
+        if goal is not None and goal[0] == cpu:
+            need = goal[1] - self.cpu_retired[cpu]
+            if need <= 0:
+                self._pending = (cpu, budget)
+                self._out_of_budget()
+                return t
+            chunk = min(chunk, need)
         if self._watch_mmu[cpu]:
             self._arm_watchpoints(vcpu)  # the page tables may have changed since
         stale = self._stale_code[cpu]
@@ -1085,7 +1180,27 @@ class Machine:
             self._last_activity = t
         self._clock = t
         stop = result.stop
-        cut = stop is Stop.BREAKPOINT or stop is Stop.INTERRUPTED or (stop is Stop.BUDGET and chunk < instructions)
+        resume = self._watch_resume
+        if resume is not None and resume[0] == cpu and (self.cpu_retired[cpu] > resume[1]
+                                                        or vcpu.backend.pc != resume[2]):
+            self._watch_resume = None  # executed (or turned into an exception): nothing to step over
+        host_hit = self._debugger_hit[cpu]
+        self._debugger_hit[cpu] = None
+        if stop is not Stop.WATCHPOINT:
+            host_hit = None  # a hit the slice did not stop for (the engine raised): nothing to report
+        if host_hit is not None:
+            # The debugger's watchpoint: a debugger stop like a breakpoint's, the slice cut short
+            # and no exception for the guest (the guest's own Hit, if any, is taken on resume).
+            self._watch_hit[cpu] = None
+            pc = vcpu.backend.pc
+            address, size, write = host_hit
+            self.watch_stop = WatchStop(cpu, address, size, write, pc)
+            self._watch_resume = (cpu, self.cpu_retired[cpu], pc)
+            self._break = (StopReason.WATCHPOINT,
+                           f"watchpoint: {'write' if write else 'read'} of {size} bytes at 0x{address:x} "
+                           f"by pc 0x{pc:x}{self._symbol(pc)} on CPU {cpu}")
+        cut = (stop is Stop.BREAKPOINT or stop is Stop.INTERRUPTED or host_hit is not None
+               or (stop is Stop.BUDGET and chunk < instructions))
         if cut and executed < instructions:
             self._pending = (cpu, budget - executed * ns)
         else:
@@ -1095,7 +1210,8 @@ class Machine:
         if self._outcome is None:
             if self._break is not None:
                 self._take_break()
-            elif self._budget_end is not None and self.retired >= self._budget_end:
+            elif ((self._budget_end is not None and self.retired >= self._budget_end)
+                  or (goal is not None and goal[0] == cpu and self.cpu_retired[cpu] >= goal[1])):
                 self._out_of_budget()
         return t
 

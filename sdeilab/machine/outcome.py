@@ -17,6 +17,9 @@ class StopReason(Enum):
     # exit statuses are unchanged. A run stopped for one of them resumes as if never stopped.
     BREAKPOINT = "breakpoint"  # PC reached an address breakpoint; that instruction has not executed
     PAUSED = "paused"  # someone asked (``Machine.request_pause``, possibly from another thread)
+    # A debugger watchpoint (``Machine.set_watchpoints``): the access has not happened and PC is
+    # at its instruction, which executes when the run resumes (``Machine.watch_stop`` says where).
+    WATCHPOINT = "watchpoint"
 
     @property
     def exit_status(self) -> int:
@@ -32,6 +35,7 @@ _EXIT_STATUS = {
     StopReason.BREAK: 0,
     StopReason.BREAKPOINT: 0,
     StopReason.PAUSED: 0,
+    StopReason.WATCHPOINT: 0,
 }
 
 
