@@ -136,11 +136,47 @@ def test_monitor_commands_and_firmware_event_stops(served: tuple[Session, GdbSer
 
 @pytest.mark.gdb
 @needs_gdb
-def test_run_to_the_end_and_ctrl_c_free_session(served: tuple[Session, GdbServer]) -> None:
+def test_the_guest_end_is_a_stop_gdb_can_go_back_from(served: tuple[Session, GdbServer]) -> None:
     session, server = served
-    out = gdb(server.port, "continue")
-    assert "exited normally" in out, out
-    assert session.last_stop.reason == "system-off"
+    out = gdb(server.port, "continue", "reverse-stepi", "p/x $pc", "reverse-continue", "p/x $pc")
+    assert "sdeilab: PSCI SYSTEM_OFF from CPU 0 (system-off); reverse-continue or reverse-stepi go back" in out, out
+    assert "No more reverse-execution history." in out, out
+    assert session.last_stop.reason == "history-start" and session.retired == 0
+    assert f"$2 = 0x{session.address_of('_start'):x}\n" in out, out
+
+
+@pytest.mark.gdb
+@needs_gdb
+def test_reverse_continue_and_reverse_stepi_land_where_the_forward_run_was(
+        served: tuple[Session, GdbServer]) -> None:
+    session, server = served
+    out = gdb(server.port, "break cpu_mpidr", "continue", "info registers x0 x19 x30 sp pc", "continue",
+              "reverse-continue", "info registers x0 x19 x30 sp pc", "reverse-stepi", "p/x $pc", "info symbol $pc")
+    table = re.findall(r"^(x0|x19|x30|sp|pc) +(0x[0-9a-f]+)", out, re.M)
+    first, again = table[:5], table[5:10]
+    assert len(first) == len(again) == 5 and first == again, out  # the same stop, registers and all
+    caller = session.pc(0)
+    assert dict(first)["x30"] == f"0x{caller + 4:x}", out  # back on the bl that called cpu_mpidr
+    assert f"$1 = 0x{caller:x}\nmain + {caller - session.address_of('main')} in section .text" in out, out
+
+
+@pytest.mark.gdb
+@needs_gdb
+def test_watchpoints_forward_and_backward(served: tuple[Session, GdbServer]) -> None:
+    session, server = served
+    slot2 = session.address_of("secondary_main")  # the value CPU 0 stores in slot 2 of secondary_fn
+    out = gdb(server.port, "watch *(long *)((char *)&secondary_fn + 16)", "continue", "p/x $pc", "continue",
+              "reverse-continue", "p/x $pc", "rwatch *(long *)((char *)&secondary_fn + 16)", "delete 1", "continue",
+              "info threads")
+    assert re.search(r"Thread 1 hit Hardware watchpoint 1: .*\n\nOld value = 0\nNew value = "
+                     rf"{slot2}\n", out), out
+    after, before = (int(pc, 16) for pc in re.findall(r"\$\d+ = (0x[0-9a-f]+)", out)[:2])
+    # Forward, gdb reports the store done (it steps over it: AArch64 watchpoints stop before the
+    # access); backward, it reports the state before the store, the same instruction.
+    assert after == before + 4, out
+    assert session.read_memory(before, 4) == (0xC89FFC01).to_bytes(4, "little"), out  # stlr x1, [x0]
+    # CPU 2 reads its slot with LDAR (guests/lib/start.S): a read watchpoint stops it there.
+    assert re.search(r"Thread 3 hit Hardware read watchpoint 2: .*\n\nValue = " + str(slot2), out), out
 
 
 @pytest.mark.gdb
@@ -152,11 +188,11 @@ def test_command_line_serves_one_client(tmp_path: Path) -> None:
         assert process.stderr is not None
         line = process.stderr.readline()
         port = int(re.search(r"127\.0\.0\.1:(\d+)", line)[1])  # type: ignore[index]
-        out = gdb(port, "break cpu_mpidr", "continue", "delete", "continue")
+        out = gdb(port, "break cpu_mpidr", "continue", "delete", "continue", "kill")
         stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert "exited normally" in out, out
+    assert "PSCI SYSTEM_OFF from CPU 0" in out, out
     assert process.returncode == 0, stderr
     assert "CPU 3 up: MPIDR_EL1=0x80000003" in stdout
     assert "gdb is gone" in stderr

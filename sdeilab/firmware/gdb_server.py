@@ -35,7 +35,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from sdeilab.firmware.session import SYSREGS, Session, SessionBusy, StopInfo
 from sdeilab.machine.outcome import StopReason
@@ -46,6 +46,8 @@ _MAX_BUFFER = 2 * PACKET_SIZE + 16  # bytes held waiting for a packet's end, at 
 _POLL_S = 0.0  # a run polls the socket for Ctrl-C without waiting
 
 SIGINT, SIGTRAP, SIGSEGV = 2, 5, 11  # the signal numbers gdb's stop replies carry (GDB's own numbering)
+_FINAL = {StopReason.SYSTEM_OFF.value, StopReason.SYSTEM_RESET.value, StopReason.DEADLOCK.value,
+          StopReason.FAULT.value}  # stops the guest cannot run on from
 
 # gdb's names for the lab's register views, and their sizes in bytes, in the target description's order.
 _CORE = [(f"x{n}", f"x{n}", 8) for n in range(31)] + [("sp", "SP", 8), ("pc", "PC", 8), ("cpsr", "PSTATE", 4)]
@@ -600,9 +602,19 @@ class GdbServer:
         return self.session.step(1, cpu=self._current_cpu(thread if thread > 0 else self._resume))
 
     def _reverse(self, to_stop: bool) -> StopInfo:
-        if to_stop:
-            return self.session.reverse_continue()
-        return self.session.step_back(1, cpu=self._current_cpu(self._resume))
+        session = self.session
+        if not to_stop:
+            return session.step_back(1, cpu=self._current_cpu(self._resume))
+        info = session.reverse_continue()
+        if info.reason == "watchpoint" and info.cpu is not None:
+            # The session lands before the access, where a forward run stopped. gdb treats an
+            # AArch64 watchpoint as one that traps before the access and steps over it itself, in
+            # the direction of travel: going backward it steps back over the accessing
+            # instruction. So it is told of the hit just after that instruction, and lands before it.
+            address, access = info.address, info.access
+            session.step(1, cpu=info.cpu)
+            info = replace(session.last_stop, reason="watchpoint", address=address, access=access)
+        return info
 
     def _poll(self, _done: int, _total: int | None) -> None:
         """Between chunks of a run: a Ctrl-C (or a client gone) pauses it."""
@@ -629,8 +641,13 @@ class GdbServer:
             self.on_output()
         session = self.session
         reason = info.reason
-        if reason == StopReason.SYSTEM_OFF.value:
-            return b"W00"
+        if reason in _FINAL and self._conn is not None:
+            # The guest's end is a stop, not an exit ("W"): gdb forgets a process that exited, and
+            # going back from the end (reverse-continue, reverse-stepi) is the point of a
+            # deterministic machine. What ended it is said on gdb's console (an "O" packet, which
+            # may come before the stop reply of a resumption).
+            text = f"sdeilab: {info.detail} ({reason}); reverse-continue or reverse-stepi go back, kill ends\n"
+            self._conn.send(b"O" + text.encode().hex().encode())
         cpu = info.cpu if info.cpu is not None else session.focus_cpu()
         self._general = self._resume = -1
         signal = {StopReason.PAUSED.value: SIGINT, StopReason.FAULT.value: SIGSEGV}.get(reason, SIGTRAP)
