@@ -39,6 +39,9 @@ from typing import TYPE_CHECKING, NoReturn
 from sdeilab.machine.outcome import RunOutcome, StopReason
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
+    from sdeilab.console import Chunk, ConsoleInput
     from sdeilab.machine.machine import Machine
     from sdeilab.trace.export import TraceFile
     from sdeilab.trace.log import TraceLog
@@ -146,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "retires 2^N times fewer instructions for the same wait")
     run.add_argument("--quirk", action="append", default=[], choices=Quirks.names(), metavar="NAME",
                      help=f"switch on an SDEI quirk (repeatable): {', '.join(Quirks.names())}")
+    run.add_argument("--input", type=Path, metavar="FILE",
+                     help="give the UART this input instead of standard input: a record made by --record-input "
+                          "(each chunk at the instruction count it was recorded at) or a plain byte stream "
+                          "(given when the guest first listens); standard input is then not read")
+    run.add_argument("--record-input", type=Path, metavar="FILE",
+                     help="write each delivery of input to the UART to FILE (JSON lines: the retired "
+                          "instruction count and the bytes), for --input to replay")
     build = sub.add_parser("build", help="build a guest from .S/.c sources with the guest toolchain")
     build.add_argument("sources", type=Path, nargs="+")
     build.add_argument("-o", "--output", type=Path)
@@ -264,6 +274,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sdeilab.console import HEADER, InputFileError, load_input, terminal_in_foreground
     from sdeilab.firmware.devicetree import bootargs_problem
     from sdeilab.machine.memmap import MAX_CPUS
     from sdeilab.trace.export import TraceFile, TraceFileError
@@ -279,7 +290,18 @@ def _run(args: argparse.Namespace) -> int:
             return _fail(f"--append: the kernel command line holds {problem}")
     if args.trace_limit is not None and args.trace is None:
         return _fail("--trace-limit goes with --trace")
-    if args.max_instructions is None:
+    given: list[Chunk] | bytes | None = None
+    if args.input is not None:
+        try:
+            given = load_input(args.input)
+        except InputFileError as error:
+            return _fail(str(error))
+        if args.record_input is not None and _same_file(args.input, args.record_input):
+            return _fail(f"--record-input {args.record_input} is the --input file: it would be overwritten")
+    # A terminal on standard input is a console (raw mode, the C-a keys); with --input it is not read.
+    terminal = args.input is None and terminal_in_foreground(0)
+    if args.max_instructions is None and not (terminal and args.kernel is not None):
+        # A kernel someone types into runs until it powers off or C-a x: no budget unless asked for.
         args.max_instructions = DEFAULT_MAX_INSTRUCTIONS if args.kernel is None else DEFAULT_KERNEL_MAX_INSTRUCTIONS
     if args.cpus > MAX_CPUS:
         return _fail(f"--cpus {args.cpus}: the virt board has room for at most {MAX_CPUS} CPUs")
@@ -296,18 +318,67 @@ def _run(args: argparse.Namespace) -> int:
                 trace_file = TraceFile(args.trace)
             except TraceFileError as error:
                 return _fail(f"--trace {error}")
+        record = None
+        if args.record_input is not None:
+            # Written as the run goes (a line per delivery, flushed): a run that is killed keeps
+            # what it was given up to then.
+            try:
+                record = open(args.record_input, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+                record.write(HEADER + "\n")
+                record.flush()
+            except OSError as error:
+                if trace_file is not None:
+                    trace_file.discard()
+                return _fail(f"--record-input {args.record_input}: cannot write it ({error.strerror or error})")
         try:
-            status = _run_with(args, trace_file, stop)
+            status = _run_with(args, trace_file, stop, given, record, terminal)
         finally:
             if trace_file is not None:
                 trace_file.discard()
+            if record is not None:
+                with contextlib.suppress(OSError):
+                    record.close()
     if stop.signal is not None and status != 128 + stop.signal:  # it came before the run began
         print(f"sdeilab: {stop.describe()} before the run began", file=sys.stderr)
         return 128 + stop.signal
     return status
 
 
-def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop) -> int:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _stdin_open() -> bool:
+    try:
+        os.fstat(0)
+    except OSError:  # started with `<&-`
+        return False
+    return True
+
+
+def _console_input(args: argparse.Namespace, machine: Machine, stop: _Stop, given: list[Chunk] | bytes | None,
+                   record: TextIO | None, terminal: bool, stack: contextlib.ExitStack) -> ConsoleInput:
+    """Standard input (or the --input file) to the UART, at input points only (sdeilab.console)."""
+    from sdeilab.console import ConsoleInput, StdinReader, raw_terminal, uart_listens
+
+    reader = None
+    if given is None and _stdin_open():
+        if terminal:
+            stack.enter_context(raw_terminal(0))
+            # A hang-up ends the run through the normal path too, so the terminal's modes are put back.
+            stack.enter_context(stop.installed((signal.SIGHUP,)))
+        reader = StdinReader(0, terminal=terminal, on_quit=stop.quit_key)
+        reader.start()
+    return ConsoleInput(machine, replay=given if isinstance(given, list) else None,
+                        pending=given if isinstance(given, bytes) else b"", reader=reader,
+                        listens=uart_listens(machine) if args.kernel is not None else None, record=record)
+
+
+def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop, given: list[Chunk] | bytes | None,
+              record: TextIO | None, terminal: bool) -> int:
     from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
     from sdeilab.firmware.sdei.quirks import Quirks
     from sdeilab.machine.loader import GuestLoadError, load_elf
@@ -355,7 +426,12 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
         console = _Console(machine)
         machine.uart_sinks.append(console.write)
         stop.machine = machine
-        with _Progress(machine, enabled=sys.stderr.isatty()) as progress:
+        stack = contextlib.ExitStack()
+        # The progress line would draw over what is typed on a console: a terminal console has none.
+        with stack, _Progress(machine, enabled=sys.stderr.isatty() and not terminal) as progress:
+            feeder = _console_input(args, machine, stop, given, record, terminal, stack)
+            # What the guest wrote goes out at each slice boundary, so a prompt shows before it is answered.
+            machine.slice_hooks.append(console.flush_written)
             if stop.signal is not None:  # it came while the guest was loading: the (empty) trace is still whole
                 if trace_file is not None:
                     try:
@@ -364,16 +440,25 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
                         print(f"sdeilab: cannot write the trace {args.trace}: {error.strerror or error}",
                               file=sys.stderr)
                 return _fail(f"{stop.describe()} before the run began", 128 + stop.signal)
-            outcome = machine.run(args.max_instructions)
+            budget: int | None = args.max_instructions
+            outcome = machine.run(budget)
             # A pause is a stop between slices (Machine.request_pause): for the progress line it
-            # is resumed at once, the budget counted from the start of the run.
-            while outcome.reason is StopReason.PAUSED and stop.signal is None and console.error is None:
-                if progress.enabled:
-                    console.flush()  # what the guest wrote comes before the line that follows it
-                    if console.error is not None:
+            # is resumed at once, the budget counted from the start of the run. A deadlock is an
+            # input point: input given there may wake the guest (sdeilab.console).
+            while stop.signal is None and console.error is None:
+                if outcome.reason is StopReason.PAUSED:
+                    if progress.enabled:
+                        console.flush()  # what the guest wrote comes before the line that follows it
+                        if console.error is not None:
+                            break
+                    progress.show()
+                elif outcome.reason is StopReason.DEADLOCK:
+                    console.flush()
+                    if not feeder.at_deadlock(lambda: stop.signal is not None):
                         break
-                progress.show()
-                outcome = machine.run(max(args.max_instructions - machine.retired, 0))
+                else:
+                    break
+                outcome = machine.run(None if budget is None else max(budget - machine.retired, 0))
             progress.clear()
             console.flush()
             trace_error = None
@@ -382,11 +467,11 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
                     trace_file.commit(trace)  # signals are only noted meanwhile (_Stop)
                 except OSError as error:
                     trace_error = error
-    return _report(outcome, stop, console, trace_error, args, trace)
+    return _report(outcome, stop, console, trace_error, args, trace, feeder.record_error)
 
 
 def _report(outcome: RunOutcome, stop: _Stop, console: _Console, trace_error: OSError | None,
-            args: argparse.Namespace, trace: TraceLog) -> int:
+            args: argparse.Namespace, trace: TraceLog, record_error: OSError | None = None) -> int:
     """The messages and the exit status (module docstring): a signal first, then output that could
     not be written, then the trace, then how the guest's run ended. The line that explains the
     status comes last."""
@@ -394,6 +479,9 @@ def _report(outcome: RunOutcome, stop: _Stop, console: _Console, trace_error: OS
     if trace_error is not None:
         trace_message = (f"sdeilab: cannot write the trace {args.trace}: {trace_error.strerror or trace_error} "
                          "(an earlier file there is unchanged)")
+    elif record_error is not None:
+        trace_message = (f"sdeilab: cannot write the input record {args.record_input}: "
+                         f"{record_error.strerror or record_error} (it holds the deliveries before that)")
     elif args.trace is not None and trace.dropped and trace.overflow is None:
         seq, vtime = trace.dropped_at or (0, 0)
         print(f"sdeilab: the trace holds the first {len(trace):,} facts only ({trace.dropped:,} more from "
@@ -428,6 +516,7 @@ class _Console:
         stdout = sys.stdout
         self._out = stdout.buffer if stdout is not None else None  # None: started with `>&-`
         self.error: OSError | None = None
+        self._written = False
 
     def write(self, byte: int) -> None:
         if self.error is not None:
@@ -437,10 +526,17 @@ class _Console:
             if out is None:
                 raise OSError(errno.EBADF, "standard output is closed")
             out.write(bytes((byte,)))
+            self._written = True
         except (OSError, ValueError) as error:  # ValueError: the stream was closed
             self._failed(error)
 
+    def flush_written(self, vcpu: object = None) -> None:
+        """A slice hook: flush if the guest wrote since the last flush."""
+        if self._written:
+            self.flush()
+
     def flush(self) -> None:
+        self._written = False
         if self.error is None and self._out is not None:
             try:
                 self._out.flush()
@@ -472,6 +568,16 @@ class _Stop:
     def __init__(self) -> None:
         self.machine: Machine | None = None  # set once there is one to stop
         self.signal: int | None = None
+        self.key: str | None = None  # the console's C-a x: a user's stop, reported as SIGINT's (130)
+
+    def quit_key(self) -> None:
+        """C-a x on a console (from the reader thread): what Ctrl-C is outside raw mode."""
+        if self.signal is None:
+            self.signal = signal.SIGINT
+            self.key = "C-a x"
+        machine = self.machine
+        if machine is not None:
+            machine.request_pause("stopped by C-a x")
 
     def _handler(self, signum: int, frame: object) -> None:
         if self.signal is None:
@@ -482,13 +588,16 @@ class _Stop:
 
     def describe(self) -> str:
         assert self.signal is not None
+        if self.key is not None:
+            return f"stopped by {self.key}"
         name = signal.Signals(self.signal).name
-        return f"{'interrupted' if self.signal == signal.SIGINT else 'terminated'} ({name})"
+        verb = {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}.get(self.signal, "terminated")
+        return f"{verb} ({name})"
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
+    def installed(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
         previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             # A signal the parent set to be ignored stays ignored (a shell does that for `cmd &`
             # in a script, nohup for SIGHUP): as Python itself leaves an ignored SIGINT alone.
             if signal.getsignal(sig) is not signal.SIG_IGN:
