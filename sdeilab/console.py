@@ -233,12 +233,15 @@ class StdinReader:
 
 
 def terminal_in_foreground(fd: int) -> bool:
-    """``fd`` is a terminal and this process is its foreground job (a background job that changed
-    the terminal's modes would be stopped by SIGTTOU, POSIX 11.1.4)."""
-    try:
-        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
-    except OSError:
+    """``fd`` is a terminal and this process is not a background job on it (one that changed the
+    terminal's modes would be stopped by SIGTTOU, POSIX 11.1.4). A terminal that is not this
+    process's controlling terminal (``< /dev/pts/N``) has no foreground job to ask about."""
+    if not os.isatty(fd):
         return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:  # ENOTTY: not the controlling terminal
+        return True
 
 
 @contextlib.contextmanager
