@@ -10,7 +10,9 @@ deadlock, 5 SYSTEM_RESET. The run itself can end in other ways, each with its st
 * 74 the trace or the guest's output could not be written (a full disk, a closed standard
   output), sysexits(3) EX_IOERR; an earlier trace file at that path is left as it was;
 * 130 and 143 interrupted by SIGINT (Ctrl-C) or SIGTERM, 128 + the signal as a shell reports it;
-  the run stops at the end of the running slice and the trace of what ran is written whole;
+  the run stops at the end of the running slice and the trace of what ran is written whole. On a
+  console (standard input a terminal, in raw mode: sdeilab.console) Ctrl-C goes to the guest and
+  C-a x is the user's stop, with SIGINT's 130; a hang-up of that terminal is 129 (SIGHUP);
 * 141 standard output is a pipe whose reader went away (``| head``): the run stops quietly, as
   a tool killed by SIGPIPE would, and 128 + SIGPIPE is what a shell reports for one.
 
