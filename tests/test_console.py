@@ -346,6 +346,28 @@ def test_sighup_on_a_terminal_restores_its_modes(echo: Path) -> None:
     assert after == before
 
 
+def test_input_file_on_a_terminal_leaves_the_terminal_alone(echo: Path, tmp_path: Path) -> None:
+    """With --input the file is the input, then nothing: the terminal is not read nor put in raw mode."""
+    given = tmp_path / "keys"
+    given.write_bytes(b"ab")
+    process, master, slave = spawn_on_pty(cli("run", echo, "--input", given))
+    before = termios.tcgetattr(slave)
+    seen = bytearray()
+    try:
+        read_until(master, seen, b"AB")
+        assert termios.tcgetattr(slave) == before
+        os.write(master, b"cd.")  # the line discipline holds it (no newline): nobody reads it anyway
+        status, err = finish(process, master, seen)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+        os.close(slave)
+    assert status == 4, err  # the guest waits for more, which cannot come
+    assert b"CD" not in seen
+
+
 # --- Linux: a shell on the console ----------------------------------------------------------------
 SHELL_INIT = """#!/bin/busybox sh
 # The console test's /init: an interactive shell on /dev/console (tests/test_console.py).
