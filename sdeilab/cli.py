@@ -376,7 +376,8 @@ def _console_input(args: argparse.Namespace, machine: Machine, stop: _Stop, give
         reader.start()
     return ConsoleInput(machine, replay=given if isinstance(given, list) else None,
                         pending=given if isinstance(given, bytes) else b"", reader=reader,
-                        listens=uart_listens(machine) if args.kernel is not None else None, record=record)
+                        listens=uart_listens(machine) if args.kernel is not None else None, record=record,
+                        pace=terminal and reader is not None, stopped=lambda: stop.signal is not None)
 
 
 def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop, given: list[Chunk] | bytes | None,
@@ -456,7 +457,7 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
                     progress.show()
                 elif outcome.reason is StopReason.DEADLOCK:
                     console.flush()
-                    if not feeder.at_deadlock(lambda: stop.signal is not None):
+                    if not feeder.at_deadlock():
                         break
                 else:
                     break

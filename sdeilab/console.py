@@ -43,6 +43,7 @@ import queue
 import sys
 import termios
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ ESCAPE = 0x01  # Ctrl-A, QEMU's -nographic escape character
 IMSC_RXIM = 1 << 4
 IMSC_RTIM = 1 << 6
 WAIT_POLL_S = 0.1  # how often a wait for input at a deadlock looks at a stop request
+PACE_SLACK_NS = 20_000_000  # on a terminal, how far virtual time may run ahead of the wall clock
 
 HELP = ("\r\nsdeilab console keys:\r\n"
         "  C-a h    print this help\r\n"
@@ -277,11 +279,19 @@ class ConsoleInput:
     input point at which the guest listens (a plain --input stream). ``reader``: live standard
     input, drained at every input point at which the guest listens. ``listens``: None (always) or
     a test of the guest's state. ``record``: where each delivery is written, one line each.
+
+    ``pace``: keep virtual time from running ahead of the wall clock while live input may come.
+    A guest that sleeps lets the machine jump its virtual time to the next wake-up at once, so an
+    idle Linux at a prompt would burn a host CPU and whole hours of virtual time while someone
+    types (QEMU's ``-icount sleep=on`` waits instead). The wait is at an input point and ends when
+    input comes: it changes when the host's bytes arrive, which the record keeps, never what the
+    machine does with them.
     """
 
     def __init__(self, machine: Machine, *, replay: list[Chunk] | None = None, pending: bytes = b"",
                  reader: StdinReader | None = None, listens: Callable[[], bool] | None = None,
-                 record: TextIO | None = None) -> None:
+                 record: TextIO | None = None, pace: bool = False,
+                 stopped: Callable[[], bool] = lambda: False) -> None:
         self._machine = machine
         self._replay = list(replay or [])
         self._next = 0
@@ -294,6 +304,9 @@ class ConsoleInput:
         self.deliveries: list[Chunk] = []
         self._last: int | None = None
         self._nth = 0
+        self._pace = pace
+        self._stopped = stopped  # a stop was asked for (a signal): no more waiting
+        self._started = time.monotonic_ns() - machine.now()  # wall-clock time at vtime 0
         machine.slice_hooks.append(self.at_slice)
 
     def _position(self) -> tuple[int, int]:
@@ -344,24 +357,41 @@ class ConsoleInput:
     def at_slice(self, vcpu: Vcpu) -> None:
         """The slice hook: an input point before every slice."""
         listens = self._listens
+        if self._pace:
+            self._wait_for_the_wall_clock()
         self._deliver(self._position(), listening=listens is None or listens())
+
+    def _wait_for_the_wall_clock(self) -> None:
+        reader = self._reader
+        while self._live_open and reader is not None and not self._pending and not self._stopped():
+            ahead = self._machine.now() - (time.monotonic_ns() - self._started)
+            if ahead <= PACE_SLACK_NS:
+                return
+            try:
+                data = reader.queue.get(timeout=min(ahead / 1e9, WAIT_POLL_S))
+            except queue.Empty:
+                continue
+            if data is None:
+                self._live_open = False
+            else:
+                self._pending += data
 
     def more_may_come(self) -> bool:
         """Input not given yet: replay chunks left, bytes held, or live input still open."""
         self._drain()
         return self._next < len(self._replay) or bool(self._pending) or self._live_open
 
-    def at_deadlock(self, stopped: Callable[[], bool]) -> bool:
+    def at_deadlock(self) -> bool:
         """Every CPU waits with nothing that could wake it: an input point. True if input was given
         (run on: the receive interrupt may wake a CPU); False if none came and none can (the run
         ends as a deadlock). Live input is waited for (the guest waits for it, in wall-clock time
-        only: the position is where the machine stopped) until it comes, ends, or ``stopped()``."""
+        only: the position is where the machine stopped) until it comes, ends, or a stop is asked for."""
         position = self._position()
         # Nothing else can happen before input: the guest hears it whether or not it listens.
         while True:
             if self._deliver(position, listening=True):
                 return True
-            if not self._live_open or stopped() or self._next < len(self._replay):
+            if not self._live_open or self._stopped() or self._next < len(self._replay):
                 return False
             reader = self._reader
             assert reader is not None
