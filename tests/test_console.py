@@ -155,6 +155,73 @@ def test_escape_keys_as_qemu() -> None:
     assert keys.feed(b"e\x01xf") == (b"e", ["quit"])  # nothing after a quit
 
 
+class FakeUart:
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def receive(self, data: bytes) -> None:
+        self.received += data
+
+
+class FakeMachine:
+    """What ConsoleInput uses of a Machine: the retired count, vtime, the slice hooks, the UART."""
+
+    def __init__(self, now_ns: int) -> None:
+        self.retired = 0
+        self.slice_hooks: list[Callable[[object], None]] = []
+        self.uart = FakeUart()
+        self._now = now_ns
+
+    def now(self) -> int:
+        return self._now
+
+
+def test_positions_count_the_points_that_share_a_retired_count() -> None:
+    from sdeilab.console import ConsoleInput
+
+    machine = FakeMachine(0)
+    replay = [Chunk(5, 1, b"b"), Chunk(7, 0, b"c")]
+    console = ConsoleInput(machine, replay=replay, pending=b"a")  # type: ignore[arg-type]
+    for retired in (5, 5, 6, 7):
+        machine.retired = retired
+        console.at_slice(None)  # type: ignore[arg-type]
+    assert console.deliveries == [Chunk(5, 0, b"a"), Chunk(5, 1, b"b"), Chunk(7, 0, b"c")]
+    assert machine.uart.received == b"abc"
+
+
+def test_pacing_waits_for_the_wall_clock_until_a_key_or_a_stop() -> None:
+    """On a terminal an input point waits while virtual time is ahead of the wall clock; a key
+    ends the wait and is given there; a stop request ends it too."""
+    import threading
+
+    from sdeilab.console import ConsoleInput, StdinReader
+
+    read, write = os.pipe()
+    try:
+        reader = StdinReader(read, terminal=False, on_quit=lambda: None)
+        reader.start()
+        machine = FakeMachine(0)
+        console = ConsoleInput(machine, reader=reader, pace=True)  # type: ignore[arg-type]
+        machine._now = 30 * 10**9  # 30 s of virtual time at once: a long sleep jumped over
+        threading.Timer(0.3, os.write, (write, b"k")).start()
+        started = time.monotonic()
+        console.at_slice(None)  # type: ignore[arg-type]
+        assert 0.25 < time.monotonic() - started < 5
+        assert machine.uart.received == b"k"
+        stop = threading.Event()
+        machine._now = 0
+        stopping = ConsoleInput(machine, reader=reader, pace=True, stopped=stop.is_set)  # type: ignore[arg-type]
+        machine._now = 30 * 10**9
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        stopping.at_slice(None)  # type: ignore[arg-type]
+        assert 0.25 < time.monotonic() - started < 5
+    finally:
+        os.close(write)
+        reader._thread.join(5)  # it reads the end of the pipe and ends
+        os.close(read)
+
+
 # --- the command line on bad input -----------------------------------------------------------------
 def test_cli_input_file_missing(echo: Path, tmp_path: Path) -> None:
     result = run_cli("run", echo, "--input", tmp_path / "nope")
