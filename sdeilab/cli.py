@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=sorted(PROFILES), default="virt")
     run.add_argument("--max-instructions", type=_positive, default=None,
                      help=f"instruction budget over all CPUs (default {DEFAULT_MAX_INSTRUCTIONS:,}; "
-                          f"{DEFAULT_KERNEL_MAX_INSTRUCTIONS:,} with --kernel)")
+                          f"{DEFAULT_KERNEL_MAX_INSTRUCTIONS:,} with --kernel, none with --kernel and a "
+                          "terminal on standard input)")
     run.add_argument("--trace", type=Path, help="write the trace: .json (Trace Event, for Perfetto) or .jsonl")
     run.add_argument("--trace-limit", type=_positive, default=None, metavar="N",
                      help=f"facts the trace keeps in memory (default {DEFAULT_TRACE_LIMIT:,}); a .json trace "
@@ -364,14 +365,22 @@ def _stdin_open() -> bool:
 def _console_input(args: argparse.Namespace, machine: Machine, stop: _Stop, given: list[Chunk] | bytes | None,
                    record: TextIO | None, terminal: bool, stack: contextlib.ExitStack) -> ConsoleInput:
     """Standard input (or the --input file) to the UART, at input points only (sdeilab.console)."""
+    import termios
+
     from sdeilab.console import ConsoleInput, StdinReader, raw_terminal, uart_listens
 
     reader = None
     if given is None and _stdin_open():
         if terminal:
-            stack.enter_context(raw_terminal(0))
-            # A hang-up ends the run through the normal path too, so the terminal's modes are put back.
-            stack.enter_context(stop.installed((signal.SIGHUP,)))
+            try:
+                stack.enter_context(raw_terminal(0))
+            except (termios.error, OSError) as error:  # a terminal that refuses its modes: read it as it is
+                print(f"sdeilab: standard input is a terminal whose mode cannot be set ({error}): "
+                      "read as it is, without the C-a keys", file=sys.stderr)
+                terminal = False
+            else:
+                # A hang-up ends the run through the normal path too, so the terminal's modes are put back.
+                stack.enter_context(stop.installed((signal.SIGHUP,)))
         reader = StdinReader(0, terminal=terminal, on_quit=stop.quit_key)
         reader.start()
     return ConsoleInput(machine, replay=given if isinstance(given, list) else None,
