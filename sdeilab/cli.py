@@ -365,13 +365,13 @@ def _stdin_open() -> bool:
 def _console_input(args: argparse.Namespace, machine: Machine, stop: _Stop, given: list[Chunk] | bytes | None,
                    record: TextIO | None, terminal: bool, stack: contextlib.ExitStack) -> ConsoleInput:
     """Standard input (or the --input file) to the UART, at input points only (sdeilab.console)."""
-    import termios
-
     from sdeilab.console import ConsoleInput, StdinReader, raw_terminal, uart_listens
 
     reader = None
     if given is None and _stdin_open():
         if terminal:
+            import termios  # POSIX only, as a terminal console is (sdeilab.console.terminal_in_foreground)
+
             try:
                 stack.enter_context(raw_terminal(0))
             except (termios.error, OSError) as error:  # a terminal that refuses its modes: read it as it is

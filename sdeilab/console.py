@@ -41,7 +41,6 @@ import json
 import os
 import queue
 import sys
-import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -238,8 +237,8 @@ def terminal_in_foreground(fd: int) -> bool:
     """``fd`` is a terminal and this process is not a background job on it (one that changed the
     terminal's modes would be stopped by SIGTTOU, POSIX 11.1.4). A terminal that is not this
     process's controlling terminal (``< /dev/pts/N``) has no foreground job to ask about."""
-    if not os.isatty(fd):
-        return False
+    if sys.platform == "win32" or not os.isatty(fd):
+        return False  # Windows has no POSIX terminal interface: its console is read as a plain stream
     try:
         return os.tcgetpgrp(fd) == os.getpgrp()
     except OSError:  # ENOTTY: not the controlling terminal
@@ -253,6 +252,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
     post-processed so that sdeilab's own messages keep their line ends. The modes found are put
     back on every way out (``finally``: a return, an exception; SIGINT, SIGTERM and SIGHUP end
     the run through the normal path, cli._Stop)."""
+    import termios  # POSIX only (terminal_in_foreground says no terminal elsewhere)
+
     saved = termios.tcgetattr(fd)
     mode = termios.tcgetattr(fd)
     iflag, oflag, cflag, lflag = 0, 1, 2, 3
