@@ -10,8 +10,8 @@ a round, a stop right after a slice start), the index ``nth`` among the points a
 Positions strictly increase along a run.
 
 Where input comes from. A reader thread reads standard input (a pipe, a file or a terminal) into
-a queue; the next input point drains it into ``Pl011.receive`` (which holds what the FIFO has no
-room for: PL011 TRM DDI 0183 2.4.3 flow, as QEMU's pl011_can_receive). A replayed record hands
+a queue; the next input point drains it into ``Pl011.receive`` (which holds what the receive
+FIFO has no room for, as QEMU's chardev flow control, pl011_can_receive). A replayed record hands
 each chunk over at the first input point whose position reaches the recorded one, which is the
 point where the recorded run gave it, since everything before was the same. So the same guest
 and the same record give the same UART output and trace, byte for byte, however fast the host
