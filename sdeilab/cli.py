@@ -603,7 +603,8 @@ class _Stop:
         if self.key is not None:
             return f"stopped by {self.key}"
         name = signal.Signals(self.signal).name
-        verb = {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}.get(self.signal, "terminated")
+        verbs: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}
+        verb = verbs.get(self.signal, "terminated")
         return f"{verb} ({name})"
 
     @contextlib.contextmanager

@@ -131,6 +131,7 @@ def parse_record(data: bytes, name: str = "input") -> list[Chunk]:
                 raise InputFileError(f"{where}: {key!r} must be a whole number >= 0, not {number_value!r}")
         if not isinstance(text, str):
             raise InputFileError(f"{where}: 'data' must be a string, not {text!r}")
+        assert isinstance(retired, int) and isinstance(nth, int)  # checked just above
         try:
             chunk = Chunk(retired, nth, text.encode("latin-1"))
         except UnicodeEncodeError:
