@@ -10,7 +10,9 @@ deadlock, 5 SYSTEM_RESET. The run itself can end in other ways, each with its st
 * 74 the trace or the guest's output could not be written (a full disk, a closed standard
   output), sysexits(3) EX_IOERR; an earlier trace file at that path is left as it was;
 * 130 and 143 interrupted by SIGINT (Ctrl-C) or SIGTERM, 128 + the signal as a shell reports it;
-  the run stops at the end of the running slice and the trace of what ran is written whole;
+  the run stops at the end of the running slice and the trace of what ran is written whole. On a
+  console (standard input a terminal, in raw mode: sdeilab.console) Ctrl-C goes to the guest and
+  C-a x is the user's stop, with SIGINT's 130; a hang-up of that terminal is 129 (SIGHUP);
 * 141 standard output is a pipe whose reader went away (``| head``): the run stops quietly, as
   a tool killed by SIGPIPE would, and 128 + SIGPIPE is what a shell reports for one.
 
@@ -39,6 +41,9 @@ from typing import TYPE_CHECKING, NoReturn
 from sdeilab.machine.outcome import RunOutcome, StopReason
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
+    from sdeilab.console import Chunk, ConsoleInput
     from sdeilab.machine.machine import Machine
     from sdeilab.trace.export import TraceFile
     from sdeilab.trace.log import TraceLog
@@ -138,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=sorted(PROFILES), default="virt")
     run.add_argument("--max-instructions", type=_positive, default=None,
                      help=f"instruction budget over all CPUs (default {DEFAULT_MAX_INSTRUCTIONS:,}; "
-                          f"{DEFAULT_KERNEL_MAX_INSTRUCTIONS:,} with --kernel)")
+                          f"{DEFAULT_KERNEL_MAX_INSTRUCTIONS:,} with --kernel, none with --kernel and a "
+                          "terminal on standard input)")
     run.add_argument("--trace", type=Path, help="write the trace: .json (Trace Event, for Perfetto) or .jsonl")
     run.add_argument("--trace-limit", type=_positive, default=None, metavar="N",
                      help=f"facts the trace keeps in memory (default {DEFAULT_TRACE_LIMIT:,}); a .json trace "
@@ -154,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "execution included (docs/debugging.md); 0 picks a free port, printed on stderr")
     run.add_argument("--quirk", action="append", default=[], choices=Quirks.names(), metavar="NAME",
                      help=f"switch on an SDEI quirk (repeatable): {', '.join(Quirks.names())}")
+    run.add_argument("--input", type=Path, metavar="FILE",
+                     help="give the UART this input instead of standard input: a record made by --record-input "
+                          "(each chunk at the instruction count it was recorded at) or a plain byte stream "
+                          "(given when the guest first listens); standard input is then not read")
+    run.add_argument("--record-input", type=Path, metavar="FILE",
+                     help="write each delivery of input to the UART to FILE (JSON lines: the retired "
+                          "instruction count and the bytes), for --input to replay")
     build = sub.add_parser("build", help="build a guest from .S/.c sources with the guest toolchain")
     build.add_argument("sources", type=Path, nargs="+")
     build.add_argument("-o", "--output", type=Path)
@@ -272,6 +285,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sdeilab.console import HEADER, InputFileError, load_input, terminal_in_foreground
     from sdeilab.firmware.devicetree import bootargs_problem
     from sdeilab.machine.memmap import MAX_CPUS
     from sdeilab.trace.export import TraceFile, TraceFileError
@@ -287,7 +301,18 @@ def _run(args: argparse.Namespace) -> int:
             return _fail(f"--append: the kernel command line holds {problem}")
     if args.trace_limit is not None and args.trace is None:
         return _fail("--trace-limit goes with --trace")
-    if args.max_instructions is None:
+    given: list[Chunk] | bytes | None = None
+    if args.input is not None:
+        try:
+            given = load_input(args.input)
+        except InputFileError as error:
+            return _fail(str(error))
+        if args.record_input is not None and _same_file(args.input, args.record_input):
+            return _fail(f"--record-input {args.record_input} is the --input file: it would be overwritten")
+    # A terminal on standard input is a console (raw mode, the C-a keys); with --input it is not read.
+    terminal = args.input is None and terminal_in_foreground(0)
+    if args.max_instructions is None and not (terminal and args.kernel is not None):
+        # A kernel someone types into runs until it powers off or C-a x: no budget unless asked for.
         args.max_instructions = DEFAULT_MAX_INSTRUCTIONS if args.kernel is None else DEFAULT_KERNEL_MAX_INSTRUCTIONS
     if args.cpus > MAX_CPUS:
         return _fail(f"--cpus {args.cpus}: the virt board has room for at most {MAX_CPUS} CPUs")
@@ -306,11 +331,26 @@ def _run(args: argparse.Namespace) -> int:
                 trace_file = TraceFile(args.trace)
             except TraceFileError as error:
                 return _fail(f"--trace {error}")
+        record = None
+        if args.record_input is not None:
+            # Written as the run goes (a line per delivery, flushed): a run that is killed keeps
+            # what it was given up to then.
+            try:
+                record = open(args.record_input, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+                record.write(HEADER + "\n")
+                record.flush()
+            except OSError as error:
+                if trace_file is not None:
+                    trace_file.discard()
+                return _fail(f"--record-input {args.record_input}: cannot write it ({error.strerror or error})")
         try:
-            status = _run_with(args, trace_file, stop)
+            status = _run_with(args, trace_file, stop, given, record, terminal)
         finally:
             if trace_file is not None:
                 trace_file.discard()
+            if record is not None:
+                with contextlib.suppress(OSError):
+                    record.close()
     if stop.signal is not None and status != 128 + stop.signal:  # it came before the run began
         print(f"sdeilab: {stop.describe()} before the run began", file=sys.stderr)
         return 128 + stop.signal
@@ -330,6 +370,8 @@ def _serve_gdb(args: argparse.Namespace) -> int:
 
     if args.trace is not None:
         return _fail("--trace does not go with --gdb: in gdb, `monitor trace last N` shows the trace")
+    if args.input is not None or args.record_input is not None:
+        return _fail("--input and --record-input do not go with --gdb: gdb drives the guest, not a console")
     with tempfile.TemporaryDirectory(prefix="sdeilab-") as scratch:
         guest: Path | KernelBoot
         if args.kernel is not None:
@@ -377,7 +419,50 @@ def _serve_gdb(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop) -> int:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _stdin_open() -> bool:
+    try:
+        os.fstat(0)
+    except OSError:  # started with `<&-`
+        return False
+    return True
+
+
+def _console_input(args: argparse.Namespace, machine: Machine, stop: _Stop, given: list[Chunk] | bytes | None,
+                   record: TextIO | None, terminal: bool, stack: contextlib.ExitStack) -> ConsoleInput:
+    """Standard input (or the --input file) to the UART, at input points only (sdeilab.console)."""
+    from sdeilab.console import ConsoleInput, StdinReader, raw_terminal, uart_listens
+
+    reader = None
+    if given is None and _stdin_open():
+        if terminal:
+            import termios  # POSIX only, as a terminal console is (sdeilab.console.terminal_in_foreground)
+
+            try:
+                stack.enter_context(raw_terminal(0))
+            except (termios.error, OSError) as error:  # a terminal that refuses its modes: read it as it is
+                print(f"sdeilab: standard input is a terminal whose mode cannot be set ({error}): "
+                      "read as it is, without the C-a keys", file=sys.stderr)
+                terminal = False
+            else:
+                # A hang-up ends the run through the normal path too, so the terminal's modes are put back.
+                stack.enter_context(stop.installed((signal.SIGHUP,)))
+        reader = StdinReader(0, terminal=terminal, on_quit=stop.quit_key)
+        reader.start()
+    return ConsoleInput(machine, replay=given if isinstance(given, list) else None,
+                        pending=given if isinstance(given, bytes) else b"", reader=reader,
+                        listens=uart_listens(machine) if args.kernel is not None else None, record=record,
+                        pace=terminal and reader is not None, stopped=lambda: stop.signal is not None)
+
+
+def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop, given: list[Chunk] | bytes | None,
+              record: TextIO | None, terminal: bool) -> int:
     from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
     from sdeilab.firmware.sdei.quirks import Quirks
     from sdeilab.machine.loader import GuestLoadError, load_elf
@@ -425,7 +510,12 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
         console = _Console(machine)
         machine.uart_sinks.append(console.write)
         stop.machine = machine
-        with _Progress(machine, enabled=sys.stderr.isatty()) as progress:
+        stack = contextlib.ExitStack()
+        # The progress line would draw over what is typed on a console: a terminal console has none.
+        with stack, _Progress(machine, enabled=sys.stderr.isatty() and not terminal) as progress:
+            feeder = _console_input(args, machine, stop, given, record, terminal, stack)
+            # What the guest wrote goes out at each slice boundary, so a prompt shows before it is answered.
+            machine.slice_hooks.append(console.flush_written)
             if stop.signal is not None:  # it came while the guest was loading: the (empty) trace is still whole
                 if trace_file is not None:
                     try:
@@ -434,16 +524,25 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
                         print(f"sdeilab: cannot write the trace {args.trace}: {error.strerror or error}",
                               file=sys.stderr)
                 return _fail(f"{stop.describe()} before the run began", 128 + stop.signal)
-            outcome = machine.run(args.max_instructions)
+            budget: int | None = args.max_instructions
+            outcome = machine.run(budget)
             # A pause is a stop between slices (Machine.request_pause): for the progress line it
-            # is resumed at once, the budget counted from the start of the run.
-            while outcome.reason is StopReason.PAUSED and stop.signal is None and console.error is None:
-                if progress.enabled:
-                    console.flush()  # what the guest wrote comes before the line that follows it
-                    if console.error is not None:
+            # is resumed at once, the budget counted from the start of the run. A deadlock is an
+            # input point: input given there may wake the guest (sdeilab.console).
+            while stop.signal is None and console.error is None:
+                if outcome.reason is StopReason.PAUSED:
+                    if progress.enabled:
+                        console.flush()  # what the guest wrote comes before the line that follows it
+                        if console.error is not None:
+                            break
+                    progress.show()
+                elif outcome.reason is StopReason.DEADLOCK:
+                    console.flush()
+                    if not feeder.at_deadlock():
                         break
-                progress.show()
-                outcome = machine.run(max(args.max_instructions - machine.retired, 0))
+                else:
+                    break
+                outcome = machine.run(None if budget is None else max(budget - machine.retired, 0))
             progress.clear()
             console.flush()
             trace_error = None
@@ -452,11 +551,11 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
                     trace_file.commit(trace)  # signals are only noted meanwhile (_Stop)
                 except OSError as error:
                     trace_error = error
-    return _report(outcome, stop, console, trace_error, args, trace)
+    return _report(outcome, stop, console, trace_error, args, trace, feeder.record_error)
 
 
 def _report(outcome: RunOutcome, stop: _Stop, console: _Console, trace_error: OSError | None,
-            args: argparse.Namespace, trace: TraceLog) -> int:
+            args: argparse.Namespace, trace: TraceLog, record_error: OSError | None = None) -> int:
     """The messages and the exit status (module docstring): a signal first, then output that could
     not be written, then the trace, then how the guest's run ended. The line that explains the
     status comes last."""
@@ -464,6 +563,9 @@ def _report(outcome: RunOutcome, stop: _Stop, console: _Console, trace_error: OS
     if trace_error is not None:
         trace_message = (f"sdeilab: cannot write the trace {args.trace}: {trace_error.strerror or trace_error} "
                          "(an earlier file there is unchanged)")
+    elif record_error is not None:
+        trace_message = (f"sdeilab: cannot write the input record {args.record_input}: "
+                         f"{record_error.strerror or record_error} (it holds the deliveries before that)")
     elif args.trace is not None and trace.dropped and trace.overflow is None:
         seq, vtime = trace.dropped_at or (0, 0)
         print(f"sdeilab: the trace holds the first {len(trace):,} facts only ({trace.dropped:,} more from "
@@ -498,6 +600,7 @@ class _Console:
         stdout = sys.stdout
         self._out = stdout.buffer if stdout is not None else None  # None: started with `>&-`
         self.error: OSError | None = None
+        self._written = False
 
     def write(self, byte: int) -> None:
         if self.error is not None:
@@ -507,10 +610,17 @@ class _Console:
             if out is None:
                 raise OSError(errno.EBADF, "standard output is closed")
             out.write(bytes((byte,)))
+            self._written = True
         except (OSError, ValueError) as error:  # ValueError: the stream was closed
             self._failed(error)
 
+    def flush_written(self, vcpu: object = None) -> None:
+        """A slice hook: flush if the guest wrote since the last flush."""
+        if self._written:
+            self.flush()
+
     def flush(self) -> None:
+        self._written = False
         if self.error is None and self._out is not None:
             try:
                 self._out.flush()
@@ -542,6 +652,16 @@ class _Stop:
     def __init__(self) -> None:
         self.machine: Machine | None = None  # set once there is one to stop
         self.signal: int | None = None
+        self.key: str | None = None  # the console's C-a x: a user's stop, reported as SIGINT's (130)
+
+    def quit_key(self) -> None:
+        """C-a x on a console (from the reader thread): what Ctrl-C is outside raw mode."""
+        if self.signal is None:
+            self.signal = signal.SIGINT
+            self.key = "C-a x"
+        machine = self.machine
+        if machine is not None:
+            machine.request_pause("stopped by C-a x")
 
     def _handler(self, signum: int, frame: object) -> None:
         if self.signal is None:
@@ -552,13 +672,17 @@ class _Stop:
 
     def describe(self) -> str:
         assert self.signal is not None
+        if self.key is not None:
+            return f"stopped by {self.key}"
         name = signal.Signals(self.signal).name
-        return f"{'interrupted' if self.signal == signal.SIGINT else 'terminated'} ({name})"
+        verbs: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}
+        verb = verbs.get(self.signal, "terminated")
+        return f"{verb} ({name})"
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
+    def installed(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
         previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             # A signal the parent set to be ignored stays ignored (a shell does that for `cmd &`
             # in a script, nohup for SIGHUP): as Python itself leaves an ignored SIGINT alone.
             if signal.getsignal(sig) is not signal.SIG_IGN:

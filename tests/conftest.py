@@ -38,5 +38,6 @@ def asm_guest(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
     """``sdeilab ...`` as a user runs it: a separate process, stdout and stderr kept apart."""
+    # Standard input is /dev/null: `run` forwards its standard input to the guest (a terminal in raw mode).
     return subprocess.run([sys.executable, "-m", "sdeilab.cli", *map(str, args)], capture_output=True,
-                          timeout=timeout, cwd=ROOT)
+                          stdin=subprocess.DEVNULL, timeout=timeout, cwd=ROOT)

@@ -167,7 +167,8 @@ def test_the_command_ends_without_tearing_its_engines_down(tmp_path: Path) -> No
               "from sdeilab.cli import entry\n"
               f"sys.argv = ['sdeilab', 'run', {str(SMP_BOOT)!r}, '--trace', {str(trace)!r}]\n"
               "entry()\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, cwd=ROOT,
+                            stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr.decode()
     assert b"interpreter finalized" not in result.stderr
     assert result.stdout == run_cli("run", SMP_BOOT).stdout != b""  # the guest's bytes, flushed whole
