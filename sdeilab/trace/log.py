@@ -29,7 +29,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, overload
+from typing import Literal, TypeVar, overload
 
 from sdeilab.trace.records import FACT_KINDS, Fact
 
@@ -364,7 +364,13 @@ class TraceLog:
             raise AttributeError(f"{kind.__name__} has no field {name!r}")
         return self._payload[seq][position]
 
-    def column(self, name: str, seqs: Iterable[int]) -> list[object]:
+    @overload
+    def column(self, name: Literal["cpu", "vtime"], seqs: Iterable[int]) -> list[int]: ...
+    @overload
+    def column(self, name: Literal["kind"], seqs: Iterable[int]) -> list[type[Fact]]: ...
+    @overload
+    def column(self, name: str, seqs: Iterable[int]) -> list[object]: ...
+    def column(self, name: str, seqs: Iterable[int]) -> list[object] | list[int] | list[type[Fact]]:
         """``name`` ("kind", "cpu", "vtime" or a payload field) of each fact in ``seqs``, building no fact.
 
         The bulk form of ``field_at``, for views that need one number from each of many facts.
