@@ -241,12 +241,14 @@ class SmcccDispatcher:
             add(SmcccReturn, index, now, fid, route.name, (NOT_SUPPORTED,), route.layer)
             return
         result = function.handler(vcpu, *args)
-        if result.__class__ is int:
-            cpu.set_x(0, result)  # type: ignore[arg-type]
+        if isinstance(result, int):
+            cpu.set_x(0, result)
             add(SmcccReturn, index, now, fid, route.name, (result,), route.layer)
-        elif not isinstance(result, NoReturn):
+        elif isinstance(result, tuple):
             cpu.set_xs(result)
             add(SmcccReturn, index, now, fid, route.name, result, route.layer)
+        elif not isinstance(result, NoReturn):
+            raise TypeError(f"{route.name} returned {result!r}: a handler returns an int, a tuple of ints or NO_RETURN")
         then = function.then
         if then is not None:
             then(vcpu)

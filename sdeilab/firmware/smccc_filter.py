@@ -43,11 +43,18 @@ class FilterError(OSError):
         self.detail = detail
 
     @property
+    def code(self) -> int:
+        """``errno``, always set here (OSError types it as optional, for errors made without one)."""
+        code = self.errno
+        assert code is not None
+        return code
+
+    @property
     def name(self) -> str:
-        return errno.errorcode[self.errno]
+        return errno.errorcode[self.code]
 
     def __str__(self) -> str:
-        return f"{self.name} ({os.strerror(self.errno)}): {self.detail}"
+        return f"{self.name} ({os.strerror(self.code)}): {self.detail}"
 
 
 @dataclass(frozen=True)

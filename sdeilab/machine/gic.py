@@ -246,18 +246,18 @@ class GicV3(FieldState, IccMixin):
             prio = self._sprio
             fw = pend & spis["fw"]
             for intid in _bits(fw):
-                cpu = self._spi_target(intid, FIRMWARE)
-                if cpu is not None and prio[intid] < fw_prio[cpu]:
-                    fw_id[cpu], fw_prio[cpu] = intid, prio[intid]
+                target = self._spi_target(intid, FIRMWARE)
+                if target is not None and prio[intid] < fw_prio[target]:
+                    fw_id[target], fw_prio[target] = intid, prio[intid]
             group = spis["group"]
             allowed = (group if g1_on else 0) | (~group if g0_on else 0)
             for intid in _bits(pend & ~fw & allowed):
                 grp = (group >> intid) & 1
-                cpu = self._spi_target(intid, grp)
-                if cpu is None or not (cpuif[cpu].igrpen1 if grp else cpuif[cpu].igrpen0):
+                target = self._spi_target(intid, grp)
+                if target is None or not (cpuif[target].igrpen1 if grp else cpuif[target].igrpen0):
                     continue
-                if prio[intid] < best_prio[cpu]:
-                    best_id[cpu], best_prio[cpu], best_grp[cpu] = intid, prio[intid], grp
+                if prio[intid] < best_prio[target]:
+                    best_id[target], best_prio[target], best_grp[target] = intid, prio[intid], grp
         for cpu in range(n):
             cs = cpuif[cpu]
             signal = best_id[cpu] != SPURIOUS and cs.can_signal(best_prio[cpu], best_grp[cpu])

@@ -188,10 +188,10 @@ def load_elf(path: Path | str, ram: MemMapEntry) -> GuestImage:
                     raise GuestLoadError(f"{where}: its bytes at offset 0x{offset:x}+0x{filesize:x} lie past "
                                          f"the end of the file ({file_size} bytes): truncated or damaged")
                 stream.seek(offset)
-                data = stream.read(filesize)
-                if len(data) != filesize:  # the file shrank under us
+                contents = stream.read(filesize)
+                if len(contents) != filesize:  # the file shrank under us
                     raise GuestLoadError(f"{where}: the file ends inside the segment: truncated")
-                segments.append(Segment(address, data, memsize))
+                segments.append(Segment(address, contents, memsize))
             if not segments:
                 raise GuestLoadError(f"{name}: no loadable segment")
             entry = elf["e_entry"]
@@ -254,7 +254,8 @@ def data_ranges(elf: ELFFile, table: list[Symbol]) -> tuple[tuple[int, int], ...
     # A function's end starts data unless another function runs on there; a function or $x
     # starting at that very address wins (order 1 sorts after the end's 0).
     functions.sort()
-    lows, reach = [low for low, _ in functions], []  # reach: the furthest end of the functions so far
+    lows = [low for low, _ in functions]
+    reach: list[int] = []  # the furthest end of the functions so far
     for _, high in functions:
         reach.append(max(high, reach[-1]) if reach else high)
     for _, end in functions:

@@ -317,18 +317,18 @@ class Pmu(FieldState):
         elif reg is PmuReg.PMCCFILTR:
             self.cycle.evtype = value & FILTER_BITS
         else:
-            index = self._selected(reg, n)
-            if index is None:
+            selected = self._selected(reg, n)
+            if selected is None:
                 pass  # a counter that does not exist: the write is ignored
-            elif index == CYCLE:
+            elif selected == CYCLE:
                 self.cycle.evtype = value & FILTER_BITS
             elif reg in (PmuReg.PMEVTYPER, PmuReg.PMXEVTYPER):
                 self._freeze(clocks)
-                self.counters[index].evtype = value & (FILTER_BITS | EVTCOUNT)
+                self.counters[selected].evtype = value & (FILTER_BITS | EVTCOUNT)
                 self._resume(clocks)
             else:
-                self.counters[index].base = value & MASK32
-                self._restart(clocks, (index,))
+                self.counters[selected].base = value & MASK32
+                self._restart(clocks, (selected,))
         self._update_line()
 
     def _restart(self, clocks: Clocks, indices: tuple[int, ...]) -> None:

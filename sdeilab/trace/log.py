@@ -29,10 +29,11 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import overload
+from typing import Literal, TypeVar, overload
 
 from sdeilab.trace.records import FACT_KINDS, Fact
+
+F = TypeVar("F", bound=Fact)
 
 BLOCK = 64
 """Facts per sample of the running vtime maximum: a window query scans at most this many extra."""
@@ -51,11 +52,16 @@ def _count(index: Sequence[int], lo: int, hi: int) -> int:
     return bisect_left(index, hi) - bisect_left(index, lo)
 
 
-@cache
+_positions: dict[tuple[type[Fact], str], int] = {}
+
+
 def _position(kind: type[Fact], name: str) -> int:
-    """Where a kind's field ``name`` sits in its payload, or -1."""
-    names = kind.payload_names()
-    return names.index(name) if name in names else -1
+    """Where a kind's field ``name`` sits in its payload, or -1 (remembered per kind and name)."""
+    position = _positions.get((kind, name))
+    if position is None:
+        names = kind.payload_names()
+        position = _positions[kind, name] = names.index(name) if name in names else -1
+    return position
 
 
 def _event_position(kind: type[Fact]) -> int:
@@ -136,7 +142,7 @@ class TraceLog:
         self.dropped += 1
         overflow = self.overflow
         if overflow is not None:
-            overflow(kind(seq, cpu, vtime, *payload))  # type: ignore[call-arg]
+            overflow(kind(seq, cpu, vtime, *payload))
 
     def _index(self) -> dict[int, array[int]]:
         """Bring every index up to the end of the log; returns the per-kind index."""
@@ -221,15 +227,26 @@ class TraceLog:
 
     def _make(self, seq: int) -> Fact:
         cls = FACT_KINDS[self._kind[seq]]
-        return cls(seq, self._cpu[seq], self._vtime[seq], *self._payload[seq])  # type: ignore[call-arg]
+        return cls(seq, self._cpu[seq], self._vtime[seq], *self._payload[seq])
 
-    def of_kind(self, *kinds: type[Fact], cpu: int | None = None) -> list[Fact]:
+    # One kind asked for: every fact returned is an instance of it (its sub-kinds are its subclasses).
+    @overload
+    def of_kind(self, kind: type[F], /, *, cpu: int | None = None) -> list[F]: ...
+    @overload
+    def of_kind(self, *kinds: type[Fact], cpu: int | None = None) -> list[Fact]: ...
+    def of_kind(self, *kinds: type[Fact], cpu: int | None = None) -> list[Fact] | list[F]:
         """Facts of the given kinds in ``seq`` order, optionally only those of one CPU."""
         return self.select(*kinds, cpu=cpu)
 
     # --- queries ---------------------------------------------------------------------------
+    @overload
+    def select(self, kind: type[F], /, *, cpu: int | None = None, event: int | None = None,
+               start: int | None = None, end: int | None = None) -> list[F]: ...
+    @overload
     def select(self, *kinds: type[Fact], cpu: int | None = None, event: int | None = None,
-               start: int | None = None, end: int | None = None) -> list[Fact]:
+               start: int | None = None, end: int | None = None) -> list[Fact]: ...
+    def select(self, *kinds: type[Fact], cpu: int | None = None, event: int | None = None,
+               start: int | None = None, end: int | None = None) -> list[Fact] | list[F]:
         """Facts matching every filter given, in ``seq`` order; see ``seqs``."""
         make = self._make
         return [make(s) for s in self.seqs(*kinds, cpu=cpu, event=event, start=start, end=end)]
@@ -347,15 +364,22 @@ class TraceLog:
             raise AttributeError(f"{kind.__name__} has no field {name!r}")
         return self._payload[seq][position]
 
-    def column(self, name: str, seqs: Iterable[int]) -> list[object]:
+    @overload
+    def column(self, name: Literal["cpu", "vtime"], seqs: Iterable[int]) -> list[int]: ...
+    @overload
+    def column(self, name: Literal["kind"], seqs: Iterable[int]) -> list[type[Fact]]: ...
+    @overload
+    def column(self, name: str, seqs: Iterable[int]) -> list[object]: ...
+    def column(self, name: str, seqs: Iterable[int]) -> list[object] | list[int] | list[type[Fact]]:
         """``name`` ("kind", "cpu", "vtime" or a payload field) of each fact in ``seqs``, building no fact.
 
         The bulk form of ``field_at``, for views that need one number from each of many facts.
         """
         if name in ("kind", "cpu", "vtime"):
             col = {"kind": self._kind, "cpu": self._cpu, "vtime": self._vtime}[name]
-            values = [col[s] for s in seqs]
-            return [FACT_KINDS[k] for k in values] if name == "kind" else values  # type: ignore[misc]
+            if name == "kind":
+                return [FACT_KINDS[col[s]] for s in seqs]
+            return [col[s] for s in seqs]
         positions = [_position(k, name) for k in FACT_KINDS]
         kinds, payloads = self._kind, self._payload
         out: list[object] = []

@@ -51,7 +51,7 @@ def fact_kind(cls: K) -> K:
     cls.FAMILY = (cls.CODE,)
     for base in cls.__mro__[1:]:
         if base in FACT_KINDS:
-            base.FAMILY = (*base.FAMILY, cls.CODE)  # type: ignore[attr-defined]
+            base.FAMILY = (*base.FAMILY, cls.CODE)
     FACT_KINDS.append(cls)
     return cls
 

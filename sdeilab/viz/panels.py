@@ -192,7 +192,8 @@ def call_ladder(ax: Axes, log: TraceLog, facts: Iterable[Fact] | None = None, *,
     # sequence() draws one label per row after that row's arrow (a note row has its text only),
     # in row order: the labels are the texts below the lifelines' names (y -1), one per row.
     for text in texts:
-        y = round(text.get_position()[1] + 0.12) if text.get_va() == "bottom" else round(text.get_position()[1])
+        at = text.get_position()[1]
+        y = round(at + 0.12) if text.get_verticalalignment() == "bottom" else round(at)
         if 0 <= y < len(rows):
             text.set_gid(f"row:{rows[y].kind}")
     # The title says the rows are in the firmware's order: the y label keeps only the time origin,
@@ -296,7 +297,7 @@ def _note(ax: Axes, gid: str, text: str, point: tuple[float, float], y: float, s
 
 def marks(ax: Axes) -> dict[str, str]:
     """The marks drawn on ``ax`` by this module's panels: gid -> the words shown."""
-    return {t.get_gid(): t.get_text() for t in ax.texts if (t.get_gid() or "").startswith(("mark:", "cell:"))}
+    return {gid: t.get_text() for t in ax.texts if (gid := t.get_gid() or "").startswith(("mark:", "cell:"))}
 
 
 # --- registers before and after ------------------------------------------------------------------------

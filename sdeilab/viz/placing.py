@@ -28,7 +28,7 @@ class LabelPlacer(Artist):
 
     def draw(self, renderer: RendererBase) -> None:
         ax = self.axes
-        if ax is not None:
+        if isinstance(ax, Axes):  # an artist's axes, once it is added to one (Artist.axes says _AxesBase)
             self.place(ax, ax.get_window_extent(renderer), renderer)
         self.stale = False
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
@@ -29,7 +30,10 @@ from matplotlib.backend_bases import RendererBase
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.legend import Legend
 from matplotlib.text import Annotation, Text
-from matplotlib.transforms import Bbox
+from matplotlib.transforms import Bbox, BboxBase
+
+if TYPE_CHECKING:
+    from matplotlib.axes._base import _AxesBase  # what Artist.axes is typed as
 
 MIN_POINTS = 10.0
 SLACK_PX = 1.0  # extents are computed from font metrics: a pixel of touching is not overprinting
@@ -59,7 +63,7 @@ def figure_problems(fig: Figure, *, min_points: float = MIN_POINTS,
     problems: list[str] = []
 
     for item in shown:
-        size = item.text.get_fontsize() * scale
+        size = item.text.get_fontproperties().get_size_in_points() * scale  # get_fontsize(), typed as a float
         if size < min_points - 1e-6:
             problems.append(f"small text: {item.role} {_quote(item.text)} is {size:.1f} pt (< {min_points:g})")
         if not _inside(item.box, fig.bbox):
@@ -92,7 +96,7 @@ def _draw(fig: Figure) -> RendererBase:
 
         canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    return canvas.get_renderer()  # type: ignore[attr-defined]
+    return canvas.get_renderer()
 
 
 def _drawn_texts(fig: Figure, renderer: RendererBase) -> list[_Shown]:
@@ -116,8 +120,8 @@ def _drawn_texts(fig: Figure, renderer: RendererBase) -> list[_Shown]:
         if not _really_drawn(text, renderer):
             continue
         box = Text.get_window_extent(text, renderer)  # the text alone: an annotation's arrow is no text
-        if text.get_clip_on() and text.get_clip_box() is not None \
-                and not Bbox.intersection(box, text.get_clip_box()):  # type: ignore[arg-type]
+        clip = text.get_clip_box() if text.get_clip_on() else None
+        if clip is not None and not Bbox.intersection(box, clip):
             continue  # wholly clipped away: not drawn
         shown.append(_Shown(text, role, box))
     return shown
@@ -125,13 +129,14 @@ def _drawn_texts(fig: Figure, renderer: RendererBase) -> list[_Shown]:
 
 def _really_drawn(text: Text, renderer: RendererBase) -> bool:
     """Whether the text's ancestors are visible and, for an annotation, its point is in view."""
-    if isinstance(text, Annotation) and not text._check_xy(renderer):  # private API: matplotlib's own test
+    # private API (matplotlib's own test, absent from its stubs)
+    if isinstance(text, Annotation) and not text._check_xy(renderer):  # type: ignore[attr-defined]
         return False
     ax = text.axes
     return ax is None or (ax.get_visible() and (ax.axison or not _is_axis_text(text, ax)))
 
 
-def _is_axis_text(text: Text, ax: Axes) -> bool:
+def _is_axis_text(text: Text, ax: _AxesBase) -> bool:
     return text in (ax.xaxis.label, ax.yaxis.label, ax.xaxis.offsetText, ax.yaxis.offsetText)
 
 
@@ -140,7 +145,8 @@ def _tick_labels(axis: Axis) -> list[Text]:
     if not axis.get_visible() or (axis.axes is not None and not axis.axes.axison):
         return []
     out = []
-    for tick in axis._update_ticks():  # private API: the ticks Axis.draw draws, with their labels set
+    # private API (absent from matplotlib's stubs): the ticks Axis.draw draws, with their labels set
+    for tick in axis._update_ticks():  # type: ignore[attr-defined]
         out += [label for label in (tick.label1, tick.label2) if label.get_visible()]
     return out
 
@@ -149,7 +155,8 @@ def _roles(fig: Figure) -> dict[int, str]:
     roles: dict[int, str] = {}
     for ax in fig.get_axes():
         where = _axes_name(ax)
-        for title in (ax.title, ax._left_title, ax._right_title):  # private API: the three title slots
+        # private API (absent from matplotlib's stubs): the three title slots
+        for title in (ax.title, ax._left_title, ax._right_title):  # type: ignore[attr-defined]
             roles[id(title)] = f"title of {where}"
         roles[id(ax.xaxis.label)] = f"x label of {where}"
         roles[id(ax.yaxis.label)] = f"y label of {where}"
@@ -163,9 +170,9 @@ def _roles(fig: Figure) -> dict[int, str]:
         roles[id(legend.get_title())] = "legend title"
     for figure in [fig, *fig.subfigs]:
         for attr in ("_suptitle", "_supxlabel", "_supylabel"):
-            text = getattr(figure, attr, None)
-            if text is not None:
-                roles[id(text)] = "figure title" if attr == "_suptitle" else "figure label"
+            sup = getattr(figure, attr, None)
+            if sup is not None:
+                roles[id(sup)] = "figure title" if attr == "_suptitle" else "figure label"
     return roles
 
 
@@ -180,7 +187,7 @@ def _axes_name(ax: Axes) -> str:
     return f"axes {index}" + (f" ({title[:40]})" if title else "")
 
 
-def _inside(box: Bbox, frame: Bbox) -> bool:
+def _inside(box: BboxBase, frame: BboxBase) -> bool:
     return (box.x0 >= frame.x0 - SLACK_PX and box.y0 >= frame.y0 - SLACK_PX
             and box.x1 <= frame.x1 + SLACK_PX and box.y1 <= frame.y1 + SLACK_PX)
 

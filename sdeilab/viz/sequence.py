@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backend_bases import RendererBase
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
@@ -38,6 +41,9 @@ from sdeilab.trace.records import (
 from sdeilab.viz import style
 from sdeilab.viz.names import result_name
 from sdeilab.viz.placing import LabelPlacer
+
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType
 
 FIRMWARE = -1  # the firmware's lifeline, in Message.src / Message.dst
 Symbolize = Callable[[int], str]  # an address to "symbol+offset" (Session.symbolize, LoadedImage.symbolize)
@@ -207,7 +213,7 @@ def sequence(ax: Axes, trace: TraceLog | Sequence[Message], event: int, cpus: Se
     stamps = [m.vtime for m in rows]
     origin = style.vtime_origin(min(stamps, default=0), max(stamps, default=0))
     texts = style.vtime_labels(stamps, origin) if stamps else []
-    first = {}
+    first: dict[int, int] = {}  # vtime -> the first row it labels
     for i, stamp in enumerate(stamps):
         first.setdefault(stamp, i)
     ax.set_yticks(range(len(rows)), labels=[t if first[v] == i else "" for i, (v, t) in enumerate(zip(stamps, texts,
@@ -227,7 +233,7 @@ def _right_edge(ax: Axes, rows: Sequence[Message], column: dict[int, int], least
     """The x limit that keeps every label inside the axes, from each label's width in points
     (measured on its glyphs, no renderer needed) and the axes' width when the call is made."""
     figure = ax.get_figure()
-    if figure is None or not rows:
+    if not isinstance(figure, Figure) or not rows:  # none, or a SubFigure: no figure width to measure by
         return least
     width_pt = ax.get_position().width * figure.get_figwidth() * 72 * 0.92  # less the y tick labels' room
     widest = {m.text: TextPath((0, 0), m.text, size=style.SMALL - 1).get_extents().width for m in rows}
@@ -242,7 +248,7 @@ def _right_edge(ax: Axes, rows: Sequence[Message], column: dict[int, int], least
     # as wide as the widest name in its box. A label that then lacks room right of its lifeline
     # ends at the axes' edge instead (_KeepInside).
     names = ["firmware", *(f"CPU {cpu}" for cpu in column if cpu != FIRMWARE)]
-    name_pt = max(TextPath((0, 0), name, size=style.FONT, prop={"weight": "bold"}).get_extents().width
+    name_pt = max(TextPath((0, 0), name, size=style.FONT, prop=FontProperties(weight="bold")).get_extents().width
                   for name in names) + style.FONT  # the box's padding, and a little air
     return max(least, min(right, 0.9 * width_pt / name_pt - 0.7))
 
@@ -270,5 +276,5 @@ class _KeepInside(LabelPlacer):
                 label.set_x(max(lo + 0.02, start - (excess + 2) / per_unit))
 
 
-def _line(xs: list[float], ys: list[float], colour: str, linestyle: str, width: float, gid: str) -> Line2D:
+def _line(xs: list[float], ys: list[float], colour: str, linestyle: LineStyleType, width: float, gid: str) -> Line2D:
     return Line2D(xs, ys, color=colour, linestyle=linestyle, linewidth=width, zorder=0, gid=gid)

@@ -151,11 +151,11 @@ class _Look:
         names = COMPACT_ACTIONS if compact else {}
         edges = {}
         for (src, dst), actions in EDGES.items():
-            counts = [tally.moves[(LABELS[src], LABELS[dst], a)] for a in actions] if tally else []
-            text = "\n".join(f"{names.get(a, a)} {TIMES}{n}" for a, n in zip(actions, counts, strict=True)) \
+            moves = [tally.moves[(LABELS[src], LABELS[dst], a)] for a in actions] if tally else []
+            text = "\n".join(f"{names.get(a, a)} {TIMES}{n}" for a, n in zip(actions, moves, strict=True)) \
                 if tally else "\n".join(names.get(a, a) for a in actions)
-            taken = tally is None or sum(counts) > 0
-            edges[f"{LABELS[src]}->{LABELS[dst]}"] = (text, style.BLACK if taken else style.MUTED)
+            used = tally is None or sum(moves) > 0
+            edges[f"{LABELS[src]}->{LABELS[dst]}"] = (text, style.BLACK if used else style.MUTED)
         extras: dict[str, list[str]] = {}
         early = summary = None
         if tally is not None:
@@ -347,10 +347,12 @@ def update_state_machine(artists: list[Artist], trace: TraceLog, event: int | No
         put(by_gid[f"extra-label:{name}"], text=text)
     if look.early is not None:
         put(by_gid["refused-early"], text=look.early)
-    ax = artists[0].axes
-    if not compact and ax.get_title() != look.title:
-        ax.set_title(look.title, fontsize=style.TITLE)
-        changed.append(ax.title)
+    if not compact:
+        ax = artists[0].axes
+        assert isinstance(ax, Axes)  # the diagram's artists are drawn in one Axes
+        if ax.get_title() != look.title:
+            ax.set_title(look.title, fontsize=style.TITLE)
+            changed.append(ax.title)
     return list(dict.fromkeys(changed))
 
 

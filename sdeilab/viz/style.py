@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.ticker import Formatter, MaxNLocator
 
 BLACK = "#000000"
@@ -129,10 +130,10 @@ class VtimeLocator(MaxNLocator):
 
     def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
         axis = self.axis
-        if axis is not None and axis.axes is not None:
-            width_pt = axis.axes.bbox.width * 72 / axis.axes.figure.dpi  # type: ignore[union-attr]
+        if isinstance(axis, Axis) and axis.axes is not None:  # not a dummy axis (matplotlib.ticker)
+            width_pt = axis.axes.bbox.width * 72 / axis.axes.figure.dpi
             self.set_params(nbins=max(2, int(width_pt / (self.LABEL_EMS * self.fontsize))))
-        return super().tick_values(vmin, vmax)  # type: ignore[no-any-return]
+        return super().tick_values(vmin, vmax)
 
 
 class VtimeFormatter(Formatter):
@@ -149,8 +150,10 @@ class VtimeFormatter(Formatter):
         return self.format_ticks([x])[0]
 
     def format_ticks(self, values: Sequence[float]) -> list[str]:
-        lo, hi = sorted(self.axis.get_view_interval()) if self.axis is not None else (0.0, 0.0)
+        axis = self.axis
+        lo, hi = sorted(axis.get_view_interval()) if axis is not None else (0.0, 0.0)
         origin = vtime_origin(lo, hi)
-        if self.axis is not None and self.axis.label.get_text():  # an axis label cleared (sharex) stays clear
-            self.axis.set_label_text(f"{self.label} after {vtime_text(origin)}" if origin else self.label)
+        # A dummy axis (matplotlib.ticker) has no label; an axis label cleared (sharex) stays clear.
+        if isinstance(axis, Axis) and axis.label.get_text():
+            axis.set_label_text(f"{self.label} after {vtime_text(origin)}" if origin else self.label)
         return vtime_labels(list(values), origin)

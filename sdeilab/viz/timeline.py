@@ -134,7 +134,7 @@ def call_marks(log: TraceLog, window: tuple[int, int] | None = None) -> list[tup
     for which, kind in enumerate((SmcccCall, SmcccReturn)):
         seqs = log.seqs(kind, start=start, end=end)
         for seq, cpu in zip(seqs, log.column("cpu", seqs), strict=True):
-            per_cpu.setdefault(cpu, ([], []))[which].append(seq)  # type: ignore[call-overload]
+            per_cpu.setdefault(cpu, ([], []))[which].append(seq)
     marks: list[tuple[int, int, str]] = []
     for cpu, (calls, returns) in sorted(per_cpu.items()):
         stamps = log.column("vtime", calls)
@@ -145,10 +145,10 @@ def call_marks(log: TraceLog, window: tuple[int, int] | None = None) -> list[tup
                 j += 1  # a return whose call lies before the window
             following = calls[i + 1] if i + 1 < len(calls) else len(log)
             if j < count and returns[j] < following:
-                marks.append((cpu, stamps[i], str(layers[j])))  # type: ignore[arg-type]
+                marks.append((cpu, stamps[i], str(layers[j])))
                 j += 1
             else:
-                marks.append((cpu, stamps[i], ""))  # type: ignore[arg-type]
+                marks.append((cpu, stamps[i], ""))
     return marks
 
 
@@ -217,8 +217,9 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
     legend: list[Artist] = []
 
     verts, states = bars(data.power, POWER_BAND, lambda iv: iv.label)
+    # matplotlib's stub wants a Sequence; PolyCollection takes the (n, 4, 2) array whole (bars)
     artists.append(ax.add_collection(PolyCollection(
-        verts, facecolors=[style.POWER_COLOURS.get(state, style.GREY) for state in states], edgecolors=style.BLACK,
+        verts, facecolors=[style.POWER_COLOURS.get(state, style.GREY) for state in states], edgecolors=style.BLACK,  # type: ignore[arg-type]
         linewidths=0.3, zorder=1, gid="power"), autolim=False))
     # The legend names what is drawn: a state held for no time (on-pending, when CPU_ON's target
     # starts at once) has a box of no width.
@@ -229,8 +230,9 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
 
     verts, _ = bars(data.masked, MASKED_BAND, lambda iv: "masked")
     hatch = "//" if len(verts) <= MAX_HATCHED else None  # hatching costs; thousands of boxes read as a tint
+    # matplotlib's stub wants a Sequence; PolyCollection takes the (n, 4, 2) array whole (bars)
     artists.append(ax.add_collection(PolyCollection(
-        verts, facecolors=(0.84, 0.37, 0.0, 0.10 if hatch else 0.25), edgecolors=style.MASKED, linewidths=0,
+        verts, facecolors=(0.84, 0.37, 0.0, 0.10 if hatch else 0.25), edgecolors=style.MASKED, linewidths=0,  # type: ignore[arg-type]
         hatch=hatch, zorder=2, gid="masked"), autolim=False))
     if "masked" in has[1] if has else len(verts):
         legend.append(Patch(facecolor=(0.84, 0.37, 0.0, 0.10), edgecolor=style.MASKED, hatch="//",
@@ -248,16 +250,18 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
         # run too short for a pixel still reads as its colour.
         # The hatch is drawn in white over the fill: in the edge colour (matplotlib's default for
         # a hatch) it would vanish into a bar of that same colour.
+        # matplotlib's stub wants a Sequence; PolyCollection takes the (n, 4, 2) array whole (bars)
         artists.append(ax.add_collection(PolyCollection(
-            verts, facecolors=colour, edgecolors=edge, linewidths=1.0, hatch=hatch or None,
+            verts, facecolors=colour, edgecolors=edge, linewidths=1.0, hatch=hatch or None,  # type: ignore[arg-type]
             hatchcolor=style.WHITE, zorder=4 if critical else 3, gid=gid), autolim=False))
         if gid in has[1] if has else len(verts):
             legend.append(Patch(facecolor=colour, edgecolor=edge, hatch=hatch or None, hatchcolor=style.WHITE,
                                 label=label))
 
     verts, _ = bars(data.irqs, IRQ_BAND, lambda iv: "irq")
+    # matplotlib's stub wants a Sequence; PolyCollection takes the (n, 4, 2) array whole (bars)
     artists.append(ax.add_collection(PolyCollection(
-        verts, facecolors=style.IRQ, edgecolors=style.BLACK, linewidths=0.8, zorder=3, gid="irq"), autolim=False))
+        verts, facecolors=style.IRQ, edgecolors=style.BLACK, linewidths=0.8, zorder=3, gid="irq"), autolim=False))  # type: ignore[arg-type]
     if "irq" in has[1] if has else len(verts):
         legend.append(Patch(facecolor=style.IRQ, edgecolor=style.BLACK, linewidth=0.8,
                             label="interrupt handled (ack to EOI)"))
@@ -299,12 +303,12 @@ def timeline(ax: Axes, trace: TraceLog | TimelineData, cpus: Sequence[int] | Non
                                  markerfacecolor=colour, markeredgecolor=style.BLACK, label=name))
         if len(seen) <= MAX_LABELLED_MARKS:
             for cpu, t in seen:
-                label = ax.annotate(name, (t, row[cpu] + POWER_MARK_ROW), xytext=(9, 0),
-                                    textcoords="offset points", va="center", fontsize=small,
-                                    fontweight="bold", zorder=7, annotation_clip=True)
-                label.set_in_layout(False)  # placed inside the axes at draw time: no room to reserve
-                labels.append(label)
-                artists.append(label)
+                note = ax.annotate(name, (t, row[cpu] + POWER_MARK_ROW), xytext=(9, 0),
+                                   textcoords="offset points", va="center", fontsize=small,
+                                   fontweight="bold", zorder=7, annotation_clip=True)
+                note.set_in_layout(False)  # placed inside the axes at draw time: no room to reserve
+                labels.append(note)
+                artists.append(note)
     if labels:
         artists.append(ax.add_artist(_Declutter(labels)))
 
@@ -452,7 +456,7 @@ def recent_window(log: TraceLog, now: int, calls: int = RECENT_CALLS, min_span: 
     # Back from now, call by call, up to a pause longer than what the window holds so far: the
     # burst of calls the stop is in, not also the one before it, a long pause earlier.
     first = now
-    for stamp in sorted((int(t) for t in stamps), reverse=True):  # type: ignore[call-overload]
+    for stamp in sorted((int(t) for t in stamps), reverse=True):
         if now - stamp > 4 * (now - first) + min_span:
             break
         first = stamp
@@ -497,14 +501,14 @@ class _Declutter(LabelPlacer):
                 if name not in clash[1]:
                     clash[1].append(name)
                     clash[0].set_text(", ".join(clash[1]))
-                    self._place(clash[0], frame, renderer, right=clash[0].get_ha() == "left")
+                    self._place(clash[0], frame, renderer, right=clash[0].get_horizontalalignment() == "left")
                 continue
             placed.append((label, [name]))
 
     @staticmethod
     def _place(label: Annotation, frame: Bbox, renderer: RendererBase, right: bool) -> None:
         label.set_position((9, 0) if right else (-9, 0))
-        label.set_ha("left" if right else "right")
+        label.set_horizontalalignment("left" if right else "right")
         if right and label.get_window_extent(renderer).x1 > frame.x1:
             _Declutter._place(label, frame, renderer, right=False)
 

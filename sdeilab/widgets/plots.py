@@ -98,8 +98,8 @@ def placeholder(ax: Axes, trace: TraceLog, event: int | None = None, cpu: int | 
     """Stand-in view: how often each SDEI action was taken (accepted or refused) for ``event``."""
     counts: Counter[str] = Counter()
     for fact in trace.of_kind(SdeiTransition):
-        if (event is None or fact.event == event) and (cpu is None or fact.cpu == cpu):  # type: ignore[attr-defined]
-            counts[fact.action] += 1  # type: ignore[attr-defined]
+        if (event is None or fact.event == event) and (cpu is None or fact.cpu == cpu):
+            counts[fact.action] += 1
     names = sorted(counts)
     bars = ax.barh(names, [counts[n] for n in names], color="#4C72B0")
     ax.set_xlabel("transitions taken")
@@ -196,6 +196,7 @@ def timeline_png(trace: TraceLog, cpus: int, now: int | None = None, size: tuple
 
 Redraw = Literal["tiles", "layers"] | None
 Layout = Literal["tight", "fixed"]  # tight_layout, or the axes where the drawing put them
+Frame = tuple[str, tuple[float, ...], int, Redraw, Layout]  # kind, size, dpi, redraw, layout (Plotter.png)
 Shape = tuple[Artist, Hashable, Bbox | None]  # an artist, what it shows, where (None: nowhere)
 TILE = 32  # pixels a side: a label or a box spans a few tiles
 CACHED_TILES = 2048  # 8 MB of 32 x 32 RGBA tiles (6 pictures' worth), the oldest forgotten first
@@ -209,7 +210,7 @@ class Picture:
 
     def __init__(self) -> None:
         self.figure: Figure | None = None
-        self._frame: Hashable = None  # the kind of drawing, size and dpi the figure was made for
+        self._frame: Frame | None = None  # the kind of drawing, size and dpi the figure was made for
         self._layout: Hashable = None  # what the kept layout was computed for
         self._pixels: np.ndarray | None = None  # "tiles": the picture last encoded, rows top down
         self._shown: list[Hashable] = []  # "tiles": what each tile of it shows
@@ -233,7 +234,7 @@ class Picture:
         ``layout``: "tight" lays the figure out with ``tight_layout``; "fixed" leaves the axes
         where ``draw`` put them (a drawing in inches, or a frame of its own).
         """
-        frame = (kind, tuple(size), dpi, redraw, layout)
+        frame: Frame = (kind, tuple(size), dpi, redraw, layout)
         if (self.figure is None or frame != self._frame or redraw is None
                 or (redraw == "tiles" and self._pixels is None)):
             return self._afresh(draw, size, dpi, frame)
@@ -254,7 +255,7 @@ class Picture:
 
     # --- a fresh Figure: the reference every fast path must agree with -------------------
     def _afresh(self, draw: Callable[[Axes], list[Artist]], size: tuple[float, float], dpi: int,
-                frame: Hashable) -> bytes:
+                frame: Frame) -> bytes:
         fig = Figure(figsize=size, dpi=dpi)
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_subplot()
@@ -292,8 +293,8 @@ class Picture:
         on a cleared canvas, and only those tiles are copied. Inside a tile the pixels are
         a full drawing's, as nothing else reaches into it. ``changed``: the artists an update
         changed in place (the others are described as they were); None: all are new."""
-        assert self.figure is not None and self._pixels is not None
-        fig, pixels = self.figure, self._pixels
+        assert self.figure is not None and self._pixels is not None and self._frame is not None
+        fig, pixels, frame = self.figure, self._pixels, self._frame
         canvas = fig.canvas
         assert isinstance(canvas, FigureCanvasAgg)
         renderer = canvas.get_renderer()
@@ -303,9 +304,9 @@ class Picture:
         shapes = _shapes(ax, renderer, self._known, kept)
         if shapes is None:
             return None
-        layout = _layout_key(ax, shapes, self._frame[4] == "tight")  # type: ignore[index]
+        layout = _layout_key(ax, shapes, frame[4] == "tight")
         if layout != self._layout:
-            if self._frame[4] != "tight" or not _same_layout(ax):  # type: ignore[index]
+            if frame[4] != "tight" or not _same_layout(ax):
                 return None
             self._layout = layout
         self._known = {what: where for _, what, where in shapes}
@@ -330,7 +331,7 @@ class Picture:
                 if missing[top:bottom, left:right].any():
                     artist.draw(renderer)
             drawn = np.asarray(canvas.buffer_rgba())
-            for index in np.flatnonzero(missing):
+            for index in np.flatnonzero(missing).tolist():
                 pixels[_tile(index, cols)] = drawn[_tile(index, cols)]
                 self._remember(index, shown[index])
             self.tiles_drawn += int(missing.sum())
@@ -420,8 +421,9 @@ def _same_layout(ax: Axes) -> bool:
     fig = ax.figure
     assert isinstance(fig, Figure)
     before = (ax.get_position(original=True).bounds, ax.get_position().bounds)
-    fig.subplots_adjust(**{name: rcParams[f"figure.subplot.{name}"]
-                           for name in ("left", "right", "bottom", "top", "wspace", "hspace")})
+    fig.subplots_adjust(left=rcParams["figure.subplot.left"], right=rcParams["figure.subplot.right"],
+                        bottom=rcParams["figure.subplot.bottom"], top=rcParams["figure.subplot.top"],
+                        wspace=rcParams["figure.subplot.wspace"], hspace=rcParams["figure.subplot.hspace"])
     fig.tight_layout()
     ax.apply_aspect()
     return (ax.get_position(original=True).bounds, ax.get_position().bounds) == before
@@ -555,11 +557,13 @@ def _describe(artist: Artist, renderer: Any, known: dict[Hashable, Bbox | None])
         if isinstance(artist, FancyArrowPatch):
             # Its path (head included) scales with the dpi correction that its draw() sets
             # first: before a first draw, get_path() is the arrow at 72 dpi, not the one drawn.
-            artist._dpi_cor = renderer.points_to_pixels(1.0)
+            # (private, absent from matplotlib's stubs)
+            artist._dpi_cor = renderer.points_to_pixels(1.0)  # type: ignore[attr-defined]
         path = artist.get_transform().transform_path(artist.get_path())  # in display units
         arrow = _style(artist.get_arrowstyle()) if isinstance(artist, FancyArrowPatch) else None
-        codes = None if path.codes is None else path.codes.tobytes()
-        return (*common, path.vertices.tobytes(), codes, _paint(artist), arrow), _hull(path)
+        # Path's vertices and codes are ndarrays (its stub says ArrayLike): asarray makes no copy.
+        codes = None if path.codes is None else np.asarray(path.codes).tobytes()
+        return (*common, np.asarray(path.vertices).tobytes(), codes, _paint(artist), arrow), _hull(path)
     return None
 
 
@@ -577,9 +581,10 @@ def _style(style: object) -> Hashable:
 def _hull(path: Path) -> Bbox:
     """The extent of a path's vertices: Bézier curves lie inside their control points' hull, so
     this contains the path (``Path.get_extents`` finds the curves' extrema: slower)."""
-    points = path.vertices
+    points = np.asarray(path.vertices)  # an ndarray already (Path's stub says ArrayLike): no copy
     if path.codes is not None:
-        points = points[(path.codes != Path.CLOSEPOLY) & (path.codes != Path.STOP)]
+        codes = np.asarray(path.codes)
+        points = points[(codes != Path.CLOSEPOLY) & (codes != Path.STOP)]
     if len(points) == 0:
         return Bbox.null()
     return Bbox([points.min(axis=0), points.max(axis=0)])
@@ -589,7 +594,7 @@ def _grown(artist: Artist, where: Bbox, dpi: float) -> Bbox:
     """``where`` grown by what paints outside an extent: a stroke's half width, a miter join
     (Agg's limit is 4 half widths), antialiasing; a glyph's ink beyond the font's line box."""
     if isinstance(artist, Text):
-        pad = 2 + artist.get_fontsize() * dpi / 72 * 0.25
+        pad = 2 + artist.get_fontproperties().get_size_in_points() * dpi / 72 * 0.25  # get_fontsize(), as a float
         box = artist.get_bbox_patch()
         if box is not None:
             pad += 2 * box.get_linewidth() * dpi / 72
@@ -626,15 +631,16 @@ def encode_png(pixels: np.ndarray, bands: list[bytes | None] | None = None) -> b
     rows[:, 0] = 0  # filter type None
     rows[:, 1:] = pixels.reshape(height, width * 4)
     if bands is None:
-        data = zlib.compress(rows, 1)
+        data = zlib.compress(rows.data, 1)
     else:
         assert len(bands) == -(-height // TILE)
         for index, band in enumerate(bands):
             if band is None:
                 packer = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate: the header is written below
-                bands[index] = packer.compress(rows[index * TILE:(index + 1) * TILE]) + packer.flush(zlib.Z_FULL_FLUSH)
+                band_rows = rows[index * TILE:(index + 1) * TILE].data
+                bands[index] = packer.compress(band_rows) + packer.flush(zlib.Z_FULL_FLUSH)
         data = ZLIB_HEADER + b"".join(b for b in bands if b is not None) + LAST_BLOCK + \
-            struct.pack(">I", zlib.adler32(rows))
+            struct.pack(">I", zlib.adler32(rows.data))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))

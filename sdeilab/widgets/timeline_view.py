@@ -30,11 +30,12 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import ipywidgets as w
 import numpy as np
 from matplotlib.backend_bases import MouseEvent
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -112,18 +113,21 @@ def figure_height(lanes: int, legend_rows: int) -> float:
     return TOP_IN + LANE_IN * lanes + AXIS_IN + LEGEND_ROW_IN * legend_rows + 0.15
 
 
+IntervalT = TypeVar("IntervalT", bound=Interval)
+
+
 @dataclass
-class _Boxes:
+class _Boxes(Generic[IntervalT]):
     """One kind of interval as arrays sorted by start; ``items`` keeps the intervals themselves."""
 
-    items: list[Interval]
+    items: list[IntervalT]
     cpu: np.ndarray
     start: np.ndarray
     end: np.ndarray  # an interval still open ends at the trace's end
     key: np.ndarray  # what may merge with what: power state, nesting depth, ...
 
     @classmethod
-    def of(cls, items: Sequence[Interval], end: int, key: Callable[[Interval], int]) -> _Boxes:
+    def of(cls, items: Sequence[IntervalT], end: int, key: Callable[[IntervalT], int]) -> _Boxes[IntervalT]:
         ordered = sorted(items, key=lambda iv: iv.start)
         return cls(ordered, np.array([iv.cpu for iv in ordered], dtype=np.int64),
                    np.array([iv.start for iv in ordered], dtype=np.int64),
@@ -139,7 +143,7 @@ class _Boxes:
             picked = picked[np.isin(self.cpu[picked], list(cpus))]
         return picked
 
-    def at(self, cpu: int, lo: float, hi: float) -> list[Interval]:
+    def at(self, cpu: int, lo: float, hi: float) -> list[IntervalT]:
         """The intervals of ``cpu`` that reach into [lo, hi]."""
         return [self.items[i] for i in self.overlapping(lo, hi, {cpu}) if self.cpu[i] == cpu]
 
@@ -274,7 +278,7 @@ class TimelineSource:
         width = (hi - lo) / max(pixels, 1.0)  # vtime per pixel
         lanes = set(cpus)
 
-        def pick(boxes: _Boxes, make: Callable[[int, int, int, int], Interval]) -> list[Interval]:
+        def pick(boxes: _Boxes[IntervalT], make: Callable[[int, int, int, int], IntervalT]) -> list[IntervalT]:
             index = boxes.overlapping(lo, hi, lanes)
             if index.size <= MAX_BARS:
                 return [boxes.items[i] for i in index]
@@ -284,10 +288,8 @@ class TimelineSource:
         names = {i: iv.label for iv, i in zip(self.power.items, self.power.key.tolist(), strict=True)}
         power = pick(self.power, lambda c, k, s, e: Interval(c, s, e, names[k]))
         masked = pick(self.masked, lambda c, k, s, e: Interval(c, s, e, "masked"))
-        handlers: list[Any] = []
-        for boxes, critical in ((self.normal, False), (self.critical, True)):
-            handlers += pick(boxes, lambda c, k, s, e, critical=critical: HandlerInterval(
-                c, s, e, "", critical=critical, depth=k))
+        handlers = [*pick(self.normal, lambda c, k, s, e: HandlerInterval(c, s, e, "", critical=False, depth=k)),
+                    *pick(self.critical, lambda c, k, s, e: HandlerInterval(c, s, e, "", critical=True, depth=k))]
         irqs = pick(self.irqs, lambda c, k, s, e: IrqInterval(c, s, e, "IRQ"))
         return TimelineData(cpus=tuple(cpus), end=self.end, power=power, masked=masked, handlers=handlers,
                             irqs=irqs, calls=self.call_marks(lo, hi, width, lanes), cpu_on=self.cpu_on,
@@ -487,10 +489,12 @@ class TimelineView:
                 return
             old.remove()
         known.update({k: v for k, v in entries.items() if k not in known})
+        canvas = self.figure.canvas
+        assert isinstance(canvas, FigureCanvasAgg)  # ipympl's Canvas is an Agg canvas
         legend, columns = fit_legend(  # as many columns as fit the figure's width
             lambda columns: self.figure.legend(list(known.values()), list(known), loc="lower center", ncols=columns,
                                                fontsize=style.SMALL, frameon=False, bbox_to_anchor=(0.5, 0.0)),
-            self.figure.bbox.width, self.figure.canvas.get_renderer(), LEGEND_COLUMNS)
+            self.figure.bbox.width, canvas.get_renderer(), LEGEND_COLUMNS)
         legend.set_gid("legend")
         rows = -(-len(known) // columns)
         if rows != self._legend_rows:

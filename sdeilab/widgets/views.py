@@ -159,7 +159,7 @@ def sdei_rows_html(pes: list[tuple[int, str, bool | None, list[tuple[int, bool]]
     """Each CPU's SDEI state, one column a CPU: power, masked, the events whose handlers run (a
     critical one over a normal one) and the nesting depth. ``pes``: (cpu, power state, masked or
     None where the profile has no SDEI here, [(event, critical), ...] bottom first)."""
-    cells = {"power": [], "SDEI": [], "running": [], "depth": []}
+    cells: dict[str, list[str]] = {"power": [], "SDEI": [], "running": [], "depth": []}
     for _cpu, power, masked, stack in pes:
         cells["power"].append(escape(power))
         cells["SDEI"].append("-" if masked is None else "<b style='color:#b00020'>masked</b>" if masked

@@ -322,7 +322,7 @@ class Sdei(FieldState, Service):
                 return event.number
         return OUT_OF_RESOURCE
 
-    def release(self, vcpu: Vcpu, number: int) -> Result:
+    def release(self, vcpu: Vcpu, number: int) -> int:
         cpu = vcpu.index
         event = self._event(number)
         if event is None or event.source is not Source.DYNAMIC or not event.bound:
