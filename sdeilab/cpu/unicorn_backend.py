@@ -55,7 +55,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from unicorn import (
     UC_ARCH_ARM64,
@@ -67,8 +67,6 @@ from unicorn import (
     UC_HOOK_MEM_UNMAPPED,
     UC_HOOK_MEM_WRITE,
     UC_MODE_ARM,
-    Uc,
-    UcError,
 )
 from unicorn import arm64_const as a64
 from unicorn.unicorn_const import (
@@ -83,6 +81,13 @@ from unicorn.unicorn_const import (
     UC_MEM_WRITE,
     UC_MEM_WRITE_UNMAPPED,
 )
+
+if TYPE_CHECKING:
+    # The binding chooses its Python 3 module by a version test on an aliased ``sys``, which mypy
+    # does not follow (it types ``unicorn.Uc`` as the Python 2 class, without the ctl_* methods).
+    from unicorn.unicorn_py3 import Uc, UcError
+else:
+    from unicorn import Uc, UcError
 from unicorn.unicorn_py3.arch.arm64 import UcRegCP64
 from unicorn.unicorn_py3.unicorn import UcContext, uclib
 
@@ -157,8 +162,8 @@ def direct_paths(direct: bool | Iterable[str] | None = None) -> frozenset[str]:
     none, names from ``FAST_PATHS``, or None for what ``SDEILAB_DIRECT`` says."""
     if direct is None:
         setting = os.environ.get(DIRECT_SWITCH, "1").strip()
-        names = [name.strip() for name in setting.split(",")]
-        direct = True if setting == "1" else [name for name in names if name not in ("", "0")]
+        listed = [name.strip() for name in setting.split(",")]
+        direct = True if setting == "1" else [name for name in listed if name not in ("", "0")]
     if direct is True:
         return frozenset(FAST_PATHS)
     if direct is False:
@@ -239,7 +244,7 @@ def _counter_index() -> int:
     uc = _private_engine()
     uc.mem_map(0x1000, 0x1000)
     uc.mem_write(0x1000, b"\x1f\x20\x03\xd5" * 1024)  # NOP sled
-    words = (ctypes.c_uint64 * 1024).from_address(uc._uch.value)
+    words = (ctypes.c_uint64 * 1024).from_address(_struct_address(uc))
     places: set[int] | None = None
     for k in (37, 101):
         uc.emu_start(0x1000, _NEVER, count=k)
@@ -248,6 +253,13 @@ def _counter_index() -> int:
     if not places or len(places) != 1:
         raise RuntimeError("cannot locate Unicorn's instruction counter: sdeilab needs unicorn 2.1.4")
     return places.pop()
+
+
+def _struct_address(uc: Uc) -> int:
+    """Where the engine's ``uc_struct`` is (the binding keeps its handle as a ctypes pointer)."""
+    address = uc._uch.value
+    assert address is not None, "an engine that is not open"
+    return address
 
 
 def _writable_ranges() -> list[tuple[int, int]]:
@@ -284,7 +296,7 @@ def _find_pattern(uc: Uc) -> list[int]:
     pointers are read after the first register write, which is when Unicorn creates the CPU."""
     for i, value in enumerate(_PROBE):
         uc.reg_write(a64.UC_ARM64_REG_X0 + i, value)
-    words = list((ctypes.c_uint64 * 2048).from_address(uc._uch.value))
+    words = list((ctypes.c_uint64 * 2048).from_address(_struct_address(uc)))
     pattern = b"".join(v.to_bytes(8, "little") for v in _PROBE)
     writable = _writable_ranges()
     spans: list[list[int]] = []
@@ -364,7 +376,7 @@ def _xregs_locator() -> tuple[int, int] | None:
     common: set[tuple[int, int]] | None = None
     for _ in range(2):
         uc = _private_engine()
-        words = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)
+        words = (ctypes.c_uint64 * 2048).from_address(_struct_address(uc))
         found = set()
         for hit in _find_pattern(uc):
             found |= {(k, hit - words[k]) for k in range(2048) if 0 <= hit - words[k] < _XREGS_REACH}
@@ -417,7 +429,7 @@ def _compiled_entry_works() -> bool:
     uc.reg_write(a64.UC_ARM64_REG_VBAR_EL1, 0x2000)
     uc.reg_write(a64.UC_ARM64_REG_PSTATE, 0x6000_03C5)  # Z and C set, EL1h, DAIF masked
     uc.reg_write(a64.UC_ARM64_REG_X0, 0x1003)
-    words = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)
+    words = (ctypes.c_uint64 * 2048).from_address(_struct_address(uc))
     cpu = words[locator[0]]
     xregs = cpu + locator[1]
     record = (ctypes.c_uint32 * 6).from_address(xregs + record_offset)
@@ -425,7 +437,8 @@ def _compiled_entry_works() -> bool:
     if aarch64 is None:
         return False
     slice_filter = native.SysregFilter()
-    slice_filter.emu_counter = ctypes.addressof(ctypes.c_uint64.from_address(uc._uch.value + 8 * _counter_index()))
+    counter = ctypes.c_uint64.from_address(_struct_address(uc) + 8 * _counter_index())
+    slice_filter.emu_counter = ctypes.addressof(counter)
     slice_filter.budget = 100
     forwarded: list[int] = []
     forward = _INTR_CFUNC(lambda _uch, intno, _user: forwarded.append(intno))
@@ -500,7 +513,7 @@ def _exception_record_offset() -> int | None:
     uc.mem_map(0x1_0000, 0x1000)
     uc.mem_write(0x1_0000, _RECORD_PROBE_CODE)
     index, delta = locator
-    xregs = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)[index] + delta
+    xregs = (ctypes.c_uint64 * 2048).from_address(_struct_address(uc))[index] + delta
     window = 16 << 10
     if not any(first <= xregs and xregs + window <= last for first, last in _writable_ranges()):
         return None
@@ -586,7 +599,7 @@ def _aarch32_layout() -> _A32Layout | None:
     for address, code in _A32_PROBE_CODE:
         uc.mem_write(address, code)
     index, delta = locator
-    xregs = (ctypes.c_uint64 * 2048).from_address(uc._uch.value)[index] + delta
+    xregs = (ctypes.c_uint64 * 2048).from_address(_struct_address(uc))[index] + delta
     before, after = 256, 1024
     if not any(first <= xregs - before and xregs + after <= last for first, last in _writable_ranges()):
         return None
@@ -732,7 +745,7 @@ class UnicornVcpu:
         uc.mem_map_ptr(ram_base, len(ram), 7, ram_ptr)
         for base, size, read, write in mmio:
             uc.mmio_map(base, size, self._mmio_reader(read), None, self._mmio_writer(write), None)
-        self._counter = ctypes.c_uint64.from_address(self._uch.value + 8 * _counter_index())
+        self._counter = ctypes.c_uint64.from_address(_struct_address(self._uc) + 8 * _counter_index())
         paths = direct_paths(direct)
         self._xregs = self._direct_registers() if "registers" in paths else None
         self._xb = memoryview(self._xregs).cast("B") if self._xregs is not None else None
@@ -743,8 +756,9 @@ class UnicornVcpu:
         self._pstate = self._direct_pstate() if "pstate" in paths else None
         self._a32 = self._direct_aarch32() if "aarch32" in paths else None
         offset = _exception_record_offset() if self._xregs is not None and "record" in paths else None
-        self._record = (None if offset is None
-                        else (ctypes.c_uint32 * 6).from_address(ctypes.addressof(self._xregs) + offset))
+        xregs = self._xregs
+        self._record = (None if offset is None or xregs is None
+                        else (ctypes.c_uint32 * 6).from_address(ctypes.addressof(xregs) + offset))
         self._paddr = ctypes.c_uint64()
         self._val = ctypes.c_uint64()
         self._pval = ctypes.c_void_p(ctypes.addressof(self._val))
@@ -819,7 +833,7 @@ class UnicornVcpu:
         if locator is None:
             return None
         index, delta = locator
-        address = (ctypes.c_uint64 * 2048).from_address(self._uch.value)[index] + delta
+        address = (ctypes.c_uint64 * 2048).from_address(_struct_address(self._uc))[index] + delta
         if not any(first <= address and address + 33 * 8 <= last for first, last in _writable_ranges()):
             return None
         view = (ctypes.c_uint64 * 33).from_address(address)
@@ -859,7 +873,7 @@ class UnicornVcpu:
             snaps.append(words.tolist())
         fields = (lambda v: v, lambda v: ~v & 0x4000_0000, lambda v: (v >> 29) & 1,
                   lambda v: (v << 3) & 0x8000_0000, lambda v: v & 0x0FFF_F03F, lambda v: v & 0x3C0)
-        places = []
+        places: list[int] = []
         for expect in fields:  # NF, ZF, CF, VF, pstate, daif
             found = [i for i in range(len(words))
                      if all(snap[i] == expect(v) for v, snap in zip(probes, snaps, strict=True))]
@@ -869,13 +883,14 @@ class UnicornVcpu:
             places.append(found[0])
         if not 0 <= aarch64 < len(words) or words[aarch64] != 1:  # this engine is in AArch64 state
             return None
-        self._pstate = located = (words, *places, aarch64)  # tried out by ``pstate`` below, kept only if right
+        nf, zf, cf, vf, rest, daif = places
+        self._pstate = located = (words, nf, zf, cf, vf, rest, daif, aarch64)  # tried by ``pstate`` below
         ok = True
         for value in (0x3C5, 0x6000_0005, 0x9000_0144, 0x0000_0085, 0xF000_0005):
             self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, value)
             ok = ok and self.pstate == self._uc.reg_read(a64.UC_ARM64_REG_PSTATE) == value
         self._uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
-        return located if ok else None  # type: ignore[return-value]
+        return located if ok else None
 
     def _direct_aarch32(self) -> tuple[Any, Any, int, int, int, int, int] | None:
         """(R0-R15, the words after ``env->pc``, then the indices in them of ``uncached_cpsr``, QF,
@@ -885,7 +900,7 @@ class UnicornVcpu:
         """
         located = self._pstate
         layout = _aarch32_layout() if located is not None else None
-        if located is None or layout is None:
+        if located is None or layout is None or self._xregs is None:
             return None
         base = ctypes.addressof(self._xregs)
         if not any(first <= base + layout.regs < base <= last for first, last in _writable_ranges()):
@@ -930,9 +945,9 @@ class UnicornVcpu:
         self._intr_cb = _INTR_CFUNC(self._on_interrupt)
         pointer, user = ctypes.cast(self._intr_cb, ctypes.c_void_p), None
         if self._slice_filter is not None and self._exception_entry_located():
-            filt = self._exception_filter = self._make_exception_filter()
+            entry = self._exception_filter = self._make_exception_filter()
             pointer = ctypes.cast(self._native.sdeilab_exception_hook, ctypes.c_void_p)  # type: ignore[union-attr]
-            user = ctypes.c_void_p(ctypes.addressof(filt))
+            user = ctypes.c_void_p(ctypes.addressof(entry))
         err = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INTR, pointer, user,
                                 ctypes.c_uint64(1), ctypes.c_uint64(0))
         if err:
@@ -994,7 +1009,7 @@ class UnicornVcpu:
         locator = _xregs_locator()
         if locator is None or self._xregs is None:
             return None
-        base = (ctypes.c_uint64 * 2048).from_address(self._uch.value)[locator[0]]
+        base = (ctypes.c_uint64 * 2048).from_address(_struct_address(self._uc))[locator[0]]
         return base if base + locator[1] == ctypes.addressof(self._xregs) else None
 
     def _make_exception_filter(self) -> native.ExceptionFilter:
@@ -1487,7 +1502,7 @@ class UnicornVcpu:
     def x(self, n: int) -> int:
         view = self._xq
         if view is not None:
-            return view[n]  # type: ignore[no-any-return]
+            return view[n]
         uclib.uc_reg_read(self._uch, _X_IDS[n], self._pval)
         return self._val.value
 
@@ -1503,7 +1518,7 @@ class UnicornVcpu:
         """x0 .. x(count-1)."""
         view = self._xq
         if view is not None:
-            return view[:count].tolist()  # type: ignore[no-any-return]
+            return view[:count].tolist()
         uclib.uc_reg_read_batch(self._uch, self._batch_ids, self._batch_ptrs, count)
         return self._batch_vals[:count]
 
@@ -1548,8 +1563,8 @@ class UnicornVcpu:
         view = self._xq
         if view is not None:
             if self._aarch64[0]:
-                return view[32]  # type: ignore[no-any-return]
-            return self._a32[0][15]  # type: ignore[index, no-any-return]  # R15 (``_direct_aarch32``)
+                return view[32]
+            return self._a32[0][15]  # type: ignore[index]  # R15 (``_direct_aarch32``)
         uclib.uc_reg_read(self._uch, a64.UC_ARM64_REG_PC, self._pval)
         return self._val.value
 

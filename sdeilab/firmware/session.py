@@ -54,7 +54,7 @@ import numbers
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -226,7 +226,7 @@ class EventBreak:
             return False
         if self._kind is not None:
             return isinstance(fact, self._kind)  # a kind's sub-kinds too (an SdeiDispatch is a transition)
-        return type(fact) is SmcccCall and fact.name in self._calls  # type: ignore[attr-defined]
+        return type(fact) is SmcccCall and fact.name in self._calls
 
     def __str__(self) -> str:
         return self.name + ("" if self.cpu is None else f" on CPU {self.cpu}")
@@ -731,7 +731,7 @@ class Session:
         self._rewind(checkpoint)
         return [stop for stop in self._replay_stops(end) if stop is not None and stop.retired < end]
 
-    def _replay_stops(self, end: int) -> Iterator[_PastStop | None]:
+    def _replay_stops(self, end: int) -> Generator[_PastStop | None, None, None]:
         """Run the machine to ``end`` instructions as a forward run with the breakpoints,
         watchpoints and event breaks armed, yielding each stop it makes (None for a breakpoint
         of another CPU, which a forward run passes), numbered in order."""
@@ -930,9 +930,10 @@ class Session:
         negative index used to pick a CPU from the end of the list)."""
         if isinstance(cpu, bool) or not isinstance(cpu, numbers.Integral):
             raise TypeError(f"a CPU is given by its index, a whole number, not {type(cpu).__name__} {cpu!r}")
-        if not 0 <= cpu < self.cpus:
+        index = int(cpu)
+        if not 0 <= index < self.cpus:
             raise ValueError(f"there is no CPU {cpu}: this machine has CPUs 0 to {self.cpus - 1}")
-        return int(cpu)
+        return index
 
     def _cpu_or_any(self, cpu: object) -> int | None:
         return None if cpu is None else self._cpu_index(cpu)

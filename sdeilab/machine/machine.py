@@ -42,7 +42,7 @@ from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.cpu.unicorn_backend import RECORD_MISSING, UnicornVcpu
 from sdeilab.machine import exceptions as exc
 from sdeilab.machine.debug import WATCHPOINTS, DebuggerWatch, Hit, Watchpoints, WatchStop, dbgwcr, dbgwvr
-from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3
+from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3, IccReg
 from sdeilab.machine.loader import ELF_DTB_ROOM, GuestImage, load_elf
 from sdeilab.machine.memmap import (
     GICR_FRAME_SIZE,
@@ -61,7 +61,14 @@ from sdeilab.machine.pl031 import DEFAULT_EPOCH, Pl031
 from sdeilab.machine.pmu import PMU_ENCODINGS, PMU_READ_ONLY, PMU_WRITE_ONLY, Clocks, Pmu, PmuReg, el0_may_access
 from sdeilab.machine.sp804 import Sp804
 from sdeilab.machine.state import MachineSnapshot, Ram, Stateful
-from sdeilab.machine.timer import NS_PER_COUNT, TIMER_COUNTERS, TIMER_ENCODINGS, TIMER_READ_ONLY, GenericTimer
+from sdeilab.machine.timer import (
+    NS_PER_COUNT,
+    TIMER_COUNTERS,
+    TIMER_ENCODINGS,
+    TIMER_READ_ONLY,
+    GenericTimer,
+    TimerReg,
+)
 from sdeilab.machine.uart import Pl011
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, MachineStopped, PowerTransition, TraceLog
@@ -235,12 +242,12 @@ class Machine:
         self._sysreg_writes: dict[SysregKey, Callable[[int, int], bool | None]] = {}
         for key, reg in ICC_ENCODINGS.items():
             if reg not in ICC_WRITE_ONLY:
-                self._sysreg_reads[key] = lambda cpu, r=reg: self.gic.icc_read(cpu, r)
+                self._sysreg_reads[key] = self._icc_reader(reg)
             if reg not in ICC_READ_ONLY:
                 self._sysreg_writes[key] = self._icc_writer(reg)
         self._sysreg_reads[DCZID_EL0] = lambda cpu: DCZID_VALUE
         for key, treg in TIMER_ENCODINGS.items():
-            self._sysreg_reads[key] = lambda cpu, r=treg: self.timers[cpu].read(r, self.counter())
+            self._sysreg_reads[key] = self._timer_reader(treg)
             if treg not in TIMER_READ_ONLY:
                 self._sysreg_writes[key] = self._timer_writer(treg)
         for key, (preg, n) in PMU_ENCODINGS.items():
@@ -283,11 +290,13 @@ class Machine:
         ]
         self._mmio = mmio
         unmodelled = frozenset(ICC_ENCODINGS)
-        engine = {"unmodelled_sysregs": unmodelled, "host_reads": frozenset(self._sysreg_reads),
-                  "host_writes": frozenset(self._sysreg_writes), "host_instructions": _WATCHED_INSTRUCTIONS,
-                  "system_counter": SystemCounter(TIMER_COUNTERS, ns, NS_PER_COUNT)}
+        host_reads, host_writes = frozenset(self._sysreg_reads), frozenset(self._sysreg_writes)
+        counter = SystemCounter(TIMER_COUNTERS, ns, NS_PER_COUNT)
         self.vcpus = [Vcpu(i, mpidr_of(i), UnicornVcpu(i, self, ram_base=self.ram_region.base, ram=self.ram,
-                                                        mmio=mmio, **engine),
+                                                        mmio=mmio, unmodelled_sysregs=unmodelled,
+                                                        host_reads=host_reads, host_writes=host_writes,
+                                                        host_instructions=_WATCHED_INSTRUCTIONS,
+                                                        system_counter=counter),
                            self._on_transition)
                       for i in range(cpus)]
         for vcpu in self.vcpus:
@@ -385,8 +394,8 @@ class Machine:
         for vcpu, cpu, (state, entry) in zip(self.vcpus, snapshot.cpus, snapshot.vcpus, strict=True):
             vcpu.backend.restore(cpu)  # drops its translated code and TLB too
             vcpu.state, vcpu.entry = state, entry
-        for name, state in snapshot.parts:
-            self._parts[name].restore(state)
+        for name, part in snapshot.parts:
+            self._parts[name].restore(part)
         self._apply_scheduler_state(snapshot.scheduler)
         self._after_state_change()
         self.trace.rewind(snapshot.trace)
@@ -711,15 +720,21 @@ class Machine:
 
         return write
 
-    def _timer_writer(self, reg: object) -> Callable[[int, int], None]:
+    def _timer_reader(self, reg: TimerReg) -> Callable[[int], int]:
+        return lambda cpu: self.timers[cpu].read(reg, self.counter())
+
+    def _timer_writer(self, reg: TimerReg) -> Callable[[int, int], None]:
         def write(cpu: int, value: int) -> None:
-            self.timers[cpu].write(reg, value, self.counter())  # type: ignore[arg-type]
+            self.timers[cpu].write(reg, value, self.counter())
             self._stop_if_current(self.vcpus[cpu])  # its deadline moved: recompute the slice
         return write
 
-    def _icc_writer(self, reg: object) -> Callable[[int, int], None]:
+    def _icc_reader(self, reg: IccReg) -> Callable[[int], int]:
+        return lambda cpu: self.gic.icc_read(cpu, reg)
+
+    def _icc_writer(self, reg: IccReg) -> Callable[[int, int], None]:
         def write(cpu: int, value: int) -> None:
-            self.gic.icc_write(cpu, reg, value)  # type: ignore[arg-type]
+            self.gic.icc_write(cpu, reg, value)
             if self.gic.irq_line(cpu) or self.gic.fiq_line(cpu):
                 self._stop_if_current(self.vcpus[cpu])  # PMR, EOI or an enable may have let one through
         return write

@@ -80,7 +80,7 @@ def _memcmp() -> Callable[[int, bytes, int], int] | None:
         return None
     function.restype = ctypes.c_int
     function.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 _MEMCMP = _memcmp()

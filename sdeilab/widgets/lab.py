@@ -793,4 +793,4 @@ def _sdei_events(trace: TraceLog) -> list[int]:
     events = getattr(trace, "events", None)
     if callable(events):
         return list(events())
-    return sorted({f.event for f in trace.of_kind(SdeiTransition)})  # type: ignore[attr-defined]
+    return sorted({f.event for f in trace.of_kind(SdeiTransition)})
