@@ -540,3 +540,22 @@ def test_linux_shell_on_a_terminal(shell: list[str | Path]) -> None:
     assert "sdeilab: stopped by C-a x after" in err and "Traceback" not in err
     assert after == before
     assert ANSWER in output
+
+
+def test_dashboard_terminal_types_into_the_uart(echo: Path) -> None:
+    from sdeilab.widgets import Lab
+
+    lab = Lab(echo, cpus=1, plots_enabled=False)
+    try:
+        stop = lab.run()
+        assert stop is not None and stop.reason == "deadlock"  # the guest waits for input in WFI
+        lab.uart_input.value = "hello"  # a line typed, Enter pressed
+        assert lab.uart_input.value == ""  # sent, and the field is ready for the next line
+        stop = lab.run()
+        assert "echo: ready\nHELLO\n" in lab.uart_view.value, lab.uart_view.value
+        # Typed input is history the way a host-raised event is: stepping back past it forgets it.
+        lab.session.step_back(stop.executed if stop else 1)
+        lab.run()
+        assert lab.session.uart == READY
+    finally:
+        lab.close()

@@ -1183,6 +1183,16 @@ class Session:
             self._history_changed()
         self._stopped(self.last_stop, self._regs)
 
+    def send_input(self, data: bytes) -> None:
+        """Type ``data`` into the guest's PL011 (its receive FIFO fills as the guest reads, as a
+        serial line with flow control would). Part of the guest's history from here on: a step back
+        to before it forgets it, as it forgets an event raised from the host."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"input is bytes, not {type(data).__name__}")
+        with self._exclusive():
+            self.machine.uart.receive(bytes(data))
+            self._history_changed()
+
     def vector_registers(self, cpu: int) -> tuple[list[int], int, int]:
         """``cpu``'s V0-V31 (128-bit values), FPSR and FPCR."""
         state = self.machine.vcpus[self._cpu_index(cpu)].backend.vector_state()

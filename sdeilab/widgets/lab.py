@@ -198,6 +198,11 @@ class Lab:
         self.uart_view = w.Textarea(value="", disabled=True)
         self.uart_html = w.HTML()
         self.uart_html.add_class("sdeilab-wide")
+        # The terminal's keyboard: a line typed here goes to the PL011 with its newline on Enter
+        # (``send_input``); the guest reads it when it runs next.
+        self.uart_input = w.Text(placeholder="type into the UART: Enter sends the line", continuous_update=False,
+                                 layout=w.Layout(width="100%"))
+        self.uart_input.observe(self._on_user(self._typed), "value")
         self.sdei_html = w.HTML()
         self.sdei_html.add_class("sdeilab-sdei-box")  # 8 CPUs may be wider than the column: it scrolls, not cut
         self.calls_list = w.Select(options=[], rows=6,
@@ -268,7 +273,8 @@ class Lab:
             self.details.set_title(index, title)
         self.details.selected_index = 0
         self.settings = self.details  # the name this box had before the registers moved into it
-        code = w.VBox([self.cpu_select, self.disasm_html, self.sdei_html, w.HTML("<b>UART</b>"), self.uart_html],
+        code = w.VBox([self.cpu_select, self.disasm_html, self.sdei_html, w.HTML("<b>UART</b>"), self.uart_html,
+                       self.uart_input],
                       layout=w.Layout(flex=f"1 1 {CODE_WIDTH}px", min_width="0"))
         code.add_class("sdeilab-code")
         pictures = w.VBox([w.HBox([self.event_select, self.state_cpu]), self.state_label, self.state_image,
@@ -424,6 +430,17 @@ class Lab:
     def raise_event(self, number: int, cpu: int) -> None:
         """Raise a hypervisor-originated SDEI event on ``cpu`` (``Session.raise_event``)."""
         self._edit(lambda: self.session.raise_event(number, cpu))
+
+    def send_input(self, text: str | bytes) -> None:
+        """Type ``text`` into the guest's UART (``Session.send_input``); run the guest to see it read."""
+        data = text.encode() if isinstance(text, str) else text
+        self._edit(lambda: self.session.send_input(data))
+
+    def _typed(self, line: str) -> None:
+        if line:
+            self.send_input(line + "\n")
+            with self._quiet():
+                self.uart_input.value = ""
 
     def serve_gdb(self, port: int = 0) -> int | None:
         """Serve the session to gdb on 127.0.0.1:``port`` (0: a free one) until ``stop_gdb`` (the gdb
