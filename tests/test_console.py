@@ -553,9 +553,16 @@ def test_dashboard_terminal_types_into_the_uart(echo: Path) -> None:
         assert lab.uart_input.value == ""  # sent, and the field is ready for the next line
         stop = lab.run()
         assert "echo: ready\nHELLO\n" in lab.uart_view.value, lab.uart_view.value
-        # Typed input is history the way a host-raised event is: stepping back past it forgets it.
-        lab.session.step_back(stop.executed if stop else 1)
-        lab.run()
+        # Typed input is history, as a host-raised event is: stepping back before it and running
+        # on replays it; typing something else there instead starts another history.
+        assert stop is not None
+        lab.session.step_back(stop.executed + 1)
         assert lab.session.uart == READY
+        lab.run()
+        assert lab.session.uart == READY + b"HELLO\n"
+        lab.session.step_back(stop.executed + 1)
+        lab.uart_input.value = "other"
+        lab.run()
+        assert lab.session.uart == READY + b"OTHER\n"
     finally:
         lab.close()

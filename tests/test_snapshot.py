@@ -404,23 +404,30 @@ def test_reset_restores_the_loaded_guest_on_the_same_platform() -> None:
 
 
 @pytest.mark.usefixtures("every_chunk")
-def test_an_event_the_host_raised_is_history_after_it_and_forgotten_before_it() -> None:
+def test_an_event_the_host_raised_is_replayed_and_another_course_forgets_it() -> None:
     session = Session(elf("tftf_rm_any", "virt"), cpus=CPUS)
     sdei = session.platform.sdei
     assert sdei is not None
     session.run(300_000)
+    raised_at = session.retired
     session.raise_event(5000, 3)  # registered by nobody: it stays pending on CPU 3 a while
     session.run(1000)
     session.run(10)
     assert 5000 in sdei.pes[3].pending
-    session.step_back(5)  # to the checkpoint taken after it: it is part of the history
+    session.step_back(5)  # after it: part of the history
     assert 5000 in sdei.pes[3].pending
-    session.step_back(2000)  # before it: nothing replays it
+    session.step_back(2000)  # before it: not raised yet...
+    assert 5000 not in sdei.pes[3].pending and session.retired < raised_at
+    session.run(raised_at - session.retired)  # ... and raised again where it was, by the replay
+    assert 5000 in sdei.pes[3].pending
+    assert session.host_actions == [(raised_at, "SDEI event 5000 raised on CPU 3")]
+    session.step_back(2000)
+    before = session.retired
+    session.raise_event(5001, 2)  # another course from here: the later raise is not history any more
+    assert all(retired <= before for retired, _ in session.checkpoints)
+    session.run(raised_at + 10 - session.retired)
     assert 5000 not in sdei.pes[3].pending
-    assert all(retired <= session.retired for retired, _ in session.checkpoints)
-    session.run(2005)
-    session.step_back(5)  # the checkpoints of the history with the event are gone
-    assert 5000 not in sdei.pes[3].pending
+    assert session.host_actions == [(before, "SDEI event 5001 raised on CPU 2")]
 
 
 # --- the Linux boot ---------------------------------------------------------------------------------

@@ -20,9 +20,13 @@ How the stops work, and why stepping back is exact:
   (a few ms to about 50 ms) plus at most about that much replay, wherever the run stands. At
   most :data:`CHECKPOINT_COUNT` are kept, holding at most :data:`CHECKPOINT_MEMORY` bytes of RAM
   between them; past that, old ones are thinned out first (going far back then replays longer,
-  and leaves new checkpoints on the way). Only what the guest does is replayed: an SDEI event
-  the host raised (``raise_event``) is part of the history only after the checkpoint that
-  follows it, and stepping back to before it forgets it, and every checkpoint after it.
+  and leaves new checkpoints on the way).
+* What the host does to the guest (``raise_event``, ``write_memory``, ``write_register``,
+  ``send_input``: gdb's writes and ``monitor raise`` go through them) is part of the history, as
+  a record/replay debugger records its inputs: each is kept with the count it was done at, and a
+  replay through that count does it again. So stepping back before an SDEI event raised on a
+  CPU and running on dispatches it again, where it was. Doing something at an earlier count
+  starts another history: the actions recorded past it, and the checkpoints taken past it, go.
 * Address breakpoints are engine hooks on those addresses only (nothing else slows down); a CPU
   stopped at one steps over it when the run resumes.
 * Watchpoints (``add_watchpoint``) are engine memory hooks on the RAM behind the watched virtual
@@ -250,6 +254,15 @@ class _WatchedLog(TraceLog):
             watch(kind)
 
 
+@dataclass(frozen=True)
+class _HostAction:
+    """Something the host did to the guest at ``retired`` instructions (``Session._act``)."""
+
+    retired: int
+    what: str
+    apply: Callable[[], None]
+
+
 class _Checkpoints:
     """Machine snapshots of one history, by instructions retired, within a count and a memory budget.
 
@@ -261,14 +274,16 @@ class _Checkpoints:
     def __init__(self) -> None:
         self.count, self.memory = CHECKPOINT_COUNT, CHECKPOINT_MEMORY
         self.items: list[MachineSnapshot] = []
+        self.applied: list[int] = []  # of each item: how many host actions its state includes
         self._chunks: dict[int, list[int]] = {}  # id of a chunk held -> [its size, snapshots holding it]
         self._keep: dict[int, bytes] = {}  # id -> the chunk: kept alive while counted, so ids stay unique
         self.held = 0  # bytes of the chunks counted
 
-    def add(self, snapshot: MachineSnapshot) -> None:
+    def add(self, snapshot: MachineSnapshot, applied: int = 0) -> None:
         if self.items and self.items[-1].retired >= snapshot.retired:
             self.drop_after(snapshot.retired - 1)
         self.items.append(snapshot)
+        self.applied.append(applied)
         for key, chunk in snapshot.ram.held().items():
             entry = self._chunks.get(key)
             if entry is None:
@@ -281,6 +296,7 @@ class _Checkpoints:
 
     def _remove(self, index: int) -> None:
         snapshot = self.items.pop(index)
+        del self.applied[index]
         for key in snapshot.ram.held():
             entry = self._chunks[key]
             entry[1] -= 1
@@ -297,10 +313,16 @@ class _Checkpoints:
                    key=lambda i: (items[i + 1].retired - items[i - 1].retired) / max(1, now - items[i].retired))
         self._remove(best)
 
-    def drop_after(self, retired: int) -> None:
-        """Forget the checkpoints past ``retired`` instructions (a history that went another way)."""
-        while self.items and self.items[-1].retired > retired:
+    def drop_after(self, retired: int, applied: int | None = None) -> None:
+        """Forget the checkpoints past ``retired`` instructions (a history that went another way),
+        and with ``applied`` those at ``retired`` that include more host actions than that."""
+        while self.items and (self.items[-1].retired > retired
+                              or (applied is not None and self.items[-1].retired == retired
+                                  and self.applied[-1] > applied)):
             self._remove(len(self.items) - 1)
+
+    def applied_of(self, snapshot: MachineSnapshot) -> int:
+        return next(n for s, n in zip(self.items, self.applied, strict=True) if s is snapshot)
 
     def at_or_before(self, retired: int) -> MachineSnapshot:
         return next(s for s in reversed(self.items) if s.retired <= retired)
@@ -361,7 +383,10 @@ class Session:
         self._changed: list[frozenset[str]] = []
         self._checkpoints = _Checkpoints()
         self._run_time = 0.0  # seconds of running since the last checkpoint
-        self._raised_at: list[int] = []  # where the host raised SDEI events (``raise_event``), in order
+        # What the host did to the guest (an SDEI event raised, memory or a register written, input
+        # typed), where, in order: part of the history, so a replay does it again at that point.
+        self._actions: list[_HostAction] = []
+        self._applied = 0  # how many of ``_actions`` the machine's state includes now
         self.last_stop = StopInfo("reset", "loaded", 0)
         self._load(self.profile, self.quirks, self.cpus)
         if self.kernel is None:
@@ -447,7 +472,7 @@ class Session:
         checkpoints.add(machine.snapshot())  # the guest as loaded (breakpoints are not state: they stay)
         # Everything is built: only now does the session change.
         self.platform, self._image, self._images = platform, image, known
-        self._checkpoints, self._run_time, self._raised_at = checkpoints, 0.0, []
+        self._checkpoints, self._run_time, self._actions, self._applied = checkpoints, 0.0, [], 0
         self.profile, self.quirks, self.cpus = profile, quirks, cpus
         if path is not None:
             known[path] = image
@@ -542,11 +567,7 @@ class Session:
         number = _count(number, "event number")
         target = self._cpu_index(cpu)
         with self._exclusive():  # not while a run in another thread reads the PEs' state
-            sdei.raise_event(number, target)
-            # The history takes another course here: checkpoints past this point (after a step
-            # back) belong to the old one. Replays do not raise it again (module docstring).
-            self._checkpoints.drop_after(self.retired)
-            self._raised_at.append(self.retired)
+            self._act(f"SDEI event {number} raised on CPU {target}", lambda: sdei.raise_event(number, target))
 
     def pause(self) -> None:
         """Stop a run going on in another thread (or a long ``run`` after Ctrl-C); safe from any thread."""
@@ -565,6 +586,9 @@ class Session:
         with self._exclusive():
             previous = self._regs
             start = self.retired
+            # The guest as loaded, with nothing the host did to it since.
+            self._actions, self._applied = [], 0
+            self._checkpoints.drop_after(0, applied=0)
             self._rewind(self._checkpoints.items[0])
         return self._stopped(StopInfo("reset", f"{self.guest_file.name} loaded", 0, executed=-start), previous)
 
@@ -739,10 +763,12 @@ class Session:
         with self._past_events() as events:
             ordinal = 0
             while machine.retired < end:
-                outcome = machine.run(end - machine.retired, debugger=True)
+                self._apply_due()
+                outcome = machine.run(self._until_action(end - machine.retired), debugger=True)
+                self._apply_due()
                 reason = outcome.reason
-                if reason is StopReason.PAUSED:
-                    continue  # a stale pause request: the replay goes where the history went
+                if reason is StopReason.PAUSED or (reason is StopReason.BUDGET and machine.retired < end):
+                    continue  # a stale pause request, or a host action's point: on where the history went
                 if reason not in (StopReason.BREAKPOINT, StopReason.WATCHPOINT, StopReason.BREAK):
                     return  # at ``end`` (or the guest's end, which the history reached there)
                 yield self._past_stop(reason, ordinal, events)
@@ -853,11 +879,13 @@ class Session:
         """Run the machine (a debugger run) and take a checkpoint once enough running has gone by
         since the last one. Only at a budget stop: any run reaches the same state at that count."""
         began = time.perf_counter()
-        outcome = self.machine.run(instructions, debugger=True, cpu_goal=cpu_goal)
+        self._apply_due()
+        outcome = self.machine.run(self._until_action(instructions), debugger=True, cpu_goal=cpu_goal)
+        self._apply_due()
         self._run_time += time.perf_counter() - began
         if (outcome.reason is StopReason.BUDGET and self._run_time >= CHECKPOINT_SECONDS
                 and self.retired > self._checkpoints.items[-1].retired):
-            self._checkpoints.add(self.machine.snapshot())
+            self._checkpoints.add(self.machine.snapshot(), self._applied)
             self._run_time = 0.0
         return outcome
 
@@ -886,12 +914,11 @@ class Session:
         return info
 
     def _rewind(self, checkpoint: MachineSnapshot) -> None:
-        """Put the machine back to ``checkpoint``. Events the host raised at or after it are not
-        part of the history any more (nothing replays them), nor are checkpoints taken since."""
-        if any(at >= checkpoint.retired for at in self._raised_at):
-            self._raised_at = [at for at in self._raised_at if at < checkpoint.retired]
-            self._checkpoints.drop_after(checkpoint.retired)
+        """Put the machine back to ``checkpoint``, with the host's actions its state includes; those
+        recorded after it are done again as a replay reaches them (``_apply_due``)."""
         self.machine.restore(checkpoint)
+        self._applied = self._checkpoints.applied_of(checkpoint)
+        self._apply_due()
         self._run_time = 0.0
 
     @property
@@ -1154,44 +1181,53 @@ class Session:
 
     def write_memory(self, address: int, data: bytes, cpu: int | None = None, *, physical: bool = False) -> None:
         """Write ``data`` at ``address`` (virtual as ``cpu`` sees it, or physical); ValueError, and
-        nothing written, where a byte is not RAM or does not translate. The guest's history takes
-        another course here, as after ``raise_event``: a step back to before it forgets the write."""
+        nothing written, where a byte is not RAM or does not translate. Part of the guest's history
+        from here on, as ``raise_event`` is (the module docstring: a replay writes it again)."""
         pages = self._spans(address, len(data), cpu, physical)
         if sum(len(span) for _, span in pages) != len(data):
             raise ValueError(f"0x{address:x}+{len(data)} is not all RAM as CPU {self._focus(cpu)} sees it")
+        machine = self.machine
+        writes = []
+        done = 0
+        for physical_address, span in pages:
+            writes.append((physical_address, bytes(data[done:done + len(span)])))
+            done += len(span)
+
+        def write() -> None:
+            for where, part in writes:
+                machine.write_ram(where, part)
         with self._exclusive():
-            done = 0
-            for physical_address, span in pages:
-                self.machine.write_ram(physical_address, data[done:done + len(span)])
-                done += len(span)
-            self._history_changed()
+            self._act(f"{len(data)} bytes written at 0x{address:x}", write)
         self._stopped(self.last_stop, self._regs)
 
     def write_register(self, cpu: int, name: str, value: int) -> None:
-        """Set one of ``REGISTERS`` of ``cpu`` (as a debugger does): the history takes another course."""
+        """Set one of ``REGISTERS`` of ``cpu`` (as a debugger does); part of the history from here on,
+        as ``raise_event`` is (the module docstring)."""
         index = self._cpu_index(cpu)
         if name not in REGISTERS:
             raise ValueError(f"no register {name!r}: the views know {', '.join(REGISTERS)}")
-        with self._exclusive():
-            backend = self.machine.vcpus[index].backend
+        backend = self.machine.vcpus[index].backend
+
+        def write() -> None:
             if name.startswith("x"):
                 backend.set_x(int(name[1:]), value)
             elif name == "PC":
                 backend.pc = value
             else:
                 backend.write(name, value)
-            self._history_changed()
+        with self._exclusive():
+            self._act(f"{name} of CPU {index} set to 0x{value:x}", write)
         self._stopped(self.last_stop, self._regs)
 
     def send_input(self, data: bytes) -> None:
         """Type ``data`` into the guest's PL011 (its receive FIFO fills as the guest reads, as a
-        serial line with flow control would). Part of the guest's history from here on: a step back
-        to before it forgets it, as it forgets an event raised from the host."""
+        serial line with flow control would). Part of the guest's history from here on, as
+        ``raise_event`` is (the module docstring: a replay types it again)."""
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"input is bytes, not {type(data).__name__}")
+        uart, typed = self.machine.uart, bytes(data)
         with self._exclusive():
-            self.machine.uart.receive(bytes(data))
-            self._history_changed()
+            self._act(f"{len(typed)} bytes typed into the UART", lambda: uart.receive(typed))
 
     def vector_registers(self, cpu: int) -> tuple[list[int], int, int]:
         """``cpu``'s V0-V31 (128-bit values), FPSR and FPCR."""
@@ -1220,11 +1256,34 @@ class Session:
             size -= room
         return spans
 
-    def _history_changed(self) -> None:
-        """Something from outside the guest (a debugger's write) changed its state here: checkpoints
-        after this point belong to the old history, and a step back to before it forgets it."""
-        self._checkpoints.drop_after(self.retired)
-        self._raised_at.append(self.retired)
+    def _act(self, what: str, apply: Callable[[], None]) -> None:
+        """Do something to the guest from the host, here, and make it part of the history: a replay
+        through this point does it again (``_apply_due``), so stepping back and forward, or back
+        over it and on, shows what happened. The history takes another course here: what it held
+        past this point (actions not yet replayed, checkpoints) belongs to the old one."""
+        apply()  # first: an action that raises changes nothing
+        del self._actions[self._applied:]
+        self._checkpoints.drop_after(self.retired, applied=self._applied)
+        self._actions.append(_HostAction(self.retired, what, apply))
+        self._applied += 1
+
+    def _apply_due(self) -> None:
+        """Do again the host's actions the replay has reached (recorded at or before this count)."""
+        actions = self._actions
+        while self._applied < len(actions) and actions[self._applied].retired <= self.retired:
+            actions[self._applied].apply()
+            self._applied += 1
+
+    def _until_action(self, instructions: int) -> int:
+        """``instructions``, or fewer so that a run stops where the next host action is to be done."""
+        if self._applied < len(self._actions):
+            return max(1, min(instructions, self._actions[self._applied].retired - self.retired))
+        return instructions
+
+    @property
+    def host_actions(self) -> list[tuple[int, str]]:
+        """What the host did to the guest and where (instructions retired), in this history."""
+        return [(a.retired, a.what) for a in self._actions]
 
     # --- the run loop ------------------------------------------------------------------
     @contextmanager
