@@ -604,7 +604,16 @@ class GdbServer:
     def _reverse(self, to_stop: bool) -> StopInfo:
         session = self.session
         if not to_stop:
-            return session.step_back(1, cpu=self._current_cpu(self._resume))
+            cpu = self._current_cpu(self._resume)
+            # Firmware may have changed this CPU without an instruction of its own: an SDEI
+            # dispatch enters the handler between two instructions (DEN0054 "Event dispatch"). Going
+            # back over that comes first, to the interrupted instruction; only if nothing happened
+            # to the CPU since its last instruction does the step go back over an instruction.
+            before = session.registers(cpu)
+            info = session.step_back(0, cpu=cpu)
+            if session.registers(cpu) != before:
+                return info
+            return session.step_back(1, cpu=cpu)
         info = session.reverse_continue()
         if info.reason == "watchpoint" and info.cpu is not None:
             # The session lands before the access, where a forward run stopped. gdb treats an
