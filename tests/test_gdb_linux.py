@@ -46,7 +46,7 @@ from sdeilab.linux import (
     kernel_release,
     kernel_symbols_file,
 )
-from sdeilab.linux.watchdog import MODULE
+from sdeilab.linux.watchdog import MODULE, spin_init
 from sdeilab.trace import SdeiDispatch
 
 pytestmark = [pytest.mark.linux, pytest.mark.gdb]
@@ -65,16 +65,7 @@ PSTATE_I = 1 << 7
 
 # A smaller init than test_linux_module's: load, spin on CPU 1 (for up to 3 events; gdb raises one,
 # so the spin ends by its loop bound), power off.
-INIT = f"""#!/bin/busybox sh
-bb=/bin/busybox
-$bb mount -t proc proc /proc
-$bb mount -t sysfs sysfs /sys
-$bb insmod /{MODULE}.ko event={EVENT} || echo "WD: insmod failed"
-P=/sys/module/{MODULE}/parameters
-echo 3 > $P/spin_events
-echo {SPIN_CPU} > $P/spin
-$bb poweroff -f
-"""
+INIT = spin_init(EVENT, SPIN_CPU, 3)
 
 needs_gdb = pytest.mark.skipif(GDB is None, reason="gdb-multiarch is not installed: run scripts/setup-debian.sh")
 
