@@ -6,17 +6,25 @@
 # and JupyterHub's proxy, configurable-http-proxy, from the npm registry into .cache/npm (`sdeilab hub`).
 # --with-tfa also builds TF-A now (scripts/build-tfa.sh: Debian's arm-trusted-firmware for QEMU with
 # SDEI, the reference of tests/test_tfa.py); without it the tfa test tier builds it on first use.
+# --linux-symbols also fetches the kernel's debug symbols now (scripts/fetch-linux-symbols.sh: the
+# vmlinux of Debian's linux-image-<release>-dbg, a 262 MB download, for gdb); without it the gdb
+# tests of tests/test_gdb_linux.py fetch them on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tfa=()
+linux_symbols=false
 for arg in "$@"; do
   case $arg in
     --with-tfa) with_tfa=(--with-tfa) ;;
-    *) echo "usage: $0 [--with-tfa]" >&2; exit 2 ;;
+    --linux-symbols) linux_symbols=true ;;
+    *) echo "usage: $0 [--with-tfa] [--linux-symbols]" >&2; exit 2 ;;
   esac
 done
 bash scripts/setup-debian.sh "${with_tfa[@]}"
 bash scripts/fetch-linux.sh
+if $linux_symbols; then
+  bash scripts/fetch-linux-symbols.sh >/dev/null
+fi
 # Debian's headers for that kernel, and guests/linux/sdei_watchdog built against them (tests/test_linux_module.py)
 bash scripts/build-linux-module.sh sdei_watchdog >/dev/null
 python=${PYTHON:-python3}

@@ -6,7 +6,14 @@ boot protocol in ``sdeilab.machine.linux_boot``; ``sdeilab.linux.watchdog`` driv
 NMI-watchdog story on such a boot. docs/linux.md tells the whole story.
 """
 
-from sdeilab.linux.debian import LinuxPackagesMissing, busybox, cache_dir, kernel_image, kernel_release
+from sdeilab.linux.debian import (
+    LinuxPackagesMissing,
+    busybox,
+    cache_dir,
+    kernel_image,
+    kernel_release,
+    kernel_symbols_file,
+)
 from sdeilab.linux.initramfs import HOTPLUG_INIT, CpioEntry, initramfs, newc_archive, write_initramfs
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "initramfs",
     "kernel_image",
     "kernel_release",
+    "kernel_symbols_file",
     "newc_archive",
     "write_initramfs",
 ]

@@ -3,7 +3,9 @@
 The cache is ``.cache/debian-arm64`` in the repository, or ``$SDEILAB_DEBIAN_CACHE``; the script
 unpacks the packages into its ``root/`` folder, so the kernel is ``root/boot/vmlinuz-RELEASE``
 (on arm64 Debian's vmlinuz is the uncompressed Image, EFI stub header and all) and busybox
-``root/bin/busybox`` (statically linked).
+``root/bin/busybox`` (statically linked). On request (``scripts/setup.sh --linux-symbols``, or
+scripts/fetch-linux-symbols.sh alone) the kernel's debug symbols join it as ``root/boot/vmlinux-RELEASE``:
+the ELF vmlinux of Debian's ``linux-image-RELEASE-dbg`` of the same version, for gdb.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP_COMMAND = "./scripts/setup.sh (or only scripts/fetch-linux.sh)"
+SYMBOLS_COMMAND = "./scripts/setup.sh --linux-symbols (or only scripts/fetch-linux-symbols.sh)"
 
 
 class LinuxPackagesMissing(FileNotFoundError):
@@ -53,4 +56,16 @@ def busybox() -> Path:
     path = _root() / "bin" / "busybox"
     if not path.is_file():
         raise _missing("Debian's arm64 busybox (bin/busybox)")
+    return path
+
+
+def kernel_symbols_file() -> Path:
+    """The ELF vmlinux with the debug symbols of :func:`kernel_image`, for gdb's ``file`` (the lab
+    boots it without a KASLR seed, so its link addresses are the running kernel's)."""
+    path = kernel_image().with_name(f"vmlinux-{kernel_release()}")
+    if not path.is_file():
+        raise LinuxPackagesMissing(
+            f"the debug symbols of Debian's arm64 kernel ({path.name}) are not in {path.parent}: run "
+            f"{SYMBOLS_COMMAND}, which downloads linux-image-{kernel_release()}-dbg (about 262 MB) and "
+            "extracts its vmlinux there")
     return path

@@ -25,6 +25,23 @@ BRANCH = re.compile(r"^(?:b\.\w+|cbn?z|tbn?z) .*#(0x[0-9a-f]+)$")
 HANDLER_WAITS = 100  # settle periods a raised event may take to complete (the handler: a few thousand instructions)
 
 
+def spin_init(event: int = 5000, cpu: int = 1, events: int = 3) -> str:
+    """An ``/init`` that loads the module (``/sdei_watchdog.ko`` in the initramfs) for ``event``,
+    makes ``cpu`` spin with IRQs masked until ``events`` events (or the spin's loop bound) and
+    powers off: the scenario a debugger drives from outside (tests/test_gdb_linux.py,
+    docs/debugging.md), raising the event itself while the CPU spins."""
+    return f"""#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb insmod /{MODULE}.ko event={event} || echo "{MODULE}: insmod failed"
+P=/sys/module/{MODULE}/parameters
+echo {events} > $P/spin_events
+echo {cpu} > $P/spin
+$bb poweroff -f
+"""
+
+
 class WatchdogError(RuntimeError):
     """The boot did not reach a point the story needs (the module's line, the spinner, a COMPLETE)."""
 
