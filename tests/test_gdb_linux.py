@@ -341,18 +341,14 @@ def test_reverse_stepi_from_the_sdei_entry_goes_back_before_the_dispatch(reverse
 
 
 @needs_gdb
-@pytest.mark.xfail(strict=True, reason="step_back(1, cpu=1) from the handler's first instruction undoes the dispatch "
-                   "and CPU 1's instruction before it: it lands on that instruction (sdei_wd_spin+76), one before "
-                   "the interrupted one (+80), which the dispatch is no instruction of")
 def test_reverse_stepi_from_the_sdei_entry_lands_on_the_interrupted_instruction(reversed_: Reversed) -> None:
+    """The dispatch is no instruction: going back over it lands on the instruction it interrupted,
+    not yet executed, with the PSTATE the trace's SdeiDispatch fact recorded."""
     pc, cpsr = _printed(reversed_.back)[:2]
     assert pc == reversed_.dispatch.interrupted_pc and cpsr == reversed_.dispatch.interrupted_pstate, reversed_.back
 
 
 @needs_gdb
-@pytest.mark.xfail(strict=True, reason="the raised event is forgotten by the step back (Session: a host raise is part "
-                   "of the history only after the checkpoint that follows it, and none came between the raise and "
-                   "the dispatch), so stepping forward again runs on in the spin instead of entering the handler")
 def test_stepping_forward_again_enters_the_handler_again(reversed_: Reversed) -> None:
     """After reverse-stepi then stepi, the history is the recorded one: the event is dispatched again."""
     assert reversed_.dispatches_forward == 1, reversed_.forward

@@ -615,7 +615,12 @@ class Session:
         however much the other CPUs ran meanwhile: it costs what ``step_back`` costs. Going back
         to the CPU's count 0 lands where it has retired nothing, just before its first
         instruction (for a CPU that CPU_ON brings up, before its power-on is acted on: it shows
-        as on-pending there). ValueError if the CPU has retired fewer than ``count``."""
+        as on-pending there). ValueError if the CPU has retired fewer than ``count``.
+
+        ``count`` 0 goes back to right after the CPU's latest instruction: before whatever the
+        firmware did to it since without an instruction of its own (an SDEI dispatch enters the
+        handler between two instructions, DEN0054 "Event dispatch"), so its PC is the instruction
+        the dispatch interrupted; where nothing was done, the CPU's state is as it is now."""
         count = _count(count, "count")
         if cpu is not None:
             return self._step_back_cpu(count, self._cpu_index(cpu))
@@ -639,7 +644,7 @@ class Session:
         with self._exclusive():
             previous = self._regs
             start = self.retired
-            if count:
+            if count or goal:
                 with self._disarmed():
                     if goal:
                         self._replay_cpu(cpu, goal, start)
