@@ -66,8 +66,9 @@ lab
 # | **Step** | `lab.step(n)`, `lab.step(n, cpu)` | exactly `n` instructions (the `n` field): machine-wide, on whichever CPU the scheduler runs next, or with a CPU chosen in *on*, until that CPU has run `n` (the others run meanwhile as the scheduler has them). |
 # | **Step firmware** | `lab.step_firmware(cpu)` | runs to just after the next SMCCC call or SDEI handler entry (of the CPU chosen in *on*, or of any CPU). |
 # | **Run until** | `lab.run_until("CPU_ON", cpu)` | runs until the firmware event named in the *event* field happens (on its CPU). |
-# | **Step back** | `lab.step_back(n)` | goes back `n` instructions by replaying the guest from its start. The replay is exact, because stopping never changes what the guest does. |
+# | **Step back** | `lab.step_back(n)` | goes back `n` instructions: the last snapshot before that point, then an exact replay, because stopping never changes what the guest does. |
 # | **Reset** | `lab.reset()` | loads the guest again. Breakpoints stay. |
+# | **gdb** | `lab.serve_gdb()` | serves the guest to gdb on 127.0.0.1; `target remote :PORT` (shown beside the toggle) in `gdb-multiarch`, with reverse execution (docs/debugging.md). The views follow gdb's stops. |
 #
 # **Breakpoints** panel. *breakpoint* takes an address or a symbol (`lab.add_breakpoint`).
 # *event* takes an SMCCC function (`SDEI_EVENT_COMPLETE`; `CPU_ON` matches `CPU_ON64` too) or a
@@ -90,7 +91,8 @@ lab
 # - *Recent firmware calls*, below the pictures and as wide as the dashboard: the last twelve
 #   calls, the newest on top, with their arguments (an address by its symbol), results by name and
 #   answering layer. Clicking one steps back to just after it (`lab.step_back_to(seq)`, a replay).
-# - *UART* output, kept scrolled to its last line.
+# - *UART* output, kept scrolled to its last line. The line under it types into the guest's UART
+#   (Enter sends the line with its newline: `lab.send_input("text\n")`).
 # - Below the pictures, one click away: *Registers* (one column per CPU; cells that changed since
 #   the previous stop are highlighted), *Memory* at an address or a symbol (by default the
 #   stack), and the profile and quirks, each described where it is chosen.
