@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sdeilab"
@@ -87,3 +88,21 @@ def test_only_the_unicorn_adapter_imports_unicorn() -> None:
 def test_trace_imports_no_other_layer() -> None:
     for path in (PACKAGE / "trace").rglob("*.py"):
         assert not [n for n in _imports(path) if n.startswith("sdeilab.") and not n.startswith("sdeilab.trace")]
+
+
+# The debugger (a lab-layer unit that still lives in firmware/, issue 13) reads the engine's
+# registers itself; every other firmware module sees a PE only through Vcpu and Machine.
+DEBUGGER = {"firmware/session.py", "firmware/gdb_server.py"}
+
+
+def test_firmware_reaches_the_cpu_only_through_the_machine() -> None:
+    """Issue 13 item 1: no firmware module uses a vCPU's ``.backend`` (the CPU layer's engine)."""
+    uses = []
+    for path in sorted((PACKAGE / "firmware").rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        if where in DEBUGGER:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\.backend\b", line):
+                uses.append(f"sdeilab/{where}:{number}: {line.strip()}")
+    assert uses == [], "firmware reaches past the machine into the CPU backend:\n" + "\n".join(uses)

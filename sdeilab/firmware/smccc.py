@@ -193,8 +193,7 @@ class SmcccDispatcher:
     def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str) -> bool:
         if conduit not in self.conduits:
             return False
-        cpu = vcpu.backend
-        pc = cpu.pc
+        pc = vcpu.read_pc()
         if self._code_generation != machine.code_generation:
             self._immediates.clear()
             self._code_generation = machine.code_generation
@@ -202,13 +201,13 @@ class SmcccDispatcher:
         if imm is None:
             word = machine.read_code_u32(vcpu, pc - 4)  # virtual when the MMU is on (Linux)
             imm = self._immediates[pc] = 0 if word is None else (word >> 5) & 0xFFFF
-        fid = cpu.x(0) & 0xFFFF_FFFF
+        fid = vcpu.x(0) & 0xFFFF_FFFF
         if imm:
             # DEN0028 2.9: a non-zero immediate is not an SMCCC call; KVM answers such an SMC with -1.
             name = f"{conduit} #{imm:#x}"
             now = machine.now()
             machine.trace.add(SmcccCall, vcpu.index, now, conduit, fid, name, ())
-            cpu.set_x(0, NOT_SUPPORTED)
+            vcpu.set_x(0, NOT_SUPPORTED)
             machine.trace.add(SmcccReturn, vcpu.index, now, fid, name, (NOT_SUPPORTED,), self.default_layer)
             return True
         self.call(machine, vcpu, conduit, fid)
@@ -221,13 +220,12 @@ class SmcccDispatcher:
         if route is None:
             route = self.route(fid, conduit)
         function = route.function
-        cpu = vcpu.backend
         add = machine.trace.add
         index = vcpu.index
         now = machine.now()  # a call takes no virtual time: it and its return share one stamp
         args: tuple[int, ...] = ()
         if function is not None and function.nargs:
-            args = tuple(cpu.xs(function.nargs + 1)[1:])
+            args = tuple(vcpu.xs(function.nargs + 1)[1:])
             if not fid & SMC64:  # SMC32/HVC32: arguments are the W registers (DEN0028 2.6)
                 args = tuple(a & 0xFFFF_FFFF for a in args)
         add(SmcccCall, index, now, conduit, fid, route.name, args)
@@ -237,15 +235,15 @@ class SmcccDispatcher:
             add(LayerExit, index, now, fid, route.name, KERNEL, route.layer, route.exit,
                 KVM_HYPERCALL_EXIT_SMC if conduit == "smc" else 0)
         if function is None:
-            cpu.set_x(0, NOT_SUPPORTED)
+            vcpu.set_x(0, NOT_SUPPORTED)
             add(SmcccReturn, index, now, fid, route.name, (NOT_SUPPORTED,), route.layer)
             return
         result = function.handler(vcpu, *args)
         if isinstance(result, int):
-            cpu.set_x(0, result)
+            vcpu.set_x(0, result)
             add(SmcccReturn, index, now, fid, route.name, (result,), route.layer)
         elif isinstance(result, tuple):
-            cpu.set_xs(result)
+            vcpu.set_xs(result)
             add(SmcccReturn, index, now, fid, route.name, result, route.layer)
         elif not isinstance(result, NoReturn):
             raise TypeError(f"{route.name} returned {result!r}: a handler returns an int, a tuple of ints or NO_RETURN")

@@ -27,7 +27,6 @@ from sdeilab.firmware.sdei.table import (
     EventState,
 )
 from sdeilab.firmware.smccc import NO_RETURN, Function, Result, Service, SmcccDispatcher
-from sdeilab.machine.exceptions import PSTATE_DAIF, PSTATE_EL1H, PSTATE_NZCV
 from sdeilab.machine.machine import Machine
 from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity, cpu_of_mpidr
 from sdeilab.machine.state import FieldState
@@ -419,15 +418,12 @@ class Sdei(FieldState, Service):
         if result != SUCCESS:
             return result
         stack.pop()
-        backend = vcpu.backend
         if resume is None:
-            backend.restore_context(top.saved_x, top.pc, top.pstate)
+            vcpu.restore_context(top.saved_x, top.pc, top.pstate)
         else:
             # DEN0054 5.2.2 "Event Resume Context": as if a synchronous exception had been taken
             # to EL1 at ``resume`` from the interrupted context.
-            backend.write("ELR_EL1", top.pc)
-            backend.write("SPSR_EL1", top.pstate)
-            backend.restore_context(top.saved_x, resume, (top.pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H)
+            vcpu.resume_context(top.saved_x, top.pc, top.pstate, resume)
         if top.intid is not None:
             self.machine.gic.firmware_complete(cpu, top.intid)
         if top.registration.state is EventState.UNREGISTERED:
@@ -509,8 +505,7 @@ class Sdei(FieldState, Service):
     def _enter(self, vcpu: Vcpu, event: Event, reg: Registration, intid: int | None, source: str) -> None:
         """Save the interrupted context and enter the handler (DEN0054 5.1.14, TF-A setup_ns_dispatch)."""
         cpu = vcpu.index
-        backend = vcpu.backend
-        saved, pc, pstate = backend.save_context(SAVED_REGISTERS)
+        saved, pc, pstate = vcpu.save_context(SAVED_REGISTERS)
         stack = self.pes[cpu].stack
         self._transition(cpu, event, reg, Action.DISPATCH, SdeiDispatch,
                          (event.critical, reg.entry, pc, pstate, len(stack) + 1, source))
@@ -519,9 +514,8 @@ class Sdei(FieldState, Service):
         stack.append(Dispatch(event, reg, saved, pc, pstate, intid))
         # x0..x3 as 5.1.14 says; x4..x17 keep the interrupted values unless the quirk zeroes them.
         # PSTATE as TakeException to EL1h: D, A, I, F set; NZCV kept (TF-A create_spsr).
-        backend.write_context((event.number, reg.argument, pc, pstate, *_ZEROS) if self.quirks.zero_x4_x17
-                              else (event.number, reg.argument, pc, pstate),
-                              reg.entry, (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H, pstate)
+        vcpu.enter_sdei_handler((event.number, reg.argument, pc, pstate, *_ZEROS) if self.quirks.zero_x4_x17
+                                else (event.number, reg.argument, pc, pstate), reg.entry, pstate)
         if event.shared:
             self._last_taker = cpu
         if self._routing_any:
