@@ -200,8 +200,8 @@ class Lab:
         self.uart_html.add_class("sdeilab-wide")
         # The terminal's keyboard: a line typed here goes to the PL011 with its newline on Enter
         # (``send_input``); the guest reads it when it runs next.
-        self.uart_input = w.Text(placeholder="type into the UART: Enter sends the line", continuous_update=False,
-                                 layout=w.Layout(width="100%"))
+        self.uart_input = w.Text(placeholder="type into the UART: Enter sends the line", continuous_update=False)
+        self.uart_input.add_class("sdeilab-wide")  # as wide as the UART box above it, margins included
         self.uart_input.observe(self._on_user(self._typed), "value")
         self.sdei_html = w.HTML()
         self.sdei_html.add_class("sdeilab-sdei-box")  # 8 CPUs may be wider than the column: it scrolls, not cut
