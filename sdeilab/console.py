@@ -369,14 +369,7 @@ class ConsoleInput:
             ahead = self._machine.now() - (time.monotonic_ns() - self._started)
             if ahead <= PACE_SLACK_NS:
                 return
-            try:
-                data = reader.queue.get(timeout=min(ahead / 1e9, WAIT_POLL_S))
-            except queue.Empty:
-                continue
-            if data is None:
-                self._live_open = False
-            else:
-                self._pending += data
+            self._take_live(reader, min(ahead / 1e9, WAIT_POLL_S))
 
     def more_may_come(self) -> bool:
         """Input not given yet: replay chunks left, bytes held, or live input still open."""
@@ -397,14 +390,19 @@ class ConsoleInput:
                 return False
             reader = self._reader
             assert reader is not None
-            try:
-                data = reader.queue.get(timeout=WAIT_POLL_S)
-            except queue.Empty:
-                continue
-            if data is None:
-                self._live_open = False
-            else:
-                self._pending += data
+            self._take_live(reader, WAIT_POLL_S)
+
+    def _take_live(self, reader: StdinReader, timeout: float) -> None:
+        """Wait at most ``timeout`` s for live input: what comes is held for delivery; None, the
+        reader's end of input, closes the live side."""
+        try:
+            data = reader.queue.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if data is None:
+            self._live_open = False
+        else:
+            self._pending += data
 
 
 def uart_listens(machine: Machine) -> Callable[[], bool]:

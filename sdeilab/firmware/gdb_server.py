@@ -325,6 +325,9 @@ class GdbServer:
             except SessionBusy as error:
                 self.last_error = str(error)
                 reply = b"E02"
+            except Exception as error:  # a bug below must not end the connection: gdb gets an error
+                self.last_error = f"{packet[:40]!r}: {type(error).__name__}: {error}"
+                reply = b"E03"
             if reply is None:  # D, k: the client is done
                 return
             conn.send(reply)
@@ -552,20 +555,19 @@ class GdbServer:
         return data.hex().encode()
 
     def _write_memory(self, body: bytes) -> bytes:
-        where, _, data = body.partition(b":")
-        address, length = self._address_length(where)
-        payload = _hex_bytes(data)
-        if len(payload) != length:
-            raise ProtocolError(f"M says {length} bytes and carries {len(payload)}")
-        self.session.write_memory(address, payload, self._current_cpu(self._general))
-        return b"OK"
+        """``M addr,length:hex``."""
+        return self._write_memory_as(body, b"M", _hex_bytes)
 
     def _write_memory_binary(self, body: bytes) -> bytes:
+        """``X addr,length:binary`` (escaped, GDB manual E.1)."""
+        return self._write_memory_as(body, b"X", unescape_binary)
+
+    def _write_memory_as(self, body: bytes, packet: bytes, decode: Callable[[bytes], bytes]) -> bytes:
         where, _, data = body.partition(b":")
         address, length = self._address_length(where)
-        payload = unescape_binary(data)
+        payload = decode(data)
         if len(payload) != length:
-            raise ProtocolError(f"X says {length} bytes and carries {len(payload)}")
+            raise ProtocolError(f"{packet.decode()} says {length} bytes and carries {len(payload)}")
         if length:
             self.session.write_memory(address, payload, self._current_cpu(self._general))
         return b"OK"

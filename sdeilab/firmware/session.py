@@ -679,6 +679,8 @@ class Session:
                 raise RuntimeError(f"the replay passed {limit} instructions before CPU {cpu} retired {goal}: "
                                    "the machine is not deterministic here")
             outcome = self._advance(min(CHUNK, limit - self.retired), cpu_goal=(cpu, goal))
+            if machine.cpu_retired[cpu] >= goal:
+                break  # there, whatever else its last instruction did (a SYSTEM_OFF ends the run too)
             if outcome.reason is not StopReason.BUDGET:
                 raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: {outcome.detail}): "
                                    "the machine is not deterministic here")
