@@ -6,7 +6,8 @@ benchmarks/step_back.py) powers off at about 0.95 x 10^9 instructions, so the po
 instructions in and the boot's end. At each, for every CPU: ``step_back(1, cpu=N)`` twice, each
 timed, with how far back (machine-wide) it went; a CPU that has been idle (WFI) for long lands far
 back, and the replay from the last checkpoint before its previous instruction is what it costs.
-Then, for comparison, a machine-wide ``step_back(1)``, and ``reverse_continue`` with an address
+Then gdb's own reverse-stepi over the wire on each thread (``Hc``, ``bs``: what the issue's goal
+is about), a machine-wide ``step_back(1)``, and ``reverse_continue`` with an address
 breakpoint on an instruction CPU 0 executed among its last four (a few of CPU 0's instructions
 back, which is far back machine-wide when CPU 0 has been idle: the scan replays all of it) and
 with none (the scan goes back over the whole boot to the start: a bound, not a goal).
@@ -19,10 +20,13 @@ Run: .venv/bin/python benchmarks/reverse_step.py [--at N] [--no-full-scan]
 from __future__ import annotations
 
 import argparse
+import re
+import socket
 import tempfile
 import time
 from pathlib import Path
 
+from sdeilab.firmware.gdb_server import frame
 from sdeilab.firmware.platform import KernelBoot
 from sdeilab.firmware.session import Session
 
@@ -39,6 +43,18 @@ def timed(what: str, call) -> object:  # type: ignore[no-untyped-def]
     took = time.perf_counter() - began
     print(f"  {what}: {took * 1000:.0f} ms ({verdict(took)} of {GOAL_S:.0f} s)", flush=True)
     return result
+
+
+def ask(client: socket.socket, payload: bytes) -> bytes:
+    """One remote-protocol packet and its reply (acknowledged), on a plain socket."""
+    client.sendall(frame(payload))
+    data = b""
+    while True:
+        data += client.recv(65536)
+        match = re.search(rb"\$([^#]*)#[0-9a-f]{2}", data)
+        if match:
+            client.sendall(b"+")
+            return match[1]
 
 
 def at(boot: KernelBoot, instructions: int | None, what: str, full_scan: bool) -> None:
@@ -59,6 +75,20 @@ def at(boot: KernelBoot, instructions: int | None, what: str, full_scan: bool) -
                   f"instructions back, to {session.retired:,}")
         session.run(here - session.retired)  # forward to the point again (no breakpoint is set)
         assert session.retired == here
+    # The same through gdb's protocol, as gdb-multiarch's reverse-stepi sends it: Hc selects the
+    # thread, bs steps it back (the server first goes back over firmware work done to the CPU at its
+    # count, then over one instruction: up to two replays).
+    server = session.serve_gdb(0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
+            for cpu in range(session.cpus):
+                ask(client, b"Hc%x" % (cpu + 1))
+                reply = timed(f"gdb reverse-stepi (bs) on thread {cpu + 1} (CPU {cpu})", lambda: ask(client, b"bs"))
+                assert reply.startswith(b"T05"), reply  # type: ignore[attr-defined]
+    finally:
+        server.close()
+    session.run(here - session.retired)
+    assert session.retired == here
     timed("machine-wide step back by 1", lambda: session.step_back(1))
     session.step_back(4, cpu=0)
     pc = session.pc(0)  # an instruction CPU 0 executes within the last 4 of its own
