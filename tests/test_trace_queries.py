@@ -250,3 +250,23 @@ def test_perfetto_export_has_a_track_group_per_cpu_with_nested_slices() -> None:
     instants = [e for e in events if e["ph"] == "i"]
     assert {e["name"] for e in instants} >= {"SdeiTransition", "SdeiBinding", "MachineStopped"}
     assert {k.__name__ for k in FACT_KINDS} >= {e["name"] for e in instants}
+
+
+def test_subscribers_are_told_of_their_kinds_as_facts_are_kept() -> None:
+    from sdeilab.trace import PowerTransition, SmcccCall, TraceLog
+
+    log = TraceLog(limit=3)
+    told: list[tuple[str, int]] = []
+    calls = log.subscribe([SmcccCall], lambda kind: told.append((kind.__name__, len(log))))
+    everything = log.subscribe(None, lambda kind: told.append(("any", log[len(log) - 1].seq)))
+    log.add(PowerTransition, 0, 0, "off", "on", "boot")
+    log.add(SmcccCall, 0, 5, "hvc", 0x84000000, "PSCI_VERSION", ())
+    calls.cancel()
+    log.add(SmcccCall, 0, 6, "hvc", 0x84000000, "PSCI_VERSION", ())
+    log.add(SmcccCall, 0, 7, "hvc", 0x84000000, "PSCI_VERSION", ())  # past the limit: not kept, not told
+    everything.cancel()
+    with log.subscribe(None, lambda kind: told.append(("late", 0))):
+        pass
+    log.add(PowerTransition, 0, 9, "on", "off", "cpu-off")
+    assert told == [("any", 0), ("SmcccCall", 2), ("any", 1), ("any", 2)]
+    assert log.dropped == 2

@@ -236,24 +236,6 @@ class EventBreak:
         return self.name + ("" if self.cpu is None else f" on CPU {self.cpu}")
 
 
-class _WatchedLog(TraceLog):
-    """The trace, telling the session about each fact as it is appended (only while it watches)."""
-
-    __slots__ = ("watch",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.watch: Callable[[type[Fact]], None] | None = None
-
-    def add(self, kind: type[Fact], cpu: int, vtime: int, *payload: object) -> None:
-        TraceLog.add(self, kind, cpu, vtime, *payload)
-        watch = self.watch
-        # Past the log's limit every fact is dropped (counted in ``dropped``): the watcher reads
-        # the last fact kept, so it is told only of facts that were kept.
-        if watch is not None and not self.dropped:
-            watch(kind)
-
-
 @dataclass(frozen=True)
 class _HostAction:
     """Something the host did to the guest at ``retired`` instructions (``Session._act``)."""
@@ -448,7 +430,7 @@ class Session:
         as loaded is the first checkpoint (``reset`` and ``step_back`` go back to it).
         """
         known = self._images if images is None else images
-        platform = make_platform(cpus, profile, quantum=self.quantum, trace=_WatchedLog(), quirks=quirks,
+        platform = make_platform(cpus, profile, quantum=self.quantum, trace=TraceLog(), quirks=quirks,
                                  memory=self.ram_size)
         machine = platform.machine
         path: Path | None = None
@@ -789,25 +771,24 @@ class Session:
         trace = self.machine.trace
         points = list(self._event_breaks)
         pending: list[int | None] = [None]
-        if not points or not isinstance(trace, _WatchedLog):
+        if not points:
             yield pending
             return
         kinds = frozenset(FACT_KINDS[code] for point in points for kind in point.kinds for code in kind.FAMILY)
         machine = self.machine
 
-        def watch(kind: type[Fact]) -> None:
-            if pending[0] is not None or kind not in kinds:
+        def watch(_kind: type[Fact]) -> None:
+            if pending[0] is not None:
                 return
             fact = trace[len(trace) - 1]
             if any(point.matches(fact) for point in points):
                 pending[0] = fact.seq
                 machine.request_break(StopReason.BREAK, _describe(fact))
 
-        trace.watch = watch
         try:
-            yield pending
+            with trace.subscribe(kinds, watch):
+                yield pending
         finally:
-            trace.watch = None
             machine.cancel_break()
 
     def _past_stop(self, reason: StopReason, ordinal: int, events: list[int | None]) -> _PastStop | None:
@@ -864,17 +845,14 @@ class Session:
                 if len(trace) > seq:
                     machine.request_break(StopReason.BREAK, "replayed")
 
-            assert isinstance(trace, _WatchedLog)
-            trace.watch = reached
             try:
-                with self._disarmed():
+                with self._disarmed(), trace.subscribe(None, reached):
                     while len(trace) <= seq:
                         outcome = self._advance(CHUNK)
                         if outcome.reason not in (StopReason.BUDGET, StopReason.BREAK):
                             raise RuntimeError(f"the replay stopped early ({outcome.reason.value}: "
                                                f"{outcome.detail}): the machine is not deterministic here")
             finally:
-                trace.watch = None
                 machine.cancel_break()
             fact = trace[seq]
         info = StopInfo("step-back", f"back to {_describe(fact)}", self.retired, fact.cpu, fact,
@@ -1327,14 +1305,13 @@ class Session:
                 FACT_KINDS[code] for kind in kinds for code in kind.FAMILY)
             self._stop_fact = None
             self._raised = None
-            if isinstance(trace, _WatchedLog) and self._conditions:
-                trace.watch = self._on_fact
+            subscription = trace.subscribe(self._watch_kinds, self._on_fact) if self._conditions else None
             try:
                 with self._ctrl_c_pauses():
                     outcome = self._loop(start, target, sitting, every, state_check, progress, cpu_goal)
             finally:
-                if isinstance(trace, _WatchedLog):
-                    trace.watch = None
+                if subscription is not None:
+                    subscription.cancel()
                 self._conditions = []
         info = StopInfo(outcome.reason.value, outcome.detail, machine.retired, machine.last_cpu,
                         self._stop_fact if outcome.reason is StopReason.BREAK else None, machine.retired - start,
@@ -1417,8 +1394,7 @@ class Session:
         through the engine's hook and leave the call half done (x0 still the function ID, the
         instruction not counted). A condition that raises is treated as one that accepted the
         fact: the machine stops after the instruction, and _go raises the exception then."""
-        if (self._stop_fact is not None or self._raised is not None
-                or (self._watch_kinds is not None and kind not in self._watch_kinds)):
+        if self._stop_fact is not None or self._raised is not None:  # the kinds: the subscription's
             return
         trace = self.machine.trace
         fact = trace[len(trace) - 1]

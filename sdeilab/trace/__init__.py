@@ -3,7 +3,7 @@
 This package imports no other sdeilab layer.
 """
 
-from sdeilab.trace.log import TraceLog, TraceMark
+from sdeilab.trace.log import Subscription, TraceLog, TraceMark
 from sdeilab.trace.records import (
     FACT_KINDS,
     ExceptionTaken,
@@ -42,6 +42,7 @@ __all__ = [
     "SdeiTransition",
     "SmcccCall",
     "SmcccReturn",
+    "Subscription",
     "TraceLog",
     "TraceMark",
 ]

@@ -24,6 +24,7 @@ length it indexed, never a half-built index.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from array import array
 from bisect import bisect_left
@@ -83,6 +84,26 @@ class TraceMark:
     last: Fact | None
 
 
+class Subscription:
+    """A callback told of facts as a :class:`TraceLog` appends them (``TraceLog.subscribe``)."""
+
+    __slots__ = ("callback", "kinds", "log")
+
+    def __init__(self, log: TraceLog, kinds: frozenset[type[Fact]] | None,
+                 callback: Callable[[type[Fact]], None]) -> None:
+        self.log, self.kinds, self.callback = log, kinds, callback
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.log._subscribers.remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cancel()
+
+
 class TraceLog:
     """Facts in ``seq`` order; ``log[i]`` is the fact with ``seq == i``.
 
@@ -94,8 +115,8 @@ class TraceLog:
     """
 
     __slots__ = ("_block_max", "_by_cpu", "_by_event", "_by_kind", "_cpu", "_indexed", "_interned", "_kind",
-                 "_lag", "_lock", "_payload", "_run_max", "_vtime", "dropped", "dropped_at", "limit",
-                 "overflow")
+                 "_lag", "_lock", "_payload", "_run_max", "_subscribers", "_vtime", "dropped", "dropped_at",
+                 "limit", "overflow")
 
     def __init__(self, limit: int | None = DEFAULT_LIMIT) -> None:
         if limit is not None and limit < 0:
@@ -119,6 +140,7 @@ class TraceLog:
         # Held while the indexes are built or read (module docstring, "Threads"); reentrant, as a
         # query indexes first and the window lookup inside it indexes again.
         self._lock = threading.RLock()
+        self._subscribers: list[Subscription] = []  # told of each fact kept, as it is appended
 
     def add(self, kind: type[Fact], cpu: int, vtime: int, *payload: object) -> None:
         """Append a fact of ``kind``; ``payload`` holds its fields after (seq, cpu, vtime).
@@ -133,6 +155,20 @@ class TraceLog:
         self._cpu.append(cpu)
         self._vtime.append(vtime)
         self._payload.append(payload)  # last: its length says which records are complete
+        if self._subscribers:
+            for subscription in tuple(self._subscribers):  # one may cancel itself as it is told
+                if subscription.kinds is None or kind in subscription.kinds:
+                    subscription.callback(kind)
+
+    def subscribe(self, kinds: Iterable[type[Fact]] | None, callback: Callable[[type[Fact]], None]) -> Subscription:
+        """Call ``callback(kind)`` right after each fact of one of ``kinds`` (exact kinds; None: every
+        kind) is appended and kept, until the subscription is cancelled (``cancel()``, or the end of
+        its ``with`` block). The fact is ``log[len(log) - 1]`` then. Facts past ``limit`` are not
+        kept and not told. The callback runs where the fact is recorded, often inside a firmware
+        call in the machine's run: it must not raise (a debugger asks the machine to stop there)."""
+        subscription = Subscription(self, None if kinds is None else frozenset(kinds), callback)
+        self._subscribers.append(subscription)
+        return subscription
 
     def _drop(self, kind: type[Fact], cpu: int, vtime: int, payload: tuple[object, ...]) -> None:
         """A fact past ``limit``: counted, and handed to ``overflow`` (class docstring)."""
