@@ -152,6 +152,7 @@ class GicV3(FieldState, IccMixin):
         *,
         num_spis: int = NUM_SPIS,
         cpu_online: Callable[[int], bool] = lambda cpu: True,
+        on_pending: Callable[[int], None] = lambda cpu: None,
     ) -> None:
         if not 1 <= num_cpus <= MAX_CPUS:
             raise ValueError(f"num_cpus must be 1..{MAX_CPUS}, not {num_cpus}")
@@ -162,6 +163,9 @@ class GicV3(FieldState, IccMixin):
         self.num_irqs = 32 + num_spis
         self._record = record
         self._cpu_online = cpu_online
+        # Told of each CPU an interrupt became pending for (the board wakes or stops it): a
+        # callback of its own, as the PL011's interrupt line is, not something read off the trace.
+        self._on_pending = on_pending
         self._aff_to_cpu = {cpu_affinity(cpu): cpu for cpu in range(num_cpus)}
         self._spi_bits = ((1 << self.num_irqs) - 1) & ~MASK32  # implemented SPIs
         self.generation = 0
@@ -308,11 +312,10 @@ class GicV3(FieldState, IccMixin):
         """Record IrqAsserted for every INTID of the bank that became pending since ``before``."""
         bank = self._s if cpu is None else self._p[cpu]
         for intid in _bits(_pending(bank) & ~before):
-            if cpu is None:
-                target = self._spi_target(intid, self._group_of(intid, None))
-                self._record(IrqAsserted, -1 if target is None else target, intid, source)
-            else:
-                self._record(IrqAsserted, cpu, intid, source)
+            target = cpu if cpu is not None else self._spi_target(intid, self._group_of(intid, None))
+            self._record(IrqAsserted, -1 if target is None else target, intid, source)
+            if target is not None:
+                self._on_pending(target)
 
     def _activate(self, cpu: int, intid: int) -> None:
         # Pending -> active: the latch clears; a level-sensitive input that is still high

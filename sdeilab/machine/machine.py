@@ -71,7 +71,7 @@ from sdeilab.machine.timer import (
 )
 from sdeilab.machine.uart import Pl011
 from sdeilab.machine.vcpu import Vcpu, VcpuState
-from sdeilab.trace import ExceptionTaken, Fact, GuestFault, IrqAsserted, MachineStopped, PowerTransition, TraceLog
+from sdeilab.trace import ExceptionTaken, Fact, GuestFault, MachineStopped, PowerTransition, TraceLog
 
 MAX_ICOUNT_SHIFT = 10  # QEMU's -icount shift=N accepts 0..10 as well (1 ns .. about 1 us an instruction)
 IDLE_LIMIT_NS = 10 * 10**9  # virtual time every CPU may sleep while only devices tick
@@ -223,7 +223,8 @@ class Machine:
         # (GuestImage.dtb_below); the firmware layer sets it (sdeilab.firmware.platform).
         self.device_tree: Callable[[], bytes] | None = None
 
-        self.gic = GicV3(cpus, self.record, cpu_online=lambda cpu: self.vcpus[cpu].state.powered)
+        self.gic = GicV3(cpus, self.record, cpu_online=lambda cpu: self.vcpus[cpu].state.powered,
+                         on_pending=self._interrupt_pending)
         uart_intid = spi_intid(Region.UART0)
         self.uart = Pl011(lambda level: self.gic.set_level(uart_intid, level, source="uart0"), self._uart_tx)
         self.timers = [GenericTimer(cpu, self._timer_line(cpu)) for cpu in range(cpus)]
@@ -441,15 +442,18 @@ class Machine:
         return self.now() // NS_PER_COUNT
 
     def record(self, kind: type[Fact], cpu: int, *payload: object) -> None:
-        """Append a fact stamped now; an interrupt made pending for another CPU sets its not-before clock."""
+        """Append a fact stamped now."""
+        self.trace.add(kind, cpu, self.now(), *payload)
+
+    def _interrupt_pending(self, cpu: int) -> None:
+        """The GIC made an interrupt pending for ``cpu``: it runs no earlier than now (its
+        not-before clock), and if it is the CPU running, its slice stops so the loop delivers it."""
         now = self.now()
-        self.trace.add(kind, cpu, now, *payload)
-        if kind is IrqAsserted and cpu >= 0:
-            if now > self._not_before[cpu]:
-                self._not_before[cpu] = now
-            current = self._current
-            if current is not None and current.index == cpu:
-                current.backend.request_stop()  # let the slice loop deliver it now
+        if now > self._not_before[cpu]:
+            self._not_before[cpu] = now
+        current = self._current
+        if current is not None and current.index == cpu:
+            current.backend.request_stop()
 
     # --- loading -----------------------------------------------------------------------
     def load(self, path: Path | str) -> GuestImage:
@@ -740,7 +744,7 @@ class Machine:
         return write
 
     def _gic_writer(self, write: Callable[[int, int, int, int], None]) -> Callable[[int, int, int, int], None]:
-        return write  # lines raised for the writing CPU stop its slice through record(IrqAsserted)
+        return write  # lines raised for the writing CPU stop its slice through the GIC's on_pending
 
     # --- hardware watchpoints (debug.py) --------------------------------------------------
     def _watch_reader(self, n: int, control: bool) -> Callable[[int], int | None]:
