@@ -490,7 +490,7 @@ def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Sto
         if trace_file is not None:
             trace_file.stream_overflow(trace)  # .jsonl: the facts past the limit go to the file too
         kwargs = {"quantum": args.quantum} if args.quantum else {}
-        quirks = Quirks(**{name: True for name in args.quirk})
+        quirks = Quirks.from_names(args.quirk)
         try:
             platform = make_platform(args.cpus, args.profile, quirks=quirks, trace=trace,
                                      memory=args.memory or DEFAULT_RAM_SIZE, icount_shift=args.icount, **kwargs)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, fields, replace
 
 from sdeilab.firmware.session import SYSREGS, Session, SessionBusy, StopInfo
 from sdeilab.machine.outcome import StopReason
+from sdeilab.trace import PowerState
 
 HOST = "127.0.0.1"  # only ever the loopback address: a debugger server executes whatever it is sent
 PACKET_SIZE = 0x4000  # the largest packet this server takes (qSupported's PacketSize)
@@ -472,7 +473,7 @@ class GdbServer:
 
     def _thread_text(self, cpu: int) -> str:
         state = self.session.cpu_states()[cpu]
-        return f"CPU {cpu} powered off" if state == "off" else f"CPU {cpu} {state}"
+        return f"CPU {cpu} powered off" if state == PowerState.OFF else f"CPU {cpu} {state}"
 
     # --- registers -----------------------------------------------------------------------
     def _register_bytes(self, cpu: int, number: int) -> bytes:

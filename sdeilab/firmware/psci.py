@@ -18,6 +18,7 @@ from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, cpu_of_mpidr
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.state import FieldState
 from sdeilab.machine.vcpu import Vcpu, VcpuState
+from sdeilab.trace.vocabulary import PowerCause
 
 PSCI_VERSION_1_1 = 0x0001_0001
 
@@ -132,13 +133,13 @@ class Psci(FieldState, Service):
             callback(cpu)
 
     def _on_power(self, cpu: int, old: VcpuState, new: VcpuState, cause: str) -> None:
-        if new is VcpuState.ON and cause == "cpu-on":
+        if new is VcpuState.ON and cause == PowerCause.CPU_ON:
             self.publish(PowerEvent.CPU_ON_FINISH, cpu)
         elif new is VcpuState.ON and old is VcpuState.POWERDOWN:
             self.publish(PowerEvent.WAKE, cpu)
-        elif new is VcpuState.OFF and cause == "cpu-off":
+        elif new is VcpuState.OFF and cause == PowerCause.CPU_OFF:
             self.publish(PowerEvent.CPU_OFF, cpu)
-        elif cause == "cpu-suspend":
+        elif cause == PowerCause.CPU_SUSPEND:
             self.publish(PowerEvent.SUSPEND, cpu)
 
     # --- the function table ------------------------------------------------------------

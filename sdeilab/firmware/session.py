@@ -1479,11 +1479,7 @@ def _quirks(quirks: Quirks | Iterable[str] | None) -> Quirks:
         return Quirks()
     if isinstance(quirks, Quirks):
         return quirks
-    names = list(quirks)
-    unknown = set(names) - set(Quirks.names())
-    if unknown:
-        raise ValueError(f"unknown quirks {sorted(unknown)}; known: {', '.join(Quirks.names())}")
-    return Quirks(**dict.fromkeys(names, True))
+    return Quirks.from_names(quirks)
 
 
 def _describe(fact: Fact) -> str:

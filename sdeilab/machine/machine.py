@@ -72,6 +72,7 @@ from sdeilab.machine.timer import (
 from sdeilab.machine.uart import Pl011
 from sdeilab.machine.vcpu import Vcpu, VcpuState
 from sdeilab.trace import ExceptionTaken, Fact, GuestFault, MachineStopped, PowerTransition, TraceLog
+from sdeilab.trace.vocabulary import PowerCause
 
 MAX_ICOUNT_SHIFT = 10  # QEMU's -icount shift=N accepts 0..10 as well (1 ns .. about 1 us an instruction)
 IDLE_LIMIT_NS = 10 * 10**9  # virtual time every CPU may sleep while only devices tick
@@ -477,7 +478,7 @@ class Machine:
         self._pending = None
         boot = self.vcpus[0]
         boot.entry = (image.entry, image.x0)
-        self._start(boot, "boot")
+        self._start(boot, PowerCause.BOOT)
 
     # --- memory ------------------------------------------------------------------------
     def read_ram(self, address: int, size: int) -> bytes | None:
@@ -535,9 +536,9 @@ class Machine:
         """OFF -> ON_PENDING; the target starts at ``entry`` with x0 = ``context_id`` no earlier than now."""
         target.entry = (entry, context_id)
         self._not_before[target.index] = max(self._not_before[target.index], self.now())
-        target.transition(VcpuState.ON_PENDING, "cpu-on")
+        target.transition(VcpuState.ON_PENDING, PowerCause.CPU_ON)
 
-    def power_off(self, vcpu: Vcpu, cause: str = "cpu-off") -> None:
+    def power_off(self, vcpu: Vcpu, cause: PowerCause | str = PowerCause.CPU_OFF) -> None:
         vcpu.transition(VcpuState.OFF, cause)
         self._stop_if_current(vcpu)
 
@@ -545,9 +546,9 @@ class Machine:
         """Standby (resume after the call) or power-down (resume at ``entry``) until a wake-up event."""
         if powerdown:
             vcpu.entry = (entry, context_id)
-            vcpu.transition(VcpuState.POWERDOWN, "cpu-suspend")
+            vcpu.transition(VcpuState.POWERDOWN, PowerCause.CPU_SUSPEND)
         else:
-            vcpu.transition(VcpuState.STANDBY, "cpu-suspend")
+            vcpu.transition(VcpuState.STANDBY, PowerCause.CPU_SUSPEND)
         self._stop_if_current(vcpu)
 
     def halt(self, reason: StopReason, detail: str, fault: FaultReport | None = None) -> None:
@@ -1093,7 +1094,7 @@ class Machine:
                 if t >= end:
                     break
                 self._clock = t
-                self._start(vcpu, "cpu-on")
+                self._start(vcpu, PowerCause.CPU_ON)
                 continue
             if state is not VcpuState.ON:
                 if state is VcpuState.OFF:
@@ -1110,9 +1111,9 @@ class Machine:
                     pmu.update(Clocks(t, self.cpu_retired[cpu]))
                 if self._wakeable(cpu):
                     if state is VcpuState.POWERDOWN:
-                        self._start(vcpu, "wake")
+                        self._start(vcpu, PowerCause.WAKE)
                     else:
-                        vcpu.transition(VcpuState.ON, "wake")
+                        vcpu.transition(VcpuState.ON, PowerCause.WAKE)
                         self._masked_for[cpu] = 0  # what woke it may wait behind PSTATE: a new wait
                 continue
             budget = end - t
@@ -1250,7 +1251,7 @@ class Machine:
             cpu = vcpu.index
             # WFI completes at once if a wake-up event is already there (ARM ARM D1.16.2).
             if vcpu.state is VcpuState.ON and not self._wakeable(cpu):
-                vcpu.transition(VcpuState.STANDBY, "wfi")
+                vcpu.transition(VcpuState.STANDBY, PowerCause.WFI)
             elif vcpu.state is VcpuState.ON:
                 self._masked_for[cpu] = 0  # woken by an interrupt PSTATE still masks: a new wait
                 self._check_stuck_wfi(vcpu)

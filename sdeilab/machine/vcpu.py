@@ -7,24 +7,14 @@ that does not fit the table is refused loudly rather than ignored.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from enum import Enum
 from types import MethodType
 
 from sdeilab.cpu.backend import CpuBackend
 from sdeilab.machine.exceptions import PSTATE_DAIF, PSTATE_EL1H, PSTATE_NZCV
+from sdeilab.trace.vocabulary import PowerCause, PowerState
 
-
-class VcpuState(Enum):
-    OFF = "off"  # powered down (PSCI AFFINITY_INFO: OFF)
-    ON_PENDING = "on-pending"  # CPU_ON accepted, the PE has not started yet (AFFINITY_INFO: ON_PENDING)
-    ON = "on"  # executing
-    STANDBY = "standby"  # WFI, or CPU_SUSPEND to a standby state: resumes after the WFI on a wake-up event
-    POWERDOWN = "powerdown"  # CPU_SUSPEND to a power-down state: resumes at its entry point on a wake-up event
-
-    @property
-    def powered(self) -> bool:
-        """AFFINITY_INFO's view (PSCI 5.7): everything but OFF and ON_PENDING counts as ON."""
-        return self not in (VcpuState.OFF, VcpuState.ON_PENDING)
+VcpuState = PowerState
+"""The machine's name for the power states the trace's vocabulary defines (one definition serves both)."""
 
 
 _ALLOWED: dict[VcpuState, frozenset[VcpuState]] = {
@@ -118,7 +108,7 @@ class Vcpu:
         backend.restore_context(saved, resume, (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H)
 
     # --- power state ------------------------------------------------------------------------
-    def transition(self, new: VcpuState, cause: str) -> None:
+    def transition(self, new: VcpuState, cause: PowerCause | str) -> None:
         old = self.state
         if new not in _ALLOWED[old]:
             raise RuntimeError(f"CPU {self.index}: no transition {old.value} -> {new.value} ({cause})")

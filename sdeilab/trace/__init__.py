@@ -23,6 +23,7 @@ from sdeilab.trace.records import (
     SmcccCall,
     SmcccReturn,
 )
+from sdeilab.trace.vocabulary import PowerCause, PowerState
 
 __all__ = [
     "FACT_KINDS",
@@ -34,6 +35,8 @@ __all__ = [
     "IrqCompleted",
     "LayerExit",
     "MachineStopped",
+    "PowerCause",
+    "PowerState",
     "PowerTransition",
     "SdeiBinding",
     "SdeiComplete",

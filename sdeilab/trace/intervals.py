@@ -6,6 +6,7 @@ interval still open at the end of the trace has ``end = None``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sdeilab.trace.log import TraceLog
@@ -19,6 +20,7 @@ from sdeilab.trace.records import (
     SmcccCall,
     SmcccReturn,
 )
+from sdeilab.trace.vocabulary import PowerCause, PowerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,18 @@ def power_intervals(log: TraceLog) -> list[Interval]:
     return sorted(out, key=lambda i: (i.cpu, i.start))
 
 
+def power_marks(transitions: Iterable[PowerTransition]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(cpu, vtime) of each PSCI CPU_ON that started a PE that was off, and of each CPU_OFF: the
+    marks a timeline draws on the lanes."""
+    on, off = [], []
+    for f in transitions:
+        if f.cause == PowerCause.CPU_ON and f.old == PowerState.OFF:
+            on.append((f.cpu, f.vtime))
+        elif f.cause == PowerCause.CPU_OFF and f.new == PowerState.OFF:
+            off.append((f.cpu, f.vtime))
+    return on, off
+
+
 def masked_intervals(log: TraceLog) -> list[Interval]:
     """When each PE had SDEI events masked, while it was powered.
 
@@ -70,11 +84,11 @@ def masked_intervals(log: TraceLog) -> list[Interval]:
     for fact in log.of_kind(PowerTransition, SdeiMask):
         cpu = fact.cpu
         if isinstance(fact, PowerTransition):
-            if fact.new == "on" and fact.old in ("off", "on-pending"):  # boot or CPU_ON
+            if fact.new == PowerState.ON and fact.old in (PowerState.OFF, PowerState.ON_PENDING):  # boot or CPU_ON
                 powered.add(cpu)
                 if masked.get(cpu, True):
                     since.setdefault(cpu, fact.vtime)
-            elif fact.new == "off":
+            elif fact.new == PowerState.OFF:
                 powered.discard(cpu)
                 if cpu in since:
                     out.append(Interval(cpu, since.pop(cpu), fact.vtime, "masked"))

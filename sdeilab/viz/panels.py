@@ -36,6 +36,7 @@ from sdeilab.trace.records import (
     SmcccCall,
     SmcccReturn,
 )
+from sdeilab.trace.vocabulary import PowerCause, PowerState
 from sdeilab.viz import style
 from sdeilab.viz.names import result_name
 from sdeilab.viz.sequence import FIRMWARE, Message, sequence
@@ -173,9 +174,9 @@ def _ladder_row(fact: Fact, returns: Mapping[tuple[int, int], SmcccReturn], answ
     if isinstance(fact, SdeiMask) and fact.cause != "call":  # a call's own mask change is in its row
         cause = fact.cause.upper().replace("-", "_")  # "cpu-on" reads as the call: CPU_ON
         return row(FIRMWARE, fact.cpu, f"{'masked' if fact.masked else 'unmasked'} by {cause}", "mask")
-    if isinstance(fact, PowerTransition) and fact.cause == "cpu-on" and fact.old == "off":
+    if isinstance(fact, PowerTransition) and fact.cause == PowerCause.CPU_ON and fact.old == PowerState.OFF:
         return row(FIRMWARE, fact.cpu, f"CPU {fact.cpu} powered on (on-pending)", "power")
-    if isinstance(fact, PowerTransition) and fact.new == "off" and fact.cause != "cpu-off":
+    if isinstance(fact, PowerTransition) and fact.new == PowerState.OFF and fact.cause != PowerCause.CPU_OFF:
         return row(FIRMWARE, fact.cpu, f"CPU {fact.cpu} off ({fact.cause})", "power")
     return None
 
@@ -225,7 +226,7 @@ def cpu_on_findings(log: TraceLog, cpu: int, power_on: PowerTransition) -> CpuOn
     """What happened to ``cpu`` as ``power_on`` (its on-pending -> on transition) made it run."""
     at = power_on.vtime
     dispatches = [f for f in log.of_kind(SdeiDispatch, cpu=cpu) if isinstance(f, SdeiDispatch) and f.vtime == at]
-    masks = [f for f in log.of_kind(SdeiMask, cpu=cpu) if isinstance(f, SdeiMask) and f.cause == "cpu-on"
+    masks = [f for f in log.of_kind(SdeiMask, cpu=cpu) if isinstance(f, SdeiMask) and f.cause == PowerCause.CPU_ON
              and f.vtime == at]
     resets = tuple(f for f in log.of_kind(SdeiTransition, cpu=cpu)
                    if isinstance(f, SdeiTransition) and f.action == "cpu-on-reset" and f.vtime == at)
@@ -247,7 +248,7 @@ def cpu_on_panel(ax: Axes, log: TraceLog, cpu: int, window: tuple[int, int], *, 
     lanes = list(cpus) if cpus is not None else [cpu]
     timeline(ax, log, cpus=lanes, window=window)
     ons = [f for f in log.of_kind(PowerTransition, cpu=cpu) if isinstance(f, PowerTransition)
-           and f.cause == "cpu-on" and f.new == "on" and window[0] <= f.vtime <= window[1]]
+           and f.cause == PowerCause.CPU_ON and f.new == PowerState.ON and window[0] <= f.vtime <= window[1]]
     if not ons:
         raise ValueError(f"no CPU_ON of CPU {cpu} in {window}")
     found = cpu_on_findings(log, cpu, ons[-1])

@@ -38,6 +38,7 @@ from sdeilab.trace.records import (
     SdeiTransition,
     SmcccCall,
 )
+from sdeilab.trace.vocabulary import PowerCause, PowerState
 from sdeilab.viz import style
 from sdeilab.viz.names import result_name
 from sdeilab.viz.placing import LabelPlacer
@@ -127,9 +128,9 @@ def _rows(fact: Fact, event: int, intids: set[int], symbolize: Symbolize | None 
                          if len(fact.args) > 1 else fact.name, "power")
         return []
     if isinstance(fact, PowerTransition):
-        if fact.cause == "cpu-on" and fact.old == "off":
+        if fact.cause == PowerCause.CPU_ON and fact.old == PowerState.OFF:
             return from_fw("powered on by CPU_ON: SDEI-masked, private events reset", "power")
-        if fact.new == "off":
+        if fact.new == PowerState.OFF:
             return to_fw(f"power off ({fact.cause})", "power")
         return []
     if isinstance(fact, SdeiMask):

@@ -15,6 +15,8 @@ from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.ticker import Formatter, MaxNLocator
 
+from sdeilab.trace.vocabulary import PowerState
+
 BLACK = "#000000"
 WHITE = "#ffffff"
 ORANGE = "#E69F00"
@@ -38,12 +40,12 @@ FONT = 14  # tick labels, node labels
 SMALL = 12  # legends, edge labels, message labels
 TITLE = 16
 
-POWER_COLOURS = {  # the vCPU states of sdeilab.machine.vcpu.VcpuState, by their trace names
-    "off": PALE,
-    "on-pending": ORANGE,
-    "on": GREEN,
-    "standby": SKY_BLUE,
-    "powerdown": GREY,
+POWER_COLOURS: dict[str, str] = {  # the power states (sdeilab.trace.vocabulary): a fact's plain string finds its colour
+    PowerState.OFF: PALE,
+    PowerState.ON_PENDING: ORANGE,
+    PowerState.ON: GREEN,
+    PowerState.STANDBY: SKY_BLUE,
+    PowerState.POWERDOWN: GREY,
 }
 LAYER_COLOURS = {"kvm": BLACK, "vmm": PURPLE, "el3": ORANGE}
 NORMAL_HANDLER = BLUE

@@ -42,6 +42,7 @@ from sdeilab.trace.intervals import (
     irq_intervals,
     masked_intervals,
     power_intervals,
+    power_marks,
 )
 from sdeilab.trace.log import TraceLog
 from sdeilab.trace.records import PowerTransition, SmcccCall, SmcccReturn
@@ -101,6 +102,7 @@ class TimelineData:
     def from_trace(cls, log: TraceLog, window: tuple[int, int] | None = None) -> TimelineData:
         """The timeline's data; ``window`` limits the firmware calls (the bulk of a trace) to a vtime range."""
         transitions = [f for f in log.of_kind(PowerTransition) if isinstance(f, PowerTransition)]
+        cpu_on, cpu_off = power_marks(transitions)
         # Before its first transition a CPU was in that transition's ``old`` state (off, for a
         # secondary CPU until CPU_ON): a fact, so the lane need not start blank.
         first: dict[int, PowerTransition] = {}
@@ -116,9 +118,8 @@ class TimelineData:
             handlers=handler_intervals(log),
             irqs=irq_intervals(log),
             calls=call_marks(log, window),
-            cpu_on=[(f.cpu, f.vtime) for f in transitions
-                    if f.cause == "cpu-on" and f.old == "off"],
-            cpu_off=[(f.cpu, f.vtime) for f in transitions if f.cause == "cpu-off" and f.new == "off"],
+            cpu_on=cpu_on,
+            cpu_off=cpu_off,
         )
 
 

@@ -283,9 +283,7 @@ def make_guest(source: str, language: Language, name: str = "cell", *, cpus: int
     if isinstance(profile, str):
         profile_named(profile)  # ValueError naming the known profiles
     quirk_names = tuple(quirks)
-    unknown = sorted(set(quirk_names) - set(Quirks.names()))
-    if unknown:
-        raise ValueError(f"unknown quirks {unknown}; known: {', '.join(Quirks.names())}")
+    Quirks.from_names(quirk_names)  # ValueError naming the known quirks
     _check_cpus(cpus)
     elf = build_guest(source, language, name, out_dir=out_dir, smc=smc)
     return GuestCell(name, language, elf, source, cpus, profile, quirk_names)

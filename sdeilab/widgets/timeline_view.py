@@ -48,6 +48,7 @@ from sdeilab.trace.intervals import (
     irq_intervals,
     masked_intervals,
     power_intervals,
+    power_marks,
 )
 from sdeilab.trace.log import TraceLog
 from sdeilab.trace.records import PowerTransition, SdeiComplete, SdeiDispatch, SmcccCall, SmcccReturn
@@ -255,8 +256,7 @@ class TimelineSource:
         self.critical = _Boxes.of([h for h in handlers if h.critical], self.end,
                                   lambda iv: iv.depth if isinstance(iv, HandlerInterval) else 1)
         self.irqs = _Boxes.of(irq_intervals(log), self.end, lambda iv: 0)
-        self.cpu_on = [(f.cpu, f.vtime) for f in transitions if f.cause == "cpu-on" and f.old == "off"]
-        self.cpu_off = [(f.cpu, f.vtime) for f in transitions if f.cause == "cpu-off" and f.new == "off"]
+        self.cpu_on, self.cpu_off = power_marks(transitions)
         self.transitions = transitions
         self._calls = None
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 
@@ -31,3 +32,13 @@ class Quirks:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> Quirks:
+        """The quirks named switched on, the others off; ValueError naming the known ones for a
+        name that is none of them (the command line, the debugger and notebook cells all say it so)."""
+        wanted = list(names)
+        unknown = sorted(set(wanted) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"unknown quirks {unknown}; known: {', '.join(cls.names())}")
+        return cls(**dict.fromkeys(wanted, True))
