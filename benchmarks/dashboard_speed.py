@@ -46,7 +46,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.trace import Fact, TraceLog
 from sdeilab.viz import state_machine, timeline
 from sdeilab.widgets import Lab, plots

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.toolchain import build_source_text
 from sdeilab.trace import LayerExit, TraceLog
 

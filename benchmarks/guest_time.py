@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.qemu import qemu_binary, qemu_virt_command
 from sdeilab.toolchain import build

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
+from sdeilab.lab.platform import DEFAULT_BOOTARGS, make_platform
 from sdeilab.linux import busybox, kernel_image, write_initramfs
 from sdeilab.linux.initramfs import INIT_TAG
 from sdeilab.machine.qemu import qemu_binary, qemu_virt_command

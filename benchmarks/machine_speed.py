@@ -22,7 +22,7 @@ from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc
 from unicorn import arm64_const as a64
 from unicorn.unicorn_py3.unicorn import uclib
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.loader import GuestImage, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM
 from sdeilab.machine.memmap import VIRT_MEMMAP, Region

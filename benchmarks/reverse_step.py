@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdeilab.firmware.gdb_server import frame
-from sdeilab.firmware.platform import KernelBoot
-from sdeilab.firmware.session import Session
+from sdeilab.lab.gdb_server import frame
+from sdeilab.lab.platform import KernelBoot
+from sdeilab.lab.session import Session
 
 GOAL_S = 1.0
 

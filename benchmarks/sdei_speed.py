@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.toolchain import build
 from sdeilab.trace import SdeiComplete
 

@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.qemu import TFA_BL33_ADDRESS, bl33_binary, qemu_binary, tfa_bios, tfa_command
 from sdeilab.toolchain import build, linker_script_at

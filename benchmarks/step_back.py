@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdeilab.firmware import session as session_module
-from sdeilab.firmware.platform import KernelBoot, make_platform
-from sdeilab.firmware.session import Session
+from sdeilab.lab import session as session_module
+from sdeilab.lab.platform import KernelBoot, make_platform
+from sdeilab.lab.session import Session
 from sdeilab.toolchain import build, lib_dir
 
 HERE = Path(__file__).resolve().parent

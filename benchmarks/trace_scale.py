@@ -29,7 +29,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.trace import SdeiDispatch, TraceLog
 from sdeilab.trace.records import FACT_KINDS, Fact
 from sdeilab.viz import timeline

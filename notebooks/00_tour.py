@@ -35,7 +35,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import PowerTransition, SmcccReturn
 from sdeilab.trace.export import write_trace

@@ -21,7 +21,7 @@
 
 # %%
 from sdeilab.firmware.sdei.quirks import Quirks
-from sdeilab.firmware.session import REGISTERS
+from sdeilab.lab.session import REGISTERS
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SdeiDispatch, SdeiTransition, SmcccCall, SmcccReturn
 from sdeilab.viz.names import SDEI_RESULTS as RESULTS  # SDEI return codes by name (reference section 1.2)

@@ -37,8 +37,8 @@
 # %%
 from collections import Counter
 
-from sdeilab.firmware.compare import ProfileRun, run_on
 from sdeilab.firmware.profiles import CONDUIT_SWITCHES, PROFILES
+from sdeilab.lab.compare import ProfileRun, run_on
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import ExceptionTaken, LayerExit, SmcccCall, SmcccReturn

@@ -42,9 +42,9 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 
-from sdeilab.firmware.compare import compare
 from sdeilab.firmware.profiles import PROFILES, Profile
 from sdeilab.firmware.smccc_filter import FilterAction, FilterError, SmcccFilter
+from sdeilab.lab.compare import compare
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import LayerExit, SdeiDispatch, SmcccCall
 from sdeilab.trace.costs import TransitionCosts, layer_summary
@@ -235,7 +235,7 @@ for run in comparison.runs:
 # %%
 from matplotlib.colors import to_hex
 
-from sdeilab.firmware.compare import run_on
+from sdeilab.lab.compare import run_on
 from sdeilab.widgets.exercise import Checks, Exercise
 
 with Checks() as check:

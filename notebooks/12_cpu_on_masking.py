@@ -39,10 +39,10 @@
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from sdeilab.firmware.compare import run_on
-from sdeilab.firmware.platform import make_platform
 from sdeilab.firmware.profiles import POWER_EVENT_PATHS, PROFILES
 from sdeilab.firmware.sdei.quirks import Quirks
+from sdeilab.lab.compare import run_on
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import PowerTransition, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition, TraceLog

@@ -40,10 +40,10 @@ import tempfile
 from pathlib import Path
 
 from sdeilab.firmware.arch import SMCCC_ARCH_WORKAROUND_1
-from sdeilab.firmware.compare import compare, run_on
-from sdeilab.firmware.platform import Platform
 from sdeilab.firmware.profiles import PROFILES, Profile
 from sdeilab.firmware.smccc_filter import RESERVED_RANGES, FilterAction, FilterError, SmcccFilter
+from sdeilab.lab.compare import compare, run_on
+from sdeilab.lab.platform import Platform
 from sdeilab.toolchain import build_source_text
 from sdeilab.trace import LayerExit, SmcccCall, SmcccReturn
 from sdeilab.trace.costs import TransitionCosts

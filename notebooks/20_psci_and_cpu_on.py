@@ -50,8 +50,8 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from sdeilab.firmware.platform import make_platform
-from sdeilab.firmware.session import Session, pstate_text
+from sdeilab.lab.platform import make_platform
+from sdeilab.lab.session import Session, pstate_text
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import build_source_text, guests_dir
 from sdeilab.trace import PowerTransition, SdeiMask, SmcccCall, SmcccReturn, TraceLog

@@ -49,8 +49,8 @@ import re
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from sdeilab.firmware.platform import make_platform
 from sdeilab.firmware.sdei.table import LABELS, TABLE, Action, EventState
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SdeiBinding, SdeiDispatch, SdeiTransition, SmcccCall, TraceLog

@@ -52,8 +52,8 @@ import re
 
 import matplotlib.pyplot as plt
 
-from sdeilab.firmware.platform import make_platform
-from sdeilab.firmware.session import Session
+from sdeilab.lab.platform import make_platform
+from sdeilab.lab.session import Session
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SdeiComplete, SdeiDispatch, SmcccCall, TraceLog
 from sdeilab.trace.intervals import handler_intervals

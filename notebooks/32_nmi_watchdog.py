@@ -56,9 +56,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
-from sdeilab.firmware.compare import run_on
 from sdeilab.firmware.profiles import PROFILES
-from sdeilab.firmware.session import Session, pstate_text
+from sdeilab.lab.compare import run_on
+from sdeilab.lab.session import Session, pstate_text
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import build_source_text, guests_dir
 from sdeilab.trace import (

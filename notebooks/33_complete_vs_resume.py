@@ -61,7 +61,7 @@
 # %config InlineBackend.print_figure_kwargs = {"bbox_inches": None}  # the figure as drawn, 840 px: never wider
 import matplotlib.pyplot as plt
 
-from sdeilab.firmware.session import Session, pstate_text
+from sdeilab.lab.session import Session, pstate_text
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import ExceptionTaken, SdeiComplete, SdeiDispatch, SdeiTransition

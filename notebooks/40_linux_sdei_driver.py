@@ -62,7 +62,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.linux import busybox, cache_dir, initramfs, kernel_image, kernel_release
 from sdeilab.linux.watchdog import MODULE, run_watchdog
 from sdeilab.machine.memmap import cpu_affinity

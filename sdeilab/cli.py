@@ -120,9 +120,9 @@ def _gdb_port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sdeilab.firmware.platform import DEFAULT_BOOTARGS
     from sdeilab.firmware.profiles import PROFILES
     from sdeilab.firmware.sdei.quirks import Quirks
+    from sdeilab.lab.platform import DEFAULT_BOOTARGS
 
     parser = _Parser(prog="sdeilab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -359,11 +359,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _serve_gdb(args: argparse.Namespace) -> int:
     """``run --gdb PORT``: the guest in a debugger session that one gdb client drives until it
-    detaches, kills or goes away (sdeilab.firmware.gdb_server). The guest's console goes to
+    detaches, kills or goes away (sdeilab.lab.gdb_server). The guest's console goes to
     standard output as it first appears (a step back replays it without printing it twice)."""
-    from sdeilab.firmware.gdb_server import GdbServer
-    from sdeilab.firmware.platform import DEFAULT_BOOTARGS, KernelBoot
-    from sdeilab.firmware.session import Session
+    from sdeilab.lab.gdb_server import GdbServer
+    from sdeilab.lab.platform import DEFAULT_BOOTARGS, KernelBoot
+    from sdeilab.lab.session import Session
     from sdeilab.machine.loader import GuestLoadError
     from sdeilab.machine.machine import RamSizeError
     from sdeilab.machine.memmap import DEFAULT_RAM_SIZE
@@ -463,8 +463,8 @@ def _console_input(args: argparse.Namespace, machine: Machine, stop: _Stop, give
 
 def _run_with(args: argparse.Namespace, trace_file: TraceFile | None, stop: _Stop, given: list[Chunk] | bytes | None,
               record: TextIO | None, terminal: bool) -> int:
-    from sdeilab.firmware.platform import DEFAULT_BOOTARGS, make_platform
     from sdeilab.firmware.sdei.quirks import Quirks
+    from sdeilab.lab.platform import DEFAULT_BOOTARGS, make_platform
     from sdeilab.machine.loader import GuestLoadError, load_elf
     from sdeilab.machine.machine import RamSizeError
     from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, VIRT_MEMMAP, MemMapEntry, Region

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.qemu import qemu_virt_command
 

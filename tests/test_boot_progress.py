@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.lab.platform import Platform, make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.widgets import BootProgress
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from sdeilab.firmware.compare import compare, passed
 from sdeilab.firmware.profiles import Profile
+from sdeilab.lab.compare import compare, passed
 from sdeilab.trace import LayerExit, SdeiDispatch, SmcccCall
 from sdeilab.trace.costs import TransitionCosts
 

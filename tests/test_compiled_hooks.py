@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sdeilab.cpu import native
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.machine import MAX_ICOUNT_SHIFT, Machine
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.timer import NS_PER_COUNT

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sdeilab.cpu.unicorn_backend import DIRECT_SWITCH, FAST_PATHS
-from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.lab.platform import Platform, make_platform
 from sdeilab.toolchain import build_source_text
 
 PROBE = """

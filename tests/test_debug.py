@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.debug import Watch, Watchpoints, decode
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import shipped_elf, shipped_guests

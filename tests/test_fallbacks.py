@@ -32,7 +32,7 @@ import pytest
 
 from sdeilab.cpu import native
 from sdeilab.cpu.unicorn_backend import AARCH32_UNSUPPORTED, DIRECT_SWITCH, FAST_PATHS, RECORD_MISSING, direct_paths
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.toolchain import shipped_elf, shipped_guests
 from sdeilab.trace.export import write_trace

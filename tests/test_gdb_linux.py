@@ -33,9 +33,9 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from sdeilab.firmware.gdb_server import GdbServer
-from sdeilab.firmware.platform import KernelBoot
-from sdeilab.firmware.session import Session
+from sdeilab.lab.gdb_server import GdbServer
+from sdeilab.lab.platform import KernelBoot
+from sdeilab.lab.session import Session
 from sdeilab.linux import (
     LinuxPackagesMissing,
     busybox,

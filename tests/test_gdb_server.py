@@ -1,4 +1,4 @@
-"""The GDB server (sdeilab.firmware.gdb_server): Debian's gdb-multiarch drives it in batch mode on
+"""The GDB server (sdeilab.lab.gdb_server): Debian's gdb-multiarch drives it in batch mode on
 the lab's own guests, and a raw client throws malformed and random packets at it."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.gdb_server import (
+from sdeilab.lab.gdb_server import (
     PACKET_SIZE,
     REGISTER_COUNT,
     GdbServer,
@@ -26,7 +26,7 @@ from sdeilab.firmware.gdb_server import (
     target_xml,
     unescape_binary,
 )
-from sdeilab.firmware.session import Session
+from sdeilab.lab.session import Session
 from sdeilab.toolchain import guests_dir
 
 GDB = shutil.which("gdb-multiarch")

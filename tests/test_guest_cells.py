@@ -14,7 +14,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from sdeilab import toolchain
-from sdeilab.firmware.session import Session
+from sdeilab.lab.session import Session
 from sdeilab.machine.memmap import MAX_CPUS
 from sdeilab.toolchain import BuildError
 from sdeilab.trace import SmcccCall, SmcccReturn

@@ -208,7 +208,7 @@ def test_kernel_command_lines_the_device_tree_cannot_hold(tmp_path: Path, append
 
 def test_a_nul_in_the_command_line_from_python() -> None:
     """argv cannot carry a NUL; the Python API can, and gets the same one-line reason."""
-    from sdeilab.firmware.platform import make_platform
+    from sdeilab.lab.platform import make_platform
     from sdeilab.machine.loader import GuestLoadError
 
     with pytest.raises(GuestLoadError, match="NUL byte"):

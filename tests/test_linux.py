@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.linux import LinuxPackagesMissing, busybox, kernel_image, write_initramfs
 from sdeilab.linux.initramfs import HOTPLUG_CYCLES, INIT_TAG
 from sdeilab.machine.memmap import cpu_affinity

@@ -10,8 +10,8 @@ from pathlib import Path
 import fdt
 import pytest
 
-from sdeilab.firmware.platform import DEFAULT_BOOTARGS, KernelBoot, make_platform
-from sdeilab.firmware.session import Session
+from sdeilab.lab.platform import DEFAULT_BOOTARGS, KernelBoot, make_platform
+from sdeilab.lab.session import Session
 from sdeilab.machine.linux_boot import SZ_2M, parse_image_header, plan_layout
 from sdeilab.machine.loader import GuestLoadError
 from sdeilab.machine.memmap import VIRT_MEMMAP, MemMapEntry, Region

@@ -34,7 +34,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.linux import busybox, cache_dir, initramfs, kernel_image, kernel_release
 from sdeilab.linux.watchdog import MODULE, WatchdogRun, run_watchdog
 from sdeilab.machine.outcome import StopReason

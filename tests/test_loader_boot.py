@@ -17,7 +17,7 @@ import fdt
 import pytest
 
 from sdeilab.firmware.devicetree import device_tree_blob
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.loader import ELF_DTB_ROOM, GuestLoadError, load_elf
 from sdeilab.machine.machine import Machine, RamSizeError
 from sdeilab.machine.memmap import MAX_RAM_SIZE, VIRT_MEMMAP, MemMapEntry, Region, parse_ram_size
@@ -238,7 +238,7 @@ test_the_memory_node_is_qemus_for_the_same_m = pytest.mark.qemu(test_the_memory_
 
 
 def test_a_session_takes_the_memory_size_and_keeps_it_across_a_reset() -> None:
-    from sdeilab.firmware.session import Session
+    from sdeilab.lab.session import Session
 
     session = Session(BOOT_REGS, 1, memory="512M")
     assert session.machine.ram_region.size == 512 << 20

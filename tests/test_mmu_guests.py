@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.machine import Machine
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import build_source_text

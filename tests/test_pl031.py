@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.pl031 import DEFAULT_EPOCH, NS_PER_SECOND, RTCDR, RTCICR, RTCIMSC, RTCLR, RTCMR, RTCRIS, Pl031
 from sdeilab.toolchain import build_source_text
 

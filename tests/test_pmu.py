@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.pmu import (
     CPU_CYCLES,
     CYCLE,

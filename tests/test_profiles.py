@@ -9,9 +9,9 @@ import errno
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
 from sdeilab.firmware.profiles import PROFILES
 from sdeilab.firmware.smccc_filter import FilterAction, FilterError
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.trace import LayerExit, SmcccCall, SmcccReturn, TraceLog
 from sdeilab.trace.intervals import masked_intervals

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sdeilab.firmware.platform import make_platform
 from sdeilab.firmware.psci import PSCI_FUNCTIONS
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.memmap import cpu_affinity
 from sdeilab.machine.vcpu import VcpuState
 from sdeilab.toolchain import build_source_text

@@ -46,7 +46,7 @@ def guest_words(seed: int, vectors: bool) -> bytes:
 
 def run_guest(seed: int, cpus: int, vectors: bool) -> tuple[int, str, int, float]:
     """In a child process: (exit status, outcome reason, instructions retired, seconds)."""
-    from sdeilab.firmware.platform import make_platform
+    from sdeilab.lab.platform import make_platform
     from sdeilab.machine.loader import GuestImage, Segment
 
     data = guest_words(seed, vectors)

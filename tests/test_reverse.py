@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware import session as session_module
-from sdeilab.firmware.session import Session
+from sdeilab.lab import session as session_module
+from sdeilab.lab.session import Session
 from sdeilab.toolchain import build_source_text
 from sdeilab.trace import ExceptionTaken
 

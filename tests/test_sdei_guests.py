@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import Platform, make_platform
 from sdeilab.firmware.profiles import profile_named
+from sdeilab.lab.platform import Platform, make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.toolchain import ShippedBuild, lab_guests
 from sdeilab.trace.log import TraceLog

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import pytest
 
-from sdeilab.firmware.platform import Platform, make_platform
+from sdeilab.lab.platform import Platform, make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.vcpu import Vcpu
 from sdeilab.trace.intervals import Interval, handler_intervals, masked_intervals

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import Platform, make_platform
 from sdeilab.firmware.smccc import NO_RETURN
+from sdeilab.lab.platform import Platform, make_platform
 from sdeilab.toolchain import build_source_text
 
 SPIN = ".global main, handler\nmain:\n1:  b 1b\nhandler:\n2:  b 2b\n"

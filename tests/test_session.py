@@ -1,4 +1,4 @@
-"""The debugger session (sdeilab.firmware.session) on real guests, and the machine support under it:
+"""The debugger session (sdeilab.lab.session) on real guests, and the machine support under it:
 exact steps, stops that do not change the guest's history, step back by replay, address and
 firmware-event breakpoints, pause from another thread and by Ctrl-C, run_until, reset, profiles."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sdeilab.cpu.disasm import disassemble_one
-from sdeilab.firmware.platform import make_platform
-from sdeilab.firmware.session import REGISTERS, Session, SessionBusy
+from sdeilab.lab.platform import make_platform
+from sdeilab.lab.session import REGISTERS, Session, SessionBusy
 from sdeilab.machine.loader import GuestLoadError
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.vcpu import VcpuState
@@ -605,7 +605,7 @@ def test_a_firmware_break_past_the_trace_limit_does_not_stop_on_a_stale_fact() -
 
 def test_the_platform_itself_refuses_a_zero_quantum_and_an_absent_cpu() -> None:
     """Below the Session too: a round of 0 instructions never ends, and CPU -1 would index from the end."""
-    from sdeilab.firmware.platform import make_platform
+    from sdeilab.lab.platform import make_platform
 
     with pytest.raises(ValueError, match="quantum"):
         make_platform(2, quantum=0)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware import session as session_module
-from sdeilab.firmware.platform import Platform, make_platform
 from sdeilab.firmware.profiles import profile_named
-from sdeilab.firmware.session import Session
+from sdeilab.lab import session as session_module
+from sdeilab.lab.platform import Platform, make_platform
+from sdeilab.lab.session import Session
 from sdeilab.linux import LinuxPackagesMissing, busybox, kernel_image, write_initramfs
 from sdeilab.machine.machine import NOT_STATE, SCHEDULER_STATE, Machine
 from sdeilab.machine.outcome import StopReason
@@ -319,7 +319,7 @@ def test_every_attribute_of_every_part_is_state_or_wiring() -> None:
         assert unknown == set(), f"{name}: classify {sorted(unknown)} as state (STATE) or wiring"
 
 
-# --- the debugger's checkpoints (sdeilab.firmware.session) ---------------------------------------
+# --- the debugger's checkpoints (sdeilab.lab.session) ---------------------------------------
 def _state(session: Session) -> tuple[object, ...]:
     machine = session.machine
     return (session.retired, [session.registers(cpu) for cpu in range(session.cpus)],

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.qemu import TFA_BL33_ADDRESS, bl33_binary, qemu_binary, tfa_bios, tfa_command
 from sdeilab.toolchain import ShippedBuild, build, lab_guests, linker_script_at

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.machine.machine import DEFAULT_QUANTUM
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.qemu import bl33_binary, tfa_bios, tfa_command

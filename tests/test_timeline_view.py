@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from matplotlib.backend_bases import MouseButton, MouseEvent
 
-from sdeilab.firmware.platform import make_platform
+from sdeilab.lab.platform import make_platform
 from sdeilab.toolchain import guests_dir
 from sdeilab.trace import SmcccCall, SmcccReturn, TraceLog
 from sdeilab.trace.intervals import firmware_calls, handler_intervals

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.firmware.session import Session
+from sdeilab.lab.session import Session
 from sdeilab.trace import FACT_KINDS, SdeiTransition, SmcccCall, TraceLog
 
 ROOT = Path(__file__).resolve().parent.parent

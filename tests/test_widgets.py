@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from sdeilab.firmware.profiles import PROFILES
-from sdeilab.firmware.session import Session
+from sdeilab.lab.session import Session
 from sdeilab.toolchain import build_source_text
 from sdeilab.trace import SdeiTransition, SmcccCall
 from sdeilab.viz import state_machine, timeline

@@ -48,7 +48,7 @@ class Stop(Enum):
     # The guest reached a state this engine cannot run (``access`` says which, ``address`` is the
     # PC); nothing there has executed. The machine stops with a fault report.
     UNSUPPORTED = "unsupported"
-    # The two below are debugger stops (sdeilab.firmware.session): the slice was cut short, not
+    # The two below are debugger stops (sdeilab.lab.session): the slice was cut short, not
     # ended, and the machine runs the rest of it later as if nothing had happened.
     BREAKPOINT = "breakpoint"  # PC reached a breakpoint (``address``); that instruction has not executed
     INTERRUPTED = "interrupted"  # ``interrupt`` was called: the slice stopped after the current instruction

@@ -1,7 +1,7 @@
 """Linux on the lab: Debian's arm64 kernel and busybox from the project's cache, and the initramfs.
 
 Not a runtime layer (DESIGN.md section 1): like ``sdeilab.toolchain`` it prepares what a run
-loads. Booting itself is ``Platform.load_kernel`` (sdeilab.firmware.platform) on top of the arm64
+loads. Booting itself is ``Platform.load_kernel`` (sdeilab.lab.platform) on top of the arm64
 boot protocol in ``sdeilab.machine.linux_boot``; ``sdeilab.linux.watchdog`` drives the module's
 NMI-watchdog story on such a boot. docs/linux.md tells the whole story.
 """

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from sdeilab.cpu.disasm import disassemble
-from sdeilab.firmware.platform import Platform
+from sdeilab.lab.platform import Platform
 from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.trace import SdeiComplete, TraceLog
 

@@ -19,7 +19,7 @@ Time scale. Every instruction takes ``2 ** icount_shift`` ns of virtual time, as
 virtual time. Budgets (``max_instructions``, ``quantum``) stay counted in instructions.
 
 Debugger stops (an instruction budget, a breakpoint, a pause, a watched fact) must not change
-what the guest does, or stepping back by replay (sdeilab.firmware.session) would land somewhere
+what the guest does, or stepping back by replay (sdeilab.lab.session) would land somewhere
 else. Where a slice starts matters (interrupts are delivered, SDEI events dispatched and the
 masked-interrupt poll counted from there), so a debugger stop never starts a new one: a slice it
 cuts short is kept (``_pending``) and its rest runs on resume without the start-of-slice work,
@@ -221,7 +221,7 @@ class Machine:
         self.wake_checks: list[Callable[[int], bool]] = []  # firmware events that end a WFI, like an interrupt
         self.image: GuestImage | None = None
         # The device tree an ELF guest finds at the start of RAM when it leaves the room
-        # (GuestImage.dtb_below); the firmware layer sets it (sdeilab.firmware.platform).
+        # (GuestImage.dtb_below); the firmware layer sets it (sdeilab.lab.platform).
         self.device_tree: Callable[[], bytes] | None = None
 
         self.gic = GicV3(cpus, self.record, cpu_online=lambda cpu: self.vcpus[cpu].state.powered,
@@ -560,7 +560,7 @@ class Machine:
         if self._current is not None:
             self._current.backend.request_stop()
 
-    # --- the debugger's stops (sdeilab.firmware.session) ----------------------------------
+    # --- the debugger's stops (sdeilab.lab.session) ----------------------------------
     def set_breakpoints(self, addresses: frozenset[int]) -> None:
         """Stop (``StopReason.BREAKPOINT``) before any CPU executes an instruction at one of ``addresses``."""
         for vcpu in self.vcpus:

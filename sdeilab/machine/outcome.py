@@ -13,7 +13,7 @@ class StopReason(Enum):
     DEADLOCK = "deadlock"  # every CPU waits with nothing left that could wake it
     SYSTEM_RESET = "system-reset"  # PSCI SYSTEM_RESET or SYSTEM_RESET2
     BREAK = "break"  # a breakpoint or a caller's condition (the lab's debugger)
-    # Debugger stops (sdeilab.firmware.session); the command line never produces them, so its
+    # Debugger stops (sdeilab.lab.session); the command line never produces them, so its
     # exit statuses are unchanged. A run stopped for one of them resumes as if never stopped.
     BREAKPOINT = "breakpoint"  # PC reached an address breakpoint; that instruction has not executed
     PAUSED = "paused"  # someone asked (``Machine.request_pause``, possibly from another thread)

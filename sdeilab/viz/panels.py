@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.text import Text
 
-from sdeilab.firmware.session import pstate_text
+from sdeilab.lab.session import pstate_text
 from sdeilab.trace.log import TraceLog
 from sdeilab.trace.records import (
     Fact,

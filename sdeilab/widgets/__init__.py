@@ -1,4 +1,4 @@
-"""The dashboard: ipywidgets views over the debugger session (sdeilab.firmware.session).
+"""The dashboard: ipywidgets views over the debugger session (sdeilab.lab.session).
 
 The only layer that imports ipywidgets; every button calls a public method of ``Lab``.
 Guest code in notebook cells (``%load_ext sdeilab.widgets.guest_cell``, then ``%%guest_asm`` /

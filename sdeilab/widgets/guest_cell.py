@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sdeilab.firmware.profiles import Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
-from sdeilab.firmware.session import Session, StopInfo
+from sdeilab.lab.session import Session, StopInfo
 from sdeilab.machine.loader import GuestLoadError, load_elf
 from sdeilab.machine.memmap import MAX_CPUS, VIRT_MEMMAP, Region
 from sdeilab.toolchain import CONDUIT_VARIANTS, BuildError, Language, ReportedError, build_source_text, guests_dir
@@ -231,7 +231,7 @@ def build_guest(source: str, language: Language, name: str = "cell", *, out_dir:
 class GuestCell:
     """A guest built from a cell, with the platform it runs on by default.
 
-    ``session()`` loads it in a fresh debugger :class:`~sdeilab.firmware.session.Session`,
+    ``session()`` loads it in a fresh debugger :class:`~sdeilab.lab.session.Session`,
     ``run()`` also runs that to the guest's end, ``lab()`` shows the dashboard on it.
     """
 

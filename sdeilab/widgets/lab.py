@@ -1,4 +1,4 @@
-"""``Lab``: the debugger dashboard, a thin ipywidgets view over a :class:`~sdeilab.firmware.session.Session`.
+"""``Lab``: the debugger dashboard, a thin ipywidgets view over a :class:`~sdeilab.lab.session.Session`.
 
 Every button and switch calls one public method of ``Lab`` (``run``, ``start``, ``pause``,
 ``step``, ``step_firmware``, ``run_until``, ``reset``, ``step_back``, ``step_back_to``, ``add_breakpoint``,
@@ -41,9 +41,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from sdeilab.firmware.gdb_server import GdbServer
 from sdeilab.firmware.sdei.quirks import Quirks
-from sdeilab.firmware.session import Breakpoint, EventBreak, Session, SessionBusy, StopInfo
+from sdeilab.lab.gdb_server import GdbServer
+from sdeilab.lab.session import Breakpoint, EventBreak, Session, SessionBusy, StopInfo
 from sdeilab.trace import FACT_KINDS, SdeiTransition, TraceLog
 from sdeilab.widgets import plots
 from sdeilab.widgets.views import (
@@ -158,7 +158,7 @@ class Lab:
                                        tooltip="go back n instructions (replays the guest from its start)")
         self.reset_button = button(description="Reset", icon="undo", tooltip="load the guest again")
         self.count = w.BoundedIntText(value=1, min=1, max=10**9, description="n", layout=w.Layout(width="160px"))
-        # gdb drives the same session (sdeilab.firmware.gdb_server): the address to give it shows beside.
+        # gdb drives the same session (sdeilab.lab.gdb_server): the address to give it shows beside.
         self.gdb_button = w.ToggleButton(description="gdb", icon="bug", value=False,
                                          tooltip="serve this guest to gdb-multiarch on 127.0.0.1 (reverse "
                                                  "execution included); click again to stop")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from html import escape, unescape
 from itertools import pairwise
 
-from sdeilab.firmware.session import REGISTERS, CpuView, DisasmLine, StopInfo, pstate_text
+from sdeilab.lab.session import REGISTERS, CpuView, DisasmLine, StopInfo, pstate_text
 from sdeilab.trace import Fact, SdeiDispatch, SmcccCall, SmcccReturn, TraceLog
 from sdeilab.viz.names import result_name
 from sdeilab.viz.style import CURRENT

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdeilab.firmware.platform import Platform, make_platform
 from sdeilab.firmware.profiles import Profile, profile_named
+from sdeilab.lab.platform import Platform, make_platform
 from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.trace import TraceLog
 from sdeilab.trace.costs import LayerSummary, TransitionCosts, layer_summary

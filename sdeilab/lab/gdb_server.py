@@ -1,4 +1,4 @@
-"""A GDB remote serial protocol server on a debugger :class:`~sdeilab.firmware.session.Session`.
+"""A GDB remote serial protocol server on a debugger :class:`~sdeilab.lab.session.Session`.
 
 ``sdeilab run GUEST --gdb PORT`` (or ``Session.serve_gdb(port)``) waits on 127.0.0.1 for gdb's
 ``target remote :PORT`` (Debian's ``gdb-multiarch``); docs/debugging.md shows a session. What gdb
@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 
-from sdeilab.firmware.session import SYSREGS, Session, SessionBusy, StopInfo
+from sdeilab.lab.session import SYSREGS, Session, SessionBusy, StopInfo
 from sdeilab.machine.outcome import StopReason
 from sdeilab.trace import PowerState
 

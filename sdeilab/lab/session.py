@@ -65,10 +65,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdeilab.cpu.disasm import disassemble
-from sdeilab.firmware.platform import KernelBoot, Platform, make_platform
 from sdeilab.firmware.profiles import PROFILES, Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS
+from sdeilab.lab.platform import KernelBoot, Platform, make_platform
 from sdeilab.machine.debug import DebuggerWatch
 from sdeilab.machine.loader import GuestImage, GuestLoadError, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
@@ -79,7 +79,7 @@ from sdeilab.machine.vcpu import VcpuState
 from sdeilab.trace import FACT_KINDS, Fact, SdeiDispatch, SmcccCall, TraceLog
 
 if TYPE_CHECKING:
-    from sdeilab.firmware.gdb_server import GdbServer
+    from sdeilab.lab.gdb_server import GdbServer
 
 GENERAL = tuple(f"x{n}" for n in range(31))
 SPECIAL = ("SP", "PC", "PSTATE")
@@ -1144,13 +1144,13 @@ class Session:
     def symbolize(self, address: int) -> str:
         return self.machine.image.symbolize(address) if self.machine.image else ""
 
-    # --- what an outside debugger reads and writes (sdeilab.firmware.gdb_server) ---------
+    # --- what an outside debugger reads and writes (sdeilab.lab.gdb_server) ---------
     def serve_gdb(self, port: int = 0) -> GdbServer:
         """Serve this session to gdb on 127.0.0.1:``port`` (0: a free port, the result's ``port``)
         from a background thread, until the result's ``close()``: ``target remote :PORT`` in
         gdb-multiarch (docs/debugging.md). While gdb runs the guest, the notebook's own control
         methods get SessionBusy."""
-        from sdeilab.firmware.gdb_server import GdbServer
+        from sdeilab.lab.gdb_server import GdbServer
 
         return GdbServer(self, port).start()
 
