@@ -306,7 +306,7 @@ def test_every_attribute_of_the_machine_is_state_or_wiring() -> None:
 # What each part keeps besides its state: callbacks, its place on the board, configuration.
 _WIRING = {"_record", "_cpu_online", "_aff_to_cpu", "_spi_bits", "num_cpus", "num_spis", "num_irqs", "cpu",
            "_set_level", "set_level", "_set_irq", "_on_tx", "epoch", "machine", "dispatcher", "platform",
-           "quirks", "affinity_fields_only", "_subscribers", "cpu_off_vetoes"}
+           "quirks", "affinity_fields_only", "_subscribers", "cpu_off_vetoes", "_on_pending"}
 
 
 def test_every_attribute_of_every_part_is_state_or_wiring() -> None:
