@@ -279,6 +279,11 @@ def test_registers_memory_and_errors_over_the_wire(served: tuple[Session, GdbSer
         assert xml.decode() == target_xml()
         assert client.ask(b"s").startswith(b"T05thread:1;")
         assert session.retired == 1
+        # At the guest's end: a resumption says why on gdb's console first ("O"), "?" only answers.
+        reply = client.ask(b"c")
+        assert reply.startswith(b"O") and b"PSCI SYSTEM_OFF" in bytes.fromhex(reply[1:].decode()), reply
+        assert client.reply().startswith(b"T05thread:1;")
+        assert client.ask(b"?").startswith(b"T05thread:1;")
     finally:
         client.close()
 

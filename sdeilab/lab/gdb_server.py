@@ -348,7 +348,7 @@ class GdbServer:
         if packet in (b"bs", b"bc"):
             return self._stop_reply(self._reverse(packet == b"bc"))
         handlers: dict[bytes, Callable[[bytes], bytes | None]] = {
-            b"?": lambda _: self._stop_reply(self.session.last_stop),
+            b"?": lambda _: self._stop_reply(self.session.last_stop, resumed=False),
             b"g": lambda _: self._read_all_registers(),
             b"G": self._write_all_registers,
             b"p": self._read_register,
@@ -647,17 +647,17 @@ class GdbServer:
             conn.buffer[:] = conn.buffer.replace(b"\x03", b"")
             self.session.pause()
 
-    def _stop_reply(self, info: StopInfo) -> bytes:
+    def _stop_reply(self, info: StopInfo, *, resumed: bool = True) -> bytes:
         """T packet for a stop (GDB manual E.3 "Stop Reply Packets")."""
         if self.on_output is not None:
             self.on_output()
         session = self.session
         reason = info.reason
-        if reason in _FINAL and self._conn is not None:
+        if reason in _FINAL and resumed and self._conn is not None:
             # The guest's end is a stop, not an exit ("W"): gdb forgets a process that exited, and
             # going back from the end (reverse-continue, reverse-stepi) is the point of a
             # deterministic machine. What ended it is said on gdb's console (an "O" packet, which
-            # may come before the stop reply of a resumption).
+            # may come only before the stop reply of a resumption, not in answer to "?").
             text = f"sdeilab: {info.detail} ({reason}); reverse-continue or reverse-stepi go back, kill ends\n"
             self._conn.send(b"O" + text.encode().hex().encode())
         cpu = info.cpu if info.cpu is not None else session.focus_cpu()
