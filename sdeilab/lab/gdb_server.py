@@ -422,25 +422,19 @@ class GdbServer:
 
     def _v_cont(self, actions: bytes) -> StopInfo:
         """``vCont``: a step of one thread (the others run as the scheduler has them, a step of one
-        CPU's worth), else a continue."""
-        default: bytes | None = None
+        CPU's worth), else a continue. An empty or unknown action is refused."""
         step_thread: int | None = None
         for action in actions.split(b";"):
             verb, _, thread = action.partition(b":")
             if verb[:1] not in (b"c", b"C", b"s", b"S", b"t") or (verb[:1] in b"CS" and len(verb) < 2):
                 raise ProtocolError(f"vCont action {action[:20]!r}")
             if verb[:1] in (b"s", b"S"):
-                target = _thread_id(thread) if thread else -1
                 if step_thread is None:
-                    step_thread = target
-            elif not thread:
-                default = verb[:1]
-            elif verb[:1] in (b"c", b"C"):
+                    step_thread = _thread_id(thread) if thread else -1
+            elif thread and verb[:1] in (b"c", b"C"):
                 self._cpu_of_thread(_thread_id(thread))  # refuses a thread that does not exist
         if step_thread is not None:
             return self._step(step_thread)
-        if default is None and not actions:
-            raise ProtocolError("vCont without actions")
         return self._continue()
 
     def _select_thread(self, body: bytes) -> bytes:
