@@ -10,12 +10,16 @@ outcome must be equal byte for byte.
 The rest of the suite can run on the fallbacks too (``SDEILAB_DIRECT=0 pytest``): tests of what
 only a fast path can do are marked ``fast_paths(...)`` and skipped there (tests/conftest.py).
 
+The exception record has two fallbacks. The first reads the same record from a saved context (the
+API's copy of CPUARMState), and is equivalent. The second, where that too is unknown (another
+Unicorn build; the tests force it with ``no_saved_record``), rebuilds SVC, BRK, UNDEFINED, system
+register trap and Software Step syndromes from the instruction and the step state.
+
 Where the fallback cannot be equivalent it refuses clearly, and the tests expect exactly that:
 
-* without the exception record an abort's syndrome (fault status, level, FAR) is QEMU's alone, so
-  a data or instruction abort the CPU model raises stops the run with a fault report (aborts on
-  unmapped addresses are the machine's own and are still delivered); SVC, BRK, UNDEFINED and
-  Software Step exceptions get syndromes rebuilt from the instruction and the step state;
+* with no exception record at all an abort's syndrome (fault status, level, FAR) is QEMU's alone,
+  so a data or instruction abort the CPU model raises stops the run with a fault report (aborts on
+  unmapped addresses are the machine's own and are still delivered);
 * without the AArch32 state an ERET to AArch32 EL0 stops the run with a fault report before any
   AArch32 instruction runs (the API reads only the AArch64 registers).
 """
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.cpu import native
+from sdeilab.cpu import native, unicorn_backend
 from sdeilab.cpu.unicorn_backend import AARCH32_UNSUPPORTED, DIRECT_SWITCH, FAST_PATHS, RECORD_MISSING, direct_paths
 from sdeilab.lab.platform import make_platform
 from sdeilab.machine.outcome import RunOutcome, StopReason
@@ -49,7 +53,7 @@ GUESTS = {g.stem if g.is_file() else g.name: shipped_elf(g) for g in shipped_gue
 
 ALL = "1"
 NONE = "0"
-NO_RECORD = "registers,pstate,aarch32"  # the exception record's probe missed: aborts are fault reports
+NO_RECORD = "registers,pstate,aarch32"  # the exception record not in place: it is read from saved contexts
 NO_AARCH32 = "registers,pstate,record"  # the AArch32 probe missed: AArch32 EL0 is refused
 ABORT_UNKNOWN = f"unhandled data abort (the CPU model's syndrome could not be located: {RECORD_MISSING})"
 
@@ -70,8 +74,10 @@ def run(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     took exactly those: a fast run that silently fell back would compare the fallback with itself."""
 
     def go(elf: Path, direct: str, cpus: int = 4, profile: str = "virt", budget: int = 2_000_000_000,
-           paths: frozenset[str] | None = None) -> Run:
+           paths: frozenset[str] | None = None, saved_record: bool = True) -> Run:
         monkeypatch.setenv(DIRECT_SWITCH, direct)
+        if not saved_record:
+            no_saved_record(monkeypatch)
         platform = make_platform(cpus, profile)  # type: ignore[arg-type]
         for vcpu in platform.machine.vcpus:
             used = vcpu.backend.fast_paths  # type: ignore[attr-defined]
@@ -85,6 +91,12 @@ def run(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
         return Run(bytes(platform.machine.uart_output), trace, outcome)
 
     return go
+
+
+def no_saved_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engines built from now on cannot read the exception record from saved contexts either, as
+    with a Unicorn build whose context layout the probe does not know."""
+    monkeypatch.setattr(unicorn_backend, "_context_record_offset", lambda: None)
 
 
 def assert_same(fast: Run, slow: Run) -> None:
@@ -138,11 +150,12 @@ def test_a_path_is_used_only_with_the_ones_it_needs(run: Callable[..., Run], dir
 
 # --- equivalent: every shipped guest, the SDEI scenarios ----------------------------------------
 
+@pytest.mark.parametrize("saved_record", [True, False], ids=["saved-record", "rebuilt-syndromes"])
 @pytest.mark.parametrize("name", sorted(GUESTS))
-def test_shipped_guest_same_without_fast_paths(run: Callable[..., Run], name: str) -> None:
+def test_shipped_guest_same_without_fast_paths(run: Callable[..., Run], name: str, saved_record: bool) -> None:
     fast = run(GUESTS[name], ALL)
     assert fast.outcome.reason is StopReason.SYSTEM_OFF, fast.outcome
-    assert_same(fast, run(GUESTS[name], NONE))
+    assert_same(fast, run(GUESTS[name], NONE, saved_record=saved_record))
 
 
 @pytest.mark.parametrize("name", ["single_step", "watchpoint", "psci_tour", "smp_boot"])
@@ -165,12 +178,13 @@ def test_sdei_scenario_same_without_fast_paths(run: Callable[..., Run], name: st
 
 # --- the architecture corners: equivalent without the record, refused without AArch32 -------------
 
-def test_corners_same_without_the_exception_record(run: Callable[..., Run],
-                                                   corners_elf: Path) -> None:  # noqa: F811
-    # SVC and BKPT from AArch32 EL0 get their syndromes (EC 0x11, 0x38) from the instruction.
+@pytest.mark.parametrize("saved_record", [True, False], ids=["saved-record", "rebuilt-syndromes"])
+def test_corners_same_without_the_exception_record(run: Callable[..., Run], corners_elf: Path,  # noqa: F811
+                                                   saved_record: bool) -> None:
+    # Rebuilt, SVC and BKPT from AArch32 EL0 get their syndromes (EC 0x11, 0x38) from the instruction.
     fast = run(corners_elf, ALL, cpus=1, budget=2_000_000)
     assert fast.uart == CORNERS_EXPECTED
-    assert_same(fast, run(corners_elf, NO_RECORD, cpus=1, budget=2_000_000))
+    assert_same(fast, run(corners_elf, NO_RECORD, cpus=1, budget=2_000_000, saved_record=saved_record))
 
 
 @pytest.mark.parametrize("direct", [NONE, NO_AARCH32])
@@ -192,19 +206,28 @@ def test_aarch32_el0_entry_same_without_the_exception_record(run: Callable[..., 
     fast = run(a32_elfs[case], ALL, cpus=1, budget=2_000_000)
     assert fast.uart == A32_CASES[case][1]
     assert_same(fast, run(a32_elfs[case], NO_RECORD, cpus=1, budget=2_000_000))
+    assert_same(fast, run(a32_elfs[case], NO_RECORD, cpus=1, budget=2_000_000, saved_record=False))
     slow = run(a32_elfs[case], NONE, cpus=1, budget=2_000_000)
     assert slow.outcome.fault is not None and slow.outcome.fault.reason == AARCH32_UNSUPPORTED
     assert slow.outcome.fault.instruction == "eret" and slow.uart == b""
 
 
-# --- EL0 with the MMU on: SVC equivalent, aborts refused without the record ---------------------
+# --- EL0 with the MMU on: aborts delivered from a saved record, refused with no record at all -----
 
 @pytest.mark.parametrize("direct", [NONE, NO_RECORD])
-def test_el0_svc_same_and_abort_a_fault_report_without_the_record(run: Callable[..., Run], el0_elf: Path,  # noqa: F811
+def test_el0_aborts_same_with_the_record_from_saved_contexts(run: Callable[..., Run], el0_elf: Path,  # noqa: F811
+                                                             direct: str) -> None:
+    fast = run(el0_elf, ALL, cpus=1, budget=2_000_000)
+    assert fast.uart == EL0_EXPECTED
+    assert_same(fast, run(el0_elf, direct, cpus=1, budget=2_000_000))
+
+
+@pytest.mark.parametrize("direct", [NONE, NO_RECORD])
+def test_el0_svc_same_and_abort_a_fault_report_without_any_record(run: Callable[..., Run], el0_elf: Path,  # noqa: F811
                                                                   direct: str) -> None:
     fast = run(el0_elf, ALL, cpus=1, budget=2_000_000)
     assert fast.uart == EL0_EXPECTED
-    slow = run(el0_elf, direct, cpus=1, budget=2_000_000)
+    slow = run(el0_elf, direct, cpus=1, budget=2_000_000, saved_record=False)
     replaced = assert_refused_where_fast_went_on(fast, slow, ABORT_UNKNOWN)
     assert slow.uart == b"".join(EL0_EXPECTED.splitlines(keepends=True)[:2])  # both SVCs from EL0
     assert (replaced["kind"], replaced["reason"], replaced["esr"]) == ("ExceptionTaken", "data abort", 0x9200_0005)
@@ -217,7 +240,8 @@ def test_an_abort_without_vectors_is_the_same_fault_report_without_the_record(
     fast = run(elf, ALL, cpus=1, budget=100_000)
     assert fast.outcome.fault is not None
     assert fast.outcome.fault.reason == "data abort (ESR 0x96000021) and no exception vectors (VBAR_EL1 not set)"
-    slow = run(elf, NONE, cpus=1, budget=100_000)
+    assert_same(fast, run(elf, NONE, cpus=1, budget=100_000))
+    slow = run(elf, NONE, cpus=1, budget=100_000, saved_record=False)
     assert slow.outcome.fault is not None and slow.outcome.fault.reason == ABORT_UNKNOWN
     assert slow.outcome.fault.pc == fast.outcome.fault.pc
     assert slow.outcome.fault.instruction == fast.outcome.fault.instruction == "ldxr x1, [x0]"
@@ -276,3 +300,4 @@ def test_aarch32_bkpt_same_without_the_exception_record(run: Callable[..., Run],
     fast = run(elf, ALL, cpus=1, budget=1_000_000)
     assert fast.uart == b"ESR=0x00000000e2001234\nESR=0x00000000e2000056\n", fast.outcome  # EC 0x38, IL 1
     assert_same(fast, run(elf, NO_RECORD, cpus=1, budget=1_000_000))
+    assert_same(fast, run(elf, NO_RECORD, cpus=1, budget=1_000_000, saved_record=False))

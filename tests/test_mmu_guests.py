@@ -191,7 +191,6 @@ def el0_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_source_text(GUEST, "c", tmp_path_factory.mktemp("el0") / "el0.elf")
 
 
-@pytest.mark.fast_paths("record")  # an abort's syndrome is QEMU's (tests/test_fallbacks.py)
 def test_el0_svc_and_aborts_reach_the_el1_vectors(el0_elf: Path) -> None:
     platform = make_platform(1)
     platform.load(el0_elf)
@@ -229,7 +228,6 @@ main:
 """
 
 
-@pytest.mark.fast_paths("record")
 def test_an_abort_without_vectors_is_still_a_fault_report(asm_guest) -> None:  # type: ignore[no-untyped-def]
     # An unaligned exclusive load is an alignment fault in any state: a data abort with the
     # CPU model's syndrome (DFSC 0x21), and with no vectors the run stops with a report.

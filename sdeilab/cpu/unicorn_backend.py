@@ -28,15 +28,18 @@ This is the only module that imports unicorn. Facts it is built on (Unicorn 2.1.
   EL0 written through the API alone kept running the handler with EL0's privileges.
   ``write("PSTATE")`` does what the architecture's mode change does: banks SP, rebuilds the flags.
 * QEMU leaves the syndrome of the exception it raised in ``env->exception`` (syndrome, fsr,
-  vaddress, target_el; target/arm/cpu.h), which an interrupt hook can read. Its offset from
-  ``env->xregs`` is found once by raising known exceptions (``_exception_record_offset``); data
-  and instruction aborts are delivered to the guest with it, and without it they stay fatal.
+  vaddress, target_el; target/arm/cpu.h), which an interrupt hook can read. Its offset in
+  CPUARMState is found once by raising known exceptions and looking in saved contexts
+  (``_context_record_offset``: the API's copy of CPUARMState, so no memory layout of the process
+  can hide it); data and instruction aborts are delivered to the guest with it. It is read in
+  place (the "record" fast path) or, slower, from a saved context.
 * Each of these places (``FAST_PATHS``) has an API-only fallback, taken when its probe misses and
   forced by ``direct=`` or ``SDEILAB_DIRECT`` (tests/test_fallbacks.py). The API cannot see the
   AArch32 state (``uc_reg_read`` returns the stale AArch64 X registers, PSTATE and ``env->pc``),
-  so without it an ERET to AArch32 EL0 is refused; without the exception record the syndromes
-  the instruction and the step state determine are rebuilt (``_step_record``,
-  ``_sysreg_trap_record``, ``_aarch32_record``).
+  so without it an ERET to AArch32 EL0 is refused. Only where the record's offset is unknown
+  altogether (another Unicorn build) are the syndromes the instruction and the step state
+  determine rebuilt (``_step_record``, ``_sysreg_trap_record``, ``_aarch32_record``) and aborts
+  fatal.
 * ``uc_vmem_translate`` (exported by libunicorn 2.1.4, not wrapped by its Python binding) walks
   the guest's page tables in the current regime; it is called through ctypes.
 * Debugger breakpoints are one ``UC_HOOK_CODE`` per address, bounded to that address, so no other
@@ -147,11 +150,11 @@ FAST_PATHS = ("registers", "pstate", "aarch32", "record")
 """The places in QEMU's ``CPUARMState`` a vCPU may use directly, each found by experiment and each
 with an API-only fallback (module docstring): ``registers`` (``env->xregs`` and ``env->pc``),
 ``pstate`` (its split fields and ``env->aarch64``), ``aarch32`` (R0-R15 and the CPSR fields; needs
-``pstate``; without it AArch32 EL0 is refused) and ``record`` (``env->exception``; without it aborts
-are fault reports). ``pstate`` and ``record`` are found from ``registers`` and need it."""
+``pstate``; without it AArch32 EL0 is refused) and ``record`` (``env->exception``, read in place;
+without it, from a saved context). ``pstate`` and ``record`` are found from ``registers`` and need it."""
 # Why an abort the CPU model raised cannot be delivered without the "record" path, in a fault report.
-RECORD_MISSING = ("QEMU's exception record was not found in this process (its probe missed, "
-                  "or SDEILAB_DIRECT left it out)")
+RECORD_MISSING = ("QEMU's exception record is at an offset this Unicorn build's saved contexts did not "
+                  "reveal")
 DIRECT_SWITCH = "SDEILAB_DIRECT"
 """Environment variable read when a vCPU is built without ``direct=``: "0" (or empty) uses none of
 ``FAST_PATHS``, "1" or unset all of them, else a comma-separated list names the ones to use."""
@@ -495,54 +498,63 @@ def _sp_bank(pstate: int) -> int:
 # svc #0x1234; brk #0x77; ldxr x1, [x0] (x0 unaligned: an exclusive load always checks alignment)
 _RECORD_PROBE_CODE = bytes.fromhex("814602d4e00e20d4017c5fc8")
 _RECORD_PROBE_EXPECT = ((0x5600_1234, None), (0xF200_0077, None), (0x9600_0021, 0x1_0003))
+_RECORD = struct.Struct("<IIQI")  # env->exception: syndrome, fsr, vaddress, target_el (target/arm/cpu.h)
+_XREGS_IN_ENV = 64  # env->xregs follows the 16 AArch32 registers at the start of CPUARMState
 
 
-@_retried
-def _exception_record_offset() -> int | None:
-    """Byte offset of ``env->exception`` from ``env->xregs``, or None if it cannot be told for sure.
+@cache
+def _context_record_offset() -> int | None:
+    """Byte offset of ``env->exception`` in QEMU's CPUARMState, or None if it cannot be told for sure.
 
-    Three exceptions whose syndromes the architecture fixes are raised at Non-secure EL1: SVC
-    #0x1234 (ESR 0x56001234), BRK #0x77 (0xF2000077) and an unaligned exclusive load (a data abort,
-    alignment fault, ESR 0x96000021, FAR the address). Exactly one place after ``env->xregs`` must
-    hold each syndrome, the load's address 8 bytes further on and target EL 1 16 bytes further on.
+    Found through the API alone, in saved contexts (which copy CPUARMState from its start,
+    ``_context_header``), so no memory layout of the process can make it miss. Three exceptions
+    whose syndromes the architecture fixes are raised at Non-secure EL1: SVC #0x1234 (ESR
+    0x56001234), BRK #0x77 (0xF2000077) and an unaligned exclusive load (a data abort, alignment
+    fault, ESR 0x96000021, FAR the address). Exactly one place must hold each syndrome, the load's
+    address 8 bytes further on and target EL 1 16 bytes further on.
     """
-    locator = _xregs_locator()
-    if locator is None:
-        return None
     uc = _el1_engine()
     uc.mem_map(0x1_0000, 0x1000)
     uc.mem_write(0x1_0000, _RECORD_PROBE_CODE)
-    index, delta = locator
-    xregs = (ctypes.c_uint64 * 2048).from_address(_struct_address(uc))[index] + delta
-    window = 16 << 10
-    if not any(first <= xregs and xregs + window <= last for first, last in _writable_ranges()):
-        return None
-    uc.reg_write(a64.UC_ARM64_REG_X0, _PROBE[0])
-    if ctypes.c_uint64.from_address(xregs).value != _PROBE[0]:
-        return None
-    snaps: list[bytes] = []
+    scratch = uc.context_save()
+    snaps = [_context_cpu_state(uc, scratch)]  # the state before any exception: no place may match it
 
     def on_exception(engine: Uc, intno: int, user: object) -> None:
-        # Read inside the hook, as the machine does: Unicorn's way out of emu_start may fill the
+        # Saved inside the hook, as the vCPU reads it: Unicorn's way out of emu_start may fill the
         # record again (an instruction abort at the ``until`` address was seen there).
-        snaps.append(ctypes.string_at(xregs, window))
+        snaps.append(_context_cpu_state(engine, scratch))
         engine.emu_stop()
 
     uc.hook_add(UC_HOOK_INTR, on_exception)
     for n in range(len(_RECORD_PROBE_EXPECT)):
         uc.reg_write(a64.UC_ARM64_REG_X0, 0x1_0003)
         uc.emu_start(0x1_0000 + 4 * n, _NEVER, count=1)
-    if len(snaps) != len(_RECORD_PROBE_EXPECT):
+    if len(snaps) != len(_RECORD_PROBE_EXPECT) + 1:
         return None
     found = []
-    for offset in range(0, window - 24, 8):
-        ok = True
-        for snap, (syndrome, address) in zip(snaps, _RECORD_PROBE_EXPECT, strict=True):
-            got, _fsr, vaddress, target_el = struct.unpack_from("<IIQI", snap, offset)
+    for offset in range(0, len(snaps[0]) - _RECORD.size, 4):
+        ok = _RECORD.unpack_from(snaps[0], offset)[0] != _RECORD_PROBE_EXPECT[0][0]
+        for snap, (syndrome, address) in zip(snaps[1:], _RECORD_PROBE_EXPECT, strict=True):
+            got, _fsr, vaddress, target_el = _RECORD.unpack_from(snap, offset)
             ok = ok and got == syndrome and target_el == 1 and (address is None or vaddress == address)
         if ok:
             found.append(offset)
     return found[0] if len(found) == 1 else None
+
+
+def _context_cpu_state(uc: Uc, scratch: UcContext) -> bytes:
+    """The engine's CPUARMState as ``uc_context_save`` copies it (into ``scratch``), without the
+    context's own header."""
+    uclib.uc_context_save(uc._uch, scratch.context)
+    header = _context_header()
+    return ctypes.string_at(ctypes.cast(scratch.context, ctypes.c_void_p).value + header,  # type: ignore[operator]
+                            scratch.size - header)
+
+
+def _exception_record_offset() -> int | None:
+    """Byte offset of ``env->exception`` from ``env->xregs`` (``_context_record_offset``)."""
+    offset = _context_record_offset()
+    return None if offset is None else offset - _XREGS_IN_ENV
 
 
 # AArch32 EL0 (ARM ARM D1.20, "Interprocessing"): ERET from EL1 with SPSR_EL1.M[4] = 1 makes the
@@ -706,9 +718,9 @@ def _context_header() -> int:
     uc.reg_write(a64.UC_ARM64_REG_X0, pattern)
     saved = bytes(uc.context_save())
     at = saved.find(pattern.to_bytes(8, "little"))
-    if at < 64:
+    if at < _XREGS_IN_ENV:
         raise RuntimeError("the CPU state could not be located in a saved Unicorn context")
-    return at - 64
+    return at - _XREGS_IN_ENV
 
 
 class UnicornVcpu:
@@ -759,6 +771,11 @@ class UnicornVcpu:
         xregs = self._xregs
         self._record = (None if offset is None or xregs is None
                         else (ctypes.c_uint32 * 6).from_address(ctypes.addressof(xregs) + offset))
+        # Without the record in place, the same record read from a saved context (the API's copy
+        # of CPUARMState): slower, but found without looking at the process's memory at all. Only
+        # where that is not known either are syndromes rebuilt from the instruction (``_rebuilds``).
+        self._saved_record_at = _context_record_offset() if self._record is None else None
+        self._rebuilds = self._record is None and self._saved_record_at is None
         self._paddr = ctypes.c_uint64()
         self._val = ctypes.c_uint64()
         self._pval = ctypes.c_void_p(ctypes.addressof(self._val))
@@ -1208,7 +1225,7 @@ class UnicornVcpu:
 
     def _step_armed(self, mdscr: int) -> bool:
         """Whether the step check hook is wanted under this MDSCR_EL1 (``_on_step_check``)."""
-        if self._record is None:
+        if self._rebuilds:
             return bool(mdscr & MDSCR_SS)
         return (mdscr & (MDSCR_SS | MDSCR_KDE)) == MDSCR_SS | MDSCR_KDE
 
@@ -1216,7 +1233,7 @@ class UnicornVcpu:
         if self._counter.value > self._budget:
             return
         pstate = self.pstate
-        if self._record is None:
+        if self._rebuilds:
             self._stepped = (address, self._counter.value, pstate)
         if not self._mdscr & MDSCR_KDE or bool(pstate & PSTATE_D) == self._step_d:
             return
@@ -1717,9 +1734,13 @@ class UnicornVcpu:
 
     def exception_record(self) -> ExceptionRecord | None:
         record = self._record
+        if record is None and self._saved_record_at is not None:  # the same record, copied by the API
+            state = _context_cpu_state(self._uc, self._scratch_context())
+            syndrome, _fsr, address, target_el = _RECORD.unpack_from(state, self._saved_record_at)
+            return ExceptionRecord(syndrome, address, target_el)
         if record is None:
-            # Only a Software Step exception can be told without it: an abort's fault status and
-            # address are QEMU's alone, so the machine stops with a fault report (docs/machine.md).
+            # No record at all: only a Software Step exception can be told without it: an abort's fault
+            # status and address are QEMU's alone, so the machine stops with a fault report (docs/machine.md).
             if self._last_intno == 1:
                 return self._step_record() or self._sysreg_trap_record()
             if self._last_intno in (2, 7) and not self._aarch64[0]:
@@ -1793,23 +1814,20 @@ class UnicornVcpu:
     def snapshot(self) -> CpuSnapshot:
         """The whole CPU context (uc_context_save: CPUARMState up to its non-architectural tail,
         cached hflags included) as bytes, and the adapter's own state beside it."""
-        scratch = self._scratch
-        if scratch is None:
-            scratch = self._scratch = self._uc.context_save()
-        else:
-            uclib.uc_context_save(self._uch, scratch.context)
-        header = _context_header()
-        data = ctypes.string_at(ctypes.cast(scratch.context, ctypes.c_void_p).value + header,  # type: ignore[operator]
-                                scratch.size - header)
+        data = _context_cpu_state(self._uc, self._scratch_context())
         filt = self._exception_filter
         vectors = tuple(filt.vectors_checked) if filt is not None else ()
         return CpuSnapshot(data, (self._mdscr, self._watch_il, self._step_d, self._last_break, self._stepped,
                                   *vectors))
 
+    def _scratch_context(self) -> UcContext:
+        """The context this vCPU saves into and restores from (allocated at first use)."""
+        if self._scratch is None:
+            self._scratch = self._uc.context_save()
+        return self._scratch
+
     def restore(self, snapshot: CpuSnapshot) -> None:
-        scratch = self._scratch
-        if scratch is None:
-            scratch = self._scratch = self._uc.context_save()
+        scratch = self._scratch_context()
         header = _context_header()
         if len(snapshot.context) != scratch.size - header:
             raise ValueError("a CPU snapshot of another engine build cannot be restored here")
