@@ -24,7 +24,8 @@ from sdeilab.firmware.devicetree import (
 )
 from sdeilab.firmware.profiles import PROFILES
 from sdeilab.linux import LinuxPackagesMissing, kernel_image
-from sdeilab.machine.memmap import GICR_FRAME_SIZE, VIRT_MEMMAP, Ppi, Region, mpidr_of, spi_intid
+from sdeilab.machine.board import VIRT_DEVICES, spi_intid
+from sdeilab.machine.memmap import GICR_FRAME_SIZE, VIRT_MEMMAP, Ppi, Region, mpidr_of
 from sdeilab.machine.qemu import qemu_binary, qemu_virt_command
 
 DTC = shutil.which("dtc")
@@ -235,3 +236,25 @@ def test_linux_on_qemu_accepts_the_tree(tmp_path: Path) -> None:
     # QEMU answers SDEI_VERSION with NOT_SUPPORTED: the driver found the node and probed it.
     assert "sdei: probe of firmware:sdei failed with error -95" in log
     assert "VFS: Unable to mount root fs" in log
+
+
+GOLDEN = Path(__file__).parent / "data" / "virt-4cpus.dtb"
+"""The tree of a 4-CPU virt machine with a command line and an initramfs, as written before the
+devices became a table (sdeilab.machine.board): the table must describe the same board."""
+
+
+def test_the_device_table_writes_the_tree_it_replaced_byte_for_byte() -> None:
+    blob = device_tree_blob("virt", 4, boot=BootConfig("console=ttyAMA0", (0x4400_0000, 0x4410_0000)))
+    if blob != GOLDEN.read_bytes():  # show what changed, as source
+        assert fdt.parse_dtb(blob).to_dts() == fdt.parse_dtb(GOLDEN.read_bytes()).to_dts()
+    assert blob == GOLDEN.read_bytes()
+
+
+def test_every_device_of_the_table_has_its_node_region_and_spi() -> None:
+    tree = parsed(cpus=1)
+    for spec in VIRT_DEVICES:
+        path = spec.node_path
+        assert tree.exist_node(path), path
+        assert words(tree, path, "reg") == [0, spec.entry.base, 0, spec.entry.size]
+        assert words(tree, path, "interrupts") == [0, spec.spi, 4]
+        assert not parsed(cpus=1, omit=[spec.region]).exist_node(path)

@@ -1,7 +1,8 @@
 """The device tree a kernel boots with, generated from the lab's own tables.
 
-Every address and interrupt comes from ``sdeilab.machine.memmap`` (the memory map and the
-interrupt map), and the firmware nodes from the profile: the PSCI node's ``method`` is the
+Every address and interrupt comes from ``sdeilab.machine.memmap`` (the memory map) and
+``sdeilab.machine.board`` (the devices, each of which describes its own node), and the firmware
+nodes from the profile: the PSCI node's ``method`` is the
 profile's conduit, and ``/firmware/sdei`` exists only where the profile's SDEI is reachable
 (reference sdei-psci-smccc.md; Linux's bindings arm/psci.yaml and arm/firmware/sdei.txt).
 Nothing is copied from QEMU's blob: the node shapes follow the bindings, and QEMU's
@@ -19,34 +20,30 @@ from dataclasses import dataclass
 import fdt
 
 from sdeilab.firmware.profiles import Profile, profile_named
+from sdeilab.machine.board import VIRT_DEVICES, device_spec
+from sdeilab.machine.device import (
+    PHANDLE_APB_PCLK,
+    PHANDLE_GIC,
+    cells64,
+    node_name,
+    reg_property,
+)
 from sdeilab.machine.memmap import (
     GICR_FRAME_SIZE,
     MAX_CPUS,
     MPIDR_AFFINITY_MASK,
     VIRT_MEMMAP,
-    VIRT_SPIS,
     MemMapEntry,
-    Ppi,
     Region,
     cpu_affinity,
-    spi_intid,
 )
+from sdeilab.machine.timer import GenericTimer
 
 DTB_VERSION = 17
-# Interrupt specifier cells of arm,gic-v3 (Linux bindings interrupt-controller/arm,gic-v3.yaml):
-# <type number flags>, type 0 = SPI (number = INTID - 32), 1 = PPI (number = INTID - 16).
-GIC_SPI = 0
-GIC_PPI = 1
-IRQ_TYPE_LEVEL_HIGH = 4
 APB_PCLK_HZ = 24_000_000  # the PL011's and SP804's bus clock, as QEMU virt declares it (clk24mhz)
 MPIDR_HWID_BITMASK = MPIDR_AFFINITY_MASK  # Aff3..Aff0: what a cpu node's reg holds (arm/cpus.yaml)
 CPU_COMPATIBLE = "arm,cortex-a57"  # the model sdeilab.cpu.unicorn_backend selects (UC_CPU_ARM64_A57)
 
-PHANDLE_GIC = 1
-PHANDLE_APB_PCLK = 2
-
-# The generic timer's four PPIs in the order the arm,armv8-timer binding lists them.
-TIMER_PPIS = (Ppi.SECURE_PHYS_TIMER, Ppi.PHYS_TIMER, Ppi.VIRT_TIMER, Ppi.HYP_TIMER)
 
 
 # Linux's arm64 COMMAND_LINE_SIZE (arch/arm64/include/uapi/asm/setup.h): the kernel keeps at most
@@ -105,32 +102,12 @@ def conduit_of(profile: Profile) -> str:
     return conduits[0]
 
 
-def node_name(name: str, region: MemMapEntry) -> str:
-    return f"{name}@{region.base:x}"
-
-
-def _cells64(*values: int) -> list[int]:
-    """64-bit values as pairs of 32-bit cells (#address-cells = #size-cells = 2 at the root)."""
-    cells = []
-    for value in values:
-        cells += [value >> 32, value & 0xFFFF_FFFF]
-    return cells
-
-
-def _reg(*regions: MemMapEntry) -> fdt.PropWords:
-    return fdt.PropWords("reg", *_cells64(*(v for r in regions for v in (r.base, r.size))))
-
-
-def _spi(region: Region) -> fdt.PropWords:
-    return fdt.PropWords("interrupts", GIC_SPI, spi_intid(region) - 32, IRQ_TYPE_LEVEL_HIGH)
-
-
 def device_tree(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMAP[Region.RAM].size,
                 boot: BootConfig | None = None, omit: Iterable[Region] = ()) -> fdt.FDT:
     """The device tree of a machine with ``cpus`` vCPUs and ``ram_size`` bytes of RAM under ``profile``.
 
     ``omit`` leaves devices out, for a board that lacks them: the SP804 is the lab's own addition
-    to the virt map (memmap.py), and a kernel on QEMU virt that probed it would take an external
+    to the virt board (board.py), and a kernel on QEMU virt that probed it would take an external
     abort.
     """
     prof = profile_named(profile) if isinstance(profile, str) else profile
@@ -148,7 +125,7 @@ def device_tree(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMA
     root.append(fdt.PropWords("interrupt-parent", PHANDLE_GIC))
 
     ram = MemMapEntry(VIRT_MEMMAP[Region.RAM].base, ram_size)
-    root.append(fdt.Node(node_name("memory", ram), fdt.PropStrings("device_type", "memory"), _reg(ram)))
+    root.append(fdt.Node(node_name("memory", ram), fdt.PropStrings("device_type", "memory"), reg_property(ram)))
 
     root.append(_cpus_node(cpus))
     conduit = conduit_of(prof)
@@ -163,43 +140,18 @@ def device_tree(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMA
                                                   fdt.PropStrings("method", conduit))))
 
     root.append(_gic_node(cpus))
-    timer_irqs = []
-    for ppi in TIMER_PPIS:
-        timer_irqs += [GIC_PPI, ppi - 16, IRQ_TYPE_LEVEL_HIGH]
-    # always-on: the counter keeps counting in every idle state the lab offers (the machine's
-    # vtime runs for a sleeping CPU too), so Linux needs no broadcast timer.
-    root.append(fdt.Node("timer", fdt.PropStrings("compatible", "arm,armv8-timer"),
-                         fdt.PropWords("interrupts", *timer_irqs), fdt.Property("always-on")))
+    root.append(GenericTimer.fdt_node())
     root.append(fdt.Node("apb-pclk", fdt.PropStrings("compatible", "fixed-clock"),
                          fdt.PropWords("#clock-cells", 0), fdt.PropWords("clock-frequency", APB_PCLK_HZ),
                          fdt.PropStrings("clock-output-names", "clk24mhz"),
                          fdt.PropWords("phandle", PHANDLE_APB_PCLK)))
-    uart = VIRT_MEMMAP[Region.UART0]
-    uart_path = "/" + node_name("pl011", uart)
-    if Region.UART0 not in omitted:
-        # An AMBA primecell: Linux's amba bus reads the peripheral ID from the device and wants
-        # the apb_pclk clock; the PL011 driver takes its baud clock from "uartclk" (arm,pl011.yaml).
-        root.append(fdt.Node(node_name("pl011", uart), fdt.PropStrings("compatible", "arm,pl011", "arm,primecell"),
-                             _reg(uart), _spi(Region.UART0),
-                             fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK),
-                             fdt.PropStrings("clock-names", "uartclk", "apb_pclk")))
-    if Region.RTC not in omitted:
-        # arm,pl031 (rtc/arm,pl031.yaml, an AMBA primecell): the bus clock only, as QEMU virt gives it.
-        rtc = VIRT_MEMMAP[Region.RTC]
-        root.append(fdt.Node(node_name("pl031", rtc), fdt.PropStrings("compatible", "arm,pl031", "arm,primecell"),
-                             _reg(rtc), _spi(Region.RTC), fdt.PropWords("clocks", PHANDLE_APB_PCLK),
-                             fdt.PropStrings("clock-names", "apb_pclk")))
-    if Region.TIMER0 in VIRT_MEMMAP and Region.TIMER0 in VIRT_SPIS and Region.TIMER0 not in omitted:
-        sp804 = VIRT_MEMMAP[Region.TIMER0]
-        # arm,sp804.yaml: timclken1, timclken2, apb_pclk (both timers run from the bus clock here).
-        root.append(fdt.Node(node_name("timer", sp804), fdt.PropStrings("compatible", "arm,sp804", "arm,primecell"),
-                             _reg(sp804), _spi(Region.TIMER0),
-                             fdt.PropWords("clocks", PHANDLE_APB_PCLK, PHANDLE_APB_PCLK, PHANDLE_APB_PCLK),
-                             fdt.PropStrings("clock-names", "timclken1", "timclken2", "apb_pclk")))
+    for spec in VIRT_DEVICES:  # each device describes itself (sdeilab.machine.board)
+        if spec.region not in omitted:
+            root.append(spec.fdt_node())
 
     chosen = fdt.Node("chosen")
-    if Region.UART0 not in omitted:
-        chosen.append(fdt.PropStrings("stdout-path", uart_path))  # also what a bare "earlycon" uses
+    if Region.UART0 not in omitted:  # also what a bare "earlycon" uses
+        chosen.append(fdt.PropStrings("stdout-path", device_spec(Region.UART0).node_path))
     if boot.bootargs:
         chosen.append(fdt.PropStrings("bootargs", boot.bootargs))
     if boot.initrd is not None:
@@ -208,8 +160,8 @@ def device_tree(profile: Profile | str, cpus: int, *, ram_size: int = VIRT_MEMMA
             raise ValueError(f"initrd 0x{start:x}..0x{end:x} is empty")
         if not ram.contains(start, end - start):
             raise ValueError(f"initrd 0x{start:x}..0x{end:x} is not inside RAM")
-        chosen.append(fdt.PropWords("linux,initrd-start", *_cells64(start)))
-        chosen.append(fdt.PropWords("linux,initrd-end", *_cells64(end)))
+        chosen.append(fdt.PropWords("linux,initrd-start", *cells64(start)))
+        chosen.append(fdt.PropWords("linux,initrd-end", *cells64(end)))
     root.append(chosen)
     return tree
 
@@ -238,7 +190,7 @@ def _gic_node(cpus: int) -> fdt.Node:
     return fdt.Node(node_name("intc", dist), fdt.PropStrings("compatible", "arm,gic-v3"),
                     fdt.PropWords("#interrupt-cells", 3), fdt.PropWords("#address-cells", 0),
                     fdt.Property("interrupt-controller"),
-                    fdt.PropWords("#redistributor-regions", 1), _reg(dist, redist),
+                    fdt.PropWords("#redistributor-regions", 1), reg_property(dist, redist),
                     fdt.PropWords("phandle", PHANDLE_GIC))
 
 

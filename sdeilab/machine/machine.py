@@ -35,13 +35,15 @@ import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from sdeilab.cpu.backend import CpuBackend, SliceResult, Stop, SysregKey, SystemCounter, Trap
 from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.cpu.unicorn_backend import RECORD_MISSING, UnicornVcpu
 from sdeilab.machine import exceptions as exc
+from sdeilab.machine.board import VIRT_DEVICES, DeviceSpec
 from sdeilab.machine.debug import WATCHPOINTS, DebuggerWatch, Hit, Watchpoints, WatchStop, dbgwcr, dbgwvr
+from sdeilab.machine.device import Device, Wiring
 from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3, IccReg
 from sdeilab.machine.loader import ELF_DTB_ROOM, GuestImage, load_elf
 from sdeilab.machine.memmap import (
@@ -54,7 +56,6 @@ from sdeilab.machine.memmap import (
     Region,
     format_ram_size,
     mpidr_of,
-    spi_intid,
 )
 from sdeilab.machine.outcome import FaultReport, RunOutcome, StopReason
 from sdeilab.machine.pl031 import DEFAULT_EPOCH, Pl031
@@ -135,8 +136,9 @@ SCHEDULER_STATE = ("uart_output", "_clock", "_local", "_not_before", "_masked_fo
                    "_watch_map", "_watch_ranges", "_watch_mmu", "_watch_hit", "_cpu_goal", "_watch_resume")
 NOT_STATE = frozenset({
     "trace", "quantum", "ram_region", "ram", "firmware", "power_listeners", "uart_sinks", "slice_hooks",
-    "wake_checks", "device_tree", "gic", "uart", "timers", "pmus", "sp804", "rtc", "_clocked", "_sysreg_reads",
-    "_sysreg_writes", "watchpoints", "_mmio", "vcpus", "_current", "_ram", "_parts", "_power_on", "_power_on_trace",
+    "wake_checks", "device_tree", "gic", "devices", "uart", "timers", "pmus", "sp804", "rtc", "_clocked",
+    "_sysreg_reads", "_sysreg_writes", "watchpoints", "_mmio", "vcpus", "_current", "_ram", "_parts", "_power_on",
+    "_power_on_trace",
     "icount_shift", "ns_per_instruction",  # the time scale: configuration
     "code_generation",  # only grows: it keys caches of decoded guest code, which a restore makes stale
     "image",  # state, kept by reference (a GuestImage is never changed)
@@ -158,17 +160,6 @@ class _Spin:
 
 MmioRow = tuple[int, int, Callable[[int, int, int], int], Callable[[int, int, int, int], None]]
 """Base, size, read(cpu, offset, size) and write(cpu, offset, size, value) of a device's MMIO frame."""
-
-
-class ClockedDevice(Protocol):
-    """A device that keeps virtual time (sp804.py, pl031.py): registers read and written at ``now``,
-    and a deadline at which ``advance`` changes its state (an interrupt raised, a count reloaded)."""
-
-    def read(self, offset: int, size: int, now: int) -> int: ...
-    def write(self, offset: int, size: int, value: int, now: int) -> None: ...
-    def next_deadline(self) -> int | None: ...
-    def advance(self, now: int) -> None: ...
-    def reset(self) -> None: ...
 
 
 class Firmware(Protocol):
@@ -226,15 +217,17 @@ class Machine:
 
         self.gic = GicV3(cpus, self.record, cpu_online=lambda cpu: self.vcpus[cpu].state.powered,
                          on_pending=self._interrupt_pending)
-        uart_intid = spi_intid(Region.UART0)
-        self.uart = Pl011(lambda level: self.gic.set_level(uart_intid, level, source="uart0"), self._uart_tx)
         self.timers = [GenericTimer(cpu, self._timer_line(cpu)) for cpu in range(cpus)]
         self.pmus = [Pmu(cpu, self._ppi_line(cpu, "pmu")) for cpu in range(cpus)]
-        timer0_intid, rtc_intid = spi_intid(Region.TIMER0), spi_intid(Region.RTC)
-        self.sp804 = Sp804(lambda level: self.gic.set_level(timer0_intid, level, source="sp804"))
-        self.rtc = Pl031(lambda level: self.gic.set_level(rtc_intid, level, source="pl031"), rtc_epoch)
+        # The board's devices, each built from its row of the table with its own interrupt line.
+        self.devices: dict[str, Device] = {
+            spec.name: spec.model.build(Wiring(self._spi_line(spec), self._uart_tx, rtc_epoch))
+            for spec in VIRT_DEVICES}
+        self.uart = cast(Pl011, self.devices["uart0"])  # the console's, the debugger's and the tests' handles
+        self.sp804 = cast(Sp804, self.devices["sp804"])
+        self.rtc = cast(Pl031, self.devices["rtc"])
         # The devices that keep time: each has a deadline, the machine's first one ends slices and idle time.
-        self._clocked: tuple[ClockedDevice, ...] = (self.sp804, self.rtc)
+        self._clocked: tuple[Device, ...] = tuple(device for device in self.devices.values() if device.KEEPS_TIME)
         self._next_device_deadline: int | None = None
         self._last_activity = 0  # vtime at which some CPU last retired an instruction
         # Emulated system registers. A read of a write-only one (or the reverse) is left to the
@@ -284,11 +277,7 @@ class Machine:
              self.gic.dist_read, self._gic_writer(self.gic.dist_write)),
             (gicr.base, min(gicr.size, cpus * GICR_FRAME_SIZE), self.gic.redist_read,
              self._gic_writer(self.gic.redist_write)),
-            (VIRT_MEMMAP[Region.UART0].base, VIRT_MEMMAP[Region.UART0].size,
-             lambda cpu, offset, size: self.uart.read(offset, size),
-             lambda cpu, offset, size, value: self.uart.write(offset, size, value)),
-            self._clocked_mmio(Region.RTC, self.rtc),
-            self._clocked_mmio(Region.TIMER0, self.sp804),
+            *(self._device_mmio(spec) for spec in VIRT_DEVICES),
         ]
         self._mmio = mmio
         unmodelled = frozenset(ICC_ENCODINGS)
@@ -327,7 +316,7 @@ class Machine:
         self._stale_code: list[list[list[int]]] = [[] for _ in range(cpus)]
         # Reset and snapshot (sdeilab.machine.state): the parts by name, and each one's power-on state.
         self._ram = Ram(self.ram, private=bool(private))
-        self._parts: dict[str, Stateful] = {"gic": self.gic, "uart0": self.uart, "sp804": self.sp804, "rtc": self.rtc}
+        self._parts: dict[str, Stateful] = {"gic": self.gic, **self.devices}
         for cpu in range(cpus):
             self._parts.update({f"timer{cpu}": self.timers[cpu], f"pmu{cpu}": self.pmus[cpu],
                                 f"watchpoints{cpu}": self.watchpoints[cpu]})
@@ -664,14 +653,20 @@ class Machine:
         for sink in self.uart_sinks:
             sink(byte)
 
-    def _clocked_mmio(self, region: Region, device: ClockedDevice) -> MmioRow:
-        """The MMIO row of a device that keeps time: it reads and writes at the machine's ``now``."""
-        entry = VIRT_MEMMAP[region]
+    def _spi_line(self, spec: DeviceSpec) -> Callable[[bool], None]:
+        intid, source = spec.intid, spec.source
+        return lambda level: self.gic.set_level(intid, level, source=source)
+
+    def _device_mmio(self, spec: DeviceSpec) -> MmioRow:
+        """The MMIO row of a device: it reads and writes at the machine's ``now``. A write to one that
+        keeps time may move its deadline, which ends the running slice to recompute it."""
+        device, entry = self.devices[spec.name], spec.entry
 
         def write(cpu: int, offset: int, size: int, value: int) -> None:
             device.write(offset, size, value, self.now())
-            self._next_device_deadline = self._first_device_deadline()
-            self._stop_if_current(self.vcpus[cpu])  # the device deadline moved: recompute the slice
+            if device.KEEPS_TIME:
+                self._next_device_deadline = self._first_device_deadline()
+                self._stop_if_current(self.vcpus[cpu])  # the device deadline moved: recompute the slice
 
         return entry.base, entry.size, lambda cpu, offset, size: device.read(offset, size, self.now()), write
 

@@ -1,7 +1,7 @@
-"""The `virt` board as data: the memory map and the interrupt map (QEMU hw/arm/virt.c style).
+"""The `virt` board as data: the memory map (QEMU hw/arm/virt.c style); its devices, with their
+interrupts, are the table in board.py.
 
-Adding a device means one row in each table. Addresses and INTIDs match QEMU's
-``-M virt,gic-version=3`` so that a guest written for one boots on the other.
+Addresses match QEMU's ``-M virt,gic-version=3`` so that a guest written for one boots on the other.
 """
 
 from __future__ import annotations
@@ -52,10 +52,7 @@ GICR_FRAME_SIZE = 0x2_0000
 
 MAX_CPUS = VIRT_MEMMAP[Region.GIC_REDIST].size // GICR_FRAME_SIZE  # 123, as on QEMU virt
 
-# Interrupt map: SPIs by device (INTID = 32 + SPI number), PPIs by INTID (GICv3 2.2).
-VIRT_SPIS: dict[Region, int] = {Region.UART0: 1, Region.RTC: 2, Region.TIMER0: 10}
-
-
+# The CPU's own interrupts: PPIs by INTID (GICv3 2.2). The devices' SPIs are in board.py.
 class Ppi(int, Enum):
     """Generic timer PPIs as the virt board wires them (Arm BSA recommended INTIDs)."""
 
@@ -63,10 +60,6 @@ class Ppi(int, Enum):
     VIRT_TIMER = 27
     SECURE_PHYS_TIMER = 29
     PHYS_TIMER = 30
-
-
-def spi_intid(region: Region) -> int:
-    return 32 + VIRT_SPIS[region]
 
 
 NUM_SPIS = 256  # QEMU virt's NUM_IRQS: INTIDs 32..287

@@ -15,7 +15,11 @@ deadline). The interrupt line is recomputed from state after every change (kvmto
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
+import fdt
+
+from sdeilab.machine.device import Wiring, apb_clocks
 from sdeilab.machine.state import FieldState
 
 NS_PER_SECOND = 1_000_000_000
@@ -30,6 +34,11 @@ _MASK32 = 0xFFFF_FFFF
 
 
 class Pl031(FieldState):
+    """The RTC of the virt board (board.py: 0x0901_0000, SPI 2)."""
+
+    KEEPS_TIME: ClassVar[bool] = True
+    NODE_NAME: ClassVar[str] = "pl031"
+    COMPATIBLE: ClassVar[tuple[str, ...]] = ("arm,pl031", "arm,primecell")
     STATE = ("offset", "match", "loaded", "mask", "raw", "alarm", "_level")  # sdeilab.machine.state
 
     def __init__(self, set_irq: Callable[[bool], None], epoch: int = DEFAULT_EPOCH) -> None:
@@ -38,6 +47,15 @@ class Pl031(FieldState):
         self._set_irq = set_irq
         self.epoch = epoch
         self.reset()
+
+    @classmethod
+    def build(cls, wiring: Wiring) -> Pl031:
+        return cls(wiring.set_irq, wiring.rtc_epoch)
+
+    @classmethod
+    def fdt_properties(cls) -> list[fdt.Property]:
+        # arm,pl031 (rtc/arm,pl031.yaml, an AMBA primecell): the bus clock only, as QEMU virt gives it.
+        return apb_clocks("apb_pclk")
 
     def reset(self) -> None:
         self.offset = self.epoch  # the count at virtual time 0 (RTCLR moves it)

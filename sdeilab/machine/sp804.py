@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
+import fdt
+
+from sdeilab.machine.device import Wiring, apb_clocks
 from sdeilab.machine.state import FieldState
 
 TIMCLK_HZ = 1_000_000
@@ -53,12 +57,26 @@ class _Timer:
 
 
 class Sp804(FieldState):
+    """The lab's addition to the virt board (board.py: 0x090C_0000, SPI 10)."""
+
+    KEEPS_TIME: ClassVar[bool] = True
+    NODE_NAME: ClassVar[str] = "timer"
+    COMPATIBLE: ClassVar[tuple[str, ...]] = ("arm,sp804", "arm,primecell")
     STATE = ("timers", "_level")  # sdeilab.machine.state
 
     def __init__(self, set_irq: Callable[[bool], None]) -> None:
         self._set_irq = set_irq
         self.timers = [_Timer(), _Timer()]
         self._level = False
+
+    @classmethod
+    def build(cls, wiring: Wiring) -> Sp804:
+        return cls(wiring.set_irq)
+
+    @classmethod
+    def fdt_properties(cls) -> list[fdt.Property]:
+        # arm,sp804.yaml: timclken1, timclken2, apb_pclk (both timers run from the bus clock here).
+        return apb_clocks("timclken1", "timclken2", "apb_pclk")
 
     def reset(self) -> None:
         self.timers = [_Timer(), _Timer()]

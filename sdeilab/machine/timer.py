@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import fdt
+
+from sdeilab.machine.device import GIC_PPI, IRQ_TYPE_LEVEL_HIGH
 from sdeilab.machine.memmap import Ppi
 from sdeilab.machine.state import FieldState
 
@@ -84,8 +87,21 @@ class _Timer:
     line: bool = False
 
 
+# The generic timer's four PPIs in the order the arm,armv8-timer binding lists them.
+TIMER_PPIS = (Ppi.SECURE_PHYS_TIMER, Ppi.PHYS_TIMER, Ppi.VIRT_TIMER, Ppi.HYP_TIMER)
+
+
 class GenericTimer(FieldState):
     """One CPU's EL1 physical (PPI 30) and virtual (PPI 27) timers."""
+
+    @staticmethod
+    def fdt_node() -> fdt.Node:
+        """The one node every CPU's timer shares (timer/arm,arch_timer.yaml): its PPIs, level-high.
+        always-on: the counter keeps counting in every idle state the lab offers (the machine's
+        vtime runs for a sleeping CPU too), so Linux needs no broadcast timer."""
+        cells = [cell for ppi in TIMER_PPIS for cell in (GIC_PPI, ppi - 16, IRQ_TYPE_LEVEL_HIGH)]
+        return fdt.Node("timer", fdt.PropStrings("compatible", "arm,armv8-timer"),
+                        fdt.PropWords("interrupts", *cells), fdt.Property("always-on"))
 
     STATE = ("_phys", "_virt", "cntfrq", "_counter")  # sdeilab.machine.state
 

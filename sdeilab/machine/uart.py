@@ -23,7 +23,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import ClassVar
 
+import fdt
+
+from sdeilab.machine.device import Untimed, Wiring, apb_clocks
 from sdeilab.machine.state import FieldState
 
 # Register offsets (DDI 0183 3.2, summary of registers).
@@ -67,8 +71,11 @@ IFLS_RESET = 0x12  # both trigger levels at half full
 FIFO_DEPTH = 32
 
 
-class Pl011(FieldState):
-    """The UART0 of the virt board; the machine maps it at 0x0900_0000 and wires SPI 1."""
+class Pl011(Untimed, FieldState):
+    """The UART0 of the virt board (board.py: 0x0900_0000, SPI 1)."""
+
+    NODE_NAME: ClassVar[str] = "pl011"
+    COMPATIBLE: ClassVar[tuple[str, ...]] = ("arm,pl011", "arm,primecell")
 
     # The registers, both FIFOs' contents, the line, and what it sent (sdeilab.machine.state).
     STATE = ("ilpr", "ibrd", "fbrd", "lcr_h", "cr", "ifls", "imsc", "ris", "dmacr", "output", "_host", "_rx", "_line")
@@ -81,6 +88,16 @@ class Pl011(FieldState):
         self._rx: deque[int] = deque()
         self._line = False
         self.reset()
+
+    @classmethod
+    def build(cls, wiring: Wiring) -> Pl011:
+        return cls(wiring.set_irq, wiring.uart_tx)
+
+    @classmethod
+    def fdt_properties(cls) -> list[fdt.Property]:
+        # An AMBA primecell: Linux's amba bus reads the peripheral ID from the device and wants
+        # the apb_pclk clock; the PL011 driver takes its baud clock from "uartclk" (arm,pl011.yaml).
+        return apb_clocks("uartclk", "apb_pclk")
 
     def reset(self) -> None:
         """Register reset values as DDI 0183 (and QEMU's pl011_reset). ``output`` is kept."""
@@ -131,7 +148,7 @@ class Pl011(FieldState):
             flags |= FR_RXFF
         return flags
 
-    def read(self, offset: int, size: int) -> int:
+    def read(self, offset: int, size: int, now: int = 0) -> int:
         """Read ``size`` bytes at ``offset``: registers are 32-bit, narrower reads take a slice."""
         if size == 8:
             return self.read(offset, 4) | (self.read(offset + 4, 4) << 32)
@@ -174,7 +191,7 @@ class Pl011(FieldState):
             return PL011_IDS[(offset - UARTPERIPHID0) >> 2]
         return 0  # UARTRSR (no receive errors ever occur), reserved and write-only offsets
 
-    def write(self, offset: int, size: int, value: int) -> None:
+    def write(self, offset: int, size: int, value: int, now: int = 0) -> None:
         """Write to a register; a write that does not start at a register's first byte is ignored."""
         if size == 8:
             self.write(offset, 4, value & 0xFFFF_FFFF)
