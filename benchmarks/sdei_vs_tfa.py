@@ -166,10 +166,10 @@ def run_lab(elf: Path, events: int, calls: int, *, time_conduit: bool = False,
     if time_conduit:
         inner, clock = machine.conduit, time.perf_counter
 
-        def conduit(cpu: int, kind: str) -> None:  # the engine looks the method up on each SMC
+        def conduit(cpu: int, kind: str, executed: int) -> None:  # the engine looks the method up on each SMC
             start = clock()
             try:
-                inner(cpu, kind)
+                inner(cpu, kind, executed)
             finally:
                 spent[0] += clock() - start
 

@@ -101,3 +101,72 @@ def test_firmware_reaches_the_cpu_only_through_the_machine() -> None:
             if re.search(r"\.backend\b", line):
                 uses.append(f"sdeilab/{where}:{number}: {line.strip()}")
     assert uses == [], "firmware reaches past the machine into the CPU backend:\n" + "\n".join(uses)
+
+
+# --- crossings at run time: one SDEI_EVENT_SIGNAL, counted ----------------------------------------
+
+BENCH_GUEST = PACKAGE.parent / "benchmarks" / "guests" / "sdei_tfa_bench.S"
+SDEI_EVENT_SIGNAL = 0xC400_002F
+
+
+def _layer_of(code_file: str) -> str | None:
+    path = Path(code_file)
+    if PACKAGE not in path.parents:
+        return None
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def test_one_event_signal_crosses_each_boundary_at_most_twice(tmp_path: Path) -> None:
+    """Every Python call whose caller and callee are in different layers, during the second SIGNAL of
+    benchmarks/guests/sdei_tfa_bench.S (SMC, ``firmware`` profile; the first warms caches), plus the
+    engine's hook into the machine (a ctypes callback, which the profiler does not see as a call).
+    Appends to the trace are counted apart: one per fact, each of which a debugger's subscription
+    must see as it is appended (docs/machine.md, "How firmware reaches a vCPU")."""
+    import sys
+    from collections import Counter
+
+    from sdeilab.lab.platform import make_platform
+    from sdeilab.toolchain import build
+
+    elf = build([BENCH_GUEST], tmp_path / "bench.elf", defines={"CONDUIT_SMC": "", "SDEI_COUNT": "3", "SMC_COUNT": "0"})
+    platform = make_platform(1, "firmware")
+    platform.load(elf)
+    machine, vcpu = platform.machine, platform.machine.vcpus[0]
+    crossings: Counter[tuple[str, str]] = Counter()
+    calls: list[str] = []
+    signals = [0]
+    inner = machine.conduit
+
+    def profile(frame, event, _arg):  # type: ignore[no-untyped-def]
+        back = frame.f_back
+        if event == "call" and back is not None:
+            caller, callee = _layer_of(back.f_code.co_filename), _layer_of(frame.f_code.co_filename)
+            if caller and callee and caller != callee:
+                crossings[caller, callee] += 1
+                calls.append(f"{caller} -> {callee}: {back.f_code.co_name} -> {frame.f_code.co_qualname}")
+
+    def conduit(cpu: int, kind: str, executed: int) -> None:
+        if vcpu.x(0) & 0xFFFF_FFFF == SDEI_EVENT_SIGNAL:
+            signals[0] += 1
+            if signals[0] == 2:
+                crossings["cpu", "machine"] += 1
+                facts = len(machine.trace)
+                sys.setprofile(profile)
+                try:
+                    inner(cpu, kind, executed)
+                finally:
+                    sys.setprofile(None)
+                crossings["recorded", "facts"] = len(machine.trace) - facts
+                return
+        inner(cpu, kind, executed)
+
+    machine.conduit = conduit  # type: ignore[method-assign]
+    platform.run(50_000_000)
+    assert signals[0] >= 2, "the guest made fewer than two SIGNAL calls"
+    appends = crossings.pop(("firmware", "trace"))
+    recorded = crossings.pop(("recorded", "facts"))
+    assert appends == recorded == 3, calls  # SmcccCall, SmcccReturn, SdeiDispatch
+    # Today: cpu -> machine 1, machine -> firmware 1, firmware -> cpu 2 (the call's registers in one
+    # read, its result), firmware -> machine 2 (a firmware-owned interrupt pending? the handler's
+    # entry), machine -> cpu 2 (that entry's save and write).
+    assert crossings and max(crossings.values()) <= 2, "\n".join(calls)

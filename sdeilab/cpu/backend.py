@@ -108,8 +108,10 @@ class SystemCounter:
 class VcpuHost(Protocol):
     """What the machine does for a vCPU during a slice. ``cpu`` is the vCPU's index."""
 
-    def conduit(self, cpu: int, conduit: str) -> None:
-        """The guest executed HVC ("hvc") or SMC ("smc"); PC is already past the instruction."""
+    def conduit(self, cpu: int, conduit: str, executed: int) -> None:
+        """The guest executed HVC ("hvc") or SMC ("smc"); PC is already past the instruction.
+        ``executed``: the instructions the slice has retired, the call included (the exit's time,
+        as a KVM exit carries the vCPU's state: the host need not ask for it)."""
         ...
 
     def trap(self, cpu: int, trap: Trap, pc: int) -> None:
@@ -193,6 +195,10 @@ class CpuBackend(Protocol):
     def x(self, n: int) -> int: ...
     def set_x(self, n: int, value: int) -> None: ...
     def xs(self, count: int) -> list[int]: ...
+    def call_registers(self) -> tuple[int, list[int]]:
+        """PC and X0..X17 in one read: what a call through a conduit hands its handler (SMCCC 1.2:
+        the function ID in W0, arguments in X1-X17, DEN0028 2.6 and 2.7)."""
+        ...
     def set_xs(self, values: Sequence[int]) -> None:
         """x0 .. x(len(values)-1)."""
         ...

@@ -1068,7 +1068,7 @@ class UnicornVcpu:
         self._last_intno = intno
         try:
             if intno == 11 or intno == 13:  # EXCP_HVC, EXCP_SMC: the hypercall path, kept short
-                self._host.conduit(self.index, "hvc" if intno == 11 else "smc")
+                self._host.conduit(self.index, "hvc" if intno == 11 else "smc", self.executed())
             else:
                 self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self.pc)
         except BaseException as error:  # a ctypes callback must not raise: hand it to run()
@@ -1538,6 +1538,12 @@ class UnicornVcpu:
             return view[:count].tolist()
         uclib.uc_reg_read_batch(self._uch, self._batch_ids, self._batch_ptrs, count)
         return self._batch_vals[:count]
+
+    def call_registers(self) -> tuple[int, list[int]]:
+        view = self._xq
+        if view is not None and self._aarch64[0]:
+            return view[32], view[:18].tolist()
+        return self.pc, self.xs(18)
 
     def set_xs(self, values: Sequence[int]) -> None:
         count = len(values)

@@ -72,7 +72,7 @@ class Function:
     name: str
     handler: Handler
     nargs: int = 0
-    then: Callable[[Vcpu], None] | None = None
+    then: Callable[[Vcpu, int], None] | None = None  # given the call's time stamp
 
 
 class Service:
@@ -190,10 +190,10 @@ class SmcccDispatcher:
         function = None if denied else self._functions.get(layer, {}).get(fid)
         return Route(function, self._names.get(fid, f"0x{fid:08x}"), layer, exit_)
 
-    def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str) -> bool:
+    def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str, now: int) -> bool:
         if conduit not in self.conduits:
             return False
-        pc = vcpu.read_pc()
+        pc, registers = vcpu.read_call()  # one read for the whole call (DEN0028 2.6, 2.7)
         if self._code_generation != machine.code_generation:
             self._immediates.clear()
             self._code_generation = machine.code_generation
@@ -201,20 +201,26 @@ class SmcccDispatcher:
         if imm is None:
             word = machine.read_code_u32(vcpu, pc - 4)  # virtual when the MMU is on (Linux)
             imm = self._immediates[pc] = 0 if word is None else (word >> 5) & 0xFFFF
-        fid = vcpu.x(0) & 0xFFFF_FFFF
+        fid = registers[0] & 0xFFFF_FFFF
         if imm:
             # DEN0028 2.9: a non-zero immediate is not an SMCCC call; KVM answers such an SMC with -1.
             name = f"{conduit} #{imm:#x}"
-            now = machine.now()
             machine.trace.add(SmcccCall, vcpu.index, now, conduit, fid, name, ())
             vcpu.set_x(0, NOT_SUPPORTED)
             machine.trace.add(SmcccReturn, vcpu.index, now, fid, name, (NOT_SUPPORTED,), self.default_layer)
             return True
-        self.call(machine, vcpu, conduit, fid)
+        self.call(machine, vcpu, conduit, fid, now, registers)
         return True
 
-    def call(self, machine: Machine, vcpu: Vcpu, conduit: str, fid: int) -> None:
-        """Route one call, record it and its return, and write the results to x0..x3."""
+    def call(self, machine: Machine, vcpu: Vcpu, conduit: str, fid: int, now: int | None = None,
+             registers: list[int] | None = None) -> None:
+        """Route one call made at ``now`` with X0..X17 = ``registers`` (by default: the time and the
+        registers now), record it and its return (a call takes no virtual time: both share the
+        stamp), and write the results to x0..x3."""
+        if now is None:
+            now = machine.now()
+        if registers is None:
+            registers = vcpu.read_call()[1]
         routes = self._routes.get(conduit)
         route = routes.get(fid) if routes is not None else None
         if route is None:
@@ -222,10 +228,9 @@ class SmcccDispatcher:
         function = route.function
         add = machine.trace.add
         index = vcpu.index
-        now = machine.now()  # a call takes no virtual time: it and its return share one stamp
         args: tuple[int, ...] = ()
         if function is not None and function.nargs:
-            args = tuple(vcpu.xs(function.nargs + 1)[1:])
+            args = tuple(registers[1:function.nargs + 1])
             if not fid & SMC64:  # SMC32/HVC32: arguments are the W registers (DEN0028 2.6)
                 args = tuple(a & 0xFFFF_FFFF for a in args)
         add(SmcccCall, index, now, conduit, fid, route.name, args)
@@ -249,4 +254,4 @@ class SmcccDispatcher:
             raise TypeError(f"{route.name} returned {result!r}: a handler returns an int, a tuple of ints or NO_RETURN")
         then = function.then
         if then is not None:
-            then(vcpu)
+            then(vcpu, now)

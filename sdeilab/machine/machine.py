@@ -165,8 +165,9 @@ MmioRow = tuple[int, int, Callable[[int, int, int], int], Callable[[int, int, in
 class Firmware(Protocol):
     """What sits on the HVC and SMC conduits. It lives in a higher layer (sdeilab.firmware)."""
 
-    def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str) -> bool:
-        """Handle a call from ``vcpu`` on ``conduit`` ("hvc" or "smc"); False: the instruction is UNDEFINED."""
+    def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str, now: int) -> bool:
+        """Handle a call from ``vcpu`` on ``conduit`` ("hvc" or "smc") made at virtual time ``now``;
+        False: the instruction is UNDEFINED."""
         ...
 
 
@@ -816,10 +817,12 @@ class Machine:
         return kept
 
     # --- VcpuHost: called by the engine during a slice -------------------------------------
-    def conduit(self, cpu: int, conduit: str) -> None:
+    def conduit(self, cpu: int, conduit: str, executed: int) -> None:
         vcpu = self.vcpus[cpu]
         firmware = self.firmware
-        if firmware is not None and firmware.hypercall(self, vcpu, conduit):
+        # The exit's time stamp, as ``now`` reads it: the call takes no virtual time of its own.
+        if firmware is not None and firmware.hypercall(self, vcpu, conduit,
+                                                       self._clock + executed * self.ns_per_instruction):
             return
         # No firmware answers this conduit here: the instruction is UNDEFINED at EL1 (ARM ARM:
         # HVC with no EL2, SMC with no EL3), reported at the instruction itself.
@@ -829,7 +832,7 @@ class Machine:
     def trap(self, cpu: int, trap: Trap, pc: int) -> None:
         vcpu = self.vcpus[cpu]
         if trap is Trap.HVC or trap is Trap.SMC:
-            self.conduit(cpu, trap.value)
+            self.conduit(cpu, trap.value, vcpu.backend.executed())
             return
         reason = _TRAP_REASONS.get(trap)
         if reason is None:

@@ -7,11 +7,13 @@ that does not fit the table is refused loudly rather than ignored.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import MethodType
 
 from sdeilab.cpu.backend import CpuBackend
 from sdeilab.machine.exceptions import PSTATE_DAIF, PSTATE_EL1H, PSTATE_NZCV
 from sdeilab.trace.vocabulary import PowerCause, PowerState
+
+SDEI_SAVED_REGISTERS = 18  # X0..X17, what an SDEI dispatch saves (DEN0054 5.1.14; TF-A save_event_ctx)
+_ZEROS = (0,) * (SDEI_SAVED_REGISTERS - 4)
 
 VcpuState = PowerState
 """The machine's name for the power states the trace's vocabulary defines (one definition serves both)."""
@@ -35,8 +37,8 @@ class Vcpu:
     debugger (the lab layer) still uses ``backend``.
     """
 
-    __slots__ = ("_on_transition", "backend", "entry", "index", "mpidr", "read_pc", "restore_context",
-                 "save_context", "set_x", "set_xs", "state", "x", "xs")
+    __slots__ = ("_on_transition", "backend", "entry", "index", "mpidr", "read_call", "restore_context",
+                 "set_x", "set_xs", "state", "x", "xs")
 
     def __init__(self, index: int, mpidr: int, backend: CpuBackend,
                  on_transition: Callable[[Vcpu, VcpuState, VcpuState, str], None]) -> None:
@@ -53,17 +55,12 @@ class Vcpu:
         self.xs: Callable[[int], list[int]] = backend.xs  # X0..X(count-1)
         self.set_x: Callable[[int, int], None] = backend.set_x  # Xn = value
         self.set_xs: Callable[[Sequence[int]], None] = backend.set_xs  # X0..X(len-1) = values
-        # PC. In a conduit callback it is the preferred return address, which for HVC and SMC is
-        # the instruction after the call (ARM ARM, "Preferred exception return address"); SMCCC
-        # finds the call's immediate from it (DEN0028 2.9).
-        # ``backend.pc`` is a property: its getter is bound to the backend here, which costs what
-        # reading the property does, where a property of Vcpu would add a Python frame (about
-        # 35 ns, over 1% of a hypercall's round trip; partial(attrgetter("pc")) saves less).
-        # (mypy does not see the property object on the class, hence the ignore.)
-        self.read_pc: Callable[[], int] = MethodType(type(backend).pc.fget, backend)  # type: ignore[attr-defined]
-        # An SDEI dispatch's save and COMPLETE's restore, once per event each; what they mean is
-        # documented under "SDEI event dispatch" below.
-        self.save_context: Callable[[int], tuple[bytes, int, int]] = backend.save_context
+        # A call through a conduit: PC and X0..X17 in one read. In a conduit callback PC is the
+        # preferred return address, the instruction after the HVC or SMC (ARM ARM, "Preferred
+        # exception return address"), from which SMCCC finds the call's immediate (DEN0028 2.9).
+        self.read_call: Callable[[], tuple[int, list[int]]] = backend.call_registers
+        # EVENT_COMPLETE's restore, once per event; what it means is documented under "SDEI event
+        # dispatch" below.
         self.restore_context: Callable[[bytes, int, int], None] = backend.restore_context
 
     @property
@@ -76,26 +73,27 @@ class Vcpu:
     # it saves the interrupted X0..X17, PC and PSTATE, enters the handler at EL1h, and on
     # EVENT_COMPLETE puts them back, or on EVENT_COMPLETE_AND_RESUME makes an exception entry.
     #
-    # ``save_context(count)`` (bound in __init__): the interrupted context, X0..X(count-1) as
-    # ``count`` 64-bit words in the host's order (``memoryview(saved).cast("Q")`` reads them), PC
-    # and PSTATE (TF-A save_event_ctx keeps x0-x17, ELR_EL3 and SPSR_EL3: the interrupted PC and
-    # PSTATE).
-    #
     # ``restore_context(saved, pc, pstate)`` (bound in __init__): EVENT_COMPLETE, the interrupted
-    # context back as ``save_context`` returned it (PSTATE written as a change of mode).
+    # context back as ``enter_sdei_handler`` returned it (PSTATE written as a change of mode).
 
-    def enter_sdei_handler(self, registers: Sequence[int], entry: int, interrupted_pstate: int) -> None:
-        """Enter an SDEI handler at ``entry`` with X0.. = ``registers`` (DEN0054 5.1.14: event
-        number, argument, interrupted PC, interrupted PSTATE), from the context whose PSTATE
-        ``save_context`` just read as ``interrupted_pstate`` (so PSTATE is written, as a change
-        of mode, only if the entry changes it: the engine's fast path).
+    def enter_sdei_handler(self, number: int, argument: int, entry: int,
+                           zero_x4_x17: bool = False) -> tuple[bytes, int, int]:
+        """Save the interrupted context and enter an SDEI handler at ``entry``; return what was saved.
 
+        Saved: X0..X17 as 18 64-bit words in the host's order (``memoryview(saved).cast("Q")``
+        reads them), PC and PSTATE (TF-A save_event_ctx keeps x0-x17, ELR_EL3 and SPSR_EL3: the
+        interrupted PC and PSTATE). Entered: X0..X3 = event number, ``argument``, interrupted PC,
+        interrupted PSTATE (DEN0054 5.1.14); X4..X17 keep the interrupted values, or are zeroed.
         PSTATE as an exception entry to EL1h makes it (ARM ARM D1.10.2; TF-A create_spsr): D, A,
-        I, F set, NZCV kept. ELR_EL1 and SPSR_EL1 keep the client's values: the interrupted PC and
+        I, F set, NZCV kept, written as a change of mode only if the entry changes it (the
+        engine's fast path). ELR_EL1 and SPSR_EL1 keep the client's values: the interrupted PC and
         PSTATE reach the handler in X2 and X3 instead, so an event may land inside the client's
         own exception handler."""
-        self.backend.write_context(registers, entry, (interrupted_pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H,
-                                   interrupted_pstate)
+        backend = self.backend
+        saved, pc, pstate = backend.save_context(SDEI_SAVED_REGISTERS)
+        registers = (number, argument, pc, pstate, *_ZEROS) if zero_x4_x17 else (number, argument, pc, pstate)
+        backend.write_context(registers, entry, (pstate & PSTATE_NZCV) | PSTATE_DAIF | PSTATE_EL1H, pstate)
+        return saved, pc, pstate
 
     def resume_context(self, saved: bytes, pc: int, pstate: int, resume: int) -> None:
         """EVENT_COMPLETE_AND_RESUME: the saved registers back, then, as DEN0054 5.2.2 "Event Resume

@@ -28,14 +28,13 @@ from sdeilab.firmware.sdei.table import (
 )
 from sdeilab.firmware.smccc import NO_RETURN, Function, Result, Service, SmcccDispatcher
 from sdeilab.machine.machine import Machine
-from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity, cpu_of_mpidr
+from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity
 from sdeilab.machine.state import FieldState
-from sdeilab.machine.vcpu import Vcpu, VcpuState
+from sdeilab.machine.vcpu import SDEI_SAVED_REGISTERS, Vcpu, VcpuState
 from sdeilab.trace import SdeiBinding, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition
 
 VERSION_1_0 = 1 << 48  # [62:48] major, [47:32] minor, [31:0] vendor (DEN0054 5.1.1)
 VERSION_1_1 = (1 << 48) | (1 << 32)
-SAVED_REGISTERS = 18  # x0-x17 (TF-A SDEI_SAVED_GPREGS)
 PRIORITY_CRITICAL = 0x60  # TF-A PLAT_SDEI_CRITICAL_PRI / NORMAL_PRI on Arm platforms and QEMU
 PRIORITY_NORMAL = 0x70
 PRIORITY_LOWEST = 0xF0  # what an interrupt goes back to at UNREGISTER (TF-A: lowest priority)
@@ -55,7 +54,6 @@ SDEI_FUNCTIONS = (
 )
 SDEI_RANGE = (0xC400_0020, 0x20)
 _ACTION_NAMES = {action: action.value for action in Action}
-_ZEROS = (0,) * 14  # x4..x17 at handler entry under the zero_x4_x17 quirk
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,8 @@ class Sdei(FieldState, Service):
             {n: Registration() for n, e in self.events.items() if not e.shared} for _ in range(cpus)]
         self.leaked_counts: dict[int, int] = {}  # tfa_reg_count_leak: registrations CPU_ON forgot
         self.pes = [Pe() for _ in range(cpus)]
+        # The PE an affinity names (TF-A's plat_core_pos_by_mpidr, the platform port's own table).
+        self._aff_to_cpu = {cpu_affinity(cpu): cpu for cpu in range(cpus)}
         self._last_taker = -1  # RM_ANY round-robin
         self._routing_any = False  # some shared event is registered with RM_ANY
         psci.subscribe(PowerEvent.CPU_ON_FINISH, self._on_cpu_on)
@@ -145,12 +145,14 @@ class Sdei(FieldState, Service):
         return self.shared[number] if event.shared else self.private[cpu][number]
 
     def _transition(self, cpu: int, event: Event, reg: Registration, action: Action,
-                    kind: type[SdeiTransition] = SdeiTransition, details: tuple[object, ...] = ()) -> int:
+                    kind: type[SdeiTransition] = SdeiTransition, details: tuple[object, ...] = (),
+                    now: int | None = None) -> int:
         """The one place an event changes state: look the action up in the table, apply, record.
 
         A dispatch or a completion that the table allows is recorded as its own kind of
         transition (``SdeiDispatch``, ``SdeiComplete``) with ``details`` after the common fields;
-        anything refused is a plain ``SdeiTransition``.
+        anything refused is a plain ``SdeiTransition``. ``now``: the virtual time, where the caller
+        has it (a call's stamp).
         """
         old = reg.state
         cell = TABLE[old][action]
@@ -163,8 +165,8 @@ class Sdei(FieldState, Service):
         if result:
             kind, details = SdeiTransition, ()
         machine = self.machine
-        machine.trace.add(kind, cpu, machine.now(), event.number, _ACTION_NAMES[action], LABELS[old], LABELS[new],
-                          result, *details)
+        machine.trace.add(kind, cpu, machine.now() if now is None else now, event.number, _ACTION_NAMES[action],
+                          LABELS[old], LABELS[new], result, *details)
         return result
 
     def _refuse(self, cpu: int, number: int, action: Action, result: int) -> int:
@@ -396,7 +398,7 @@ class Sdei(FieldState, Service):
         if not pe.stack:
             return self._refuse(vcpu.index, -1, Action.CONTEXT, DENIED)
         top = pe.stack[-1]
-        if index >= SAVED_REGISTERS:
+        if index >= SDEI_SAVED_REGISTERS:
             return self._refuse(vcpu.index, top.event.number, Action.CONTEXT, INVALID_PARAMETERS)
         result = self._transition(vcpu.index, top.event, top.registration, Action.CONTEXT)
         return top.saved()[index] if result == SUCCESS else result
@@ -472,8 +474,9 @@ class Sdei(FieldState, Service):
         intid = self.machine.gic.firmware_pending(cpu)
         return any(self._dispatchable(cpu, event) for event, _, _ in self._candidates(cpu, intid))
 
-    def _deliver(self, vcpu: Vcpu) -> None:
-        """At a slice boundary or after an SDEI call: enter the most urgent event this PE can take now.
+    def _deliver(self, vcpu: Vcpu, now: int | None = None) -> None:
+        """At a slice boundary or after an SDEI call (``now``: the call's stamp): enter the most
+        urgent event this PE can take now.
 
         It runs after every slice and every SDEI call, so the checks of ``_dispatchable`` are
         inlined here in the order that rejects the common cases first.
@@ -499,23 +502,21 @@ class Sdei(FieldState, Service):
                 continue
             if state is EventState.ENABLED and (not stack or (event.critical and not stack[-1].event.critical)):
                 pending.discard(event.number)
-                self._enter(vcpu, event, reg, bound, source)
+                self._enter(vcpu, event, reg, bound, source, now)
                 return
 
-    def _enter(self, vcpu: Vcpu, event: Event, reg: Registration, intid: int | None, source: str) -> None:
+    def _enter(self, vcpu: Vcpu, event: Event, reg: Registration, intid: int | None, source: str,
+               now: int | None) -> None:
         """Save the interrupted context and enter the handler (DEN0054 5.1.14, TF-A setup_ns_dispatch)."""
         cpu = vcpu.index
-        saved, pc, pstate = vcpu.save_context(SAVED_REGISTERS)
+        # x0..x3 as 5.1.14 says; x4..x17 keep the interrupted values unless the quirk zeroes them.
+        saved, pc, pstate = vcpu.enter_sdei_handler(event.number, reg.argument, reg.entry, self.quirks.zero_x4_x17)
         stack = self.pes[cpu].stack
         self._transition(cpu, event, reg, Action.DISPATCH, SdeiDispatch,
-                         (event.critical, reg.entry, pc, pstate, len(stack) + 1, source))
+                         (event.critical, reg.entry, pc, pstate, len(stack) + 1, source), now)
         if intid is not None:
             self.machine.gic.firmware_acknowledge(cpu, intid)  # active until COMPLETE
         stack.append(Dispatch(event, reg, saved, pc, pstate, intid))
-        # x0..x3 as 5.1.14 says; x4..x17 keep the interrupted values unless the quirk zeroes them.
-        # PSTATE as TakeException to EL1h: D, A, I, F set; NZCV kept (TF-A create_spsr).
-        vcpu.enter_sdei_handler((event.number, reg.argument, pc, pstate, *_ZEROS) if self.quirks.zero_x4_x17
-                                else (event.number, reg.argument, pc, pstate), reg.entry, pstate)
         if event.shared:
             self._last_taker = cpu
         if self._routing_any:
@@ -525,7 +526,7 @@ class Sdei(FieldState, Service):
     def _cpu_of(self, mpidr: int) -> int | None:
         """The PE an SDEI argument names: TF-A (plat_core_pos_by_mpidr) reads the affinity fields
         only, so bit 31, U, MT and the RES0 bits may hold anything, e.g. a PE's own MPIDR_EL1."""
-        return cpu_of_mpidr(mpidr & MPIDR_AFFINITY_MASK, len(self.pes))
+        return self._aff_to_cpu.get(mpidr & MPIDR_AFFINITY_MASK)
 
     def _route(self, event: Event) -> None:
         reg = self.shared[event.number]
