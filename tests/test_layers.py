@@ -30,8 +30,6 @@ APPLICATION = {"cli", "console", "hub", "curriculum", "voila_app"}
 # Imports that cross the picture today, each a debt of issue 13 with its reason. The test fails
 # on a crossing not listed here, and on a listed one that is gone (take it off the list).
 KNOWN_CROSSINGS = {
-    ("lab/session.py", "cpu"),  # the debugger disassembles with the CPU layer's decoder
-    ("linux/watchdog.py", "cpu"),  # the Linux watchdog is a second debugger: disassembly
     ("linux/watchdog.py", "machine"),  # ... and it drives Machine.run(debugger=True) itself
     ("widgets/boot_progress.py", "machine"),  # the boot progress bar reads the machine's counters
     ("widgets/guest_cell.py", "cpu"),  # a guest cell reports the emulator's EngineError

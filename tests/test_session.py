@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.lab.platform import make_platform
 from sdeilab.lab.session import REGISTERS, Session, SessionBusy
+from sdeilab.machine.disasm import disassemble_one
 from sdeilab.machine.loader import GuestLoadError
 from sdeilab.machine.outcome import StopReason
 from sdeilab.machine.vcpu import VcpuState

@@ -212,7 +212,7 @@ SIMD_OPERAND = re.compile(r"\b[qdsbh]\d+\b|\bv\d+\.")  # a register of the FP/SI
 def test_no_guest_touches_the_fp_simd_registers(shipped: ShippedBuild) -> None:
     # The guests run where FP/SIMD traps (TF-A enters BL33 with CPACR_EL1.FPEN clear): not one
     # instruction of their code may name a q, d, s, h, b or v register.
-    from sdeilab.cpu.disasm import disassemble
+    from sdeilab.machine.disasm import disassemble
 
     with open(shipped.elf, "rb") as stream:
         elf = ELFFile(stream)

@@ -64,12 +64,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdeilab.cpu.disasm import disassemble
 from sdeilab.firmware.profiles import PROFILES, Profile, profile_named
 from sdeilab.firmware.sdei.quirks import Quirks
 from sdeilab.firmware.sdei.service import SDEI_FUNCTIONS
 from sdeilab.lab.platform import KernelBoot, Platform, make_platform
 from sdeilab.machine.debug import DebuggerWatch
+from sdeilab.machine.disasm import disassemble
 from sdeilab.machine.loader import GuestImage, GuestLoadError, load_elf
 from sdeilab.machine.machine import DEFAULT_QUANTUM, Machine
 from sdeilab.machine.memmap import DEFAULT_RAM_SIZE, MAX_CPUS, parse_ram_size

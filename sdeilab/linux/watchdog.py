@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sdeilab.cpu.disasm import disassemble
 from sdeilab.lab.platform import Platform
+from sdeilab.machine.disasm import disassemble
 from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.trace import SdeiComplete, TraceLog
 

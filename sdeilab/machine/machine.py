@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from sdeilab.cpu.backend import CpuBackend, SliceResult, Stop, SysregKey, SystemCounter, Trap
-from sdeilab.cpu.disasm import disassemble_one
 from sdeilab.cpu.unicorn_backend import RECORD_MISSING, UnicornVcpu
 from sdeilab.machine import exceptions as exc
 from sdeilab.machine.board import VIRT_DEVICES, DeviceSpec
 from sdeilab.machine.debug import WATCHPOINTS, DebuggerWatch, Hit, Watchpoints, WatchStop, dbgwcr, dbgwvr
 from sdeilab.machine.device import Device, Wiring
+from sdeilab.machine.disasm import disassemble_one
 from sdeilab.machine.gic import ICC_ENCODINGS, ICC_READ_ONLY, ICC_WRITE_ONLY, GicV3, IccReg
 from sdeilab.machine.loader import ELF_DTB_ROOM, GuestImage, load_elf
 from sdeilab.machine.memmap import (

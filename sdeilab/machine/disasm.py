@@ -1,4 +1,5 @@
-"""Disassembly for fault reports and debugger views (capstone; no engine state)."""
+"""Disassembly for fault reports and debugger views (capstone; no engine state): the machine layer's, so
+the debugger and the scenario drivers above name no CPU-layer module."""
 
 from __future__ import annotations
 
