@@ -57,6 +57,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
 from sdeilab.firmware.profiles import PROFILES
+from sdeilab.firmware.sdei.table import SdeiResult
 from sdeilab.lab.compare import run_on
 from sdeilab.lab.session import Session, pstate_text
 from sdeilab.machine.outcome import StopReason
@@ -74,7 +75,6 @@ from sdeilab.trace.intervals import firmware_calls, handler_intervals
 from sdeilab.viz import figure_legend, sequence, style, timeline
 
 PSTATE_I = 1 << 7  # PSTATE/SPSR bit 7: IRQs masked (Arm ARM C5.2.18)
-DENIED = -3  # SDEI return code (reference section 1.2)
 STUCK_CPU = 2
 
 session = Session(guests_dir() / "sdei" / "linux_client.elf", cpus=4)
@@ -493,11 +493,11 @@ with Checks() as check:
     for run in (owner, owner_vmm):
         name = run.profile.name
         check(f"{name}: INTERRUPT_BIND(27) was DENIED, with no binding made, as 27 is reserved",
-              bind_results[name][27] == DENIED and 27 not in {b.intid for b in run.trace.of_kind(SdeiBinding)}
+              bind_results[name][27] == SdeiResult.DENIED and 27 not in {b.intid for b in run.trace.of_kind(SdeiBinding)}
               and 27 in run.profile.sdei.reserved_intids, bind_results[name])
     check("virt: INTERRUPT_BIND(30) gave the bound event", bind_results["virt"][30] == owner_binding.event >= 0)
     check("kvm-vmm-psci-sdei: INTERRUPT_BIND(30) was DENIED and nothing was bound (no PPI is the VMM's)",
-          bind_results["kvm-vmm-psci-sdei"][30] == DENIED and owner_vmm.trace.count(SdeiBinding) == 0)
+          bind_results["kvm-vmm-psci-sdei"][30] == SdeiResult.DENIED and owner_vmm.trace.count(SdeiBinding) == 0)
 
     check("virt: the binding is of INTID 30", owner_binding.intid == 30 and owner_binding.bound)
     o_acks = [a for a in ot.of_kind(IrqAcknowledged) if a.intid == 30]

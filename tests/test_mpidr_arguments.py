@@ -30,7 +30,7 @@ from sdeilab.toolchain import build, guests_dir
 
 CPUS = 17
 AFFINITY_FIELDS = 0xFF_00FF_FFFF
-INVALID = -2
+INVALID = -2  # INVALID_PARAMETERS, the same number in PSCI and SDEI (DEN0022D 5.2.2, DEN0054 table 5.2)
 AFFINITIES = [((cpu // 16) << 8) | (cpu % 16) for cpu in range(CPUS)]
 # (what, value): the PE's affinity or an absent one, and bits that are not affinity around it.
 ENCODINGS = [

@@ -9,7 +9,7 @@ PSCI and SDEI meet through a subscription, not imports, as in TF-A (``SUBSCRIBE_
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from enum import Enum
+from enum import Enum, IntEnum
 
 from sdeilab.firmware.arch import SMCCC_VERSION
 from sdeilab.firmware.smccc import NO_RETURN, NOT_SUPPORTED, SUCCESS, Function, Result, Service, SmcccDispatcher
@@ -22,20 +22,38 @@ from sdeilab.trace.vocabulary import PowerCause
 
 PSCI_VERSION_1_1 = 0x0001_0001
 
-# Return codes (DEN0022D 5.2.2).
-INVALID_PARAMETERS = -2
-DENIED = -3
-ALREADY_ON = -4
-ON_PENDING = -5
-INTERNAL_FAILURE = -6
-NOT_PRESENT = -7
-DISABLED = -8
-INVALID_ADDRESS = -9
+class PsciResult(IntEnum):
+    """PSCI's return codes (DEN0022D 5.2.2); SUCCESS and NOT_SUPPORTED are SMCCC's."""
 
-# AFFINITY_INFO results (DEN0022D 5.7.2).
-AFFINITY_ON = 0
-AFFINITY_OFF = 1
-AFFINITY_ON_PENDING = 2
+    SUCCESS = int(SUCCESS)
+    NOT_SUPPORTED = int(NOT_SUPPORTED)
+    INVALID_PARAMETERS = -2
+    DENIED = -3
+    ALREADY_ON = -4
+    ON_PENDING = -5
+    INTERNAL_FAILURE = -6
+    NOT_PRESENT = -7
+    DISABLED = -8
+    INVALID_ADDRESS = -9
+
+
+class AffinityState(IntEnum):
+    """What AFFINITY_INFO returns for a PE that exists (DEN0022D 5.7.2)."""
+
+    ON = 0
+    OFF = 1
+    ON_PENDING = 2
+
+
+INVALID_PARAMETERS = PsciResult.INVALID_PARAMETERS
+DENIED = PsciResult.DENIED
+ALREADY_ON = PsciResult.ALREADY_ON
+ON_PENDING = PsciResult.ON_PENDING
+INTERNAL_FAILURE = PsciResult.INTERNAL_FAILURE
+NOT_PRESENT = PsciResult.NOT_PRESENT
+DISABLED = PsciResult.DISABLED
+INVALID_ADDRESS = PsciResult.INVALID_ADDRESS
+AFFINITY_ON, AFFINITY_OFF, AFFINITY_ON_PENDING = AffinityState.ON, AffinityState.OFF, AffinityState.ON_PENDING
 
 MIGRATE_INFO_TYPE_NO_TRUSTED_OS = 2  # no Trusted OS, so no migration to worry about (DEN0022D 5.8)
 

@@ -24,11 +24,21 @@ MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 FAST_CALL = 1 << 31
 SMC64 = 1 << 30
 
-# Generic return codes (DEN0028 section 5.2; PSCI and SDEI use the same -1 for NOT_SUPPORTED).
-SUCCESS = 0
-NOT_SUPPORTED = -1
-NOT_REQUIRED = -2
-INVALID_PARAMETER = -3
+class SmcccResult(IntEnum):
+    """SMCCC's generic return codes (DEN0028 section 5.2). PSCI and SDEI share SUCCESS and
+    NOT_SUPPORTED with it; from -2 on each service has its own (``PsciResult``, ``SdeiResult``).
+    A member *is* its number, so facts and exported traces hold the same integers as before."""
+
+    SUCCESS = 0
+    NOT_SUPPORTED = -1
+    NOT_REQUIRED = -2
+    INVALID_PARAMETER = -3
+
+
+SUCCESS = SmcccResult.SUCCESS
+NOT_SUPPORTED = SmcccResult.NOT_SUPPORTED
+NOT_REQUIRED = SmcccResult.NOT_REQUIRED
+INVALID_PARAMETER = SmcccResult.INVALID_PARAMETER
 
 
 class Owner(IntEnum):

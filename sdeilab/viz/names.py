@@ -7,23 +7,13 @@ NOT_SUPPORTED (-1), and INVALID_PARAMETERS (-2) and DENIED (-3); from -4 on they
 
 from __future__ import annotations
 
-from sdeilab.firmware import psci
-from sdeilab.firmware.sdei import table
-from sdeilab.firmware.smccc import NOT_SUPPORTED, SUCCESS
+from sdeilab.firmware.psci import AffinityState, PsciResult
+from sdeilab.firmware.sdei.table import SdeiResult
 
-SDEI_RESULTS: dict[int, str] = {
-    SUCCESS: "SUCCESS", NOT_SUPPORTED: "NOT_SUPPORTED", table.INVALID_PARAMETERS: "INVALID_PARAMETERS",
-    table.DENIED: "DENIED", table.PENDING: "PENDING", table.OUT_OF_RESOURCE: "OUT_OF_RESOURCE",
-}
+SDEI_RESULTS: dict[int, str] = {int(code): code.name for code in SdeiResult}
 SDEI_REFUSALS: dict[int, str] = {code: name for code, name in SDEI_RESULTS.items() if code}
-PSCI_RESULTS: dict[int, str] = {
-    SUCCESS: "SUCCESS", NOT_SUPPORTED: "NOT_SUPPORTED", psci.INVALID_PARAMETERS: "INVALID_PARAMETERS",
-    psci.DENIED: "DENIED", psci.ALREADY_ON: "ALREADY_ON", psci.ON_PENDING: "ON_PENDING",
-    psci.INTERNAL_FAILURE: "INTERNAL_FAILURE", psci.NOT_PRESENT: "NOT_PRESENT", psci.DISABLED: "DISABLED",
-    psci.INVALID_ADDRESS: "INVALID_ADDRESS",
-}
-AFFINITY_STATES: dict[int, str] = {psci.AFFINITY_ON: "ON", psci.AFFINITY_OFF: "OFF",
-                                   psci.AFFINITY_ON_PENDING: "ON_PENDING"}
+PSCI_RESULTS: dict[int, str] = {int(code): code.name for code in PsciResult}
+AFFINITY_STATES: dict[int, str] = {int(state): state.name for state in AffinityState}
 
 
 def result_name(code: int, call: str = "SDEI") -> str:

@@ -369,7 +369,7 @@ class Sdei(FieldState, Service):
         return SUCCESS
 
     def private_reset(self, cpu: int) -> int:
-        result = SUCCESS
+        result: int = SUCCESS
         for number, reg in self.private[cpu].items():
             if reg.state is EventState.UNREGISTERED:
                 continue
@@ -379,7 +379,7 @@ class Sdei(FieldState, Service):
 
     def shared_reset(self, cpu: int) -> int:
         vcpu = self.machine.vcpus[cpu]
-        result = SUCCESS
+        result: int = SUCCESS
         for number, reg in self.shared.items():
             if reg.state is not EventState.UNREGISTERED and self._simple(vcpu, number, Action.UNREGISTER) != SUCCESS:
                 result = DENIED  # it was running: its unregistration is pending; the others still go (TF-A)

@@ -12,14 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from sdeilab.firmware.smccc import SUCCESS
+from sdeilab.firmware.smccc import NOT_SUPPORTED, SUCCESS
 
-# SDEI's own return codes (DEN0054 table 5.2; Linux include/uapi/linux/arm_sdei.h); SUCCESS is
-# SMCCC's.
-INVALID_PARAMETERS = -2
-DENIED = -3
-PENDING = -5
-OUT_OF_RESOURCE = -10
+
+class SdeiResult(IntEnum):
+    """SDEI's return codes (DEN0054 table 5.2; Linux include/uapi/linux/arm_sdei.h); SUCCESS and
+    NOT_SUPPORTED are SMCCC's."""
+
+    SUCCESS = int(SUCCESS)
+    NOT_SUPPORTED = int(NOT_SUPPORTED)
+    INVALID_PARAMETERS = -2
+    DENIED = -3
+    PENDING = -5
+    OUT_OF_RESOURCE = -10
+
+
+INVALID_PARAMETERS = SdeiResult.INVALID_PARAMETERS
+DENIED = SdeiResult.DENIED
+PENDING = SdeiResult.PENDING
+OUT_OF_RESOURCE = SdeiResult.OUT_OF_RESOURCE
 
 
 class EventState(IntEnum):
