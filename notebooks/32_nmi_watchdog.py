@@ -493,7 +493,8 @@ with Checks() as check:
     for run in (owner, owner_vmm):
         name = run.profile.name
         check(f"{name}: INTERRUPT_BIND(27) was DENIED, with no binding made, as 27 is reserved",
-              bind_results[name][27] == SdeiResult.DENIED and 27 not in {b.intid for b in run.trace.of_kind(SdeiBinding)}
+              bind_results[name][27] == SdeiResult.DENIED
+              and 27 not in {b.intid for b in run.trace.of_kind(SdeiBinding)}
               and 27 in run.profile.sdei.reserved_intids, bind_results[name])
     check("virt: INTERRUPT_BIND(30) gave the bound event", bind_results["virt"][30] == owner_binding.event >= 0)
     check("kvm-vmm-psci-sdei: INTERRUPT_BIND(30) was DENIED and nothing was bound (no PPI is the VMM's)",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from sdeilab.trace.vocabulary import Conduit
+
 SysregKey = tuple[int, int, int, int, int]
 """A system register or system instruction by encoding: (op0, op1, CRn, CRm, op2)."""
 
@@ -22,8 +24,8 @@ SysregKey = tuple[int, int, int, int, int]
 class Trap(Enum):
     """Why the guest left straight-line execution (an exception it caused, ARM ARM D1.10)."""
 
-    HVC = "hvc"  # PC already past the instruction
-    SMC = "smc"  # PC already past the instruction
+    HVC = Conduit.HVC.value  # PC already past the instruction
+    SMC = Conduit.SMC.value  # PC already past the instruction
     UNDEFINED = "undefined"  # PC at the instruction
     SVC = "svc"  # PC already past the instruction
     BRK = "brk"  # PC at the instruction

@@ -105,6 +105,7 @@ from sdeilab.cpu.backend import (
     Trap,
     VcpuHost,
 )
+from sdeilab.trace.vocabulary import Conduit
 
 EngineError = UcError
 """What the CPU engine raises when it cannot go on; the layers above catch it by this name, since
@@ -1068,7 +1069,7 @@ class UnicornVcpu:
         self._last_intno = intno
         try:
             if intno == 11 or intno == 13:  # EXCP_HVC, EXCP_SMC: the hypercall path, kept short
-                self._host.conduit(self.index, "hvc" if intno == 11 else "smc", self.executed())
+                self._host.conduit(self.index, Conduit.HVC if intno == 11 else Conduit.SMC, self.executed())
             else:
                 self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self.pc)
         except BaseException as error:  # a ctypes callback must not raise: hand it to run()

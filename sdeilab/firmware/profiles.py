@@ -22,6 +22,7 @@ from sdeilab.firmware.psci import PSCI_RANGES, PowerEvent
 from sdeilab.firmware.sdei.service import SDEI_RANGE, SdeiPlatform
 from sdeilab.firmware.smccc import EL3, KERNEL, VMM, answering_layer, entry_layer
 from sdeilab.firmware.smccc_filter import FilterAction, FilterRange, SmcccFilter
+from sdeilab.trace.vocabulary import Conduit
 
 FWD = FilterAction.FWD_TO_USER
 SDEI_FORWARD = (FilterRange(SDEI_RANGE[0], SDEI_RANGE[1], FWD),)
@@ -116,31 +117,32 @@ PROFILES: dict[str, Profile] = {
     "virt": Profile(
         "virt", "the lab's default: HVC #0 to a hypervisor that answers SMCCC, PSCI and a complete SDEI itself; "
         "SMC UNDEFINED (no EL3)",
-        {"hvc": KERNEL}, {**_KVM_BASE, "sdei": KERNEL}),
+        {Conduit.HVC: KERNEL}, {**_KVM_BASE, "sdei": KERNEL}),
     "firmware": Profile(
         "firmware", "TF-A-like: EL3 firmware answers SMCCC, PSCI and SDEI on SMC #0; HVC UNDEFINED (no EL2)",
-        {"smc": EL3}, {"arch": EL3, "psci": EL3, "sdei": EL3}, smccc_version=0x1_0005),
+        {Conduit.SMC: EL3}, {"arch": EL3, "psci": EL3, "sdei": EL3}, smccc_version=0x1_0005),
     "kvm": Profile(
         "kvm", "upstream KVM today: in-kernel SMCCC and PSCI, no SDEI (its calls are NOT_SUPPORTED)",
-        {"hvc": KERNEL}, dict(_KVM_BASE)),
+        {Conduit.HVC: KERNEL}, dict(_KVM_BASE)),
     "kvm-vmm-sdei": Profile(
         "kvm-vmm-sdei", "SDEI forwarded to the VMM, PSCI kept in the kernel: the VMM never hears of CPU_ON, "
         "so a PE keeps the mask and private registrations of its previous life",
-        {"hvc": KERNEL}, {**_KVM_BASE, "sdei": VMM}, SDEI_FORWARD, sdei=VMM_SDEI),
+        {Conduit.HVC: KERNEL}, {**_KVM_BASE, "sdei": VMM}, SDEI_FORWARD, sdei=VMM_SDEI),
     "kvm-vmm-psci-sdei": Profile(
         "kvm-vmm-psci-sdei", "PSCI and SDEI both forwarded to the VMM (the 2019 thread's fix); the architecture "
         "calls and the Spectre workarounds stay in the kernel",
-        {"hvc": KERNEL}, {"arch": KERNEL, "psci": VMM, "sdei": VMM}, PSCI_FORWARD + SDEI_FORWARD, sdei=VMM_SDEI),
+        {Conduit.HVC: KERNEL}, {"arch": KERNEL, "psci": VMM, "sdei": VMM}, PSCI_FORWARD + SDEI_FORWARD, sdei=VMM_SDEI),
     "kvm-sdei": Profile(
         "kvm-sdei", "in-kernel SDEI as Gavin Shan's series (v7) did it: private events only, no binding, "
         "no ROUTING_SET, no critical events",
-        {"hvc": KERNEL}, {**_KVM_BASE, "sdei": KERNEL}, sdei=GAVIN_V7_SDEI, sdei_not_supported=GAVIN_V7_NOT_SUPPORTED),
+        {Conduit.HVC: KERNEL}, {**_KVM_BASE, "sdei": KERNEL}, sdei=GAVIN_V7_SDEI,
+        sdei_not_supported=GAVIN_V7_NOT_SUPPORTED),
 }
 
 CONDUIT_SWITCHES: dict[str, Mapping[str, str]] = {
-    "hvc": {"hvc": KERNEL},  # KVM: HVC #0; no EL3, so SMC is UNDEFINED at EL1
-    "smc-el3": {"smc": KERNEL},  # EL3 present: KVM traps SMC (HCR_EL2.TSC) into the same handler (Linux 6.4+)
-    "smc-no-el3": {"hvc": KERNEL},  # SMC without EL3: UNDEFINED at EL1 whatever the hypervisor wants
+    "hvc": {Conduit.HVC: KERNEL},  # KVM: HVC #0; no EL3, so SMC is UNDEFINED at EL1
+    "smc-el3": {Conduit.SMC: KERNEL},  # EL3 present: KVM traps SMC (HCR_EL2.TSC) into the same handler (Linux 6.4+)
+    "smc-no-el3": {Conduit.HVC: KERNEL},  # SMC without EL3: UNDEFINED at EL1 whatever the hypervisor wants
 }
 """How a KVM profile's guest reaches it. ``firmware`` is the SMC-to-EL3 case with no hypervisor."""
 

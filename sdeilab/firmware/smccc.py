@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sdeilab.firmware.smccc_filter import FilterAction, SmcccFilter
 from sdeilab.trace import LayerExit, SmcccCall, SmcccReturn
+from sdeilab.trace.vocabulary import Conduit
 
 if TYPE_CHECKING:
     from sdeilab.machine.machine import Machine
@@ -188,7 +189,7 @@ class SmcccDispatcher:
         return self.route(fid).function is not None
 
     def route(self, fid: int, conduit: str | None = None) -> Route:
-        conduit = conduit or next(iter(self.conduits), "hvc")
+        conduit = conduit or next(iter(self.conduits), Conduit.HVC)
         routes = self._routes.setdefault(conduit, {})
         route = routes.get(fid)
         if route is None:
@@ -248,7 +249,7 @@ class SmcccDispatcher:
             # KVM_EXIT_HYPERCALL carries the function ID and the conduit flag, never the immediate;
             # the VMM reads x1..x17 with KVM_GET_ONE_REG (reference section 6, "The exit").
             add(LayerExit, index, now, fid, route.name, KERNEL, route.layer, route.exit,
-                KVM_HYPERCALL_EXIT_SMC if conduit == "smc" else 0)
+                KVM_HYPERCALL_EXIT_SMC if conduit == Conduit.SMC else 0)
         if function is None:
             vcpu.set_x(0, NOT_SUPPORTED)
             add(SmcccReturn, index, now, fid, route.name, (NOT_SUPPORTED,), route.layer)

@@ -77,6 +77,7 @@ from sdeilab.machine.outcome import RunOutcome, StopReason
 from sdeilab.machine.state import MachineSnapshot
 from sdeilab.machine.vcpu import VcpuState
 from sdeilab.trace import FACT_KINDS, Fact, SdeiDispatch, SmcccCall, TraceLog
+from sdeilab.trace.vocabulary import Conduit
 
 if TYPE_CHECKING:
     from sdeilab.lab.gdb_server import GdbServer
@@ -406,7 +407,7 @@ class Session:
     def _file_for(self, profile: Profile, images: dict[Path, GuestImage] | None = None) -> Path:
         if self.kernel is not None:
             return self.guest
-        smc_only = "smc" in profile.conduits and "hvc" not in profile.conduits
+        smc_only = Conduit.SMC in profile.conduits and Conduit.HVC not in profile.conduits
         wanted = self._builds()[1 if smc_only else 0]
         return wanted if wanted in (self._images if images is None else images) or wanted.exists() else self.guest
 

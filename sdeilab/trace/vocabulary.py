@@ -1,5 +1,5 @@
 """The words facts are made of, in one place, for every layer above to import: a vCPU's power
-states and the causes of its transitions.
+states and the causes of its transitions, and the conduits a firmware call takes.
 
 Each is a :class:`~enum.StrEnum`: a member *is* its string, so facts keep plain strings (the
 JSON and Perfetto output stay byte for byte what they were) and a comparison such as
@@ -35,3 +35,12 @@ class PowerCause(StrEnum):
     CPU_SUSPEND = "cpu-suspend"  # PSCI CPU_SUSPEND, to a standby or a power-down state
     WFI = "wfi"  # the PE executed WFI
     WAKE = "wake"  # a wake-up event ended a standby or power-down state
+
+
+class Conduit(StrEnum):
+    """The instruction a firmware call traps with (DEN0028 2.5, "SMC and HVC calling conventions").
+    HVC reaches a hypervisor at EL2; SMC reaches EL3 firmware, and is UNDEFINED at EL1 where there
+    is no EL3 (ARM ARM D1.19), so a hypervisor's ABI must not depend on it."""
+
+    HVC = "hvc"
+    SMC = "smc"
