@@ -49,7 +49,8 @@ BUILD_TIMEOUT_S = 1800.0
 _BY_NAME = {g.stem if g.is_file() else g.name: g for g in lab_guests()}
 
 # Same bytes on TF-A and on the lab: event 0 and PSCI only.
-IDENTICAL = ["cpu_on_masking", "linux_client", "tftf_pstate", "tftf_signal_serial", "tftf_signal_state"]
+IDENTICAL = ["cpu_on_masking", "linux_client", "tftf_pstate", "tftf_signal_all", "tftf_signal_serial",
+             "tftf_signal_state"]
 # linux_client's scenario needs exactly 4 CPUs, which TF-A's qemu platform cannot show (it knows 32
 # PEs): on 8 CPUs it fails its CPU count on both sides, with the same bytes.
 NEEDS_4_CPUS = {"linux_client"}
@@ -58,11 +59,6 @@ NEEDS_4_CPUS = {"linux_client"}
 # event the platform does not offer).
 PLATFORM_DIFFERS = ["nesting", "tftf_bind_failure", "tftf_parallel", "tftf_rm_any", "tftf_serial", "tftf_state",
                     "vmm_watchdog"]
-# Known not to run on TF-A yet, each for a reason in the guest or its toolchain, not in either firmware.
-KNOWN_BROKEN = {
-    "tftf_signal_all": "the secondaries' bounded spin (SDEI_WAIT_SPINS) is tuned to the lab's deterministic "
-                       "scheduler; on QEMU they give up before the lead has powered on all 8 CPUs and signalled",
-}
 TFA_PLATFORM_LINES = ("INTERRUPT_BIND(", "not offered here", "SDEI_FEATURES(BIND_SLOTS) = 0x0")
 
 
@@ -127,7 +123,7 @@ def run_on_lab(name: str) -> bytes:
 
 
 def test_every_sdei_guest_is_classified() -> None:
-    assert sorted([*IDENTICAL, *PLATFORM_DIFFERS, *KNOWN_BROKEN]) == sorted(_BY_NAME)
+    assert sorted([*IDENTICAL, *PLATFORM_DIFFERS]) == sorted(_BY_NAME)
     assert set(HOST_TIMED) <= set(IDENTICAL)
 
 
@@ -178,17 +174,6 @@ def test_guest_differs_only_where_the_platform_events_differ(name: str, tfa_dir:
     assert any(word in tfa[first] for word in TFA_PLATFORM_LINES), (
         f"{name}: first difference at line {first + 1} is not a platform event:\n"
         f"  TF-A: {tfa[first]}\n  lab:  {lab[first]}")
-
-
-@pytest.mark.parametrize("name", sorted(KNOWN_BROKEN))
-def test_known_broken_guest_on_tfa(name: str, tfa_dir: Path, bl33_script: Path, tmp_path: Path) -> None:
-    """tftf_signal_all either times out as described or, when it passes, matches the lab."""
-    tfa = run_on_tfa(name, tfa_dir, bl33_script, tmp_path).decode().splitlines()
-    if tfa[-1] == f"{name}: PASS":  # the timing went the lab's way this time: then it must match
-        assert tfa == run_on_lab(name).decode().splitlines()
-    else:
-        assert any("wait for the handler" in line or "timeout" in line for line in tfa), "\n".join(tfa)
-        pytest.xfail(KNOWN_BROKEN[name])
 
 
 def test_speed_benchmark_runs_on_both_sides(tfa_dir: Path) -> None:

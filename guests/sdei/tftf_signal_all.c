@@ -13,8 +13,14 @@
  * cookie in x1, and each handler must run exactly once; the secondaries' REGISTER, ENABLE,
  * UNMASK, MASK, DISABLE and UNREGISTER must each return 0 (TFTF: >= 0); the lead waits for
  * each secondary to be OFF (AFFINITY_INFO), as TFTF's framework does at the end of a test.
- * Every wait is bounded, so a missing handler is a FAIL verdict rather than a hang.  With one
- * CPU there is nothing to signal: TFTF passes vacuously, this port fails.
+ * A secondary's bounded wait for its handler starts when the lead says the signals are coming
+ * (`signals_coming`), not when the secondary is ready: the lead powers the others on one at a
+ * time, and under QEMU and TF-A bringing up seven more CPUs outlasts any fixed spin count, so
+ * the first secondaries gave up before their signal (their spin counts suit the lab's scheduler,
+ * not a host's threads).  That wait has no bound of its own: the lead either gives the word or
+ * ends the run (test_finish powers the system off).  Every other wait is bounded, so a missing
+ * handler is a FAIL verdict rather than a hang.  With one CPU there is nothing to signal: TFTF
+ * passes vacuously, this port fails.
  *
  * Output: only the lead prints, from points whose order the scenario fixes (after a ready
  * report, after each SIGNAL, after a CPU is OFF); the secondaries record what they saw.
@@ -25,6 +31,7 @@
 #define READY_SPINS     (4 * (uint64_t)SDEI_WAIT_SPINS)
 
 static volatile uint64_t cpu_ready[MAX_CPUS];       /* TFTF: event_t cpu_ready[] */
+static volatile uint64_t signals_coming;            /* set by the lead once every CPU is ready */
 
 /* What each secondary saw, written by that CPU only, read by the lead after `cpu_ready` or
  * after the CPU is OFF (cpu_wait_off orders the reads after the CPU's last writes). */
@@ -65,6 +72,8 @@ static void wait_for_event_signal(uint64_t unused)
     store_release(&cpu_ready[me], 1);       /* reported even on failure: the lead must not hang */
 
     test_step("wait for the handler");
+    while (!load_acquire(&signals_coming))  /* the handler may run meanwhile: its flag waits */
+        ;
     if (ok) {
         ok = expect_true("the handler ran", sdei_handler_done(SDEI_WAIT_SPINS))
           && expect_eq("handler x0 (event)", handler_ev[me], SDEI_EVENT_SW_SIGNALLED)
@@ -117,6 +126,7 @@ int main(void)
 
     /* Signal every secondary from the lead. */
     test_step("EVENT_SIGNAL");
+    store_release(&signals_coming, 1);
     for (unsigned cpu = 1; cpu < cpus; cpu++) {
         int64_t ret = sdei_event_signal(SDEI_EVENT_SW_SIGNALLED, cpu_mpidr(cpu));
         puts("EVENT_SIGNAL(0, ");
