@@ -17,6 +17,8 @@ from typing import Protocol
 
 from sdeilab.trace.vocabulary import Conduit
 
+CALL_PC = 18  # where ``CpuBackend.call_registers`` puts PC, after X0..X17
+
 SysregKey = tuple[int, int, int, int, int]
 """A system register or system instruction by encoding: (op0, op1, CRn, CRm, op2)."""
 
@@ -197,9 +199,9 @@ class CpuBackend(Protocol):
     def x(self, n: int) -> int: ...
     def set_x(self, n: int, value: int) -> None: ...
     def xs(self, count: int) -> list[int]: ...
-    def call_registers(self) -> tuple[int, list[int]]:
-        """PC and X0..X17 in one read: what a call through a conduit hands its handler (SMCCC 1.2:
-        the function ID in W0, arguments in X1-X17, DEN0028 2.6 and 2.7)."""
+    def call_registers(self) -> tuple[int, ...]:
+        """X0..X17 then PC (index ``CALL_PC``) in one read: what a call through a conduit hands its
+        handler (SMCCC 1.2: the function ID in W0, arguments in X1-X17, DEN0028 2.6 and 2.7)."""
         ...
     def set_xs(self, values: Sequence[int]) -> None:
         """x0 .. x(len(values)-1)."""

@@ -218,6 +218,11 @@ AARCH32_UNSUPPORTED = ("ERET to AArch32 EL0 (SPSR_EL1.M = 0x10), which this vCPU
 _ERET = (0xD69F_03E0).to_bytes(4, "little")
 
 
+_HVC, _SMC = Conduit.HVC.value, Conduit.SMC.value  # plain str: they reach the facts (TraceLog.add)
+# X0..X17, then env->pc after X18..X31 (14 words): a call's registers in one unpack.
+_CALL_LAYOUT = struct.Struct("=18Q112xQ")
+
+
 def _may_return_illegally(spsr: int) -> bool:
     """An ERET from EL1 with this SPSR_EL1 may leave PSTATE.IL set: SPSR.IL itself, or a mode other
     than AArch64 EL0t, EL1t or EL1h and AArch32 User (EL0; EL1 is AArch64 only, HCR_EL2.RW) (ARM ARM
@@ -1069,7 +1074,7 @@ class UnicornVcpu:
         self._last_intno = intno
         try:
             if intno == 11 or intno == 13:  # EXCP_HVC, EXCP_SMC: the hypercall path, kept short
-                self._host.conduit(self.index, Conduit.HVC if intno == 11 else Conduit.SMC, self.executed())
+                self._host.conduit(self.index, _HVC if intno == 11 else _SMC, self.executed())
             else:
                 self._host.trap(self.index, _TRAPS.get(intno, Trap.OTHER), self.pc)
         except BaseException as error:  # a ctypes callback must not raise: hand it to run()
@@ -1540,11 +1545,11 @@ class UnicornVcpu:
         uclib.uc_reg_read_batch(self._uch, self._batch_ids, self._batch_ptrs, count)
         return self._batch_vals[:count]
 
-    def call_registers(self) -> tuple[int, list[int]]:
-        view = self._xq
+    def call_registers(self) -> tuple[int, ...]:
+        view = self._xb
         if view is not None and self._aarch64[0]:
-            return view[32], view[:18].tolist()
-        return self.pc, self.xs(18)
+            return _CALL_LAYOUT.unpack_from(view)
+        return (*self.xs(18), self.pc)
 
     def set_xs(self, values: Sequence[int]) -> None:
         count = len(values)

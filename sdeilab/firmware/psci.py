@@ -45,15 +45,17 @@ class AffinityState(IntEnum):
     ON_PENDING = 2
 
 
-INVALID_PARAMETERS = PsciResult.INVALID_PARAMETERS
-DENIED = PsciResult.DENIED
-ALREADY_ON = PsciResult.ALREADY_ON
-ON_PENDING = PsciResult.ON_PENDING
-INTERNAL_FAILURE = PsciResult.INTERNAL_FAILURE
-NOT_PRESENT = PsciResult.NOT_PRESENT
-DISABLED = PsciResult.DISABLED
-INVALID_ADDRESS = PsciResult.INVALID_ADDRESS
-AFFINITY_ON, AFFINITY_OFF, AFFINITY_ON_PENDING = AffinityState.ON, AffinityState.OFF, AffinityState.ON_PENDING
+# Plain ints for the handlers to return: results reach the facts (TraceLog.add).
+INVALID_PARAMETERS = int(PsciResult.INVALID_PARAMETERS)
+DENIED = int(PsciResult.DENIED)
+ALREADY_ON = int(PsciResult.ALREADY_ON)
+ON_PENDING = int(PsciResult.ON_PENDING)
+INTERNAL_FAILURE = int(PsciResult.INTERNAL_FAILURE)
+NOT_PRESENT = int(PsciResult.NOT_PRESENT)
+DISABLED = int(PsciResult.DISABLED)
+INVALID_ADDRESS = int(PsciResult.INVALID_ADDRESS)
+AFFINITY_ON, AFFINITY_OFF, AFFINITY_ON_PENDING = (int(AffinityState.ON), int(AffinityState.OFF),
+                                                  int(AffinityState.ON_PENDING))
 
 MIGRATE_INFO_TYPE_NO_TRUSTED_OS = 2  # no Trusted OS, so no migration to worry about (DEN0022D 5.8)
 

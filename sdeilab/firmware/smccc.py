@@ -14,6 +14,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from sdeilab.firmware.smccc_filter import FilterAction, SmcccFilter
+from sdeilab.machine.vcpu import CALL_PC
 from sdeilab.trace import LayerExit, SmcccCall, SmcccReturn
 from sdeilab.trace.vocabulary import Conduit
 
@@ -36,10 +37,11 @@ class SmcccResult(IntEnum):
     INVALID_PARAMETER = -3
 
 
-SUCCESS = SmcccResult.SUCCESS
-NOT_SUPPORTED = SmcccResult.NOT_SUPPORTED
-NOT_REQUIRED = SmcccResult.NOT_REQUIRED
-INVALID_PARAMETER = SmcccResult.INVALID_PARAMETER
+# Plain ints for the handlers to return: results reach the facts (TraceLog.add).
+SUCCESS = int(SmcccResult.SUCCESS)
+NOT_SUPPORTED = int(SmcccResult.NOT_SUPPORTED)
+NOT_REQUIRED = int(SmcccResult.NOT_REQUIRED)
+INVALID_PARAMETER = int(SmcccResult.INVALID_PARAMETER)
 
 
 class Owner(IntEnum):
@@ -204,7 +206,8 @@ class SmcccDispatcher:
     def hypercall(self, machine: Machine, vcpu: Vcpu, conduit: str, now: int) -> bool:
         if conduit not in self.conduits:
             return False
-        pc, registers = vcpu.read_call()  # one read for the whole call (DEN0028 2.6, 2.7)
+        registers = vcpu.read_call()  # X0..X17 and PC, one read for the whole call (DEN0028 2.6, 2.7)
+        pc = registers[CALL_PC]
         if self._code_generation != machine.code_generation:
             self._immediates.clear()
             self._code_generation = machine.code_generation
@@ -224,14 +227,14 @@ class SmcccDispatcher:
         return True
 
     def call(self, machine: Machine, vcpu: Vcpu, conduit: str, fid: int, now: int | None = None,
-             registers: list[int] | None = None) -> None:
+             registers: tuple[int, ...] | None = None) -> None:
         """Route one call made at ``now`` with X0..X17 = ``registers`` (by default: the time and the
         registers now), record it and its return (a call takes no virtual time: both share the
         stamp), and write the results to x0..x3."""
         if now is None:
             now = machine.now()
         if registers is None:
-            registers = vcpu.read_call()[1]
+            registers = vcpu.read_call()
         routes = self._routes.get(conduit)
         route = routes.get(fid) if routes is not None else None
         if route is None:

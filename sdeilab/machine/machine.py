@@ -644,7 +644,7 @@ class Machine:
     def _on_transition(self, vcpu: Vcpu, old: VcpuState, new: VcpuState, cause: str) -> None:
         if old.powered != new.powered:
             self.gic.refresh()  # 1-of-N SPI routing considers only powered CPUs
-        self.record(PowerTransition, vcpu.index, old.value, new.value, cause)
+        self.record(PowerTransition, vcpu.index, old.value, new.value, str(cause))  # plain str: see TraceLog.add
         for listener in self.power_listeners:
             listener(vcpu.index, old, new, cause)
 

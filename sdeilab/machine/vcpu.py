@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from sdeilab.cpu import backend as cpu_backend
 from sdeilab.cpu.backend import CpuBackend
 from sdeilab.machine.exceptions import PSTATE_DAIF, PSTATE_EL1H, PSTATE_NZCV
 from sdeilab.trace.vocabulary import PowerCause, PowerState
 
+CALL_PC = cpu_backend.CALL_PC  # where ``Vcpu.read_call`` puts PC, after X0..X17
 SDEI_SAVED_REGISTERS = 18  # X0..X17, what an SDEI dispatch saves (DEN0054 5.1.14; TF-A save_event_ctx)
 _ZEROS = (0,) * (SDEI_SAVED_REGISTERS - 4)
 
@@ -58,7 +60,7 @@ class Vcpu:
         # A call through a conduit: PC and X0..X17 in one read. In a conduit callback PC is the
         # preferred return address, the instruction after the HVC or SMC (ARM ARM, "Preferred
         # exception return address"), from which SMCCC finds the call's immediate (DEN0028 2.9).
-        self.read_call: Callable[[], tuple[int, list[int]]] = backend.call_registers
+        self.read_call: Callable[[], tuple[int, ...]] = backend.call_registers  # X0..X17, PC (CALL_PC)
         # EVENT_COMPLETE's restore, once per event; what it means is documented under "SDEI event
         # dispatch" below.
         self.restore_context: Callable[[bytes, int, int], None] = backend.restore_context

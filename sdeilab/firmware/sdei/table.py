@@ -27,10 +27,11 @@ class SdeiResult(IntEnum):
     OUT_OF_RESOURCE = -10
 
 
-INVALID_PARAMETERS = SdeiResult.INVALID_PARAMETERS
-DENIED = SdeiResult.DENIED
-PENDING = SdeiResult.PENDING
-OUT_OF_RESOURCE = SdeiResult.OUT_OF_RESOURCE
+# Plain ints for the handlers to return: results reach the facts (TraceLog.add).
+INVALID_PARAMETERS = int(SdeiResult.INVALID_PARAMETERS)
+DENIED = int(SdeiResult.DENIED)
+PENDING = int(SdeiResult.PENDING)
+OUT_OF_RESOURCE = int(SdeiResult.OUT_OF_RESOURCE)
 
 
 class EventState(IntEnum):
