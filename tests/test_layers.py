@@ -30,7 +30,7 @@ APPLICATION = {"cli", "console", "hub", "curriculum", "voila_app"}
 # Imports that cross the picture today, each a debt of issue 13 with its reason. The test fails
 # on a crossing not listed here, and on a listed one that is gone (take it off the list).
 KNOWN_CROSSINGS = {
-    ("linux/watchdog.py", "machine"),  # ... and it drives Machine.run(debugger=True) itself
+    ("linux/watchdog.py", "machine"),  # the Linux watchdog is a second debugger: it drives Machine.run itself
     ("widgets/boot_progress.py", "machine"),  # the boot progress bar reads the machine's counters
     ("widgets/guest_cell.py", "cpu"),  # a guest cell reports the emulator's EngineError
     ("widgets/guest_cell.py", "machine"),  # ... and loads its ELF with the machine's loader
