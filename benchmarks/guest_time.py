@@ -62,6 +62,7 @@ class LabRun:
     run: float  # platform.run() only
     retired: int
     uart: bytes
+    engine: str  # the vCPU's fast paths and compiled hooks: the rates below depend on them
 
 
 def build_guest(out: Path, mode: str, **defines: str) -> Path:
@@ -79,7 +80,11 @@ def lab(elf: Path) -> LabRun:
     if outcome.reason is not StopReason.SYSTEM_OFF:
         raise GuestError(f"{elf.name} on the lab: {outcome.reason.value}: {outcome.detail}")
     machine = platform.machine
-    return LabRun(ended - began, ended - started, machine.retired, bytes(machine.uart_output))
+    backend = machine.vcpus[0].backend
+    engine = (f"fast paths {','.join(sorted(backend.fast_paths)) or 'none'}, compiled hooks "  # type: ignore[attr-defined]
+              f"{'on' if backend.compiled_hooks else 'off'}, compiled exception entry "  # type: ignore[attr-defined]
+              f"{'on' if backend.compiled_entry else 'off'}")  # type: ignore[attr-defined]
+    return LabRun(ended - began, ended - started, machine.retired, bytes(machine.uart_output), engine)
 
 
 def qemu(elf: Path, tries: int = QEMU_TRIES) -> tuple[float, bytes]:
@@ -154,7 +159,7 @@ def exceptions(out: Path, mode: str, label: str, n_lab: int, n_qemu: int, have_q
     lab_zero, lab_n = lab(zero), lab(elf_n := build_guest(out, mode, COUNT=f"{n_lab}UL"))
     lab_rate = n_lab / max(lab_n.run - lab_zero.run, 1e-9)
     print(f"  {label}: lab {n_lab:,} in run() {lab_n.run:.2f} s (N=0: {lab_zero.run:.3f} s) "
-          f"{lab_n.uart.decode(errors='replace').strip()!r}")
+          f"{lab_n.uart.decode(errors='replace').strip()!r}; {lab_n.engine}")
     goal = "lab >= 200,000/s"
     if not have_qemu:
         row(f"{label}, exceptions/s", f"{lab_rate:,.0f}/s", "QEMU not installed", "-", goal, lab_rate >= 200_000)

@@ -1010,6 +1010,11 @@ class UnicornVcpu:
         return self._native is not None
 
     @property
+    def compiled_entry(self) -> bool:
+        """Whether the compiled interrupt hook enters the common exceptions itself (``_compiled_entry_works``)."""
+        return self._exception_filter is not None
+
+    @property
     def fast_paths(self) -> frozenset[str]:
         """The fast paths (``FAST_PATHS``) this vCPU uses: those allowed that the probes found."""
         found = {"registers": self._xregs, "pstate": self._pstate, "aarch32": self._a32, "record": self._record}
