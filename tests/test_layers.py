@@ -144,7 +144,7 @@ def test_one_event_signal_crosses_each_boundary_at_most_twice(tmp_path: Path) ->
                 calls.append(f"{caller} -> {callee}: {back.f_code.co_name} -> {frame.f_code.co_qualname}")
 
     def conduit(cpu: int, kind: str, executed: int) -> None:
-        if vcpu.x(0) & 0xFFFF_FFFF == SDEI_EVENT_SIGNAL:
+        if vcpu.read_call()[0] & 0xFFFF_FFFF == SDEI_EVENT_SIGNAL:
             signals[0] += 1
             if signals[0] == 2:
                 crossings["cpu", "machine"] += 1

@@ -548,13 +548,13 @@ def _context_record_offset() -> int | None:
     return found[0] if len(found) == 1 else None
 
 
-def _context_cpu_state(uc: Uc, scratch: UcContext) -> bytes:
+def _context_cpu_state(uc: Uc, scratch: UcContext, offset: int = 0, size: int | None = None) -> bytes:
     """The engine's CPUARMState as ``uc_context_save`` copies it (into ``scratch``), without the
-    context's own header."""
+    context's own header: all of it, or ``size`` bytes from ``offset``."""
     uclib.uc_context_save(uc._uch, scratch.context)
     header = _context_header()
-    return ctypes.string_at(ctypes.cast(scratch.context, ctypes.c_void_p).value + header,  # type: ignore[operator]
-                            scratch.size - header)
+    start = ctypes.cast(scratch.context, ctypes.c_void_p).value + header + offset  # type: ignore[operator]
+    return ctypes.string_at(start, scratch.size - header - offset if size is None else size)
 
 
 def _exception_record_offset() -> int | None:
@@ -1752,8 +1752,8 @@ class UnicornVcpu:
     def exception_record(self) -> ExceptionRecord | None:
         record = self._record
         if record is None and self._saved_record_at is not None:  # the same record, copied by the API
-            state = _context_cpu_state(self._uc, self._scratch_context())
-            syndrome, _fsr, address, target_el = _RECORD.unpack_from(state, self._saved_record_at)
+            saved = _context_cpu_state(self._uc, self._scratch_context(), self._saved_record_at, _RECORD.size)
+            syndrome, _fsr, address, target_el = _RECORD.unpack(saved)
             return ExceptionRecord(syndrome, address, target_el)
         if record is None:
             # No record at all: only a Software Step exception can be told without it: an abort's fault

@@ -63,10 +63,6 @@ VIRT_DEVICES: tuple[DeviceSpec, ...] = (
 )
 """The board's MMIO devices in device-tree order (the GIC and the per-CPU timers are the CPU's own)."""
 
-VIRT_SPIS: dict[Region, int] = {spec.region: spec.spi for spec in VIRT_DEVICES}
-"""The interrupt map: SPIs by device region."""
-
-
 def device_spec(region: Region) -> DeviceSpec:
     """The row of the device at ``region``."""
     for spec in VIRT_DEVICES:

@@ -36,7 +36,14 @@ from sdeilab.machine.gic_cpuif import (
     IccMixin,
     IccReg,
 )
-from sdeilab.machine.memmap import GICR_FRAME_SIZE, MAX_CPUS, MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity
+from sdeilab.machine.memmap import (
+    GICR_FRAME_SIZE,
+    MAX_CPUS,
+    MPIDR_AFFINITY_MASK,
+    NUM_SPIS,
+    cpu_affinity,
+    cpus_by_affinity,
+)
 from sdeilab.machine.state import FieldState
 from sdeilab.trace import IrqAcknowledged, IrqAsserted, IrqCompleted
 
@@ -166,7 +173,7 @@ class GicV3(FieldState, IccMixin):
         # Told of each CPU an interrupt became pending for (the board wakes or stops it): a
         # callback of its own, as the PL011's interrupt line is, not something read off the trace.
         self._on_pending = on_pending
-        self._aff_to_cpu = {cpu_affinity(cpu): cpu for cpu in range(num_cpus)}
+        self._aff_to_cpu = cpus_by_affinity(num_cpus)
         self._spi_bits = ((1 << self.num_irqs) - 1) & ~MASK32  # implemented SPIs
         self.generation = 0
         # Input line levels survive reset(): they belong to the devices driving them.

@@ -84,6 +84,12 @@ def cpu_affinity(cpu: int) -> int:
     return ((cpu // CPUS_PER_CLUSTER) << 8) | (cpu % CPUS_PER_CLUSTER)
 
 
+def cpus_by_affinity(num_cpus: int) -> dict[int, int]:
+    """Each CPU's index by its affinity fields: what a lookup of a PE by MPIDR_EL1 uses (TF-A's
+    plat_core_pos_by_mpidr, GICD_IROUTER and an SGI's target list)."""
+    return {cpu_affinity(cpu): cpu for cpu in range(num_cpus)}
+
+
 def cpu_of_mpidr(mpidr: int, num_cpus: int) -> int | None:
     """The CPU whose affinity fields equal ``mpidr``; None if another bit is set or no CPU has them.
 

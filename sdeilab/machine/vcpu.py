@@ -40,7 +40,7 @@ class Vcpu:
     """
 
     __slots__ = ("_on_transition", "backend", "entry", "index", "mpidr", "read_call", "restore_context",
-                 "set_x", "set_xs", "state", "x", "xs")
+                 "set_x", "set_xs", "state")
 
     def __init__(self, index: int, mpidr: int, backend: CpuBackend,
                  on_transition: Callable[[Vcpu, VcpuState, VcpuState, str], None]) -> None:
@@ -53,8 +53,6 @@ class Vcpu:
         # The general-purpose registers an SMCCC call uses (DEN0028 2.6, 2.7: the function ID in
         # W0, arguments in X1-X17, results in X0-X17). Every hypercall reads and writes them, so
         # they are the backend's own bound methods, bound once here: no call layer in between.
-        self.x: Callable[[int], int] = backend.x  # Xn
-        self.xs: Callable[[int], list[int]] = backend.xs  # X0..X(count-1)
         self.set_x: Callable[[int, int], None] = backend.set_x  # Xn = value
         self.set_xs: Callable[[Sequence[int]], None] = backend.set_xs  # X0..X(len-1) = values
         # A call through a conduit: PC and X0..X17 in one read. In a conduit callback PC is the

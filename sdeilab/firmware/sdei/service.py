@@ -28,7 +28,7 @@ from sdeilab.firmware.sdei.table import (
 )
 from sdeilab.firmware.smccc import NO_RETURN, Function, Result, Service, SmcccDispatcher
 from sdeilab.machine.machine import Machine
-from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity
+from sdeilab.machine.memmap import MPIDR_AFFINITY_MASK, NUM_SPIS, cpu_affinity, cpus_by_affinity
 from sdeilab.machine.state import FieldState
 from sdeilab.machine.vcpu import SDEI_SAVED_REGISTERS, Vcpu, VcpuState
 from sdeilab.trace import SdeiBinding, SdeiComplete, SdeiDispatch, SdeiMask, SdeiTransition
@@ -99,7 +99,7 @@ class Sdei(FieldState, Service):
         self.leaked_counts: dict[int, int] = {}  # tfa_reg_count_leak: registrations CPU_ON forgot
         self.pes = [Pe() for _ in range(cpus)]
         # The PE an affinity names (TF-A's plat_core_pos_by_mpidr, the platform port's own table).
-        self._aff_to_cpu = {cpu_affinity(cpu): cpu for cpu in range(cpus)}
+        self._aff_to_cpu = cpus_by_affinity(cpus)
         self._last_taker = -1  # RM_ANY round-robin
         self._routing_any = False  # some shared event is registered with RM_ANY
         psci.subscribe(PowerEvent.CPU_ON_FINISH, self._on_cpu_on)
